@@ -1,0 +1,36 @@
+# Two commands on a fresh machine: `make demo` and `make test`.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip install -q -c constraints.txt
+CONFIG ?= examples/mnist.yaml
+RUN ?= runs/mnist
+
+.PHONY: install install-test demo test benchmarks clean
+
+$(VENV)/.installed: pyproject.toml constraints.txt
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) --upgrade pip
+	$(PIP) torch==2.13.0
+	$(PIP) -e .
+	touch $@
+
+$(VENV)/.installed-test: $(VENV)/.installed
+	$(PIP) -e '.[test]'
+	touch $@
+
+install: $(VENV)/.installed
+install-test: $(VENV)/.installed-test
+
+demo: install
+	$(VENV)/bin/edgekd run $(CONFIG) --out $(RUN)
+
+test: install-test
+	$(PY) -m pytest -q tests
+
+benchmarks: install
+	$(PY) benchmarks/kd_gain.py
+	$(PY) benchmarks/train_overhead.py
+
+clean:
+	rm -rf runs .pytest_cache

@@ -1,0 +1,50 @@
+"""The ``edgekd`` command line. Every command has a Python equivalent in ``edgekd.pipeline``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.console import Console
+
+from .errors import EdgekdError
+
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    help="Turn a trained teacher into small, fast, verified edge binaries, driven by one YAML file.",
+)
+console = Console(stderr=True)
+
+CONFIG = typer.Argument(..., help="Pipeline YAML, e.g. examples/mnist.yaml.")
+OUT = typer.Option(None, "--out", "-o", help="Run directory (default: runs/<name from the config>).")
+RESUME = typer.Option(False, "--resume", help="Continue an interrupted training from its last epoch checkpoint.")
+FORCE = typer.Option(None, "--force", help="Re-run this stage and every later one even if cached.")
+
+
+def _run_stages(config: Path, out: Optional[Path], stages: list[str] | None, force: Optional[str], resume: bool) -> None:
+    from .pipeline import run, summary_table  # heavy imports (torch) only when a command runs
+
+    try:
+        result = run(config, out, stages=stages, force=force, resume=resume, console=console)
+    except EdgekdError as error:
+        console.print(f"[red]error:[/red] {error}")
+        raise typer.Exit(2) from None
+    Console().print(summary_table(result))
+
+
+@app.command("run")
+def run_command(config: Path = CONFIG, out: Optional[Path] = OUT, force: Optional[str] = FORCE, resume: bool = RESUME) -> None:
+    """Run every stage of the pipeline; completed stages with unchanged inputs are reused."""
+    _run_stages(config, out, None, force, resume)
+
+
+@app.command("distill")
+def distill_command(config: Path = CONFIG, out: Optional[Path] = OUT, force: Optional[str] = FORCE, resume: bool = RESUME) -> None:
+    """Load or train the teacher, then distill it into the student."""
+    _run_stages(config, out, ["distill"], force, resume)
+
+
+def main() -> None:
+    app()

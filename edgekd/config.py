@@ -1,0 +1,143 @@
+"""The pipeline YAML, validated with pydantic.
+
+Unknown keys are errors and every error names the key path, the bad value and
+what was expected. Each stage owns one section; later stages add sections here.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from .errors import ConfigError
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class DataConfig(Section):
+    source: str = "builtin:mnist5k"
+    image_size: tuple[int, int] | None = Field(None, description="(H, W); resize every image to this size")
+    split: tuple[float, float, float] = (0.7, 0.1, 0.2)
+    augment: bool = Field(False, description="random shifts of up to 2 pixels; turns the teacher cache off")
+
+
+class TrainConfig(Section):
+    epochs: int = Field(10, ge=1)
+    batch_size: int = Field(128, ge=1)
+    optimizer: Literal["adamw", "sgd"] = "adamw"
+    lr: float = Field(3e-3, gt=0)
+    weight_decay: float = Field(1e-4, ge=0)
+    momentum: float = Field(0.9, ge=0, lt=1)
+    warmup_epochs: float = Field(1.0, ge=0)
+    early_stopping_patience: int | None = Field(None, ge=1, description="epochs without val improvement")
+
+
+class ModelSpec(Section):
+    model: str = Field(..., description="zoo:NAME | python:module:Class | torchscript:PATH | export:PATH | onnx:PATH")
+    kwargs: dict[str, Any] = Field(default_factory=dict)
+    weights: str | None = Field(None, description=".safetensors or a weights-only .pt/.pth")
+
+
+class TeacherConfig(Section):
+    members: list[ModelSpec] = Field(default_factory=lambda: [ModelSpec(model="zoo:resnet")])
+    ensemble: Literal["mean", "weighted"] = "mean"
+    ensemble_weights: list[float] | None = None
+    train: TrainConfig = TrainConfig(epochs=6, lr=3e-3)
+    augment: bool = Field(True, description="random shifts while training the teacher")
+    calibrate_temperature: bool = False
+
+    @model_validator(mode="before")
+    @classmethod
+    def _single_member(cls, value: Any) -> Any:
+        # A single teacher may be written inline: {model: ..., weights: ...}.
+        if isinstance(value, dict) and "model" in value:
+            inline = {k: value[k] for k in ("model", "kwargs", "weights") if k in value}
+            rest = {k: v for k, v in value.items() if k not in inline}
+            value = {**rest, "members": [inline]}
+        return value
+
+    @model_validator(mode="after")
+    def _weights_match(self) -> "TeacherConfig":
+        if self.ensemble == "weighted":
+            if not self.ensemble_weights or len(self.ensemble_weights) != len(self.members):
+                raise ValueError(
+                    f"ensemble_weights must give one weight per member ({len(self.members)}) when ensemble is 'weighted'"
+                )
+        return self
+
+
+class FeaturePairConfig(Section):
+    student: str
+    teacher: str
+
+
+class DistillConfig(Section):
+    losses: list[dict[str, Any]] = Field(
+        default_factory=lambda: [{"name": "ce", "weight": 0.1}, {"name": "kd", "weight": 0.9, "temperature": 4.0}]
+    )
+    features: list[FeaturePairConfig] = Field(default_factory=list)
+    train: TrainConfig = TrainConfig(epochs=12, lr=5e-3)
+    cache_teacher: bool = True
+
+    @field_validator("losses")
+    @classmethod
+    def _named(cls, losses: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        for i, spec in enumerate(losses):
+            if "name" not in spec:
+                raise ValueError(f"losses[{i}] needs a 'name'")
+        return losses
+
+
+class PipelineConfig(Section):
+    name: str = "edgekd"
+    seed: int = 0
+    data: DataConfig = DataConfig()
+    teacher: TeacherConfig = TeacherConfig()
+    student: ModelSpec = ModelSpec(model="zoo:tiny_cnn")
+    distill: DistillConfig = DistillConfig()
+    # Where relative paths in the config are resolved (the YAML file's folder).
+    base_dir: Path = Field(Path("."), exclude=True)
+
+    def section(self, name: str) -> dict[str, Any]:
+        """The JSON form of one section, used in stage cache keys."""
+        return getattr(self, name).model_dump(mode="json")
+
+
+def _format_errors(error: ValidationError, origin: str) -> str:
+    lines = [f"invalid config {origin}:"]
+    for item in error.errors():
+        path = ".".join(str(p) for p in item["loc"]) or "(top level)"
+        if item["type"] == "extra_forbidden":
+            lines.append(f"  {path}: unknown key (check the spelling; see `edgekd config --help`)")
+            continue
+        got = item.get("input")
+        got_text = repr(got) if not isinstance(got, dict) else "a mapping"
+        lines.append(f"  {path}: {item['msg']} (got {got_text})")
+    return "\n".join(lines)
+
+
+def parse_config(data: dict[str, Any] | None, *, origin: str = "<dict>", base_dir: Path = Path(".")) -> PipelineConfig:
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"invalid config {origin}: the top level must be a mapping, got {type(data).__name__}")
+    try:
+        return PipelineConfig.model_validate({**data, "base_dir": base_dir})
+    except ValidationError as error:
+        raise ConfigError(_format_errors(error, origin)) from None
+
+
+def load_config(path: str | Path) -> PipelineConfig:
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file {path} does not exist")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as error:
+        raise ConfigError(f"config file {path} is not valid YAML: {error}") from None
+    return parse_config(data, origin=str(path), base_dir=path.resolve().parent)

@@ -1,0 +1,128 @@
+"""Run stages in order, each cached by a hash of its inputs.
+
+A stage is skipped when ``<run>/<stage>/stage.json`` holds the same key: the
+hash of its config inputs, the keys of the stages it requires and the package
+version. That file is written last and atomically, so a killed stage never
+looks complete.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from . import __version__
+from .config import PipelineConfig, load_config, parse_config
+from .errors import ConfigError
+from .io import read_json, sha256_json, write_json
+from .stages import ORDER, STAGES, StageContext
+
+
+@dataclass
+class StageOutcome:
+    name: str
+    cached: bool
+    seconds: float
+    record: dict[str, Any]
+
+
+@dataclass
+class PipelineResult:
+    run_dir: Path
+    stages: dict[str, StageOutcome] = field(default_factory=dict)
+
+    def __getitem__(self, name: str) -> dict[str, Any]:
+        return self.stages[name].record
+
+
+def as_config(config: str | Path | dict | PipelineConfig) -> PipelineConfig:
+    if isinstance(config, PipelineConfig):
+        return config
+    if isinstance(config, dict):
+        return parse_config(config)
+    return load_config(config)
+
+
+def with_dependencies(names: list[str]) -> list[str]:
+    wanted: set[str] = set()
+
+    def add(name: str) -> None:
+        stage = STAGES.get(name, key="stage")
+        for dep in stage.requires:
+            add(dep)
+        wanted.add(name)
+
+    for name in names:
+        add(name)
+    return [name for name in ORDER if name in wanted]
+
+
+def run(
+    config: str | Path | dict | PipelineConfig,
+    out: str | Path | None = None,
+    *,
+    stages: list[str] | None = None,
+    force: str | None = None,
+    resume: bool = False,
+    console: Console | None = None,
+) -> PipelineResult:
+    """Run ``stages`` (default: all) and what they require; return every stage's record.
+
+    ``force`` re-runs that stage and all later ones even when cached; ``resume``
+    continues an interrupted training from its last epoch checkpoint.
+    """
+    cfg = as_config(config)
+    console = console or Console(stderr=True)
+    run_dir = Path(out) if out is not None else Path("runs") / cfg.name
+    run_dir.mkdir(parents=True, exist_ok=True)
+    order = with_dependencies(stages or ORDER)
+    if force is not None and force not in order:
+        raise ConfigError(f"--force {force!r}: not a stage of this run; expected one of: {', '.join(order)}")
+    ctx = StageContext(config=cfg, run_dir=run_dir, resume=resume)
+    result = PipelineResult(run_dir=run_dir)
+    keys: dict[str, str] = {}
+    forcing = False
+    for name in order:
+        stage = STAGES.get(name)()
+        forcing = forcing or name == force
+        key = sha256_json({
+            "version": __version__, "stage": name, "inputs": stage.cache_inputs(ctx),
+            "upstream": {dep: keys[dep] for dep in stage.requires},
+        })
+        keys[name] = key
+        marker = run_dir / name / "stage.json"
+        if not forcing and marker.exists():
+            saved = read_json(marker)
+            if saved.get("key") == key:
+                ctx.records[name] = saved["record"]
+                result.stages[name] = StageOutcome(name, True, 0.0, saved["record"])
+                console.print(f"[dim]{name}: cached ({marker})[/dim]")
+                continue
+        console.print(f"[bold]{name}[/bold]: {stage.summary}")
+        started = time.perf_counter()
+        record = stage.run(ctx, ctx.stage_dir(name))
+        seconds = time.perf_counter() - started
+        write_json(marker, {"stage": name, "key": key, "version": __version__, "seconds": seconds, "record": record})
+        ctx.records[name] = record
+        result.stages[name] = StageOutcome(name, False, seconds, record)
+        for label, value in stage.describe(record):
+            console.print(f"  {label}: {value}")
+    return result
+
+
+def summary_table(result: PipelineResult) -> Table:
+    table = Table(title=f"edgekd run: {result.run_dir}")
+    table.add_column("stage")
+    table.add_column("status")
+    table.add_column("time", justify="right")
+    table.add_column("figures")
+    for name, outcome in result.stages.items():
+        stage = STAGES.get(name)()
+        figures = "; ".join(f"{label} {value}" for label, value in stage.describe(outcome.record))
+        table.add_row(name, "cached" if outcome.cached else "ran", f"{outcome.seconds:.1f}s", figures)
+    return table

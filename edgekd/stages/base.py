@@ -1,0 +1,71 @@
+"""The stage interface and registry.
+
+A stage reads the config section(s) it owns and the records of the stages it
+requires, writes its files under ``run_dir/<name>/`` and returns a record (a
+plain dataclass, saved as JSON). It never reaches into another stage's files
+except through that stage's record.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+from typing import Any, ClassVar
+
+from ..config import PipelineConfig
+from ..data import DataBundle, prepare_data
+from ..registry import Registry
+
+
+@dataclass
+class StageContext:
+    config: PipelineConfig
+    run_dir: Path
+    records: dict[str, dict] = field(default_factory=dict)  # upstream records, by stage name
+    resume: bool = False
+
+    @cached_property
+    def data(self) -> DataBundle:
+        cfg = self.config
+        return prepare_data(
+            cfg.data.source,
+            seed=cfg.seed,
+            fractions=cfg.data.split,
+            image_size=cfg.data.image_size,
+            base_dir=cfg.base_dir,
+        )
+
+    def stage_dir(self, name: str) -> Path:
+        path = self.run_dir / name
+        path.mkdir(parents=True, exist_ok=True)
+        return path
+
+    def relative(self, path: Path) -> str:
+        """Paths in records are relative to the run directory, so a run can be moved."""
+        return str(Path(path).resolve().relative_to(self.run_dir.resolve()))
+
+    def absolute(self, relative: str) -> Path:
+        return self.run_dir / relative
+
+
+class Stage(ABC):
+    name: ClassVar[str]
+    requires: ClassVar[tuple[str, ...]] = ()
+    summary: ClassVar[str] = ""
+
+    @abstractmethod
+    def cache_inputs(self, ctx: StageContext) -> dict[str, Any]:
+        """Everything besides upstream records that decides this stage's output (config sections, seed)."""
+
+    @abstractmethod
+    def run(self, ctx: StageContext, out_dir: Path) -> dict[str, Any]:
+        """Do the work and return the record (JSON-able)."""
+
+    def describe(self, record: dict[str, Any]) -> list[tuple[str, str]]:
+        """Rows (label, value) printed after the stage runs."""
+        return []
+
+
+STAGES: Registry[type[Stage]] = Registry("stage")

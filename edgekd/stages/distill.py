@@ -1,0 +1,112 @@
+"""Stage ``distill``: train the student from the teacher with the configured losses."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..losses import FeaturePair, build_loss
+from ..metrics import evaluate
+from ..models import feature_shapes, model_stats
+from ..records import Figures, ModelRef, StudentRecord, TeacherRecord
+from ..train import CachedTeacher, LiveTeacher, Trainer
+from .base import STAGES, Stage, StageContext
+from .refs import load_ref, save_ref
+from .teacher import load_teachers
+
+
+def teacher_source(ctx: StageContext, pairs: list[FeaturePair], *, use_cache: bool, augment: bool):
+    """The live teacher, or its outputs cached on disk when augmentation is off."""
+    members, weights, temperature = load_teachers(ctx.records["teacher"], ctx)
+    live = LiveTeacher(members, weights, [p.teacher for p in pairs], temperature)
+    if not use_cache or augment:
+        return live, members, {"used": False, "reason": "augmentation on" if augment else "disabled"}
+    hashes = [m["sha256"] for m in TeacherRecord.from_dict(ctx.records["teacher"]).members]
+    key = {"teachers": hashes, "weights": weights, **ctx.data.provenance()}
+    cached = CachedTeacher.load_or_build(live, ctx.data.x_train, key)
+    return cached, members, {"used": True, "hit": cached.hit, "path": str(cached.path)}
+
+
+def distill_into(
+    ctx: StageContext,
+    student: torch.nn.Module,
+    out_dir: Path,
+    *,
+    train_config,
+    description: str,
+    run_key: str,
+    step_hook=None,
+) -> tuple[dict, dict]:
+    """Distill the teacher into ``student`` with the ``distill`` section's losses.
+
+    Shared by distillation, pruning recovery and QAD, so all three use the same losses.
+    Returns the TrainResult summary and the teacher-cache info.
+    """
+    cfg, data = ctx.config.distill, ctx.data
+    pairs = [FeaturePair(p.student, p.teacher) for p in cfg.features]
+    loss = build_loss(cfg.losses)
+    source, members, cache_info = teacher_source(ctx, pairs, use_cache=cfg.cache_teacher, augment=ctx.config.data.augment)
+    if pairs:
+        loss.setup(
+            pairs,
+            feature_shapes(student, [p.student for p in pairs], data.input_shape),
+            feature_shapes(members[0], [p.teacher for p in pairs], data.input_shape),
+        )
+    result = Trainer(
+        student, loss, train_config, data, out_dir, teacher=source, feature_pairs=pairs,
+        augment=ctx.config.data.augment, seed=ctx.config.seed, description=description,
+        run_key=run_key, step_hook=step_hook,
+    ).fit(resume=ctx.resume)
+    return result.to_dict(), cache_info
+
+
+def student_record(ctx: StageContext, student: torch.nn.Module, ref: ModelRef, train: dict, cache: dict) -> StudentRecord:
+    data = ctx.data
+    test = evaluate(student, data.x_test, data.y_test, data.num_classes)
+    val = evaluate(student, data.x_val, data.y_val, data.num_classes)
+    stats = model_stats(student, data.input_shape)
+    figures = Figures(
+        accuracy=test.accuracy, per_class_accuracy=test.per_class_accuracy, ece=test.ece,
+        params=stats.params, macs=stats.macs, size_bytes=stats.size_bytes,
+    )
+    return StudentRecord(
+        model=ref.to_dict(), figures=figures.to_dict(), val_accuracy=val.accuracy, train=train,
+        class_names=data.class_names, input_shape=list(data.input_shape),
+        normalization=data.normalization.to_dict(), data=data.provenance(), teacher_cache=cache,
+    )
+
+
+@STAGES.register("distill")
+class DistillStage(Stage):
+    name = "distill"
+    requires = ("teacher",)
+    summary = "distill the teacher into the student"
+
+    def cache_inputs(self, ctx: StageContext) -> dict[str, Any]:
+        cfg = ctx.config
+        return {
+            "seed": cfg.seed, "data": ctx.data.provenance(), "augment": cfg.data.augment,
+            "student": cfg.section("student"), "distill": cfg.section("distill"),
+        }
+
+    def run(self, ctx: StageContext, out_dir: Path) -> dict[str, Any]:
+        spec = ctx.config.student
+        torch.manual_seed(ctx.config.seed)  # the student's initial weights
+        given = ModelRef(model=spec.model, kwargs=spec.kwargs, weights=spec.weights, weights_in_run=False, sha256="")
+        student = load_ref(given, ctx, key="student")
+        train, cache = distill_into(
+            ctx, student, out_dir, train_config=ctx.config.distill.train, description="distill",
+            run_key=str(self.cache_inputs(ctx)) + ctx.records["teacher"]["members"].__repr__(),
+        )
+        ref = save_ref(student, spec.model, spec.kwargs, out_dir / "student.safetensors", ctx)
+        return student_record(ctx, student, ref, train, cache).to_dict()
+
+    def describe(self, record: dict[str, Any]) -> list[tuple[str, str]]:
+        f = record["figures"]
+        return [
+            ("student accuracy", f"{f['accuracy']:.2%}"),
+            ("student params / MACs", f"{f['params']:,} / {f['macs']:,}"),
+            ("teacher cache", "hit" if record["teacher_cache"].get("hit") else ("built" if record["teacher_cache"].get("used") else "off")),
+        ]

@@ -1,0 +1,100 @@
+"""Stage ``teacher``: load the teacher(s), or train them with the shared trainer when no weights are given.
+
+Reports accuracy, per-class accuracy and expected calibration error on the test
+split, and optionally fits a temperature on the validation split.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..losses import build_loss
+from ..metrics import evaluate_logits, fit_temperature, predict
+from ..models import model_stats
+from ..records import Figures, ModelRef, TeacherRecord
+from ..train import Trainer
+from ..io import state_dict_hash, sha256_file
+from .base import STAGES, Stage, StageContext
+from .refs import load_ref, save_ref
+
+TRAINABLE_SCHEMES = ("zoo:", "python:")
+
+
+@STAGES.register("teacher")
+class TeacherStage(Stage):
+    name = "teacher"
+    summary = "load or train the teacher(s); accuracy, calibration"
+
+    def cache_inputs(self, ctx: StageContext) -> dict[str, Any]:
+        return {"seed": ctx.config.seed, "data": ctx.data.provenance(), "teacher": ctx.config.section("teacher")}
+
+    def run(self, ctx: StageContext, out_dir: Path) -> dict[str, Any]:
+        cfg, data = ctx.config.teacher, ctx.data
+        members, refs, trained = [], [], []
+        for i, spec in enumerate(cfg.members):
+            key = f"teacher.members[{i}]"
+            given = ModelRef(model=spec.model, kwargs=spec.kwargs, weights=spec.weights, weights_in_run=False, sha256="")
+            torch.manual_seed(ctx.config.seed + i)  # seeds the initial weights of a teacher trained here
+            model = load_ref(given, ctx, key=key)
+            if spec.weights is None and spec.model.startswith(TRAINABLE_SCHEMES):
+                result = Trainer(
+                    model, build_loss([{"name": "ce"}], key="teacher"), cfg.train, data, out_dir / f"member{i}",
+                    augment=cfg.augment, seed=ctx.config.seed + i, description=f"teacher {i}",
+                    run_key=str(self.cache_inputs(ctx)),
+                ).fit(resume=ctx.resume)
+                trained.append(result.to_dict() | {"member": i})
+                ref = save_ref(model, spec.model, spec.kwargs, out_dir / f"member{i}.safetensors", ctx)
+            else:
+                digest = sha256_file(onnx_path(spec, ctx)) if getattr(model, "is_onnx", False) else state_dict_hash(model)
+                ref = ModelRef(model=spec.model, kwargs=spec.kwargs, weights=spec.weights, weights_in_run=False, sha256=digest)
+            members.append(model)
+            refs.append(ref.to_dict())
+
+        weights = list(cfg.ensemble_weights) if cfg.ensemble == "weighted" else [1.0] * len(members)
+        val_logits = ensemble_logits(members, weights, data.x_val)
+        test_logits = ensemble_logits(members, weights, data.x_test)
+        ece_before = evaluate_logits(test_logits, data.y_test, data.num_classes).ece
+        temperature = fit_temperature(val_logits, data.y_val) if cfg.calibrate_temperature else 1.0
+        test = evaluate_logits(test_logits / temperature, data.y_test, data.num_classes)
+        stats = [model_stats(m, data.input_shape) for m in members]
+        figures = Figures(
+            accuracy=test.accuracy, per_class_accuracy=test.per_class_accuracy, ece=test.ece,
+            params=sum(s.params for s in stats), macs=sum(s.macs for s in stats), size_bytes=sum(s.size_bytes for s in stats),
+        )
+        return TeacherRecord(
+            members=refs, ensemble_weights=weights, temperature=temperature, figures=figures.to_dict(),
+            val_accuracy=evaluate_logits(val_logits, data.y_val, data.num_classes).accuracy,
+            ece_before_calibration=ece_before, trained=trained,
+        ).to_dict()
+
+    def describe(self, record: dict[str, Any]) -> list[tuple[str, str]]:
+        f = record["figures"]
+        rows = [
+            ("teacher accuracy", f"{f['accuracy']:.2%}"),
+            ("teacher params / MACs", f"{f['params']:,} / {f['macs']:,}"),
+            ("teacher ECE", f"{f['ece']:.4f}"),
+        ]
+        if record["temperature"] != 1.0:
+            rows.append(("teacher temperature", f"{record['temperature']:.3f} (ECE before {record['ece_before_calibration']:.4f})"))
+        return rows
+
+
+def onnx_path(spec, ctx: StageContext) -> Path:
+    """The ONNX file named by an ``onnx:PATH`` spec, resolved like the loader does."""
+    path = Path(spec.model.split(":", 1)[1])
+    return path if path.is_absolute() else ctx.config.base_dir / path
+
+
+def ensemble_logits(members: list[torch.nn.Module], weights: list[float], x: torch.Tensor) -> torch.Tensor:
+    total = float(sum(weights))
+    return sum((w / total) * predict(m, x) for w, m in zip(weights, members))
+
+
+def load_teachers(record: dict, ctx: StageContext) -> tuple[list[torch.nn.Module], list[float], float]:
+    """The teacher members, their ensemble weights and the calibrated temperature, from a teacher record."""
+    rec = TeacherRecord.from_dict(record)
+    members = [load_ref(ref, ctx, key=f"teacher.members[{i}]").eval() for i, ref in enumerate(rec.members)]
+    return members, rec.ensemble_weights, rec.temperature

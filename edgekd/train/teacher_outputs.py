@@ -1,0 +1,115 @@
+"""Where the student's targets come from: the live teacher, or its cached outputs.
+
+When augmentation is off the teacher sees the same input for a sample every
+epoch, so its logits (and requested features) are computed once, stored on
+disk in float16 keyed by teacher and data hashes, and reused across epochs and
+runs.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+import torch
+from safetensors.torch import load_file, save_file
+from tqdm.auto import tqdm
+
+from ..io import atomic_path, sha256_json
+from ..models import FeatureRecorder
+
+
+@dataclass
+class TeacherOutputs:
+    logits: torch.Tensor  # aggregated over the ensemble, temperature-calibrated
+    logits_each: list[torch.Tensor]
+    features: dict[str, torch.Tensor] = field(default_factory=dict)
+
+
+class TeacherSource(Protocol):
+    def outputs(self, indices: torch.Tensor, x: torch.Tensor) -> TeacherOutputs: ...
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("EDGEKD_CACHE_DIR", Path.home() / ".cache" / "edgekd"))
+
+
+class LiveTeacher:
+    """Runs the teacher members on each batch. Features are read from the first member."""
+
+    def __init__(
+        self,
+        members: list[torch.nn.Module],
+        weights: list[float],
+        feature_names: list[str],
+        temperature: float = 1.0,
+    ) -> None:
+        self.members = [m.eval() for m in members]
+        total = float(sum(weights))
+        self.weights = [w / total for w in weights]
+        self.temperature = temperature
+        self.feature_names = feature_names
+        self._recorder = FeatureRecorder(members[0], feature_names, key="distill.features[].teacher") if feature_names else None
+
+    @torch.no_grad()
+    def outputs(self, indices: torch.Tensor, x: torch.Tensor) -> TeacherOutputs:
+        features: dict[str, torch.Tensor] = {}
+        logits_each = []
+        for i, member in enumerate(self.members):
+            if i == 0 and self._recorder is not None:
+                with self._recorder:
+                    logits_each.append(member(x).float() / self.temperature)
+                    features = dict(self._recorder.features)
+            else:
+                logits_each.append(member(x).float() / self.temperature)
+        logits = sum(w * l for w, l in zip(self.weights, logits_each))
+        return TeacherOutputs(logits=logits, logits_each=logits_each, features=features)
+
+
+class CachedTeacher:
+    """Teacher outputs for the training split, computed once and read by sample index."""
+
+    def __init__(self, tensors: dict[str, torch.Tensor], path: Path, hit: bool) -> None:
+        self._tensors = tensors
+        self.path = path
+        self.hit = hit  # True when the file already existed
+        self._members = sum(1 for k in tensors if k.startswith("logits_each."))
+
+    @classmethod
+    def load_or_build(
+        cls,
+        live: LiveTeacher,
+        x_train: torch.Tensor,
+        key_parts: dict,
+        batch_size: int = 256,
+    ) -> "CachedTeacher":
+        key = sha256_json({**key_parts, "features": live.feature_names, "temperature": live.temperature})[:24]
+        path = cache_dir() / "teacher" / f"{key}.safetensors"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        # One writer per machine: other processes wait on the lock, then read the file.
+        with open(path.with_suffix(".lock"), "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            if path.exists():
+                return cls(load_file(path), path, hit=True)
+            chunks: dict[str, list[torch.Tensor]] = {}
+            for start in tqdm(range(0, len(x_train), batch_size), desc="teacher cache", leave=False, unit="batch"):
+                out = live.outputs(torch.arange(start, min(start + batch_size, len(x_train))), x_train[start : start + batch_size])
+                named = {"logits": out.logits, **{f"logits_each.{i}": l for i, l in enumerate(out.logits_each)}}
+                named.update({f"feature.{n}": f for n, f in out.features.items()})
+                for name, tensor in named.items():
+                    chunks.setdefault(name, []).append(tensor.to(torch.float16))
+            tensors = {name: torch.cat(parts).contiguous() for name, parts in chunks.items()}
+            with atomic_path(path) as tmp:
+                save_file(tensors, str(tmp))
+            return cls(tensors, path, hit=False)
+
+    def outputs(self, indices: torch.Tensor, x: torch.Tensor) -> TeacherOutputs:
+        t = self._tensors
+        return TeacherOutputs(
+            logits=t["logits"][indices].float(),
+            logits_each=[t[f"logits_each.{i}"][indices].float() for i in range(self._members)],
+            features={k[len("feature.") :]: v[indices].float() for k, v in t.items() if k.startswith("feature.")},
+        )

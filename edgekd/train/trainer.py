@@ -1,0 +1,227 @@
+"""The trainer: one loop for teacher training, distillation, pruning recovery and QAD.
+
+Determinism on CPU: the shuffle, augmentation and any dropout of epoch ``e``
+draw from generators seeded by ``(seed, e)``, so an epoch replayed after a
+resume sees exactly what the interrupted one saw. A checkpoint is written
+atomically after every epoch.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+from tqdm.auto import tqdm
+
+from ..config import TrainConfig
+from ..data import DataBundle, augment_batch
+from ..errors import StageError
+from ..io import torch_save, write_text
+from ..losses import CompositeLoss, FeaturePair, LossInputs
+from ..metrics import evaluate
+from ..models import FeatureRecorder
+from .teacher_outputs import TeacherSource
+
+
+@dataclass
+class TrainResult:
+    best_epoch: int
+    best_val_accuracy: float
+    epochs_run: int
+    stopped_early: bool
+    resumed_from_epoch: int
+    history: list[dict] = field(default_factory=list)
+
+    @property
+    def final_train_loss(self) -> float:
+        return self.history[-1]["train_loss"] if self.history else float("nan")
+
+    def to_dict(self) -> dict:
+        return {**asdict(self), "final_train_loss": self.final_train_loss}
+
+
+def cosine_with_warmup(total_steps: int, warmup_steps: int):
+    def factor(step: int) -> float:
+        if warmup_steps and step < warmup_steps:
+            return (step + 1) / warmup_steps
+        progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
+        return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+
+    return factor
+
+
+class Trainer:
+    """Trains ``model`` on ``data`` with ``loss``; the teacher (if any) supplies targets.
+
+    ``out_dir`` receives ``checkpoints/last.pt`` each epoch and ``metrics.jsonl``.
+    Call :meth:`fit`; the model ends holding the weights of the best validation epoch.
+    """
+
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        loss: CompositeLoss,
+        config: TrainConfig,
+        data: DataBundle,
+        out_dir: Path,
+        *,
+        teacher: TeacherSource | None = None,
+        feature_pairs: list[FeaturePair] = (),
+        augment: bool = False,
+        seed: int = 0,
+        description: str = "train",
+        run_key: str = "",
+        step_hook=None,
+    ) -> None:
+        if loss.needs_teacher and teacher is None:
+            raise StageError(f"{description}: the configured losses need a teacher, but none was given")
+        self.model, self.loss, self.config, self.data = model, loss, config, data
+        self.out_dir = Path(out_dir)
+        self.teacher = teacher
+        self.feature_pairs = list(feature_pairs)
+        self.augment, self.seed, self.description = augment, seed, description
+        self.run_key = run_key  # a checkpoint from another configuration is never resumed
+        self.step_hook = step_hook  # called with the global step after each optimizer step (QAD freezes observers)
+        self.checkpoint_path = self.out_dir / "checkpoints" / "last.pt"
+        self.metrics_path = self.out_dir / "metrics.jsonl"
+
+        params = list(model.parameters()) + list(loss.parameters())
+        if config.optimizer == "adamw":
+            self.optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
+        else:
+            self.optimizer = torch.optim.SGD(
+                params, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay, nesterov=True
+            )
+        n = len(data.x_train)
+        self.batches_per_epoch = max(1, n // config.batch_size if n % config.batch_size == 1 else math.ceil(n / config.batch_size))
+        total = self.batches_per_epoch * config.epochs
+        warmup = int(round(config.warmup_epochs * self.batches_per_epoch))
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, cosine_with_warmup(total, warmup))
+
+    # -- checkpoints -----------------------------------------------------------------
+    def _state(self, epoch: int, best: dict, history: list[dict]) -> dict:
+        return {
+            "run_key": self.run_key,
+            "epoch": epoch,
+            "model": self.model.state_dict(),
+            "loss": self.loss.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "best": best,
+            "history": history,
+            "torch_rng": torch.get_rng_state(),
+        }
+
+    def _load_checkpoint(self) -> dict | None:
+        if not self.checkpoint_path.exists():
+            return None
+        state = torch.load(self.checkpoint_path, weights_only=True)
+        if state.get("run_key") != self.run_key:
+            return None
+        self.model.load_state_dict(state["model"])
+        self.loss.load_state_dict(state["loss"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        torch.set_rng_state(state["torch_rng"])
+        return state
+
+    def _write_metrics(self, history: list[dict]) -> None:
+        # Rewritten from the checkpoint's history, so a resumed run has no duplicate epochs.
+        write_text(self.metrics_path, "".join(json.dumps(row) + "\n" for row in history))
+
+    # -- training --------------------------------------------------------------------
+    def fit(self, *, resume: bool = False) -> TrainResult:
+        data, config = self.data, self.config
+        history: list[dict] = []
+        best = {"epoch": -1, "val_accuracy": -1.0, "state": None}
+        start_epoch = 0
+        state = self._load_checkpoint() if resume else None
+        if state is not None:
+            start_epoch, best, history = state["epoch"] + 1, state["best"], state["history"]
+        student_names = [p.student for p in self.feature_pairs]
+        with FeatureRecorder(self.model, student_names, key="distill.features[].student") as recorder:
+            for epoch in range(start_epoch, config.epochs):
+                if self._patience_exhausted(history, best):
+                    break
+                row = self._train_epoch(epoch, recorder)
+                val = evaluate(self.model, data.x_val, data.y_val, data.num_classes)
+                row.update(val_accuracy=val.accuracy, val_loss=val.loss)
+                history.append(row)
+                if val.accuracy > best["val_accuracy"]:
+                    best = {"epoch": epoch, "val_accuracy": val.accuracy, "state": copy.deepcopy(self.model.state_dict())}
+                torch_save(self._state(epoch, best, history), self.checkpoint_path)
+                self._write_metrics(history)
+        if best["state"] is not None:
+            self.model.load_state_dict(best["state"])
+        return TrainResult(
+            best_epoch=best["epoch"],
+            best_val_accuracy=best["val_accuracy"],
+            epochs_run=len(history),
+            stopped_early=len(history) < config.epochs,
+            resumed_from_epoch=start_epoch,
+            history=history,
+        )
+
+    def _patience_exhausted(self, history: list[dict], best: dict) -> bool:
+        patience = self.config.early_stopping_patience
+        return bool(patience and history and history[-1]["epoch"] - best["epoch"] >= patience)
+
+    def _train_epoch(self, epoch: int, recorder: FeatureRecorder) -> dict:
+        data, config = self.data, self.config
+        epoch_seed = self.seed * 100_003 + epoch
+        generator = torch.Generator().manual_seed(epoch_seed)
+        torch.manual_seed(epoch_seed)
+        order = torch.randperm(len(data.x_train), generator=generator)
+        self.model.train()
+        self.loss.train()
+        started = time.perf_counter()
+        total_loss, correct, seen = 0.0, 0, 0
+        terms_sum: dict[str, float] = {}
+        bar = tqdm(range(self.batches_per_epoch), desc=f"{self.description} {epoch + 1}/{config.epochs}", unit="batch", leave=False)
+        for b in bar:
+            indices = order[b * config.batch_size : (b + 1) * config.batch_size]
+            if b == self.batches_per_epoch - 1:
+                indices = order[b * config.batch_size :]  # the remainder joins the last batch
+            x, y = data.x_train[indices], data.y_train[indices]
+            if self.augment:
+                x = augment_batch(x, generator=generator)
+            recorder.clear()
+            logits = self.model(x)
+            teacher = self.teacher.outputs(indices, x) if self.teacher is not None and self.loss.needs_teacher else None
+            inputs = LossInputs(
+                student_logits=logits,
+                targets=y,
+                teacher_logits=teacher.logits if teacher else None,
+                teacher_logits_each=teacher.logits_each if teacher else [],
+                student_features=dict(recorder.features),
+                teacher_features=teacher.features if teacher else {},
+            )
+            loss, terms = self.loss(inputs)
+            if not torch.isfinite(loss):
+                raise StageError(f"{self.description}: the loss became {float(loss)} at epoch {epoch + 1}, batch {b + 1}; lower the learning rate")
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            self.optimizer.step()
+            self.scheduler.step()
+            if self.step_hook is not None:
+                self.step_hook(epoch * self.batches_per_epoch + b + 1)
+            total_loss += float(loss) * len(y)
+            correct += int((logits.argmax(1) == y).sum())
+            seen += len(y)
+            for name, value in terms.items():
+                terms_sum[name] = terms_sum.get(name, 0.0) + value * len(y)
+            bar.set_postfix(loss=f"{total_loss / seen:.4f}", acc=f"{correct / seen:.3f}")
+        bar.close()
+        return {
+            "epoch": epoch,
+            "train_loss": total_loss / seen,
+            "train_accuracy": correct / seen,
+            "terms": {k: v / seen for k, v in terms_sum.items()},
+            "lr": self.scheduler.get_last_lr()[0],
+            "seconds": time.perf_counter() - started,
+        }
