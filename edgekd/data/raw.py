@@ -1,0 +1,38 @@
+"""The in-memory form every data source is loaded into, and its content hash."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass
+class RawData:
+    x: np.ndarray  # float32 (N, C, H, W); uint8 sources are scaled to [0, 1]
+    y: np.ndarray  # int64 (N,)
+    class_names: list[str]
+    source: str  # the spec string it came from
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+    @property
+    def input_shape(self) -> tuple[int, int, int]:
+        return tuple(int(d) for d in self.x.shape[1:])  # type: ignore[return-value]
+
+
+def content_hash(raw: RawData) -> str:
+    """sha256 over the pixels, labels, shapes and class names (not the source path,
+    so the same data moved elsewhere keeps its hash)."""
+    x = np.ascontiguousarray(raw.x, dtype=np.float32)
+    y = np.ascontiguousarray(raw.y, dtype=np.int64)
+    digest = hashlib.sha256()
+    header = {"x_shape": list(x.shape), "y_shape": list(y.shape), "class_names": list(raw.class_names)}
+    digest.update(json.dumps(header, sort_keys=True).encode())
+    digest.update(x.astype("<f4", copy=False).tobytes())  # fixed byte order: stable across machines
+    digest.update(y.astype("<i8", copy=False).tobytes())
+    return digest.hexdigest()
