@@ -1,0 +1,98 @@
+"""Recording intermediate features by module name (for feature distillation)."""
+
+from __future__ import annotations
+
+import difflib
+from typing import Any, Sequence
+
+import torch
+from torch import Tensor, nn
+
+from ..errors import ModelError
+
+_MAX_SUGGESTIONS = 20
+
+
+class FeatureRecorder:
+    """Context manager that stores the outputs of named submodules in ``.features`` on each forward.
+
+    ``with FeatureRecorder(model, ["layer2", "layer3"]) as rec: model(x); rec.features["layer2"]``.
+    Outputs are kept as-is (not detached) so feature losses can backpropagate
+    into a student; a tuple output records its first tensor. Hooks are removed
+    on exit; ``.features`` survives until ``.clear()``.
+    """
+
+    def __init__(self, model: nn.Module, names: Sequence[str], key: str = "distill.features") -> None:
+        self.model = model
+        self.names = list(dict.fromkeys(names))
+        self.key = key
+        self.features: dict[str, Tensor] = {}
+        self._modules = {name: _resolve(model, name, key) for name in self.names}
+        self._handles: list[Any] = []
+
+    def __enter__(self) -> "FeatureRecorder":
+        for name, module in self._modules.items():
+            try:
+                self._handles.append(module.register_forward_hook(self._hook(name)))
+            except RuntimeError as exc:  # ScriptModules do not support hooks
+                self.__exit__(None, None, None)
+                raise ModelError(f"{self.key}: cannot hook {name!r} ({exc}); features need an eager PyTorch model") from exc
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        for handle in self._handles:
+            handle.remove()
+        self._handles.clear()
+
+    def clear(self) -> None:
+        self.features.clear()
+
+    def _hook(self, name: str):
+        def hook(module: nn.Module, inputs: Any, output: Any) -> None:
+            if isinstance(output, (tuple, list)):
+                output = next((o for o in output if isinstance(o, Tensor)), None)
+            if not isinstance(output, Tensor):
+                raise ModelError(f"{self.key}: module {name!r} did not return a tensor")
+            self.features[name] = output
+
+        return hook
+
+
+def _resolve(model: nn.Module, name: str, key: str) -> nn.Module:
+    """``model.get_submodule(name)``, refusing ONNX models and naming close matches for typos."""
+    module, parts = model, name.split(".") if name else []
+    for depth in range(len(parts) + 1):
+        if getattr(module, "is_onnx", False):
+            raise ModelError(f"{key}: features need a PyTorch teacher; {name!r} is inside an ONNX model")
+        if depth == len(parts):
+            return module
+        try:
+            module = model.get_submodule(".".join(parts[: depth + 1]))
+        except AttributeError:
+            break
+    available = [n for n, _ in model.named_modules() if n]
+    close = difflib.get_close_matches(name, available, n=12, cutoff=0.5)
+    top = [n for n in available if "." not in n and n not in close]  # orientation when nothing is close
+    suggestions = (close + top)[:_MAX_SUGGESTIONS]
+    raise ModelError(
+        f"{key}: the model has no module {name!r}; close or top-level names: {', '.join(suggestions) or '(none)'}"
+    )
+
+
+def feature_shapes(
+    model: nn.Module, names: Sequence[str], input_shape: tuple[int, int, int], key: str = "distill.features"
+) -> dict[str, torch.Size]:
+    """Output shapes of the named modules for one batch-2 eval-mode forward on zeros."""
+    first = next(model.parameters(), None)
+    x = torch.zeros((2, *input_shape), device=first.device if first is not None else "cpu")
+    was_training = model.training
+    model.eval()  # eval: BatchNorm must not update its running stats on zeros
+    try:
+        with torch.no_grad(), FeatureRecorder(model, names, key) as recorder:
+            model(x)
+    finally:
+        model.train(was_training)
+    silent = [name for name in recorder.names if name not in recorder.features]
+    if silent:
+        raise ModelError(f"{key}: modules {silent} are not called by the model's forward")
+    return {name: recorder.features[name].shape for name in recorder.names}

@@ -1,0 +1,220 @@
+"""Loading models from the zoo, user code, TorchScript, torch.export or ONNX, plus weights.
+
+Weights are only ever read as tensors (safetensors, or ``torch.load`` with
+``weights_only=True``): a checkpoint cannot run code on the machine that loads it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import importlib.util
+import inspect
+import pickle
+import sys
+import warnings
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from ..errors import ConfigError, ModelError
+from ..io import atomic_path
+from .ensemble import Ensemble
+from .onnx_module import OnnxModule
+from .zoo import create_model
+
+__all__ = ["load_model", "load_weights", "read_state_dict", "save_weights", "OnnxModule", "Ensemble"]
+
+SCHEMES = ("zoo", "python", "torchscript", "export", "onnx")
+_SHOW = 10  # how many missing/unexpected/mismatched keys an error lists
+
+
+def load_model(
+    spec: str,
+    *,
+    kwargs: dict[str, Any] | None = None,
+    weights: str | Path | None = None,
+    num_classes: int,
+    in_channels: int,
+    base_dir: Path = Path("."),
+    key: str = "model",
+) -> nn.Module:
+    """Build or load the model named by ``spec`` (``SCHEME:TARGET``), then load ``weights`` strictly.
+
+    Schemes: ``zoo:NAME``, ``python:MODULE:CLASS`` (MODULE is an importable
+    module or a ``.py`` file relative to ``base_dir``; CLASS may be any
+    callable returning an nn.Module and receives ``kwargs`` plus
+    ``num_classes``/``in_channels`` when it accepts them), ``torchscript:PATH``,
+    ``export:PATH`` (torch.export) and ``onnx:PATH`` (inference only). Paths are
+    relative to ``base_dir``.
+    """
+    scheme, sep, target = spec.partition(":")
+    if not sep or scheme not in SCHEMES or not target:
+        raise ConfigError(f"{key}: model spec {spec!r} must be SCHEME:TARGET with SCHEME one of {', '.join(SCHEMES)}")
+    kwargs = dict(kwargs or {})
+    if kwargs and scheme not in ("zoo", "python"):
+        raise ConfigError(f"{key}: kwargs only apply to zoo: and python: models, not {scheme}:")
+    base_dir = Path(base_dir)
+    if scheme == "zoo":
+        model = create_model(target, num_classes=num_classes, in_channels=in_channels, key=key, **kwargs)
+    elif scheme == "python":
+        model = _load_python(target, kwargs, num_classes, in_channels, base_dir, key)
+    elif scheme == "onnx":
+        if weights is not None:
+            raise ConfigError(f"{key}: an ONNX model carries its own weights; remove 'weights'")
+        return OnnxModule(_existing(target, base_dir, key, "ONNX model"))
+    else:
+        path = _existing(target, base_dir, key, f"{scheme} model")
+        try:
+            model = _load_torchscript(path) if scheme == "torchscript" else _load_export(path)
+        except Exception as exc:  # corrupt or wrong-format files raise assorted RuntimeErrors
+            raise ModelError(f"{key}: cannot load {scheme} model {path}: {exc}") from exc
+    if weights is not None:
+        load_weights(model, _existing(str(weights), base_dir, key, "weights file"), key=key)
+    return model
+
+
+def _load_export(path: Path) -> nn.Module:
+    return torch.export.load(str(path)).module()
+
+
+def _load_torchscript(path: Path) -> nn.Module:
+    with warnings.catch_warnings():  # the user chose TorchScript; its deprecation notice is noise here
+        warnings.simplefilter("ignore", DeprecationWarning)
+        return torch.jit.load(str(path), map_location="cpu")
+
+
+def _existing(target: str, base_dir: Path, key: str, what: str) -> Path:
+    path = Path(target).expanduser()
+    path = path if path.is_absolute() else base_dir / path
+    if not path.is_file():
+        raise ModelError(f"{key}: {what} {path} not found")
+    return path
+
+
+def _load_python(
+    target: str, kwargs: dict[str, Any], num_classes: int, in_channels: int, base_dir: Path, key: str
+) -> nn.Module:
+    module_name, sep, attr = target.rpartition(":")
+    if not sep or not module_name or not attr:
+        raise ConfigError(f"{key}: python model spec needs 'python:MODULE:CLASS', got 'python:{target}'")
+    module = _import(module_name, base_dir, key)
+    factory = getattr(module, attr, None)
+    if not callable(factory):
+        found = sorted(n for n, v in vars(module).items() if isinstance(v, type) and issubclass(v, nn.Module))
+        raise ModelError(f"{key}: {module_name} has no class {attr!r}; nn.Module classes there: {found}")
+    try:
+        params = inspect.signature(factory).parameters
+    except (TypeError, ValueError):
+        params = {}
+    for name, value in (("num_classes", num_classes), ("in_channels", in_channels)):
+        if name in params and name not in kwargs:  # pass the dataset shape to models that want it
+            kwargs[name] = value
+    try:
+        model = factory(**kwargs)
+    except TypeError as exc:
+        raise ConfigError(f"{key}: cannot build {module_name}:{attr} with kwargs {kwargs}: {exc}") from exc
+    if not isinstance(model, nn.Module):
+        raise ModelError(f"{key}: {module_name}:{attr} returned {type(model).__name__}, not an nn.Module")
+    return model
+
+
+def _import(module_name: str, base_dir: Path, key: str) -> ModuleType:
+    # a file path, or a bare name with a file beside the config, is loaded from that file under a
+    # unique name; dotted names are imported normally (with base_dir on sys.path)
+    rel = module_name if module_name.endswith(".py") else module_name + ".py"
+    file = Path(rel) if Path(rel).is_absolute() else base_dir / rel
+    if file.is_file() and (module_name.endswith(".py") or "." not in module_name):
+        # a unique module name so two user files called model.py do not collide
+        digest = hashlib.sha1(str(file.resolve()).encode()).hexdigest()[:8]
+        name = f"edgekd_user_{file.stem}_{digest}"
+        spec = importlib.util.spec_from_file_location(name, file)
+        assert spec is not None and spec.loader is not None
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module  # TorchScript and pickle look classes up here
+        sys.path.insert(0, str(file.parent))  # let the file import its siblings
+        try:
+            spec.loader.exec_module(module)
+        except BaseException:
+            sys.modules.pop(name, None)
+            raise
+        finally:
+            sys.path.remove(str(file.parent))
+        return module
+    if module_name.endswith(".py"):
+        raise ModelError(f"{key}: python model file {file} not found")
+    sys.path.insert(0, str(base_dir))
+    try:
+        return importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        raise ModelError(f"{key}: cannot import {module_name!r} (and no file {file}): {exc}") from exc
+    finally:
+        sys.path.remove(str(base_dir))
+
+
+def read_state_dict(path: Path, *, key: str = "model") -> dict[str, torch.Tensor]:
+    """Tensors from a ``.safetensors`` file or a ``.pt``/``.pth`` state dict (optionally under
+    ``state_dict`` or ``model``), never unpickling anything but tensors."""
+    path = Path(path)
+    if not path.is_file():
+        raise ModelError(f"{key}: weights file {path} not found")
+    suffix = path.suffix.lower()
+    try:
+        if suffix == ".safetensors":
+            state: Any = load_file(str(path), device="cpu")
+        elif suffix in (".pt", ".pth"):
+            state = torch.load(str(path), map_location="cpu", weights_only=True)
+        else:
+            raise ConfigError(f"{key}: weights {path} must be .safetensors, .pt or .pth")
+    except pickle.UnpicklingError as exc:
+        raise ModelError(
+            f"{key}: {path} holds more than tensors and is refused (arbitrary objects are never unpickled); "
+            "save model.state_dict() or use .safetensors"
+        ) from exc
+    except (RuntimeError, OSError, ValueError, EOFError) as exc:  # truncated or foreign files
+        raise ModelError(f"{key}: cannot read weights {path}: {exc}") from exc
+    for wrapper in ("state_dict", "model"):
+        if isinstance(state, dict) and isinstance(state.get(wrapper), dict):
+            state = state[wrapper]
+            break
+    if not isinstance(state, dict):
+        raise ModelError(f"{key}: {path} holds a {type(state).__name__}, not a state dict")
+    bad = [k for k, v in state.items() if not isinstance(v, torch.Tensor)]
+    if bad:
+        raise ModelError(f"{key}: {path} has non-tensor entries {bad[:_SHOW]}; expected a state dict")
+    return state
+
+
+def load_weights(model: nn.Module, path: Path, *, key: str = "model") -> None:
+    """Strictly load ``path`` into ``model``; any mismatch raises ModelError listing it."""
+    state = read_state_dict(path, key=key)
+    expected = model.state_dict()
+    if state and all(k.startswith("module.") for k in state) and not any(k.startswith("module.") for k in expected):
+        state = {k[len("module."):]: v for k, v in state.items()}  # saved from DataParallel/DDP
+    missing = [k for k in expected if k not in state]
+    unexpected = [k for k in state if k not in expected]
+    shapes = [
+        f"{k} (file {tuple(state[k].shape)}, model {tuple(v.shape)})"
+        for k, v in expected.items()
+        if k in state and state[k].shape != v.shape
+    ]
+    problems = [
+        f"{label} {len(items)}: {', '.join(items[:_SHOW])}{' ...' if len(items) > _SHOW else ''}"
+        for label, items in (("missing", missing), ("unexpected", unexpected), ("shape mismatches", shapes))
+        if items
+    ]
+    if problems:
+        raise ModelError(f"{key}: weights {path} do not fit the model; " + "; ".join(problems))
+    model.load_state_dict(state, strict=True)
+
+
+def save_weights(model: nn.Module, path: Path) -> None:
+    """Write ``model``'s state dict as safetensors, atomically (tmp file then rename)."""
+    # clone: safetensors refuses tensors that share storage (tied or viewed weights)
+    tensors = {k: v.detach().cpu().contiguous().clone() for k, v in model.state_dict().items()}
+    with atomic_path(Path(path)) as tmp:
+        save_file(tensors, str(tmp), metadata={"format": "pt"})
