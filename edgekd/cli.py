@@ -12,6 +12,7 @@ from .errors import EdgekdError
 
 app = typer.Typer(
     add_completion=False,
+    pretty_exceptions_enable=False,
     no_args_is_help=True,
     help="Turn a trained teacher into small, fast, verified edge binaries, driven by one YAML file.",
 )

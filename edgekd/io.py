@@ -70,5 +70,5 @@ def state_dict_hash(module: torch.nn.Module) -> str:
         digest.update(name.encode())
         tensor = tensor.detach().cpu().contiguous()
         digest.update(str(tensor.dtype).encode() + str(tuple(tensor.shape)).encode())
-        digest.update(tensor.view(torch.uint8).numpy().tobytes() if tensor.numel() else b"")
+        digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes() if tensor.numel() else b"")
     return digest.hexdigest()

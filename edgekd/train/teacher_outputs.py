@@ -95,7 +95,7 @@ class CachedTeacher:
             if path.exists():
                 return cls(load_file(path), path, hit=True)
             chunks: dict[str, list[torch.Tensor]] = {}
-            for start in tqdm(range(0, len(x_train), batch_size), desc="teacher cache", leave=False, unit="batch"):
+            for start in tqdm(range(0, len(x_train), batch_size), desc="teacher cache", leave=False, unit="batch", disable=None):
                 out = live.outputs(torch.arange(start, min(start + batch_size, len(x_train))), x_train[start : start + batch_size])
                 named = {"logits": out.logits, **{f"logits_each.{i}": l for i, l in enumerate(out.logits_each)}}
                 named.update({f"feature.{n}": f for n, f in out.features.items()})

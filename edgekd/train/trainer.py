@@ -156,6 +156,10 @@ class Trainer:
                     best = {"epoch": epoch, "val_accuracy": val.accuracy, "state": copy.deepcopy(self.model.state_dict())}
                 torch_save(self._state(epoch, best, history), self.checkpoint_path)
                 self._write_metrics(history)
+                tqdm.write(
+                    f"{self.description} epoch {epoch + 1}/{config.epochs}: loss {row['train_loss']:.4f}, "
+                    f"train acc {row['train_accuracy']:.2%}, val acc {val.accuracy:.2%}"
+                )
         if best["state"] is not None:
             self.model.load_state_dict(best["state"])
         return TrainResult(
@@ -182,7 +186,7 @@ class Trainer:
         started = time.perf_counter()
         total_loss, correct, seen = 0.0, 0, 0
         terms_sum: dict[str, float] = {}
-        bar = tqdm(range(self.batches_per_epoch), desc=f"{self.description} {epoch + 1}/{config.epochs}", unit="batch", leave=False)
+        bar = tqdm(range(self.batches_per_epoch), desc=f"{self.description} {epoch + 1}/{config.epochs}", unit="batch", leave=False, disable=None)
         for b in bar:
             indices = order[b * config.batch_size : (b + 1) * config.batch_size]
             if b == self.batches_per_epoch - 1:
@@ -210,7 +214,7 @@ class Trainer:
             self.scheduler.step()
             if self.step_hook is not None:
                 self.step_hook(epoch * self.batches_per_epoch + b + 1)
-            total_loss += float(loss) * len(y)
+            total_loss += float(loss.detach()) * len(y)
             correct += int((logits.argmax(1) == y).sum())
             seen += len(y)
             for name, value in terms.items():
