@@ -47,5 +47,18 @@ def distill_command(config: Path = CONFIG, out: Optional[Path] = OUT, force: Opt
     _run_stages(config, out, ["distill"], force, resume)
 
 
+def _stage_command(stage: str, help_text: str) -> None:
+    def command(config: Path = CONFIG, out: Optional[Path] = OUT, force: Optional[str] = FORCE, resume: bool = RESUME) -> None:
+        _run_stages(config, out, [stage], force, resume)
+
+    command.__doc__ = help_text
+    app.command(stage)(command)
+
+
+_stage_command("prune", "Prune the distilled student's channels and recover by distillation (runs earlier stages if needed).")
+_stage_command("quantize", "INT8 quantization-aware distillation or calibration of the (pruned) student.")
+_stage_command("export", "Export FP32 and INT8 QDQ ONNX and verify them with ONNX Runtime against PyTorch.")
+
+
 def main() -> None:
     app()

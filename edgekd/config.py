@@ -93,6 +93,53 @@ class DistillConfig(Section):
         return losses
 
 
+class PruneConfig(Section):
+    enabled: bool = True
+    importance: Literal["l1", "l2", "bn_scale", "taylor"] = "l2"
+    global_pruning: bool = False
+    ratio: float | None = Field(None, gt=0, lt=1, description="channel ratio removed from each prunable layer")
+    target_macs: int | None = Field(None, ge=1, description="prune until MACs are at most this")
+    target_params: int | None = Field(None, ge=1, description="prune until parameters are at most this")
+    steps: int = Field(2, ge=1, description="iterative steps, each followed by recovery")
+    round_to: int | None = Field(None, ge=1, description="keep channel counts multiples of this (8 or 16 suit SIMD)")
+    ignore: list[str] = Field(default_factory=lambda: ["classifier"], description="layers left alone")
+    recovery: TrainConfig = TrainConfig(epochs=4, lr=5e-3, warmup_epochs=0.5)
+
+    @model_validator(mode="after")
+    def _one_target(self) -> "PruneConfig":
+        given = [k for k in ("ratio", "target_macs", "target_params") if getattr(self, k) is not None]
+        if len(given) > 1:
+            raise ValueError(f"give one of ratio, target_macs, target_params, not {' and '.join(given)}")
+        return self
+
+    @property
+    def effective_ratio(self) -> float | None:
+        if self.ratio is None and self.target_macs is None and self.target_params is None:
+            return 0.3
+        return self.ratio
+
+
+class QuantizeConfig(Section):
+    mode: Literal["qad", "ptq", "none"] = "qad"
+    calibration: str | None = Field(None, description="a calibration manifest (calibration/...); default: drawn here")
+    calibration_size: int = Field(256, ge=1)
+    freeze_observers_after: int = Field(100, ge=0, description="optimizer steps of QAD before scales are frozen")
+    freeze_batch_norm_after: int = Field(150, ge=0, description="optimizer steps of QAD before BN statistics are frozen")
+    fp32_student_as_teacher: bool = Field(False, description="add the FP32 student as a second teacher")
+    losses: list[dict[str, Any]] | None = Field(None, description="default: the distill losses without feature terms")
+    train: TrainConfig = TrainConfig(epochs=3, lr=5e-4, warmup_epochs=0)
+
+
+class ExportConfig(Section):
+    opset: int = Field(18, ge=13, le=23)
+    dynamic_batch: bool = False
+    simplify: bool = True
+    parity_samples: int = Field(256, ge=1, description="held-out test inputs compared against PyTorch")
+    fp32_atol: float = Field(1e-4, gt=0)
+    int8_atol_steps: float = Field(2.0, gt=0, description="INT8 tolerance in output quantization steps")
+    min_top1_agreement: float = Field(0.99, gt=0, le=1)
+
+
 class PipelineConfig(Section):
     name: str = "edgekd"
     seed: int = 0
@@ -100,6 +147,9 @@ class PipelineConfig(Section):
     teacher: TeacherConfig = TeacherConfig()
     student: ModelSpec = ModelSpec(model="zoo:tiny_cnn")
     distill: DistillConfig = DistillConfig()
+    prune: PruneConfig = PruneConfig()
+    quantize: QuantizeConfig = QuantizeConfig()
+    export: ExportConfig = ExportConfig()
     # Where relative paths in the config are resolved (the YAML file's folder).
     base_dir: Path = Field(Path("."), exclude=True)
 

@@ -60,3 +60,16 @@ class StudentRecord(Record):
     normalization: dict
     data: dict  # data provenance
     teacher_cache: dict = field(default_factory=dict)
+    compression: dict = field(default_factory=dict)  # what pruning did (before/after figures, ratio, steps)
+
+
+@dataclass
+class QuantizedRecord(Record):
+    mode: str  # qad | ptq | none
+    student: dict  # ModelRef of the FP32 student that was prepared
+    observer: str  # the observer family used to prepare the graph
+    state: str | None  # learned weights and quantization parameters (safetensors), relative to the run
+    calibration: str | None  # manifest of the calibration set, relative to the run
+    figures: dict  # fake-quantized accuracy on the test split
+    train: dict = field(default_factory=dict)
+    fp32_accuracy: float = float("nan")

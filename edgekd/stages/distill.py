@@ -8,6 +8,7 @@ from typing import Any
 import torch
 
 from ..losses import FeaturePair, build_loss
+from ..io import state_dict_hash
 from ..metrics import evaluate
 from ..models import feature_shapes, model_stats
 from ..records import Figures, ModelRef, StudentRecord, TeacherRecord
@@ -17,13 +18,20 @@ from .refs import load_ref, save_ref
 from .teacher import load_teachers
 
 
-def teacher_source(ctx: StageContext, pairs: list[FeaturePair], *, use_cache: bool, augment: bool):
-    """The live teacher, or its outputs cached on disk when augmentation is off."""
+def teacher_source(
+    ctx: StageContext, pairs: list[FeaturePair], *, use_cache: bool, augment: bool, extra: list[torch.nn.Module] = ()
+):
+    """The live teacher, or its outputs cached on disk when augmentation is off.
+
+    ``extra`` members (e.g. the FP32 student during QAD) join the ensemble with weight 1.
+    """
     members, weights, temperature = load_teachers(ctx.records["teacher"], ctx)
+    members, weights = members + list(extra), weights + [sum(weights) / len(weights)] * len(extra)
     live = LiveTeacher(members, weights, [p.teacher for p in pairs], temperature)
     if not use_cache or augment:
         return live, members, {"used": False, "reason": "augmentation on" if augment else "disabled"}
     hashes = [m["sha256"] for m in TeacherRecord.from_dict(ctx.records["teacher"]).members]
+    hashes += [state_dict_hash(m) for m in extra]
     key = {"teachers": hashes, "weights": weights, **ctx.data.provenance()}
     cached = CachedTeacher.load_or_build(live, ctx.data.x_train, key)
     return cached, members, {"used": True, "hit": cached.hit, "path": str(cached.path)}
@@ -38,6 +46,9 @@ def distill_into(
     description: str,
     run_key: str,
     step_hook=None,
+    losses: list[dict] | None = None,
+    use_features: bool = True,
+    extra_teachers: list[torch.nn.Module] = (),
 ) -> tuple[dict, dict]:
     """Distill the teacher into ``student`` with the ``distill`` section's losses.
 
@@ -45,9 +56,11 @@ def distill_into(
     Returns the TrainResult summary and the teacher-cache info.
     """
     cfg, data = ctx.config.distill, ctx.data
-    pairs = [FeaturePair(p.student, p.teacher) for p in cfg.features]
-    loss = build_loss(cfg.losses)
-    source, members, cache_info = teacher_source(ctx, pairs, use_cache=cfg.cache_teacher, augment=ctx.config.data.augment)
+    pairs = [FeaturePair(p.student, p.teacher) for p in cfg.features] if use_features else []
+    loss = build_loss(losses if losses is not None else cfg.losses)
+    source, members, cache_info = teacher_source(
+        ctx, pairs, use_cache=cfg.cache_teacher, augment=ctx.config.data.augment, extra=extra_teachers
+    )
     if pairs:
         loss.setup(
             pairs,
@@ -62,7 +75,9 @@ def distill_into(
     return result.to_dict(), cache_info
 
 
-def student_record(ctx: StageContext, student: torch.nn.Module, ref: ModelRef, train: dict, cache: dict) -> StudentRecord:
+def student_record(
+    ctx: StageContext, student: torch.nn.Module, ref: ModelRef, train: dict, cache: dict, compression: dict | None = None
+) -> StudentRecord:
     data = ctx.data
     test = evaluate(student, data.x_test, data.y_test, data.num_classes)
     val = evaluate(student, data.x_val, data.y_val, data.num_classes)
@@ -75,6 +90,7 @@ def student_record(ctx: StageContext, student: torch.nn.Module, ref: ModelRef, t
         model=ref.to_dict(), figures=figures.to_dict(), val_accuracy=val.accuracy, train=train,
         class_names=data.class_names, input_shape=list(data.input_shape),
         normalization=data.normalization.to_dict(), data=data.provenance(), teacher_cache=cache,
+        compression=compression or {},
     )
 
 

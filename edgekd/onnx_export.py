@@ -1,0 +1,88 @@
+"""ONNX export, simplification, metadata and ONNX Runtime inference.
+
+FP32 models go through the TorchScript-free dynamo exporter like the INT8
+ones, so both files come from one code path. Export failures are turned into
+a ModelError that names the model and the first line of the exporter's error.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import numpy as np
+import onnx
+import torch
+
+from .errors import ModelError
+from .io import atomic_path
+
+INPUT_NAME, OUTPUT_NAME = "input", "logits"
+
+
+def export(model: torch.nn.Module, input_shape: tuple[int, ...], path: Path, *, opset: int, dynamic_batch: bool) -> Path:
+    example = (torch.zeros(1, *input_shape),)
+    dynamic = ({0: torch.export.Dim("batch", min=1, max=4096)},) if dynamic_batch else None
+    logging.getLogger("torch.onnx").setLevel(logging.ERROR)
+    try:
+        program = torch.onnx.export(
+            model, example, dynamo=True, opset_version=opset, input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
+            dynamic_shapes=dynamic, verbose=False, report=False,
+        )
+    except Exception as error:
+        text = str(error).strip()
+        first = next((line for line in text.splitlines() if line.strip()), type(error).__name__)
+        raise ModelError(f"export: {type(model).__name__} does not export to ONNX: {first}") from error
+    with atomic_path(Path(path)) as tmp:
+        program.save(str(tmp), external_data=False)
+    return Path(path)
+
+
+def simplify(path: Path) -> None:
+    import onnxslim
+
+    slim = onnxslim.slim(onnx.load(str(path)))
+    with atomic_path(Path(path)) as tmp:
+        onnx.save(slim, str(tmp))
+
+
+def set_metadata(path: Path, metadata: dict[str, object]) -> None:
+    model = onnx.load(str(path))
+    del model.metadata_props[:]
+    for key, value in metadata.items():
+        entry = model.metadata_props.add()
+        entry.key, entry.value = key, value if isinstance(value, str) else json.dumps(value)
+    with atomic_path(Path(path)) as tmp:
+        onnx.save(model, str(tmp))
+
+
+def metadata(path: Path) -> dict[str, str]:
+    return {p.key: p.value for p in onnx.load(str(path)).metadata_props}
+
+
+def session(path: Path, *, threads: int | None = None, optimization: str = "all", optimized_path: Path | None = None):
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    if threads:
+        options.intra_op_num_threads = threads
+    options.graph_optimization_level = {
+        "disable": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
+        "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
+        "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
+        "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
+    }[optimization]
+    if optimized_path is not None:
+        options.optimized_model_filepath = str(optimized_path)
+    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+
+def run_session(sess, x: np.ndarray | torch.Tensor, batch_size: int = 256) -> np.ndarray:
+    """Logits for every row of ``x``; a model with a fixed batch of 1 is fed one row at a time."""
+    x = x.numpy() if isinstance(x, torch.Tensor) else x
+    x = np.ascontiguousarray(x, dtype=np.float32)
+    meta = sess.get_inputs()[0]
+    fixed = meta.shape[0] if isinstance(meta.shape[0], int) else None
+    step = fixed or batch_size
+    return np.concatenate([sess.run(None, {meta.name: x[i : i + step]})[0] for i in range(0, len(x), step)])

@@ -1,0 +1,88 @@
+"""Stage ``prune``: structured channel pruning in steps, each recovered by distillation from the teacher."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..models import model_stats
+from ..prune import NEEDS_GRADIENTS, count, make_pruner, ratio_for_target, save_pruned
+from ..io import state_dict_hash
+from ..records import ModelRef
+from .base import STAGES, Stage, StageContext
+from .distill import distill_into, student_record
+from .refs import load_ref
+
+
+@STAGES.register("prune")
+class PruneStage(Stage):
+    name = "prune"
+    requires = ("teacher", "distill")
+    summary = "prune channels, recover by distillation"
+
+    def cache_inputs(self, ctx: StageContext) -> dict[str, Any]:
+        cfg = ctx.config
+        return {"seed": cfg.seed, "augment": cfg.data.augment, "prune": cfg.section("prune"), "distill": cfg.section("distill")}
+
+    def run(self, ctx: StageContext, out_dir: Path) -> dict[str, Any]:
+        cfg, data = ctx.config.prune, ctx.data
+        upstream = ctx.records["distill"]
+        if not cfg.enabled:
+            return {**upstream, "compression": {"pruned": False}}
+        student = load_ref(upstream["model"], ctx, key="prune")
+        example = torch.zeros(1, *data.input_shape)
+        macs_before, params_before = count(student, example)
+        size_before = model_stats(student, data.input_shape).size_bytes
+        options = dict(importance=cfg.importance, global_pruning=cfg.global_pruning, round_to=cfg.round_to, ignore=cfg.ignore)
+        ratio = cfg.effective_ratio
+        if ratio is None:
+            ratio = ratio_for_target(student, example, target_macs=cfg.target_macs, target_params=cfg.target_params, **options)
+        pruner = make_pruner(student, example, ratio=ratio, steps=cfg.steps, **options)
+        steps, train = [], {}
+        for step in range(cfg.steps):
+            if cfg.importance in NEEDS_GRADIENTS:
+                self._accumulate_gradients(student, ctx)
+            pruner.step()
+            student.zero_grad(set_to_none=True)
+            macs, params = count(student, example)
+            train, _ = distill_into(
+                ctx, student, out_dir / f"step{step + 1}", train_config=cfg.recovery,
+                description=f"recover {step + 1}/{cfg.steps}", run_key=f"{upstream['model']['sha256']}:{ratio}:{step}",
+            )
+            steps.append({"step": step + 1, "macs": macs, "params": params, "val_accuracy": train["best_val_accuracy"]})
+        path = out_dir / "student_pruned.safetensors"
+        save_pruned(student, path)
+        spec = upstream["model"]
+        ref = ModelRef(model=spec["model"], kwargs=spec["kwargs"], weights=ctx.relative(path), weights_in_run=True,
+                       sha256=state_dict_hash(student), format="pruned")
+        macs_after, params_after = count(student, example)
+        compression = {
+            "pruned": True, "ratio": ratio, "importance": cfg.importance, "steps": steps,
+            "before": {"macs": macs_before, "params": params_before, "size_bytes": size_before,
+                       "accuracy": upstream["figures"]["accuracy"]},
+            "after": {"macs": macs_after, "params": params_after},
+            "macs_reduction": 1 - macs_after / macs_before,
+        }
+        return student_record(ctx, student, ref, train, {}, compression).to_dict()
+
+    @staticmethod
+    def _accumulate_gradients(student: torch.nn.Module, ctx: StageContext, batches: int = 4) -> None:
+        """Taylor importance needs gradients of the task loss on real data."""
+        data = ctx.data
+        student.train()
+        student.zero_grad(set_to_none=True)
+        for i in range(batches):
+            x, y = data.x_train[i * 64 : (i + 1) * 64], data.y_train[i * 64 : (i + 1) * 64]
+            torch.nn.functional.cross_entropy(student(x), y).backward()
+
+    def describe(self, record: dict[str, Any]) -> list[tuple[str, str]]:
+        c = record.get("compression", {})
+        if not c.get("pruned"):
+            return [("pruning", "off")]
+        return [
+            ("pruned MACs", f"{c['before']['macs']:,} -> {c['after']['macs']:,} (-{c['macs_reduction']:.0%})"),
+            ("pruned params", f"{c['before']['params']:,} -> {c['after']['params']:,}"),
+            ("accuracy after recovery", f"{record['figures']['accuracy']:.2%} (before {c['before']['accuracy']:.2%})"),
+        ]

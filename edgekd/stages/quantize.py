@@ -1,0 +1,94 @@
+"""Stage ``quantize``: quantization-aware distillation (``qad``) or calibration (``ptq``) in INT8.
+
+The learned weights and quantization parameters are saved once; the export
+and compile stages rebuild the prepared graph from them, so every INT8
+artifact uses the same scales and nothing downstream re-calibrates.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .. import calibration
+from ..metrics import evaluate
+from ..quantize import QuantizedStudent, load_state, prepare, save_state
+from ..records import Figures, QuantizedRecord
+from .base import STAGES, Stage, StageContext
+from .distill import distill_into
+from .refs import load_ref
+
+
+def load_quantized(record: dict, ctx: StageContext) -> QuantizedStudent:
+    """The prepared INT8 student with its learned parameters, from a quantize record."""
+    rec = QuantizedRecord.from_dict(record)
+    student = load_ref(rec.student, ctx, key="quantize")
+    prepared = prepare(student, ctx.data.input_shape, observer=rec.observer)
+    return load_state(prepared, ctx.absolute(rec.state))
+
+
+@STAGES.register("quantize")
+class QuantizeStage(Stage):
+    name = "quantize"
+    requires = ("teacher", "prune")
+    summary = "INT8 quantization-aware distillation (or calibration)"
+
+    def cache_inputs(self, ctx: StageContext) -> dict[str, Any]:
+        cfg = ctx.config
+        return {"seed": cfg.seed, "augment": cfg.data.augment, "quantize": cfg.section("quantize"), "distill": cfg.section("distill")}
+
+    def run(self, ctx: StageContext, out_dir: Path) -> dict[str, Any]:
+        cfg, data = ctx.config.quantize, ctx.data
+        upstream = ctx.records["prune"]
+        if cfg.mode == "none":
+            return QuantizedRecord(mode="none", student=upstream["model"], observer="", state=None, calibration=None,
+                                   figures={}, fp32_accuracy=upstream["figures"]["accuracy"]).to_dict()
+        student = load_ref(upstream["model"], ctx, key="quantize").eval()
+        cal = calibration.load(ctx.config.base_dir / cfg.calibration) if cfg.calibration else calibration.draw(
+            data, size=cfg.calibration_size, seed=ctx.config.seed
+        )
+        cal_path = out_dir / "calibration.json"
+        calibration.save(cal, cal_path)
+        x_cal, _ = cal.tensors(data)
+
+        observer = "moving_average" if cfg.mode == "qad" else "minmax"
+        torch.manual_seed(ctx.config.seed)
+        prepared = prepare(student, data.input_shape, observer=observer)
+        prepared.calibrate(x_cal)  # QAD starts from calibrated ranges, not from the first batch
+        train: dict = {}
+        if cfg.mode == "qad":
+            def freeze(step: int) -> None:
+                if step == cfg.freeze_observers_after:
+                    prepared.freeze_observers()
+                if step == cfg.freeze_batch_norm_after:
+                    prepared.freeze_batch_norm()
+
+            if cfg.freeze_observers_after == 0:
+                prepared.freeze_observers()
+            losses = cfg.losses
+            if losses is None:  # feature terms need named layers, which the captured graph no longer has
+                losses = [spec for spec in ctx.config.distill.losses if spec["name"] not in ("fitnet", "at", "sp")]
+            train, _ = distill_into(
+                ctx, prepared, out_dir, train_config=cfg.train, description="qad",
+                run_key=f"{upstream['model']['sha256']}:{cal.indices[:8]}", step_hook=freeze, losses=losses,
+                use_features=False, extra_teachers=[student] if cfg.fp32_student_as_teacher else [],
+            )
+        prepared.freeze_observers()
+        prepared.eval()
+        state_path = out_dir / "qat_state.safetensors"
+        save_state(prepared, state_path)
+        test = evaluate(prepared, data.x_test, data.y_test, data.num_classes)
+        figures = Figures(accuracy=test.accuracy, per_class_accuracy=test.per_class_accuracy, ece=test.ece,
+                          params=upstream["figures"]["params"], macs=upstream["figures"]["macs"], size_bytes=-1)
+        return QuantizedRecord(
+            mode=cfg.mode, student=upstream["model"], observer=observer, state=ctx.relative(state_path),
+            calibration=ctx.relative(cal_path), figures=figures.to_dict(), train=train,
+            fp32_accuracy=upstream["figures"]["accuracy"],
+        ).to_dict()
+
+    def describe(self, record: dict[str, Any]) -> list[tuple[str, str]]:
+        if record["mode"] == "none":
+            return [("quantization", "off")]
+        return [("INT8 (fake-quant) accuracy", f"{record['figures']['accuracy']:.2%} (FP32 {record['fp32_accuracy']:.2%}, {record['mode']})")]
