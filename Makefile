@@ -12,7 +12,7 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) --upgrade pip
 	$(PIP) torch==2.13.0
-	$(PIP) -e .
+	$(PIP) -e '.[targets]'
 	touch $@
 
 $(VENV)/.installed-test: $(VENV)/.installed

@@ -32,7 +32,12 @@ def _run_stages(config: Path, out: Optional[Path], stages: list[str] | None, for
     except EdgekdError as error:
         console.print(f"[red]error:[/red] {error}")
         raise typer.Exit(2) from None
-    Console().print(summary_table(result))
+    out = Console()
+    out.print(summary_table(result))
+    if "compile" in result.stages:
+        from .stages.compile import artifact_table
+
+        out.print(artifact_table(result["compile"]))
 
 
 @app.command("run")
@@ -58,6 +63,31 @@ def _stage_command(stage: str, help_text: str) -> None:
 _stage_command("prune", "Prune the distilled student's channels and recover by distillation (runs earlier stages if needed).")
 _stage_command("quantize", "INT8 quantization-aware distillation or calibration of the (pruned) student.")
 _stage_command("export", "Export FP32 and INT8 QDQ ONNX and verify them with ONNX Runtime against PyTorch.")
+_stage_command("compile", "Build every target's artifacts and check each in its own runtime (parity, accuracy, operators).")
+
+
+@app.command("targets")
+def targets_command(base_dir: Path = typer.Option(Path("."), help="Also look in BASE_DIR/targets.")) -> None:
+    """List the hardware targets (targets/*.yaml) and what each builds."""
+    from rich.table import Table
+
+    from .backends import BACKENDS
+    from .targets import list_targets
+
+    table = Table(title="targets")
+    for column in ("name", "artifacts", "device", "description", "file"):
+        table.add_column(column)
+    for target in list_targets(base_dir):
+        artifacts = []
+        for spec in target.artifacts:
+            note = ""
+            if spec.backend in BACKENDS:
+                reason = BACKENDS.get(spec.backend)().unavailable()
+                note = f" (not here: {reason})" if reason else ""
+            artifacts.append(f"{spec.backend} {'/'.join(spec.precisions)}{note}")
+        device = target.device.ssh or target.device.adb or "this machine"
+        table.add_row(target.name, "\n".join(artifacts), device, target.description, target.source)
+    Console().print(table)
 
 
 def main() -> None:

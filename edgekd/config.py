@@ -140,6 +140,14 @@ class ExportConfig(Section):
     min_top1_agreement: float = Field(0.99, gt=0, le=1)
 
 
+class CompileConfig(Section):
+    parity_samples: int = Field(256, ge=1, description="held-out test inputs compared against the reference")
+    fp32_atol: float = Field(1e-3, gt=0, description="FP32 artifacts vs the PyTorch student")
+    fp16_atol: float = Field(5e-2, gt=0, description="FP16 artifacts vs the PyTorch student")
+    int8_atol_steps: float = Field(4.0, gt=0, description="INT8 artifacts vs the QDQ ONNX model, in output steps")
+    min_top1_agreement: float = Field(0.98, gt=0, le=1)
+
+
 class PipelineConfig(Section):
     name: str = "edgekd"
     seed: int = 0
@@ -150,6 +158,8 @@ class PipelineConfig(Section):
     prune: PruneConfig = PruneConfig()
     quantize: QuantizeConfig = QuantizeConfig()
     export: ExportConfig = ExportConfig()
+    targets: list[str] = Field(default_factory=lambda: ["host-cpu"], description="target names or YAML paths")
+    compile: CompileConfig = CompileConfig()
     # Where relative paths in the config are resolved (the YAML file's folder).
     base_dir: Path = Field(Path("."), exclude=True)
 

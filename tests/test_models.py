@@ -79,6 +79,19 @@ def test_init_is_deterministic_given_the_seed(name):
     assert not all(torch.equal(a[k], c[k]) for k in a)
 
 
+def test_blocks_add_their_input():
+    # zeroing a block's last BN leaves only the shortcut: ResNet gives relu(x), MobileNetV2 gives x
+    block = make("resnet").layer1[0]
+    nn.init.zeros_(block.conv2.bn.weight)
+    x = torch.randn(2, 24, 8, 8)
+    torch.testing.assert_close(block(x), torch.relu(x))
+    inverted = make("mobilenetv2").features[3]
+    assert inverted.use_residual
+    nn.init.zeros_(inverted.block.project.bn.weight)
+    x = torch.randn(2, 24, 8, 8)
+    torch.testing.assert_close(inverted(x), x)
+
+
 def test_bad_model_arguments_name_the_key():
     with pytest.raises(ConfigError, match=r"teacher\.model.*'depth'"):
         create_model("resnet", num_classes=10, in_channels=1, key="teacher.model", depth=50)

@@ -36,7 +36,9 @@ class FeatureRecorder:
                 self._handles.append(module.register_forward_hook(self._hook(name)))
             except RuntimeError as exc:  # ScriptModules do not support hooks
                 self.__exit__(None, None, None)
-                raise ModelError(f"{self.key}: cannot hook {name!r} ({exc}); features need an eager PyTorch model") from exc
+                raise ModelError(
+                    f"{self.key}: cannot hook {name!r} ({exc}); features need an eager PyTorch model"
+                ) from exc
         return self
 
     def __exit__(self, *exc_info: object) -> None:

@@ -132,7 +132,8 @@ def _onnx_macs(model, input_shape: tuple[int, int, int]) -> tuple[int, str]:
             trans_a = any(a.name == "transA" and a.i for a in node.attribute)
             per_output = (operand[0] if trans_a else operand[-1]) if operand else -1
         if not out or min(out) <= 0 or per_output <= 0:
-            return -1, f"shape of {node.op_type} node {node.name or node.output[0]!r} unknown after ONNX shape inference"
+            where = node.name or node.output[0]
+            return -1, f"shape of {node.op_type} node {where!r} unknown after ONNX shape inference"
         has_bias = bias is not None and len(node.input) > bias and node.input[bias] != ""
         macs += int(np.prod(out)) * (per_output + int(has_bias))
     return macs, "ONNX: Conv/Gemm/MatMul only"

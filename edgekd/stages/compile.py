@@ -1,0 +1,178 @@
+"""Stage ``compile``: one artifact per target, backend and precision, each checked in its own runtime.
+
+Every row ends ok, failed (with the converter's or the check's message), or
+not run here (with the reason); one failing artifact never loses the others.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+import traceback
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..backends import BACKENDS, CompileSources, NotRunnable
+from ..metrics import evaluate_logits, predict
+from .. import onnx_export as ox
+from ..parity import compare
+from ..targets import load_target
+from .base import STAGES, Stage, StageContext
+from .export import output_scale
+from .quantize import load_quantized
+from .refs import load_ref
+
+OK, FAILED, NOT_RUN = "ok", "failed", "not run here"
+
+
+@dataclass
+class ArtifactRow:
+    target: str
+    backend: str
+    precision: str
+    status: str = FAILED
+    reason: str = ""
+    path: str | None = None
+    size_bytes: int | None = None
+    sha256: str | None = None
+    compile_seconds: float | None = None
+    toolchain: str = ""
+    accuracy: float | None = None
+    per_class_accuracy: list[float] | None = None
+    parity: dict | None = None
+    inspect: dict = field(default_factory=dict)
+    operators: dict = field(default_factory=dict)
+    options: dict = field(default_factory=dict)
+
+
+def digest(path: Path) -> tuple[int, str]:
+    """Size and sha256 of a file, or of every file in a package directory (.mlpackage)."""
+    files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+    if path.suffix == ".xml":
+        files.append(path.with_suffix(".bin"))
+    sha = hashlib.sha256()
+    for f in files:
+        sha.update(f.read_bytes())
+    return sum(f.stat().st_size for f in files), sha.hexdigest()
+
+
+def first_lines(error: BaseException, limit: int = 3) -> str:
+    text = str(error).strip() or type(error).__name__
+    return f"{type(error).__name__}: " + " | ".join(line.strip() for line in text.splitlines()[:limit] if line.strip())
+
+
+@STAGES.register("compile")
+class CompileStage(Stage):
+    name = "compile"
+    requires = ("teacher", "prune", "quantize", "export")
+    summary = "build and check one artifact per target, backend and precision"
+
+    def cache_inputs(self, ctx: StageContext) -> dict[str, Any]:
+        targets = [load_target(t, ctx.config.base_dir, key=f"targets[{i}]") for i, t in enumerate(ctx.config.targets)]
+        return {"compile": ctx.config.section("compile"), "targets": [t.model_dump(mode="json") for t in targets]}
+
+    def run(self, ctx: StageContext, out_dir: Path) -> dict[str, Any]:
+        cfg, data = ctx.config.compile, ctx.data
+        export, quant = ctx.records["export"]["artifacts"], ctx.records["quantize"]
+        sources = CompileSources(
+            input_shape=tuple(data.input_shape),
+            fp32_onnx=ctx.absolute(export["fp32"]["path"]),
+            int8_onnx=ctx.absolute(export["int8"]["path"]) if "int8" in export else None,
+            fp32_model=lambda: load_ref(ctx.records["prune"]["model"], ctx, key="compile").eval(),
+            int8_graph=(lambda: load_quantized(quant, ctx).converted(fold_quantize=False)) if "int8" in export else None,
+        )
+        x_check = data.x_test[: cfg.parity_samples].numpy()
+        references = {"fp32": predict(sources.fp32_model(), data.x_test[: cfg.parity_samples]).numpy()}
+        int8_atol = None
+        if sources.int8_onnx is not None:
+            references["int8"] = ox.run_session(ox.session(sources.int8_onnx), x_check)
+            int8_atol = cfg.int8_atol_steps * output_scale(sources.int8_onnx)
+        tolerance = {"fp32": cfg.fp32_atol, "fp16": cfg.fp16_atol, "int8": int8_atol}
+
+        rows: list[ArtifactRow] = []
+        for i, name in enumerate(ctx.config.targets):
+            target = load_target(name, ctx.config.base_dir, key=f"targets[{i}]")
+            for spec in target.artifacts:
+                backend = BACKENDS.get(spec.backend, key=f"{target.source}: artifacts.backend")()
+                for precision in spec.precisions:
+                    row = ArtifactRow(target.name, spec.backend, precision, options=spec.options)
+                    rows.append(row)
+                    self._one(ctx, backend, sources, row, out_dir / target.name / spec.backend, references, tolerance)
+        return {"artifacts": [asdict(r) for r in rows], "counts": {s: sum(r.status == s for r in rows) for s in (OK, FAILED, NOT_RUN)}}
+
+    def _one(self, ctx, backend, sources, row: ArtifactRow, out_dir: Path, references, tolerance) -> None:
+        cfg, data = ctx.config.compile, ctx.data
+        if row.precision not in backend.precisions:
+            row.reason = f"{row.backend} has no precision {row.precision!r}; it offers {', '.join(backend.precisions)}"
+            return
+        reason = backend.unavailable()
+        if reason:
+            row.status, row.reason = NOT_RUN, reason
+            return
+        reference_key = "int8" if row.precision == "int8" else "fp32"
+        if reference_key not in references:
+            row.status, row.reason = NOT_RUN, "no INT8 model: the quantize stage ran with mode none"
+            return
+        out_dir.mkdir(parents=True, exist_ok=True)
+        row.toolchain = backend.toolchain_version()
+        try:
+            started = time.perf_counter()
+            path = backend.build(sources, row.precision, out_dir, dict(row.options))
+            row.compile_seconds = time.perf_counter() - started
+            row.path = ctx.relative(path)
+            row.size_bytes, row.sha256 = digest(path)
+            row.inspect = backend.inspect(path)
+        except Exception as error:  # a converter failure: keep its message, keep going
+            row.reason = first_lines(error)
+            (out_dir / f"{row.precision}.error.txt").write_text("".join(traceback.format_exception(error)))
+            return
+        try:
+            runner = backend.load(path, dict(row.options))
+        except NotRunnable as why:
+            row.status, row.reason = NOT_RUN, str(why)
+            return
+        except Exception as error:
+            row.reason = "load failed: " + first_lines(error)
+            return
+        try:
+            x_check = data.x_test[: cfg.parity_samples].numpy()
+            parity = compare(references[reference_key], runner.predict_batched(x_check),
+                             atol=tolerance[row.precision], min_top1_agreement=cfg.min_top1_agreement)
+            row.parity = parity.to_dict()
+            test = evaluate_logits(runner.predict_batched(data.x_test.numpy()), data.y_test, data.num_classes)
+            row.accuracy, row.per_class_accuracy = test.accuracy, test.per_class_accuracy
+            row.operators = runner.operator_report()
+            row.status = OK if parity.ok else FAILED
+            row.reason = "" if parity.ok else "parity: " + parity.describe()
+        except Exception as error:
+            row.reason = "run failed: " + first_lines(error)
+
+    def describe(self, record: dict[str, Any]) -> list[tuple[str, str]]:
+        c = record["counts"]
+        return [("artifacts", f"{c[OK]} ok, {c[FAILED]} failed, {c[NOT_RUN]} not run here")]
+
+
+def artifact_table(record: dict[str, Any]):
+    """The end-of-run table: one row per artifact, like a benchmark table."""
+    from rich.table import Table
+
+    table = Table(title="compiled artifacts")
+    for column in ("target", "backend", "precision", "status", "size", "accuracy", "max |diff|", "top-1 agree", "compile", "note"):
+        table.add_column(column, justify="right" if column in ("size", "accuracy", "max |diff|", "top-1 agree", "compile") else "left")
+    style = {OK: "green", FAILED: "red", NOT_RUN: "yellow"}
+    for row in record["artifacts"]:
+        parity = row.get("parity") or {}
+        table.add_row(
+            row["target"], row["backend"], row["precision"],
+            f"[{style[row['status']]}]{row['status']}[/]",
+            f"{row['size_bytes'] / 1024:.0f} KiB" if row.get("size_bytes") else "-",
+            f"{row['accuracy']:.2%}" if row.get("accuracy") is not None else "-",
+            f"{parity['max_abs_diff']:.2g}" if parity else "-",
+            f"{parity['top1_agreement']:.1%}" if parity else "-",
+            f"{row['compile_seconds']:.1f}s" if row.get("compile_seconds") is not None else "-",
+            (row.get("reason") or "")[:70],
+        )
+    return table

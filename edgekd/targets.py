@@ -1,0 +1,87 @@
+"""Hardware targets: one YAML file per device in ``targets/``.
+
+A target names the artifacts to build for it (backend, precisions, runtime
+options), how to reach the device (later: ssh/adb) and its power model. A new
+device of a known backend is only a new YAML file.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from .errors import ConfigError
+
+PACKAGE_TARGETS = Path(__file__).resolve().parents[1] / "targets"
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ArtifactSpec(_Strict):
+    backend: str
+    precisions: list[str]
+    options: dict[str, Any] = Field(default_factory=dict)
+
+
+class DeviceSpec(_Strict):
+    ssh: str | None = Field(None, description="user@host[:port]; honours ~/.ssh/config")
+    adb: str | None = Field(None, description="device serial")
+    macos_runner: str | None = Field(None, description="ssh destination of a Mac that can run Core ML")
+
+
+class Target(_Strict):
+    name: str
+    description: str = ""
+    artifacts: list[ArtifactSpec]
+    device: DeviceSpec = DeviceSpec()
+    power: dict[str, Any] | None = Field(None, description="power model used when no meter exists")
+    source: str = Field("", exclude=True)
+
+
+def search_dirs(base_dir: Path | None = None) -> list[Path]:
+    dirs = [Path.cwd() / "targets"]
+    if base_dir is not None:
+        dirs.insert(0, Path(base_dir) / "targets")
+        dirs.insert(1, Path(base_dir).parent / "targets")
+    dirs.append(PACKAGE_TARGETS)
+    return list(dict.fromkeys(d.resolve() for d in dirs))
+
+
+def load_target(name: str, base_dir: Path | None = None, key: str = "targets") -> Target:
+    """``name`` is a target name (looked up in the targets folders) or a path to a YAML file."""
+    candidate = Path(name)
+    if candidate.suffix in (".yaml", ".yml"):
+        path = candidate if candidate.is_absolute() or base_dir is None else Path(base_dir) / candidate
+        if not path.is_file():
+            raise ConfigError(f"{key}: target file {path} does not exist")
+    else:
+        found = [d / f"{name}.yaml" for d in search_dirs(base_dir) if (d / f"{name}.yaml").is_file()]
+        if not found:
+            known = ", ".join(t.name for t in list_targets(base_dir)) or "none"
+            raise ConfigError(f"{key}: unknown target {name!r}; known targets: {known}")
+        path = found[0]
+    try:
+        data = yaml.safe_load(path.read_text())
+        return Target.model_validate({**(data or {}), "source": str(path)})
+    except yaml.YAMLError as error:
+        raise ConfigError(f"target file {path} is not valid YAML: {error}") from None
+    except ValidationError as error:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in error.errors())
+        raise ConfigError(f"target file {path}: {problems}") from None
+
+
+def list_targets(base_dir: Path | None = None) -> list[Target]:
+    seen: dict[str, Target] = {}
+    for directory in search_dirs(base_dir):
+        for path in sorted(directory.glob("*.yaml")):
+            if path.stem not in seen:
+                try:
+                    seen[path.stem] = load_target(str(path))
+                except ConfigError:
+                    continue
+    return list(seen.values())
