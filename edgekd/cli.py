@@ -32,7 +32,7 @@ def _run_stages(config: Path, out: Optional[Path], stages: list[str] | None, for
     except EdgekdError as error:
         console.print(f"[red]error:[/red] {error}")
         raise typer.Exit(2) from None
-    out = Console()
+    out = Console(width=None if console.is_terminal else 160)  # logs and CI get the whole table
     out.print(summary_table(result))
     if "compile" in result.stages:
         from .stages.compile import artifact_table

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -26,10 +27,12 @@ def export(model: torch.nn.Module, input_shape: tuple[int, ...], path: Path, *, 
     dynamic = ({0: torch.export.Dim("batch", min=1, max=4096)},) if dynamic_batch else None
     logging.getLogger("torch.onnx").setLevel(logging.ERROR)
     try:
-        program = torch.onnx.export(
-            model, example, dynamo=True, opset_version=opset, input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
-            dynamic_shapes=dynamic, verbose=False, report=False,
-        )
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # the exporter's deprecation chatter is not the user's concern
+            program = torch.onnx.export(
+                model, example, dynamo=True, opset_version=opset, input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
+                dynamic_shapes=dynamic, verbose=False, report=False,
+            )
     except Exception as error:
         text = str(error).strip()
         first = next((line for line in text.splitlines() if line.strip()), type(error).__name__)

@@ -28,8 +28,11 @@ def compile_ir(path: Path, options: dict[str, Any], precision: str):
     config = {hints.performance_mode: hints.PerformanceMode.LATENCY, props.inference_num_threads: int(options.get("threads", 0))}
     if options.get("streams"):
         config[props.num_streams] = int(options["streams"])
-    wanted = options.get("inference_precision", {"fp32": "f32", "fp16": "f32", "int8": "f32"}[precision])
-    config[hints.inference_precision] = ov.Type(wanted)
+    wanted = options.get("inference_precision", "f32")
+    types = {"f32": ov.Type.f32, "bf16": ov.Type.bf16, "f16": ov.Type.f16}
+    if wanted not in types:
+        raise ValueError(f"openvino option inference_precision={wanted!r}; expected one of {', '.join(types)}")
+    config[hints.inference_precision] = types[wanted]
     compiled = core.compile_model(core.read_model(str(path)), "CPU", config)
     return compiled
 

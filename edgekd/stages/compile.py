@@ -72,7 +72,11 @@ class CompileStage(Stage):
 
     def cache_inputs(self, ctx: StageContext) -> dict[str, Any]:
         targets = [load_target(t, ctx.config.base_dir, key=f"targets[{i}]") for i, t in enumerate(ctx.config.targets)]
-        return {"compile": ctx.config.section("compile"), "targets": [t.model_dump(mode="json") for t in targets]}
+        backends = sorted({a.backend for t in targets for a in t.artifacts if a.backend in BACKENDS})
+        # A new converter or runtime version (or one installed since) re-runs the stage.
+        toolchains = {b: BACKENDS.get(b)().toolchain_version() or BACKENDS.get(b)().unavailable() for b in backends}
+        return {"compile": ctx.config.section("compile"), "targets": [t.model_dump(mode="json") for t in targets],
+                "toolchains": toolchains}
 
     def run(self, ctx: StageContext, out_dir: Path) -> dict[str, Any]:
         cfg, data = ctx.config.compile, ctx.data

@@ -1,0 +1,160 @@
+"""Shared helpers for the benchmarks: machine description, the fixed teacher, Markdown tables.
+
+Run the benchmarks from the repository root, e.g. ``.venv/bin/python benchmarks/kd_gain.py``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import datetime as _dt
+import json
+import os
+import platform
+import statistics
+from pathlib import Path
+from typing import Any, Iterator, Sequence
+
+import torch
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "benchmarks" / "results"
+EXAMPLE = ROOT / "examples" / "mnist.yaml"
+DEFAULT_WORKDIR = Path(os.environ.get("EDGEKD_BENCH_DIR", "/tmp/edgekd-bench"))
+
+
+# ---------------------------------------------------------------- environment
+
+
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def machine_info() -> dict[str, Any]:
+    import edgekd
+
+    try:
+        load = os.getloadavg()[0]
+    except OSError:
+        load = float("nan")
+    return {
+        "date": _dt.datetime.now().astimezone().isoformat(timespec="seconds"),
+        "cpu": cpu_model(),
+        "logical_cpus": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "edgekd": edgekd.__version__,
+        "load_average_1min_at_start": round(load, 2),
+    }
+
+
+def header(title: str, info: dict[str, Any], extra: dict[str, Any] | None = None) -> str:
+    lines = [f"# {title}", ""]
+    for key, value in {**info, **(extra or {})}.items():
+        lines.append(f"- **{key}**: {value}")
+    return "\n".join(lines) + "\n"
+
+
+def setup_environment(workdir: Path, threads: int | None) -> None:
+    """Fix the thread count and keep the teacher cache inside ``workdir`` (unless EDGEKD_CACHE_DIR is set)."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    os.environ.setdefault("EDGEKD_CACHE_DIR", str(workdir / "cache"))
+    if threads:
+        torch.set_num_threads(threads)
+
+
+# ---------------------------------------------------------------- the fixed split
+
+
+@contextlib.contextmanager
+def fixed_split(split_seed: int = 0) -> Iterator[None]:
+    """Keep the train/val/test split at ``split_seed`` whatever the config's ``seed``.
+
+    edgekd's top-level ``seed`` seeds the student's initial weights and the shuffle
+    *and* the data split; for seed repeats we want only the former, so every method
+    and seed is scored on the same test images.
+    """
+    import edgekd.stages.base as base
+
+    original = base.prepare_data
+
+    def pinned(spec, *, seed=0, **kwargs):  # noqa: ARG001 - the seed is replaced on purpose
+        return original(spec, seed=split_seed, **kwargs)
+
+    base.prepare_data = pinned
+    try:
+        yield
+    finally:
+        base.prepare_data = original
+
+
+# ---------------------------------------------------------------- the teacher
+
+
+def example_config() -> dict[str, Any]:
+    return yaml.safe_load(EXAMPLE.read_text())
+
+
+def teacher_run_config() -> dict[str, Any]:
+    """The teacher exactly as examples/mnist.yaml trains it (data and teacher sections)."""
+    example = example_config()
+    return {
+        "name": "bench-teacher",
+        "seed": 0,
+        "data": copy.deepcopy(example["data"]),
+        "teacher": copy.deepcopy(example["teacher"]),
+    }
+
+
+def trained_teacher(workdir: Path) -> tuple[dict[str, Any], Path, dict[str, Any]]:
+    """Train (or reuse: the stage is cached in ``workdir/teacher``) the example teacher.
+
+    Returns the teacher record, its weights file, and the teacher spec to put in
+    other configs so they load these weights instead of training.
+    """
+    import edgekd
+
+    cfg = teacher_run_config()
+    run_dir = workdir / "teacher"
+    with fixed_split(0):
+        result = edgekd.run(cfg, run_dir, stages=["teacher"])
+    record = result["teacher"]
+    member = record["members"][0]
+    weights = (run_dir / member["weights"]).resolve()
+    spec = {"model": member["model"], "kwargs": dict(member["kwargs"]), "weights": str(weights), "augment": False}
+    return record, weights, spec
+
+
+# ---------------------------------------------------------------- numbers and tables
+
+
+def mean_std(values: Sequence[float]) -> tuple[float, float]:
+    values = list(values)
+    if not values:
+        return float("nan"), float("nan")
+    return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
+
+
+def markdown_table(headers: Sequence[str], rows: Sequence[Sequence[Any]], align: Sequence[str] | None = None) -> str:
+    align = list(align or ["l"] + ["r"] * (len(headers) - 1))
+    marks = {"l": ":---", "r": "---:", "c": ":---:"}
+    out = ["| " + " | ".join(map(str, headers)) + " |", "| " + " | ".join(marks[a] for a in align) + " |"]
+    out += ["| " + " | ".join(map(str, row)) + " |" for row in rows]
+    return "\n".join(out)
+
+
+def write_results(stem: str, markdown: str, raw: dict[str, Any], out_dir: Path = RESULTS) -> tuple[Path, Path]:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    md, js = out_dir / f"{stem}.md", out_dir / f"{stem}.json"
+    md.write_text(markdown)
+    js.write_text(json.dumps(raw, indent=2, default=str) + "\n")
+    return md, js
