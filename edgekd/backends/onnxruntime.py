@@ -38,14 +38,13 @@ class OrtRunner(Runner):
             shape = [d if isinstance(d, int) else 1 for d in sess.get_inputs()[0].shape]
             sess.run(None, {self.input_name: np.zeros(shape, dtype=np.float32)})
             events = json.loads(Path(sess.end_profiling()).read_text())
-        nodes = {
-            e["args"]["op_name"] + "@" + e["args"].get("provider", "?")
+        nodes = {  # one entry per executed node (each node logs several timing events)
+            e["name"].rsplit("_", 2)[0]: (e["args"]["op_name"], e["args"].get("provider", "?"))
             for e in events
             if e.get("cat") == "Node" and "op_name" in e.get("args", {})
         }
         by_provider: dict[str, Counter] = {}
-        for item in nodes:
-            op, provider = item.split("@")
+        for op, provider in nodes.values():
             by_provider.setdefault(provider, Counter())[op] += 1
         return {
             "optimized_ops": dict(Counter(n.op_type for n in onnx.load(str(self.path)).graph.node)),

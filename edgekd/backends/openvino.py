@@ -52,13 +52,13 @@ class OpenVinoRunner(Runner):
         layers: Counter = Counter()
         for op in self.compiled.get_runtime_model().get_ops():
             info = op.get_rt_info()
-            layer = str(info["layerType"]) if "layerType" in info else op.get_type_name()
+            layer = info["layerType"].astype(str) if "layerType" in info else op.get_type_name()
             if layer in ("Input", "Output", "Parameter", "Result", "Constant"):
                 continue
             layers[layer] += 1
-            precisions[str(info["runtimePrecision"]) if "runtimePrecision" in info else "?"] += 1
+            precisions[info["runtimePrecision"].astype(str) if "runtimePrecision" in info else "?"] += 1
         return {
-            "inference_precision": str(self.compiled.get_property(hints.inference_precision)),
+            "inference_precision": self.compiled.get_property(hints.inference_precision).get_type_name(),
             "layers": dict(layers),
             "runtime_precision_per_layer": dict(precisions),
             "fallback_ops": [],
