@@ -85,10 +85,13 @@ def run(
         raise ConfigError(f"--force {force!r}: not a stage of this run; expected one of: {', '.join(order)}")
     ctx = StageContext(config=cfg, run_dir=run_dir, resume=resume)
     result = PipelineResult(run_dir=run_dir)
+    stages_ = {name: STAGES.get(name)() for name in order}
+    for stage in stages_.values():
+        stage.validate(ctx)
     keys: dict[str, str] = {}
     forcing = False
     for name in order:
-        stage = STAGES.get(name)()
+        stage = stages_[name]
         forcing = forcing or name == force
         key = sha256_json({
             "version": __version__, "stage": name, "inputs": stage.cache_inputs(ctx),

@@ -47,6 +47,28 @@ def deep_merge(base: dict, overrides: dict) -> dict:
 
 
 @pytest.fixture(scope="session", autouse=True)
+def single_thread():
+    """One intra-op thread (``EDGEKD_TEST_THREADS`` to change), here and in CLI subprocesses.
+
+    The models are tiny, so a second thread gains little, while OpenMP threads on a
+    busy 2-core machine can stall whole epochs; subprocesses get the same count so
+    their results are bitwise comparable with in-process runs.
+    """
+    import torch
+
+    threads = int(os.environ.get("EDGEKD_TEST_THREADS", "1"))
+    previous, previous_env = torch.get_num_threads(), os.environ.get("OMP_NUM_THREADS")
+    torch.set_num_threads(threads)
+    os.environ["OMP_NUM_THREADS"] = str(threads)
+    yield threads
+    torch.set_num_threads(previous)
+    if previous_env is None:
+        os.environ.pop("OMP_NUM_THREADS", None)
+    else:
+        os.environ["OMP_NUM_THREADS"] = previous_env
+
+
+@pytest.fixture(scope="session", autouse=True)
 def edgekd_cache_dir(tmp_path_factory) -> Path:
     """Point the teacher-output cache at a per-session temp dir (never ~/.cache/edgekd)."""
     path = tmp_path_factory.mktemp("edgekd-cache")
@@ -70,7 +92,7 @@ def tiny_config() -> Callable[..., dict]:
 
 
 @pytest.fixture(scope="session")
-def base_run(tiny_config, tmp_path_factory, edgekd_cache_dir):
+def base_run(tiny_config, tmp_path_factory, edgekd_cache_dir, single_thread):
     """The tiny config run once (teacher trained here, then distilled); shared read-only by tests."""
     import edgekd
 

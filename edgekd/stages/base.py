@@ -59,6 +59,9 @@ class Stage(ABC):
     def cache_inputs(self, ctx: StageContext) -> dict[str, Any]:
         """Everything besides upstream records that decides this stage's output (config sections, seed)."""
 
+    def validate(self, ctx: StageContext) -> None:
+        """Check this stage's inputs before any stage runs, so bad input fails before hours of training."""
+
     @abstractmethod
     def run(self, ctx: StageContext, out_dir: Path) -> dict[str, Any]:
         """Do the work and return the record (JSON-able)."""

@@ -70,6 +70,12 @@ class CompileStage(Stage):
     requires = ("teacher", "prune", "quantize", "export")
     summary = "build and check one artifact per target, backend and precision"
 
+    def validate(self, ctx: StageContext) -> None:
+        for i, name in enumerate(ctx.config.targets):
+            target = load_target(name, ctx.config.base_dir, key=f"targets[{i}]")
+            for spec in target.artifacts:
+                BACKENDS.get(spec.backend, key=f"{target.source}: artifacts.backend")
+
     def cache_inputs(self, ctx: StageContext) -> dict[str, Any]:
         targets = [load_target(t, ctx.config.base_dir, key=f"targets[{i}]") for i, t in enumerate(ctx.config.targets)]
         backends = sorted({a.backend for t in targets for a in t.artifacts if a.backend in BACKENDS})

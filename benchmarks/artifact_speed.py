@@ -1,0 +1,517 @@
+"""Batch-1 latency of edgekd's INT8 artifacts against each toolchain's own INT8 recipe.
+
+Model: the ImageNet-style MobileNetV2 student (``create_model("mobilenetv2", num_classes=10,
+small_input=False)``) at 3x224x224, untrained weights with batch-norm statistics from ~20
+train-mode forwards on random data. Both sides of each comparison get the same FP32 model
+and the same calibration inputs.
+
+(a) OpenVINO, CPU: edgekd's INT8 IR (Int8Quantizer PT2E, minmax observers -> QDQ ONNX ->
+    the openvino backend's build) against ``nncf.quantize`` on the FP32 IR.
+(b) LiteRT, XNNPACK: the litert backend's ``int8`` build (PT2E graph, fold_quantize=False)
+    against litert-torch's PT2EQuantizer recipe (per-channel symmetric, PTQ).
+
+Timing: one loop for every artifact (time.perf_counter around one synchronous inference on
+a pre-set input), warm-up >= 2 s by time, then interleaved rounds (order alternates per
+round) of N timed runs; reported: median of all samples, and the median over rounds of the
+per-round ratio edgekd / reference. Cross-checks: OpenVINO's ``benchmark_app`` and
+``litert-benchmark`` from the venv, runs alternated between the two files.
+
+    .venv/bin/python benchmarks/artifact_speed.py [--threads 1] [--rounds 10] [--runs 100]
+
+Writes benchmarks/results/artifact_speed.md and .json; artifacts go to --workdir.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import re
+import statistics
+import subprocess
+import sys
+import time
+import traceback
+import warnings
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+from common import machine_info, markdown_table, write_results  # noqa: E402
+
+import edgekd  # noqa: E402,F401
+from edgekd import onnx_export as ox  # noqa: E402
+from edgekd.models import create_model  # noqa: E402
+
+SHAPE = (3, 224, 224)
+VENV_BIN = Path(sys.executable).parent
+GOAL = 1.05
+
+
+def first_error(error: BaseException, limit: int = 2) -> str:
+    text = str(error).strip() or type(error).__name__
+    lines = [line.strip() for line in text.splitlines() if line.strip()][:limit]
+    return f"{type(error).__name__}: " + " | ".join(lines)
+
+
+def version(name: str) -> str:
+    from importlib.metadata import PackageNotFoundError, version as v
+
+    try:
+        return v(name)
+    except PackageNotFoundError:
+        return "not installed"
+
+
+# ---------------------------------------------------------------- model and data
+
+
+def build_model(seed: int) -> torch.nn.Module:
+    torch.manual_seed(seed)
+    model = create_model("mobilenetv2", num_classes=10, in_channels=3, width=1.0, small_input=False)
+    model.train()
+    with torch.no_grad():  # batch-norm running statistics from random data, so activations have sane ranges
+        for _ in range(20):
+            model(torch.randn(8, *SHAPE))
+    return model.eval()
+
+
+def calibration_inputs(n: int, seed: int) -> torch.Tensor:
+    """Half Gaussian noise, half smooth structured images (upsampled low-res noise plus gradients)."""
+    g = torch.Generator().manual_seed(seed)
+    noise = torch.randn(n - n // 2, *SHAPE, generator=g)
+    low = torch.randn(n // 2, 3, 7, 7, generator=g)
+    smooth = torch.nn.functional.interpolate(low, size=SHAPE[1:], mode="bilinear", align_corners=False)
+    ramp = torch.linspace(-1, 1, SHAPE[2]).view(1, 1, 1, -1) * torch.rand(n // 2, 3, 1, 1, generator=g)
+    return torch.cat([noise, 1.5 * smooth + ramp]).float()
+
+
+def export_onnx(model: torch.nn.Module, path: Path) -> Path:
+    """As the export stage does with its defaults: opset 18, static batch 1, onnxslim."""
+    ox.export(model, SHAPE, path, opset=18, dynamic_batch=False)
+    ox.simplify(path)
+    return path
+
+
+# ---------------------------------------------------------------- timing
+
+
+class Timed:
+    """One artifact: ``step()`` runs one synchronous batch-1 inference on a pre-set input."""
+
+    def __init__(self, name: str, step: Callable[[], Any], info: dict[str, Any] | None = None) -> None:
+        self.name, self.step, self.info = name, step, info or {}
+        self.samples: list[list[float]] = []  # per round, milliseconds
+
+    def warm(self, seconds: float) -> None:
+        end = time.perf_counter() + seconds
+        while time.perf_counter() < end:
+            self.step()
+
+    def round(self, runs: int, rewarm_s: float) -> None:
+        self.warm(rewarm_s)
+        step, out = self.step, []
+        for _ in range(runs):
+            t0 = time.perf_counter()
+            step()
+            out.append((time.perf_counter() - t0) * 1e3)
+        self.samples.append(out)
+
+    def summary(self) -> dict[str, Any]:
+        flat = [t for r in self.samples for t in r]
+        return {
+            "p50_ms": statistics.median(flat),
+            "p10_ms": float(np.percentile(flat, 10)),
+            "p90_ms": float(np.percentile(flat, 90)),
+            "mean_ms": statistics.fmean(flat),
+            "round_p50_ms": [statistics.median(r) for r in self.samples],
+            "n": len(flat),
+        }
+
+
+def interleaved(pair: list[Timed], rounds: int, runs: int, warmup_s: float, rewarm_s: float) -> dict[str, Any]:
+    for t in pair:
+        t.warm(warmup_s)
+    for r in range(rounds):
+        for t in pair if r % 2 == 0 else pair[::-1]:
+            t.round(runs, rewarm_s)
+    ours, ref = pair[0].summary(), pair[1].summary()
+    per_round = [a / b for a, b in zip(ours["round_p50_ms"], ref["round_p50_ms"])]
+    return {
+        pair[0].name: ours, pair[1].name: ref,
+        "ratio_p50": ours["p50_ms"] / ref["p50_ms"],
+        "ratio_per_round": per_round,
+        "ratio_median_of_rounds": statistics.median(per_round),
+    }
+
+
+# ---------------------------------------------------------------- OpenVINO
+
+
+def ov_config(threads: int) -> dict:
+    import openvino as ov
+    import openvino.properties as props
+    import openvino.properties.hint as hints
+
+    return {
+        hints.performance_mode: hints.PerformanceMode.LATENCY,
+        props.num_streams: 1,
+        props.inference_num_threads: threads,
+        hints.inference_precision: ov.Type.f32,
+    }
+
+
+def ov_timed(name: str, xml: Path, threads: int, x: np.ndarray) -> Timed:
+    import openvino as ov
+    import openvino.properties as props
+    import openvino.properties.hint as hints
+
+    core = ov.Core()
+    compiled = core.compile_model(core.read_model(str(xml)), "CPU", ov_config(threads))
+    request = compiled.create_infer_request()
+    request.set_input_tensor(ov.Tensor(np.ascontiguousarray(x)))
+    precisions: dict[str, int] = {}
+    layers: dict[str, int] = {}
+    for op in compiled.get_runtime_model().get_ops():
+        info = op.get_rt_info()
+        layer = info["layerType"].astype(str) if "layerType" in info else op.get_type_name()
+        if layer in ("Input", "Output", "Parameter", "Result", "Constant"):
+            continue
+        prec = info["runtimePrecision"].astype(str) if "runtimePrecision" in info else "?"
+        precisions[prec] = precisions.get(prec, 0) + 1
+        if layer == "Convolution" or layer.startswith("FullyConnected") or layer == "MatMul":
+            layers[f"{layer}:{prec}"] = layers.get(f"{layer}:{prec}", 0) + 1
+    info = {
+        "path": str(xml),
+        "bin_bytes": xml.with_suffix(".bin").stat().st_size,
+        "compiled_properties": {
+            "performance_mode": str(compiled.get_property(hints.performance_mode)),
+            "num_streams": str(compiled.get_property(props.num_streams)),
+            "inference_num_threads": compiled.get_property(props.inference_num_threads),
+            "inference_precision": str(compiled.get_property(hints.inference_precision)),
+        },
+        "runtime_precision_per_layer": precisions,
+        "conv_fc_layers_by_precision": layers,
+    }
+    return Timed(name, request.infer, info)
+
+
+def build_openvino(model: torch.nn.Module, calib: torch.Tensor, work: Path) -> dict[str, Path]:
+    import nncf
+    import openvino as ov
+
+    from edgekd.backends import BACKENDS, CompileSources
+    from edgekd.quantize import prepare
+
+    fp32_onnx = export_onnx(model, work / "student_fp32.onnx")
+    student = prepare(model, SHAPE, observer="minmax")
+    student.calibrate(calib, batch_size=8)
+    student.freeze_observers()
+    student.eval()
+    int8_onnx = export_onnx(student.converted(fold_quantize=True), work / "student_int8_qdq.onnx")
+    sources = CompileSources(
+        input_shape=SHAPE, fp32_onnx=fp32_onnx, int8_onnx=int8_onnx,
+        fp32_model=lambda: model, int8_graph=lambda: student.converted(fold_quantize=False),
+    )
+    backend = BACKENDS.get("openvino")()
+    out = work / "openvino"
+    out.mkdir(parents=True, exist_ok=True)
+    paths = {"edgekd_int8": backend.build(sources, "int8", out, {}), "fp32": backend.build(sources, "fp32", out, {})}
+    ov_fp32 = ov.convert_model(str(fp32_onnx))
+    dataset = nncf.Dataset([np.ascontiguousarray(calib[i : i + 1].numpy()) for i in range(len(calib))])
+    quantized = nncf.quantize(ov_fp32, dataset, subset_size=len(calib))
+    paths["nncf_int8"] = out / "nncf_int8.xml"
+    ov.save_model(quantized, str(paths["nncf_int8"]), compress_to_fp16=False)
+    return paths
+
+
+def benchmark_app(xml: Path, threads: int, seconds: int) -> dict[str, Any]:
+    exe = VENV_BIN / "benchmark_app"
+    cmd = [str(exe), "-m", str(xml), "-d", "CPU", "-hint", "latency", "-api", "sync", "-nstreams", "1",
+           "-nthreads", str(threads), "-t", str(seconds), "-infer_precision", "f32"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=seconds * 6 + 120)
+    text = proc.stdout + proc.stderr
+    found = {k: re.search(rf"{k}:\s+([\d.]+)\s*ms", text) for k in ("Median", "Average", "Min", "Max")}
+    if proc.returncode != 0 or not found["Median"]:
+        tail = " | ".join(l.strip() for l in text.strip().splitlines()[-3:])
+        return {"error": f"benchmark_app rc={proc.returncode}: {tail}", "cmd": " ".join(cmd)}
+    count = re.search(r"Count:\s+(\d+)", text)
+    return {"cmd": " ".join(cmd), **{f"{k.lower()}_ms": float(m.group(1)) for k, m in found.items() if m},
+            "count": int(count.group(1)) if count else None}
+
+
+# ---------------------------------------------------------------- LiteRT
+
+
+def litert_timed(name: str, path: Path, threads: int, x: np.ndarray) -> Timed:
+    from ai_edge_litert.interpreter import Interpreter
+
+    interp = Interpreter(model_path=str(path), num_threads=threads)
+    interp.allocate_tensors()
+    detail = interp.get_input_details()[0]
+    idx = detail["index"]
+    if detail["dtype"] == np.float32:
+        data = np.ascontiguousarray(x, dtype=np.float32)
+    else:  # integer input: quantize once with the input's own parameters, outside the timed loop
+        scale, zero = detail["quantization"]
+        info = np.iinfo(detail["dtype"])
+        data = np.clip(np.round(x / scale) + zero, info.min, info.max).astype(detail["dtype"])
+    data = data.reshape(detail["shape"])
+
+    def step() -> None:
+        interp.set_tensor(idx, data)
+        interp.invoke()
+
+    ops: dict[str, int] = {}
+    try:
+        for op in interp._get_ops_details():
+            ops[op["op_name"]] = ops.get(op["op_name"], 0) + 1
+    except Exception as error:  # private API; only for the report
+        ops = {"error": first_error(error)}
+    info = {"path": str(path), "bytes": path.stat().st_size, "input_dtype": np.dtype(detail["dtype"]).name,
+            "output_dtype": np.dtype(interp.get_output_details()[0]["dtype"]).name, "ops": ops}
+    return Timed(name, step, info)
+
+
+def build_litert(model: torch.nn.Module, calib: torch.Tensor, work: Path) -> dict[str, Any]:
+    """Both .tflite files; a failure on either side is recorded as its error string."""
+    out = work / "litert"
+    out.mkdir(parents=True, exist_ok=True)
+    paths: dict[str, Any] = {}
+    try:
+        import edgekd.backends.litert  # noqa: F401  (registers "litert" if the package does not yet)
+        from edgekd.backends import BACKENDS, CompileSources
+        from edgekd.quantize import prepare
+
+        student = prepare(model, SHAPE, observer="minmax")
+        student.calibrate(calib, batch_size=8)
+        student.freeze_observers()
+        student.eval()
+        sources = CompileSources(
+            input_shape=SHAPE, fp32_onnx=work / "student_fp32.onnx", int8_onnx=work / "student_int8_qdq.onnx",
+            fp32_model=lambda: model, int8_graph=lambda: student.converted(fold_quantize=False),
+        )
+        paths["edgekd_int8"] = BACKENDS.get("litert")().build(sources, "int8", out, {})
+    except Exception as error:
+        traceback.print_exc()
+        paths["edgekd_int8"] = first_error(error)
+    try:
+        paths["litert_torch_int8"] = litert_torch_reference(model, calib, out / "litert_torch_pt2e_int8.tflite")
+    except Exception as error:
+        traceback.print_exc()
+        paths["litert_torch_int8"] = first_error(error)
+    return paths
+
+
+def litert_torch_reference(model: torch.nn.Module, calib: torch.Tensor, path: Path) -> Path:
+    """litert-torch's documented PT2E static PTQ recipe, per-channel symmetric."""
+    import litert_torch
+    from litert_torch.quantize.pt2e_quantizer import PT2EQuantizer, get_symmetric_quantization_config
+    from litert_torch.quantize.quant_config import QuantConfig
+    from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
+
+    sample = (torch.zeros(1, *SHAPE),)
+    quantizer = PT2EQuantizer().set_global(get_symmetric_quantization_config(is_per_channel=True, is_dynamic=False))
+    graph = torch.export.export(model.eval(), sample).module()
+    graph = prepare_pt2e(graph, quantizer)
+    with torch.no_grad():
+        for i in range(len(calib)):  # batch 1: the graph was captured with a static batch of 1
+            graph(calib[i : i + 1])
+    graph = convert_pt2e(graph, fold_quantize=False)
+    edge = litert_torch.convert(graph, sample, quant_config=QuantConfig(pt2e_quantizer=quantizer))
+    edge.export(str(path))
+    return path
+
+
+def litert_benchmark(path: Path, threads: int, runs: int, warmup: int, json_path: Path) -> dict[str, Any]:
+    exe = VENV_BIN / "litert-benchmark"
+    if not exe.exists():
+        return {"error": f"{exe} not found"}
+    cmd = [str(exe), "--model", str(path), "--num_threads", str(threads), "--num_runs", str(runs),
+           "--warmup_runs", str(warmup), "--result_json", str(json_path)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    if proc.returncode != 0 or not json_path.exists():
+        tail = " | ".join(l.strip() for l in (proc.stdout + proc.stderr).strip().splitlines()[-3:])
+        return {"error": f"litert-benchmark rc={proc.returncode}: {tail}", "cmd": " ".join(cmd)}
+    lat = json.loads(json_path.read_text())["latency"]
+    json_path.unlink()
+    return {"cmd": " ".join(cmd), "median_ms": lat["median_ms"], "avg_ms": lat["avg_ms"], "min_ms": lat["min_ms"],
+            "count": lat["num_runs"]}
+
+
+# ---------------------------------------------------------------- report
+
+
+def fmt(v: float | None) -> str:
+    return "-" if v is None else f"{v:.2f}"
+
+
+def cross_check(pair: tuple[str, str], results: list[dict[str, dict]]) -> dict[str, Any]:
+    """Median over alternated repeats of each tool's median, and the ratio of those medians."""
+    out: dict[str, Any] = {"repeats": results}
+    for name in pair:
+        values = [r[name].get("median_ms") for r in results if "median_ms" in r.get(name, {})]
+        errors = [r[name]["error"] for r in results if "error" in r.get(name, {})]
+        out[name] = statistics.median(values) if values else None
+        if errors:
+            out[f"{name}_error"] = errors[0]
+    if out[pair[0]] and out[pair[1]]:
+        out["ratio"] = out[pair[0]] / out[pair[1]]
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--threads", type=int, default=1, help="inference threads for every runtime (1 or 2)")
+    parser.add_argument("--rounds", type=int, default=10)
+    parser.add_argument("--runs", type=int, default=100, help="timed runs per artifact per round")
+    parser.add_argument("--warmup", type=float, default=2.0, help="seconds of warm-up per artifact before round 1")
+    parser.add_argument("--rewarm", type=float, default=0.3, help="seconds of warm-up before each round")
+    parser.add_argument("--calib", type=int, default=32)
+    parser.add_argument("--tool-seconds", type=int, default=10, help="benchmark_app -t")
+    parser.add_argument("--tool-repeats", type=int, default=2, help="alternated cross-check runs per file")
+    parser.add_argument("--parts", nargs="+", default=["openvino", "litert"], choices=["openvino", "litert"])
+    parser.add_argument("--workdir", type=Path, default=Path("/tmp/edgekd-artifact-speed"))
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args()
+
+    logging.getLogger("nncf").setLevel(logging.WARNING)
+    warnings.filterwarnings("ignore")
+    torch.set_num_threads(max(os.cpu_count() or 1, 1))  # building only; inference threads are set per runtime
+    work = args.workdir
+    work.mkdir(parents=True, exist_ok=True)
+    info = machine_info()
+    info.update(threads=args.threads, rounds=args.rounds, runs_per_round=args.runs,
+                versions={p: version(p) for p in ("openvino", "nncf", "ai-edge-litert", "litert-torch", "torchao", "torch", "onnx")})
+
+    model = build_model(args.seed)
+    calib = calibration_inputs(args.calib, args.seed + 1)
+    x = calibration_inputs(2, args.seed + 2)[1:2].numpy()  # a structured image not in the calibration set
+    raw: dict[str, Any] = {"machine": info, "args": {k: str(v) for k, v in vars(args).items()}}
+    rows = []
+
+    if "openvino" in args.parts:
+        print("[openvino] building ...", flush=True)
+        paths = build_openvino(model, calib, work)
+        print("[openvino] timing ...", flush=True)
+        pair = [ov_timed("edgekd_int8", paths["edgekd_int8"], args.threads, x),
+                ov_timed("nncf_int8", paths["nncf_int8"], args.threads, x)]
+        fp32 = ov_timed("fp32", paths["fp32"], args.threads, x)
+        loop = interleaved(pair, args.rounds, args.runs, args.warmup, args.rewarm)
+        fp32.warm(args.warmup)
+        for _ in range(max(2, args.rounds // 3)):
+            fp32.round(args.runs, args.rewarm)
+        tool = []
+        for r in range(args.tool_repeats):
+            order = ("edgekd_int8", "nncf_int8") if r % 2 == 0 else ("nncf_int8", "edgekd_int8")
+            tool.append({k: benchmark_app(paths[k], args.threads, args.tool_seconds) for k in order})
+        check = cross_check(("edgekd_int8", "nncf_int8"), tool)
+        raw["openvino"] = {"loop": loop, "fp32": fp32.summary(), "benchmark_app": check,
+                           "artifacts": {t.name: t.info for t in (*pair, fp32)}}
+        rows.append(("OpenVINO CPU", "edgekd INT8 IR", "nncf.quantize IR", loop, check, fp32.summary()["p50_ms"]))
+        print(json.dumps({k: v for k, v in loop.items() if k.startswith("ratio")}, indent=1), flush=True)
+
+    if "litert" in args.parts:
+        print("[litert] building ...", flush=True)
+        paths = build_litert(model, calib, work)
+        raw["litert"] = {"build": {k: str(v) for k, v in paths.items()}}
+        ok = {k: v for k, v in paths.items() if isinstance(v, Path)}
+        timed = [litert_timed(k, v, args.threads, x) for k, v in ok.items()]
+        if len(timed) == 2:
+            print("[litert] timing ...", flush=True)
+            loop = interleaved(timed, args.rounds, args.runs, args.warmup, args.rewarm)
+            tool = []
+            for r in range(args.tool_repeats):
+                order = ("edgekd_int8", "litert_torch_int8") if r % 2 == 0 else ("litert_torch_int8", "edgekd_int8")
+                tool.append({k: litert_benchmark(ok[k], args.threads, 300, 50, work / f"lb_{k}.json") for k in order})
+            check = cross_check(("edgekd_int8", "litert_torch_int8"), tool)
+            raw["litert"].update(loop=loop, litert_benchmark=check, artifacts={t.name: t.info for t in timed})
+            rows.append(("LiteRT XNNPACK", "edgekd INT8 .tflite", "litert-torch PT2E .tflite", loop, check, None))
+            print(json.dumps({k: v for k, v in loop.items() if k.startswith("ratio")}, indent=1), flush=True)
+        else:
+            raw["litert"]["artifacts"] = {t.name: t.info for t in timed}
+            rows.append(("LiteRT XNNPACK", "edgekd INT8 .tflite", "litert-torch PT2E .tflite", None, None, paths))
+
+    write_report(rows, raw, info, args)
+
+
+def write_report(rows, raw, info, args) -> None:
+    table = []
+    for runtime, ours_label, ref_label, loop, check, extra in rows:
+        if loop is None:  # a build failed: its error goes in the table
+            paths = extra
+            ours = paths["edgekd_int8"] if isinstance(paths["edgekd_int8"], str) else "built"
+            ref = paths["litert_torch_int8"] if isinstance(paths["litert_torch_int8"], str) else "built"
+            table.append([runtime, f"{ours_label}: {ours}", f"{ref_label}: {ref}", "-", "-", "-", "-", "-", "not measured"])
+            continue
+        names = [k for k in loop if not k.startswith("ratio")]
+        a, b = loop[names[0]], loop[names[1]]
+        ratio = loop["ratio_median_of_rounds"]
+        tool_a, tool_b = check.get(names[0]), check.get(names[1])
+        tool_ratio = check.get("ratio")
+        tool_cell = f"{fmt(tool_a)} / {fmt(tool_b)} = {tool_ratio:.3f}" if tool_ratio else \
+            "; ".join(v for k, v in check.items() if k.endswith("_error"))
+        verdict = "meets" if ratio <= GOAL else "misses"
+        table.append([runtime, ours_label, ref_label, fmt(a["p50_ms"]), fmt(b["p50_ms"]), f"{a['p50_ms'] / b['p50_ms']:.3f}",
+                      f"{ratio:.3f} ({min(loop['ratio_per_round']):.3f}-{max(loop['ratio_per_round']):.3f})",
+                      tool_cell, f"{verdict} <= {GOAL}"])
+    md = [
+        "# INT8 artifact speed: edgekd against each toolchain's own INT8 recipe",
+        "",
+        f"- **date**: {info['date']}",
+        f"- **cpu**: {info['cpu']} ({info['logical_cpus']} logical CPUs, shared with other jobs; 1-min load at start {info['load_average_1min_at_start']})",
+        f"- **inference threads**: {args.threads} (OpenVINO inference_num_threads / benchmark_app -nthreads; LiteRT num_threads)",
+        f"- **versions**: " + ", ".join(f"{k} {v}" for k, v in info["versions"].items()) + f", edgekd {info['edgekd']}, python {info['python']}",
+        "- **model**: edgekd MobileNetV2 (width 1.0, ImageNet strides, 10 classes), 1x3x224x224, untrained weights with "
+        "batch-norm statistics from 20 train-mode forwards on random data",
+        f"- **calibration**: the same {args.calib} inputs (half Gaussian noise, half smooth structured images) for both sides; "
+        "edgekd: `prepare(observer=\"minmax\")` -> `calibrate` -> `freeze_observers`",
+        "- **OpenVINO**: CPU plugin, PERFORMANCE_HINT=LATENCY, NUM_STREAMS=1, INFERENCE_PRECISION_HINT=f32 (read back from "
+        "the compiled model), sync `infer()` on a pre-set input. edgekd: `converted(fold_quantize=True)` -> "
+        "`onnx_export.export` (opset 18, static batch) + onnxslim -> `BACKENDS[\"openvino\"].build(..., \"int8\")`. "
+        "Reference: the FP32 ONNX from the same exporter -> `ov.convert_model` -> `nncf.quantize(model, nncf.Dataset(...))` "
+        "with default settings (preset performance).",
+        "- **LiteRT**: `ai_edge_litert.interpreter.Interpreter(num_threads=...)` (default delegate: XNNPACK), timed "
+        "`set_tensor` + `invoke`. edgekd: `BACKENDS[\"litert\"].build(..., \"int8\")` from `converted(fold_quantize=False)`. "
+        "Reference: litert-torch `PT2EQuantizer` + `get_symmetric_quantization_config(is_per_channel=True)`, torchao "
+        "`prepare_pt2e`/`convert_pt2e(fold_quantize=False)`, `litert_torch.convert(..., quant_config=QuantConfig(...))`.",
+        f"- **loop**: warm-up {args.warmup:g} s per artifact, then {args.rounds} interleaved rounds (order alternating) of "
+        f"{args.runs} timed runs, each round after a {args.rewarm:g} s re-warm. p50 = median of all samples; "
+        "round ratio = median over rounds of (edgekd round p50 / reference round p50), range in brackets.",
+        f"- **cross-check**: `benchmark_app -hint latency -api sync -nstreams 1 -nthreads {args.threads} -t {args.tool_seconds} "
+        f"-infer_precision f32` and `litert-benchmark --num_threads {args.threads} --num_runs 300 --warmup_runs 50` "
+        f"(CompiledModel API, CPU); {args.tool_repeats} alternated runs per file, median of their medians.",
+        "",
+        markdown_table(
+            ["runtime", "edgekd", "reference", "edgekd p50 ms", "ref p50 ms", "ratio of p50", "ratio, per round",
+             "tool median ms edgekd / ref = ratio", f"goal"],
+            table, align=["l", "l", "l", "r", "r", "r", "r", "r", "l"],
+        ),
+        "",
+    ]
+    if "openvino" in raw:
+        ov_raw = raw["openvino"]
+        md.append(f"OpenVINO FP32 IR with the same settings: p50 {ov_raw['fp32']['p50_ms']:.2f} ms.")
+        for name, art in ov_raw["artifacts"].items():
+            md.append(f"- `{name}`: {art['bin_bytes'] / 1e6:.2f} MB weights; compiled {art['compiled_properties']}; "
+                      f"conv/FC layers by runtime precision {art['conv_fc_layers_by_precision']}")
+        md.append("")
+    if "litert" in raw and "artifacts" in raw["litert"]:
+        for name, art in raw["litert"]["artifacts"].items():
+            md.append(f"- `{name}`: {art['bytes'] / 1e6:.2f} MB, input {art['input_dtype']}, output {art['output_dtype']}, ops {art['ops']}")
+        md.append("")
+    md.append("Raw samples summary: benchmarks/results/artifact_speed.json.")
+    path_md, _ = write_results("artifact_speed", "\n".join(md) + "\n", raw)
+    print("\n".join(md))
+    print(f"wrote {path_md}")
+
+
+if __name__ == "__main__":
+    main()

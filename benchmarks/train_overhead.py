@@ -1,0 +1,250 @@
+"""What does edgekd's trainer cost over a hand-written PyTorch KD loop? And what does the teacher cache save?
+
+Both sides train the same student (zoo:tiny_cnn, same initial weights) from the
+same ResNet teacher on the same builtin:mnist5k tensors, batch size, optimizer
+(AdamW, cosine schedule with warmup) and loss (0.1 CE + 0.9 KD at T=4). Variants:
+
+* edgekd, live teacher      ``edgekd.run(..., stages=["distill"], force="distill")``, ``cache_teacher: false``
+* hand-written, live teacher the loop below, the teacher run on every batch
+* edgekd, cached teacher    ``cache_teacher: true`` (augmentation off), cache built in the warm-up round
+* hand-written, precomputed the teacher's train-split logits computed once, held in memory
+
+Per-epoch time is the batch loop only: edgekd's ``metrics.jsonl`` ``seconds``
+field and the same span timed around the hand-written loop; the first epoch of
+every run is dropped (allocator / oneDNN warm-up). Variants alternate within each
+repeat (order reversed on odd repeats); medians over all kept epochs are reported.
+
+    .venv/bin/python benchmarks/train_overhead.py                    # 5 repeats x 4 epochs
+    .venv/bin/python benchmarks/train_overhead.py --repeats 2 --epochs 3
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import statistics
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from common import (  # noqa: E402
+    DEFAULT_WORKDIR, RESULTS, header, machine_info, markdown_table, setup_environment, trained_teacher, write_results,
+)
+
+import torch  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
+
+LR, BATCH, WARMUP_EPOCHS, WEIGHT_DECAY, T = 0.02, 64, 1.0, 1e-4, 4.0
+VARIANTS = ["edgekd-live", "hand-live", "edgekd-cached", "hand-cached"]
+
+
+# ---------------------------------------------------------------- the hand-written loop
+
+
+def kd_loss(student_logits, teacher_logits, targets):
+    ce = F.cross_entropy(student_logits, targets)
+    kd = F.kl_div(
+        F.log_softmax(student_logits / T, dim=1), F.log_softmax(teacher_logits / T, dim=1),
+        reduction="batchmean", log_target=True,
+    ) * T * T
+    return 0.1 * ce + 0.9 * kd
+
+
+def handwritten(student, teacher, data, epochs: int, seed: int, precomputed: bool) -> list[float]:
+    """Minimal KD training; returns the seconds of each epoch's batch loop."""
+    x_train, y_train = data.x_train, data.y_train
+    n = len(x_train)
+    steps = math.ceil(n / BATCH)
+    opt = torch.optim.AdamW(student.parameters(), lr=LR, weight_decay=WEIGHT_DECAY)
+    total, warmup = steps * epochs, int(round(WARMUP_EPOCHS * steps))
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda s: (s + 1) / warmup if s < warmup else 0.5 * (1 + math.cos(math.pi * min(1.0, (s - warmup) / max(1, total - warmup))))
+    )
+    teacher.eval()
+    if precomputed:
+        with torch.no_grad():
+            cached = torch.cat([teacher(x_train[i : i + 256]) for i in range(0, n, 256)])
+    times = []
+    for epoch in range(epochs):
+        gen = torch.Generator().manual_seed(seed * 100_003 + epoch)
+        order = torch.randperm(n, generator=gen)
+        student.train()
+        start = time.perf_counter()
+        for b in range(steps):
+            idx = order[b * BATCH : (b + 1) * BATCH]
+            x, y = x_train[idx], y_train[idx]
+            logits = student(x)
+            if precomputed:
+                t = cached[idx]
+            else:
+                with torch.no_grad():
+                    t = teacher(x)
+            loss = kd_loss(logits, t, y)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+        times.append(time.perf_counter() - start)
+    return times
+
+
+# ---------------------------------------------------------------- edgekd
+
+
+def edgekd_config(teacher_spec: dict, epochs: int, seed: int, width: float, cache: bool) -> dict:
+    return {
+        "name": "overhead",
+        "seed": seed,
+        "data": {"source": "builtin:mnist5k", "augment": False},
+        "teacher": teacher_spec,
+        "student": {"model": "zoo:tiny_cnn", "kwargs": {"width": width}},
+        "distill": {
+            "losses": [{"name": "ce", "weight": 0.1}, {"name": "kd", "weight": 0.9, "temperature": T}],
+            "train": {"epochs": epochs, "batch_size": BATCH, "lr": LR, "warmup_epochs": WARMUP_EPOCHS,
+                      "weight_decay": WEIGHT_DECAY, "optimizer": "adamw"},
+            "cache_teacher": cache,
+        },
+    }
+
+
+def edgekd_run(cfg: dict, run_dir: Path, console) -> tuple[list[float], dict]:
+    import edgekd
+    from edgekd.io import read_json
+
+    result = edgekd.run(cfg, run_dir, stages=["distill"], force="distill", console=console)
+    rows = _metrics(run_dir / "distill" / "metrics.jsonl")
+    assert not result.stages["distill"].cached
+    stage = read_json(run_dir / "distill" / "stage.json")
+    return [r["seconds"] for r in rows], {"stage_seconds": stage["seconds"], "teacher_cache": result["distill"]["teacher_cache"],
+                                          "test_accuracy": result["distill"]["figures"]["accuracy"]}
+
+
+def _metrics(path: Path) -> list[dict]:
+    import json
+
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+# ---------------------------------------------------------------- main
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--epochs", type=int, default=4, help="epochs per run (the first is not timed)")
+    parser.add_argument("--repeats", type=int, default=5, help="timed rounds over all variants")
+    parser.add_argument("--threads", type=int, default=1, help="torch.set_num_threads for every variant")
+    parser.add_argument("--width", type=float, default=0.5, help="student width multiplier")
+    parser.add_argument("--goal", type=float, default=1.05, help="acceptable edgekd / hand-written ratio")
+    parser.add_argument("--workdir", type=Path, default=DEFAULT_WORKDIR)
+    parser.add_argument("--out", type=Path, default=RESULTS)
+    args = parser.parse_args(argv)
+    if args.epochs < 2:
+        parser.error("--epochs must be >= 2 (the first epoch is dropped)")
+
+    setup_environment(args.workdir, args.threads)
+    from rich.console import Console
+
+    from edgekd.data import prepare_data
+    from edgekd.models import create_model, load_model, save_weights
+
+    info = machine_info()
+    quiet = Console(stderr=True, quiet=True)
+    data = prepare_data("builtin:mnist5k", seed=0)
+
+    if (args.workdir / "teacher" / "teacher" / "stage.json").exists():
+        _, weights, spec = trained_teacher(args.workdir)  # kd_gain's teacher (cached stage)
+        teacher_note = f"examples/mnist.yaml ResNet trained by kd_gain.py ({weights})"
+    else:  # timing does not depend on the weights' values
+        weights = args.workdir / "overhead" / "random_resnet.safetensors"
+        torch.manual_seed(0)
+        save_weights(create_model("resnet", num_classes=data.num_classes, in_channels=1), weights)
+        spec = {"model": "zoo:resnet", "weights": str(weights), "augment": False}
+        teacher_note = "zoo:resnet with random weights (no trained teacher in --workdir; timing is unaffected)"
+
+    def fresh_student(seed: int):
+        torch.manual_seed(seed)  # as the distill stage does, so both sides start from the same weights
+        return create_model("tiny_cnn", num_classes=data.num_classes, in_channels=1, width=args.width)
+
+    def fresh_teacher():
+        return load_model("zoo:resnet", weights=weights, num_classes=data.num_classes, in_channels=1).eval()
+
+    seed = 0
+    run_root = args.workdir / "overhead"
+    samples: dict[str, list[float]] = {v: [] for v in VARIANTS}
+    extra: dict[str, list[dict]] = {v: [] for v in VARIANTS}
+
+    def one(variant: str) -> list[float]:
+        if variant.startswith("edgekd"):
+            cache = variant == "edgekd-cached"
+            times, meta = edgekd_run(edgekd_config(spec, args.epochs, seed, args.width, cache), run_root / variant, quiet)
+            if cache and meta["teacher_cache"].get("used") is not True:
+                raise RuntimeError(f"teacher cache not used: {meta['teacher_cache']}")
+        else:
+            times = handwritten(fresh_student(seed), fresh_teacher(), data, args.epochs, seed, variant == "hand-cached")
+            meta = {}
+        extra[variant].append(meta)
+        return times
+
+    started = time.perf_counter()
+    print("warm-up round (builds the teacher cache; not counted)", flush=True)
+    for variant in VARIANTS:
+        one(variant)
+    for variant in VARIANTS:
+        extra[variant].clear()
+    for r in range(args.repeats):
+        order = VARIANTS if r % 2 == 0 else VARIANTS[::-1]
+        for variant in order:
+            times = one(variant)
+            samples[variant].extend(times[1:])
+            print(f"repeat {r + 1}/{args.repeats} {variant:14s} epochs {[round(t, 3) for t in times]}", flush=True)
+
+    med = {v: statistics.median(s) for v, s in samples.items()}
+    rows = []
+    for v in VARIANTS:
+        s = sorted(samples[v])
+        q1, q3 = (statistics.quantiles(s, n=4)[0], statistics.quantiles(s, n=4)[2]) if len(s) >= 2 else (s[0], s[0])
+        stage = [m["stage_seconds"] for m in extra[v] if m]
+        rows.append([v, f"{med[v]:.3f}", f"{q1:.3f} – {q3:.3f}", f"{min(s):.3f}", len(s),
+                     f"{statistics.median(stage):.1f}" if stage else "-"])
+    table = markdown_table(["variant", "median s/epoch", "IQR", "min", "epochs timed", "edgekd stage wall s (median)"], rows)
+    live, cached = med["edgekd-live"] / med["hand-live"], med["edgekd-cached"] / med["hand-cached"]
+    ratios = markdown_table(
+        ["comparison", "ratio", f"goal ≤ {args.goal}"],
+        [
+            ["edgekd / hand-written, live teacher", f"{live:.3f}", "met" if live <= args.goal else "NOT met"],
+            ["edgekd / hand-written, cached vs precomputed teacher", f"{cached:.3f}", "met" if cached <= args.goal else "NOT met"],
+            ["edgekd live / edgekd cached (speed-up from the cache)", f"{med['edgekd-live'] / med['edgekd-cached']:.2f}x", ""],
+            ["hand live / hand precomputed", f"{med['hand-live'] / med['hand-cached']:.2f}x", ""],
+        ],
+        align=["l", "r", "l"],
+    )
+    settings = {
+        "torch.set_num_threads": args.threads,
+        "data": f"builtin:mnist5k, split seed 0, {len(data.x_train)} training images {tuple(data.input_shape)}, augment off",
+        "teacher": teacher_note,
+        "student": f"zoo:tiny_cnn width {args.width}",
+        "training": f"batch {BATCH}, AdamW lr {LR} wd {WEIGHT_DECAY}, cosine with {WARMUP_EPOCHS:g} warmup epoch, loss 0.1 CE + 0.9 KD (T={T:g})",
+        "protocol": f"{args.repeats} repeats x {args.epochs} epochs per variant, first epoch of each run dropped, "
+                    "variants interleaved (order reversed on odd repeats), one warm-up round first",
+        "command": "python benchmarks/train_overhead.py " + " ".join(argv if argv is not None else sys.argv[1:]),
+        "total wall time": f"{time.perf_counter() - started:.0f} s",
+    }
+    markdown = "\n".join([
+        header("Training overhead: edgekd trainer vs a hand-written PyTorch KD loop", info, settings),
+        table, "", ratios, "",
+        "s/epoch is the batch loop only (forward, teacher, loss, backward, optimizer and scheduler steps); edgekd "
+        "additionally validates and writes a checkpoint after every epoch, outside this span (see the stage wall time).",
+        "The machine is shared, so absolute times are noisy; the ratios come from interleaved runs.",
+        "",
+    ])
+    raw = {"machine": info, "settings": settings, "epoch_seconds": samples, "medians": med, "edgekd_runs": extra}
+    md, js = write_results("train_overhead", markdown, raw, args.out)
+    print(markdown)
+    print(f"wrote {md} and {js}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

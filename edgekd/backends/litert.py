@@ -1,0 +1,278 @@
+"""LiteRT (.tflite) with litert-torch: FP32, FP16 (float16 weights) and full-integer INT8, run with XNNPACK.
+
+* fp32: the FP32 PyTorch student, converted as is.
+* fp16: the FP32 student with litert-torch's FP16 weight recipe (ai-edge-quantizer float casting):
+  weights are stored as float16 and a DEQUANTIZE op turns each into float32 before its consumer,
+  so the file is about half the size and compute stays float32 (XNNPACK may still pick fp16
+  kernels on CPUs that have them). This is TFLite's classic "float16 quantization".
+* int8: the converted PT2E graph (``fold_quantize=False``: litert-torch cannot lower folded int8
+  weights). A litert ``QuantConfig`` in STATIC mode makes the converter lower the graph's own
+  Q/DQ ops into int8 tensors with int8 IO; the quantizer inside it is only a mode flag, nothing is
+  re-calibrated, so every scale in the .tflite is the learned one.
+
+The interpreter is ai-edge-litert's, with its default XNNPACK delegate. The INT8 model's input and
+output are int8: ``predict`` quantizes with the input tensor's (scale, zero point) and dequantizes
+the output with the output's, so callers always pass and get float32.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections import Counter
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+import torch
+
+from ..errors import ModelError
+from ..io import atomic_path
+from .base import BACKENDS, Backend, CompileSources, Runner, package_version
+
+
+@contextlib.contextmanager
+def _quiet_converter() -> Iterator[None]:
+    """litert-torch prints a progress line per conversion step unless LITERT_TORCH_SHOW_PROGRESS=n."""
+    key = "LITERT_TORCH_SHOW_PROGRESS"
+    previous = os.environ.get(key)
+    if previous is None:
+        os.environ[key] = "n"
+    try:
+        yield
+    finally:
+        if previous is None:
+            os.environ.pop(key, None)
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip()
+    return next((line.strip() for line in text.splitlines() if line.strip()), type(error).__name__)
+
+
+def _interpreter(path: Path, *, threads: int | None = None, delegates: bool = True):
+    from ai_edge_litert.interpreter import Interpreter, OpResolverType
+
+    kwargs: dict[str, Any] = {"model_path": str(path), "num_threads": int(threads) if threads else None}
+    if not delegates:
+        kwargs["experimental_op_resolver_type"] = OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
+    return Interpreter(**kwargs)
+
+
+def _dtype_name(dtype: Any) -> str:
+    return np.dtype(dtype).name
+
+
+def _io_entry(detail: dict[str, Any]) -> dict[str, Any]:
+    scale, zero_point = detail["quantization"]
+    entry = {"name": detail["name"], "shape": [int(d) for d in detail["shape"]], "dtype": _dtype_name(detail["dtype"])}
+    if scale:
+        entry["quantization"] = {"scale": float(scale), "zero_point": int(zero_point)}
+    return entry
+
+
+def quantized_tensors(path: Path) -> list[dict[str, Any]]:
+    """Every per-channel quantized tensor (the weights): name, shape, dtype, scales, quantized dimension."""
+    interpreter = _interpreter(path, delegates=False)
+    result = []
+    for detail in interpreter.get_tensor_details():
+        params = detail["quantization_parameters"]
+        if len(params["scales"]) > 1:
+            result.append(
+                {
+                    "name": detail["name"],
+                    "shape": [int(d) for d in detail["shape"]],
+                    "dtype": _dtype_name(detail["dtype"]),
+                    "scales": np.asarray(params["scales"], dtype=np.float32),
+                    "zero_points": np.asarray(params["zero_points"], dtype=np.int64),
+                    "quantized_dimension": int(params["quantized_dimension"]),
+                }
+            )
+    return result
+
+
+def _delegated_node_indices(ops: list[dict[str, Any]]) -> set[int]:
+    """Original nodes replaced by a DELEGATE node.
+
+    ai-edge-litert lists every node of the model and, after delegation, one DELEGATE node per
+    partition whose inputs/outputs are the partition's boundary tensors. A partition is the set of
+    nodes reached walking back from its outputs until its inputs; nodes outside every partition
+    run on the builtin kernels.
+    """
+    producers: dict[int, dict[str, Any]] = {}
+    for op in ops:
+        if op["op_name"] != "DELEGATE":
+            for tensor in op["outputs"]:
+                producers[int(tensor)] = op
+    delegated: set[int] = set()
+    for op in ops:
+        if op["op_name"] != "DELEGATE":
+            continue
+        boundary = {int(t) for t in op["inputs"]}
+        stack = [int(t) for t in op["outputs"]]
+        seen: set[int] = set()
+        while stack:
+            tensor = stack.pop()
+            if tensor in seen or tensor in boundary or tensor not in producers:
+                continue
+            seen.add(tensor)
+            node = producers[tensor]
+            if node["index"] not in delegated:
+                delegated.add(node["index"])
+                stack.extend(int(t) for t in node["inputs"] if int(t) >= 0)
+    return delegated
+
+
+class LiteRtRunner(Runner):
+    def __init__(self, path: Path, options: dict[str, Any]) -> None:
+        self.path = Path(path)
+        self.interpreter = _interpreter(self.path, threads=options.get("threads"))
+        self.interpreter.allocate_tensors()
+        self.input = self.interpreter.get_input_details()[0]
+        self.output = self.interpreter.get_output_details()[0]
+
+    def _invoke(self, x: np.ndarray) -> np.ndarray:
+        dtype = self.input["dtype"]
+        if np.issubdtype(dtype, np.integer):  # int8 IO: quantize with the input tensor's own parameters
+            scale, zero_point = self.input["quantization"]
+            info = np.iinfo(dtype)
+            x = np.clip(np.round(x / scale) + zero_point, info.min, info.max).astype(dtype)
+        else:
+            x = x.astype(dtype, copy=False)
+        self.interpreter.set_tensor(self.input["index"], x)
+        self.interpreter.invoke()
+        y = self.interpreter.get_tensor(self.output["index"]).copy()
+        if np.issubdtype(y.dtype, np.integer):
+            scale, zero_point = self.output["quantization"]
+            return (y.astype(np.float32) - zero_point) * np.float32(scale)
+        return y.astype(np.float32, copy=False)
+
+    def predict(self, x: np.ndarray) -> np.ndarray:
+        x = np.ascontiguousarray(x, dtype=np.float32)
+        batch = int(self.input["shape"][0])
+        if x.shape[0] == batch:
+            return self._invoke(x)
+        if batch == 1:  # artifacts are built at batch 1; larger inputs run row by row
+            return np.concatenate([self._invoke(x[i : i + 1]) for i in range(len(x))])
+        raise ValueError(f"litert: the model takes batches of {batch}, got {x.shape[0]}")
+
+    def operator_report(self) -> dict[str, Any]:
+        ops = self.interpreter._get_ops_details()  # no public API lists nodes; this one is stable across tflite/litert
+        model_ops = [op for op in ops if op["op_name"] != "DELEGATE"]
+        partitions = len(ops) - len(model_ops)
+        delegated = _delegated_node_indices(ops)
+        fallback = Counter(op["op_name"] for op in model_ops if op["index"] not in delegated)
+        tensors = Counter(_dtype_name(d["dtype"]) for d in _interpreter(self.path, delegates=False).get_tensor_details())
+        return {
+            "ops": dict(Counter(op["op_name"] for op in model_ops)),
+            "delegate": "XNNPACK" if partitions else None,
+            "delegate_partitions": partitions,
+            "delegated_nodes": len(delegated),
+            "total_nodes": len(model_ops),
+            "fallback_ops": sorted(fallback),
+            "fallback_op_counts": dict(fallback),
+            "tensor_dtypes": dict(tensors),
+            "io": {"input": _io_entry(self.input), "output": _io_entry(self.output)},
+        }
+
+
+@BACKENDS.register("litert")
+class LiteRtBackend(Backend):
+    name = "litert"
+    precisions = ("fp32", "fp16", "int8")
+    suffix = ".tflite"
+
+    def unavailable(self) -> str | None:
+        for module, package in (("litert_torch", "litert-torch"), ("ai_edge_litert", "ai-edge-litert")):
+            try:
+                __import__(module)
+            except ImportError as error:
+                return f"{package} is not installed or does not import (pip install {package}): {_first_line(error)}"
+        return None
+
+    def toolchain_version(self) -> str:
+        return ", ".join(v for v in (package_version("litert-torch"), package_version("ai-edge-litert")) if v)
+
+    def build(self, sources: CompileSources, precision: str, out_dir: Path, options: dict[str, Any]) -> Path:
+        import litert_torch
+
+        if precision not in self.precisions:
+            raise ValueError(f"litert: unknown precision {precision!r}; expected one of {', '.join(self.precisions)}")
+        example = (torch.zeros(1, *sources.input_shape),)
+        quant_config = None
+        if precision == "int8":
+            if sources.int8_graph is None:
+                raise ValueError("no INT8 model: the quantize stage ran with mode none")
+            model = sources.int8_graph()
+            quant_config = _static_qdq_config()
+        else:
+            model = sources.fp32_model().eval()
+            if precision == "fp16":
+                quant_config = _fp16_weights_config()
+        path = Path(out_dir) / f"model_{precision}{self.suffix}"
+        try:
+            with _quiet_converter():
+                edge_model = litert_torch.convert(model, example, quant_config=quant_config)
+        except Exception as error:
+            what = "FP16 weights are not supported by the installed litert-torch" if precision == "fp16" else "conversion failed"
+            raise ModelError(f"litert {precision}: {what}: {_first_line(error)}") from error
+        with atomic_path(path) as tmp, _quiet_converter():
+            edge_model.export(str(tmp))
+            self._check(tmp, precision)
+        return path
+
+    @staticmethod
+    def _check(path: Path, precision: str) -> None:
+        """Refuse an artifact that is not what was asked for (e.g. a recipe that silently did nothing)."""
+        dtypes = {_dtype_name(d["dtype"]) for d in _interpreter(path, delegates=False).get_tensor_details()}
+        if precision == "fp16" and "float16" not in dtypes:
+            raise ModelError("litert fp16: the converter wrote no float16 tensors; FP16 weights are not supported by the installed litert-torch")
+        if precision == "int8" and "int8" not in dtypes:
+            raise ModelError("litert int8: the converter wrote no int8 tensors; the graph's Q/DQ ops were not lowered")
+
+    def load(self, path: Path, options: dict[str, Any]) -> Runner:
+        return LiteRtRunner(path, options)
+
+    def inspect(self, path: Path) -> dict[str, Any]:
+        """IO dtypes and quantization, op counts and tensor dtypes, read without delegates or allocation."""
+        interpreter = _interpreter(path, delegates=False)
+        tensors = interpreter.get_tensor_details()
+        dtypes = Counter(_dtype_name(d["dtype"]) for d in tensors)
+        per_channel = [d for d in tensors if len(d["quantization_parameters"]["scales"]) > 1]
+        ops = Counter(op["op_name"] for op in interpreter._get_ops_details())
+        float_tensors = sum(n for name, n in dtypes.items() if name.startswith("float"))
+        if "float16" in dtypes:
+            precision = "fp16 weights (float32 compute)"
+        elif float_tensors == 0 and "int8" in dtypes:
+            precision = "int8 (full integer)"
+        elif "int8" in dtypes:
+            precision = "int8 with float tensors"
+        else:
+            precision = "fp32"
+        return {
+            "inputs": [_io_entry(d) for d in interpreter.get_input_details()],
+            "outputs": [_io_entry(d) for d in interpreter.get_output_details()],
+            "ops": dict(ops),
+            "tensor_dtypes": dict(dtypes),
+            "full_integer": float_tensors == 0,
+            "per_channel_quantized_tensors": len(per_channel),
+            "precision": precision,
+            "file_bytes": Path(path).stat().st_size,
+        }
+
+
+def _static_qdq_config():
+    """STATIC qdq_conversion_mode: lower the graph's own Q/DQ ops. The quantizer is never run."""
+    from litert_torch.quantize.pt2e_quantizer import PT2EQuantizer, get_symmetric_quantization_config
+    from litert_torch.quantize.quant_config import QuantConfig
+
+    return QuantConfig(pt2e_quantizer=PT2EQuantizer().set_global(get_symmetric_quantization_config(is_per_channel=True)))
+
+
+def _fp16_weights_config():
+    try:
+        from litert_torch.generative.quantize import quant_recipes
+
+        return quant_recipes.full_fp16_recipe()
+    except Exception as error:  # the recipe lives in the generative API and needs ai-edge-quantizer
+        raise ModelError(f"litert fp16: FP16 weights are not supported by the installed litert-torch: {_first_line(error)}") from error
