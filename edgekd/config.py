@@ -136,8 +136,8 @@ class ExportConfig(Section):
     simplify: bool = True
     parity_samples: int = Field(256, ge=1, description="held-out test inputs compared against PyTorch")
     fp32_atol: float = Field(1e-4, gt=0)
-    int8_atol_steps: float = Field(2.0, gt=0, description="INT8 tolerance in output quantization steps")
-    min_top1_agreement: float = Field(0.99, gt=0, le=1)
+    int8_atol_steps: float = Field(3.0, gt=0, description="INT8 tolerance in output quantization steps")
+    min_top1_agreement: float = Field(0.98, gt=0, le=1, description="near-tied logits may flip under INT8 rounding")
 
 
 class CompileConfig(Section):

@@ -439,13 +439,6 @@ def test_save_and_load_state_round_trip(qat, tmp_path):
             assert torch.equal(module.scale, other.scale) and torch.equal(module.zero_point, other.zero_point), name
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG edgekd/quantize/pt2e.py load_state: the safetensors state has no state_dict _metadata (module "
-    "versions), so torchao's observer _load_from_state_dict treats it as version 1 and resets every observer's eps "
-    "buffer to float32 eps instead of the quantizer's 2**-12; learned_qparams()/converted() then give smaller scales "
-    "than the trained FakeQuantize.scale for channels with |w|max < 127 * 2**-12",
-)
 def test_load_state_restores_learned_qparams(qat, tmp_path):
     path = tmp_path / "state.safetensors"
     save_state(qat.student, path)

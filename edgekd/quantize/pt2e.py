@@ -9,6 +9,7 @@ move the scales. Its frozen flags are buffers, so a resumed run restores them.
 from __future__ import annotations
 
 import copy
+from collections import OrderedDict
 from pathlib import Path
 
 import numpy as np
@@ -124,6 +125,10 @@ def load_state(student: QuantizedStudent, path: Path) -> QuantizedStudent:
             module_name, _, leaf = name.rpartition(".")
             owner = student.get_submodule(module_name)
             owner._buffers[leaf] = torch.empty_like(tensor)
+    # A plain dict from safetensors lacks PyTorch's per-module version metadata; without it torchao
+    # treats the observers as an old format and resets their eps, which would change converted scales.
+    state = OrderedDict(state)
+    state._metadata = own._metadata  # type: ignore[attr-defined]
     student.load_state_dict(state, strict=True)
     if bool(student.observers_frozen):
         student.graph.apply(disable_observer)
