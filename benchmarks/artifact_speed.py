@@ -136,20 +136,23 @@ class Timed:
         }
 
 
-def interleaved(pair: list[Timed], rounds: int, runs: int, warmup_s: float, rewarm_s: float) -> dict[str, Any]:
-    for t in pair:
+def interleaved(entries: list[Timed], reference: str, rounds: int, runs: int, warmup_s: float, rewarm_s: float) -> dict[str, Any]:
+    """Warm every artifact, then ``rounds`` rounds of ``runs`` timed calls each, the order reversed every round."""
+    for t in entries:
         t.warm(warmup_s)
     for r in range(rounds):
-        for t in pair if r % 2 == 0 else pair[::-1]:
+        for t in entries if r % 2 == 0 else entries[::-1]:
             t.round(runs, rewarm_s)
-    ours, ref = pair[0].summary(), pair[1].summary()
-    per_round = [a / b for a, b in zip(ours["round_p50_ms"], ref["round_p50_ms"])]
-    return {
-        pair[0].name: ours, pair[1].name: ref,
-        "ratio_p50": ours["p50_ms"] / ref["p50_ms"],
-        "ratio_per_round": per_round,
-        "ratio_median_of_rounds": statistics.median(per_round),
-    }
+    summaries = {t.name: t.summary() for t in entries}
+    ref = summaries[reference]
+    ratios = {}
+    for name, ours in summaries.items():
+        if name == reference:
+            continue
+        per_round = [a / b for a, b in zip(ours["round_p50_ms"], ref["round_p50_ms"])]
+        ratios[name] = {"ratio_p50": ours["p50_ms"] / ref["p50_ms"], "ratio_per_round": per_round,
+                        "ratio_median_of_rounds": statistics.median(per_round)}
+    return {"reference": reference, "summaries": summaries, "ratios": ratios}
 
 
 # ---------------------------------------------------------------- OpenVINO
@@ -234,8 +237,13 @@ def build_openvino(model: torch.nn.Module, calib: torch.Tensor, work: Path) -> d
 
 def benchmark_app(xml: Path, threads: int, seconds: int) -> dict[str, Any]:
     exe = VENV_BIN / "benchmark_app"
-    cmd = [str(exe), "-m", str(xml), "-d", "CPU", "-hint", "latency", "-api", "sync", "-nstreams", "1",
-           "-nthreads", str(threads), "-t", str(seconds), "-infer_precision", "f32"]
+    # benchmark_app refuses -nstreams/-nthreads together with -hint latency ("fine tune options ... set -hint
+    # option to none", a UI rule); the same properties go in through -load_config, and the run prints them back.
+    config = xml.parent / f"benchmark_app_{threads}t.json"
+    config.write_text(json.dumps({"CPU": {"NUM_STREAMS": "1", "INFERENCE_NUM_THREADS": str(threads),
+                                          "INFERENCE_PRECISION_HINT": "f32"}}))
+    cmd = [str(exe), "-m", str(xml), "-d", "CPU", "-hint", "latency", "-api", "sync", "-t", str(seconds),
+           "-infer_precision", "f32", "-load_config", str(config)]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=seconds * 6 + 120)
     text = proc.stdout + proc.stderr
     found = {k: re.search(rf"{k}:\s+([\d.]+)\s*ms", text) for k in ("Median", "Average", "Min", "Max")}
@@ -243,41 +251,48 @@ def benchmark_app(xml: Path, threads: int, seconds: int) -> dict[str, Any]:
         tail = " | ".join(l.strip() for l in text.strip().splitlines()[-3:])
         return {"error": f"benchmark_app rc={proc.returncode}: {tail}", "cmd": " ".join(cmd)}
     count = re.search(r"Count:\s+(\d+)", text)
+    props = {k: m.group(1).strip() for k in ("NUM_STREAMS", "INFERENCE_NUM_THREADS", "INFERENCE_PRECISION_HINT", "PERFORMANCE_HINT")
+             if (m := re.search(rf"\b{k}:\s*(.+)", text))}
     return {"cmd": " ".join(cmd), **{f"{k.lower()}_ms": float(m.group(1)) for k, m in found.items() if m},
-            "count": int(count.group(1)) if count else None}
+            "count": int(count.group(1)) if count else None, "compiled_properties": props}
 
 
 # ---------------------------------------------------------------- LiteRT
 
 
 def litert_timed(name: str, path: Path, threads: int, x: np.ndarray) -> Timed:
-    from ai_edge_litert.interpreter import Interpreter
+    """``set_tensor`` + ``invoke`` on an input already in the model's input dtype (quantized once, untimed)."""
+    from edgekd.backends.litert import LiteRtRunner
 
-    interp = Interpreter(model_path=str(path), num_threads=threads)
-    interp.allocate_tensors()
-    detail = interp.get_input_details()[0]
-    idx = detail["index"]
+    runner = LiteRtRunner(path, {"threads": threads})  # for its interpreter and operator report
+    interp, detail = runner.interpreter, runner.input
     if detail["dtype"] == np.float32:
         data = np.ascontiguousarray(x, dtype=np.float32)
-    else:  # integer input: quantize once with the input's own parameters, outside the timed loop
+    else:
         scale, zero = detail["quantization"]
         info = np.iinfo(detail["dtype"])
         data = np.clip(np.round(x / scale) + zero, info.min, info.max).astype(detail["dtype"])
-    data = data.reshape(detail["shape"])
+    data, idx = data.reshape(detail["shape"]), detail["index"]
 
     def step() -> None:
         interp.set_tensor(idx, data)
         interp.invoke()
 
-    ops: dict[str, int] = {}
-    try:
-        for op in interp._get_ops_details():
-            ops[op["op_name"]] = ops.get(op["op_name"], 0) + 1
-    except Exception as error:  # private API; only for the report
-        ops = {"error": first_error(error)}
+    report = runner.operator_report()
     info = {"path": str(path), "bytes": path.stat().st_size, "input_dtype": np.dtype(detail["dtype"]).name,
-            "output_dtype": np.dtype(interp.get_output_details()[0]["dtype"]).name, "ops": ops}
+            "output_dtype": np.dtype(runner.output["dtype"]).name,
+            "ops": report["ops"], "delegate": report["delegate"], "delegate_partitions": report["delegate_partitions"],
+            "delegated_nodes": f"{report['delegated_nodes']}/{report['total_nodes']}", "fallback_ops": report["fallback_op_counts"]}
     return Timed(name, step, info)
+
+
+def litert_runner_timed(name: str, path: Path, threads: int, x: np.ndarray) -> Timed:
+    """edgekd's LiteRtRunner.predict: float32 in and out, int8 IO (de)quantized in numpy inside the call."""
+    from edgekd.backends.litert import LiteRtRunner
+
+    runner = LiteRtRunner(path, {"threads": threads})
+    data = np.ascontiguousarray(x, dtype=np.float32)
+    return Timed(name, lambda: runner.predict(data), {"path": str(path)})
 
 
 def build_litert(model: torch.nn.Module, calib: torch.Tensor, work: Path) -> dict[str, Any]:
@@ -370,13 +385,14 @@ def cross_check(pair: tuple[str, str], results: list[dict[str, dict]]) -> dict[s
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--threads", type=int, default=1, help="inference threads for every runtime (1 or 2)")
-    parser.add_argument("--rounds", type=int, default=10)
+    parser.add_argument("--rounds", type=int, default=20)
     parser.add_argument("--runs", type=int, default=100, help="timed runs per artifact per round")
     parser.add_argument("--warmup", type=float, default=2.0, help="seconds of warm-up per artifact before round 1")
     parser.add_argument("--rewarm", type=float, default=0.3, help="seconds of warm-up before each round")
     parser.add_argument("--calib", type=int, default=32)
     parser.add_argument("--tool-seconds", type=int, default=10, help="benchmark_app -t")
-    parser.add_argument("--tool-repeats", type=int, default=2, help="alternated cross-check runs per file")
+    parser.add_argument("--tool-runs", type=int, default=300, help="litert-benchmark --num_runs")
+    parser.add_argument("--tool-repeats", type=int, default=3, help="alternated cross-check runs per file")
     parser.add_argument("--parts", nargs="+", default=["openvino", "litert"], choices=["openvino", "litert"])
     parser.add_argument("--workdir", type=Path, default=Path("/tmp/edgekd-artifact-speed"))
     parser.add_argument("--seed", type=int, default=0)
@@ -384,130 +400,153 @@ def main() -> None:
 
     logging.getLogger("nncf").setLevel(logging.WARNING)
     warnings.filterwarnings("ignore")
-    torch.set_num_threads(max(os.cpu_count() or 1, 1))  # building only; inference threads are set per runtime
     work = args.workdir
     work.mkdir(parents=True, exist_ok=True)
     info = machine_info()
-    info.update(threads=args.threads, rounds=args.rounds, runs_per_round=args.runs,
-                versions={p: version(p) for p in ("openvino", "nncf", "ai-edge-litert", "litert-torch", "torchao", "torch", "onnx")})
+    info.update(threads=args.threads, versions={p: version(p) for p in (
+        "openvino", "nncf", "ai-edge-litert", "litert-torch", "torchao", "torch", "onnx", "onnxslim")})
 
     model = build_model(args.seed)
     calib = calibration_inputs(args.calib, args.seed + 1)
     x = calibration_inputs(2, args.seed + 2)[1:2].numpy()  # a structured image not in the calibration set
-    raw: dict[str, Any] = {"machine": info, "args": {k: str(v) for k, v in vars(args).items()}}
-    rows = []
+    raw: dict[str, Any] = {"machine": info, "args": {k: str(v) for k, v in vars(args).items()}, "sections": {}}
 
     if "openvino" in args.parts:
         print("[openvino] building ...", flush=True)
         paths = build_openvino(model, calib, work)
         print("[openvino] timing ...", flush=True)
-        pair = [ov_timed("edgekd_int8", paths["edgekd_int8"], args.threads, x),
-                ov_timed("nncf_int8", paths["nncf_int8"], args.threads, x)]
-        fp32 = ov_timed("fp32", paths["fp32"], args.threads, x)
-        loop = interleaved(pair, args.rounds, args.runs, args.warmup, args.rewarm)
-        fp32.warm(args.warmup)
-        for _ in range(max(2, args.rounds // 3)):
-            fp32.round(args.runs, args.rewarm)
+        entries = [ov_timed(k, paths[k], args.threads, x) for k in ("edgekd_int8", "nncf_int8", "fp32")]
+        loop = interleaved(entries, "nncf_int8", args.rounds, args.runs, args.warmup, args.rewarm)
         tool = []
         for r in range(args.tool_repeats):
             order = ("edgekd_int8", "nncf_int8") if r % 2 == 0 else ("nncf_int8", "edgekd_int8")
             tool.append({k: benchmark_app(paths[k], args.threads, args.tool_seconds) for k in order})
-        check = cross_check(("edgekd_int8", "nncf_int8"), tool)
-        raw["openvino"] = {"loop": loop, "fp32": fp32.summary(), "benchmark_app": check,
-                           "artifacts": {t.name: t.info for t in (*pair, fp32)}}
-        rows.append(("OpenVINO CPU", "edgekd INT8 IR", "nncf.quantize IR", loop, check, fp32.summary()["p50_ms"]))
-        print(json.dumps({k: v for k, v in loop.items() if k.startswith("ratio")}, indent=1), flush=True)
+        raw["sections"]["openvino"] = {
+            "runtime": "OpenVINO CPU", "ours": "edgekd_int8", "reference": "nncf_int8",
+            "labels": {"edgekd_int8": "edgekd INT8 IR", "nncf_int8": "nncf.quantize INT8 IR", "fp32": "FP32 IR (context)"},
+            "loop": loop, "tool_name": "benchmark_app", "tool": cross_check(("edgekd_int8", "nncf_int8"), tool),
+            "artifacts": {t.name: t.info for t in entries},
+        }
+        print(json.dumps(loop["ratios"], indent=1), flush=True)
 
     if "litert" in args.parts:
         print("[litert] building ...", flush=True)
         paths = build_litert(model, calib, work)
-        raw["litert"] = {"build": {k: str(v) for k, v in paths.items()}}
+        section: dict[str, Any] = {
+            "runtime": "LiteRT XNNPACK", "ours": "edgekd_int8", "reference": "litert_torch_int8",
+            "labels": {"edgekd_int8": "edgekd INT8 .tflite", "litert_torch_int8": "litert-torch PT2E INT8 .tflite",
+                       "edgekd_int8_runner": "edgekd INT8 via LiteRtRunner.predict (numpy IO quantize, context)"},
+            "build": {k: str(v) for k, v in paths.items()}, "tool_name": "litert-benchmark",
+        }
+        raw["sections"]["litert"] = section
         ok = {k: v for k, v in paths.items() if isinstance(v, Path)}
-        timed = [litert_timed(k, v, args.threads, x) for k, v in ok.items()]
-        if len(timed) == 2:
+        entries = [litert_timed(k, v, args.threads, x) for k, v in ok.items()]
+        if "edgekd_int8" in ok:
+            entries.append(litert_runner_timed("edgekd_int8_runner", ok["edgekd_int8"], args.threads, x))
+        section["artifacts"] = {t.name: t.info for t in entries}
+        if len(ok) == 2:
             print("[litert] timing ...", flush=True)
-            loop = interleaved(timed, args.rounds, args.runs, args.warmup, args.rewarm)
+            section["loop"] = interleaved(entries, "litert_torch_int8", args.rounds, args.runs, args.warmup, args.rewarm)
             tool = []
             for r in range(args.tool_repeats):
                 order = ("edgekd_int8", "litert_torch_int8") if r % 2 == 0 else ("litert_torch_int8", "edgekd_int8")
-                tool.append({k: litert_benchmark(ok[k], args.threads, 300, 50, work / f"lb_{k}.json") for k in order})
-            check = cross_check(("edgekd_int8", "litert_torch_int8"), tool)
-            raw["litert"].update(loop=loop, litert_benchmark=check, artifacts={t.name: t.info for t in timed})
-            rows.append(("LiteRT XNNPACK", "edgekd INT8 .tflite", "litert-torch PT2E .tflite", loop, check, None))
-            print(json.dumps({k: v for k, v in loop.items() if k.startswith("ratio")}, indent=1), flush=True)
-        else:
-            raw["litert"]["artifacts"] = {t.name: t.info for t in timed}
-            rows.append(("LiteRT XNNPACK", "edgekd INT8 .tflite", "litert-torch PT2E .tflite", None, None, paths))
+                tool.append({k: litert_benchmark(ok[k], args.threads, args.tool_runs, 50, work / f"lb_{k}.json") for k in order})
+            section["tool"] = cross_check(("edgekd_int8", "litert_torch_int8"), tool)
+            print(json.dumps(section["loop"]["ratios"], indent=1), flush=True)
 
-    write_report(rows, raw, info, args)
+    write_report(raw, info, args)
 
 
-def write_report(rows, raw, info, args) -> None:
+def write_report(raw, info, args) -> None:
     table = []
-    for runtime, ours_label, ref_label, loop, check, extra in rows:
-        if loop is None:  # a build failed: its error goes in the table
-            paths = extra
-            ours = paths["edgekd_int8"] if isinstance(paths["edgekd_int8"], str) else "built"
-            ref = paths["litert_torch_int8"] if isinstance(paths["litert_torch_int8"], str) else "built"
-            table.append([runtime, f"{ours_label}: {ours}", f"{ref_label}: {ref}", "-", "-", "-", "-", "-", "not measured"])
+    notes = []
+    for section in raw["sections"].values():
+        labels, ours, ref = section["labels"], section["ours"], section["reference"]
+        loop = section.get("loop")
+        if loop is None:  # a build failed: its error goes in the table instead of numbers
+            cells = {k: (v if not v.endswith((".tflite", ".xml")) else "built") for k, v in section["build"].items()}
+            table.append([section["runtime"], f"{labels[ours]}: {cells.get(ours)}", f"{labels[ref]}: {cells.get(ref)}",
+                          "-", "-", "-", "-", "-", "not measured"])
             continue
-        names = [k for k in loop if not k.startswith("ratio")]
-        a, b = loop[names[0]], loop[names[1]]
-        ratio = loop["ratio_median_of_rounds"]
-        tool_a, tool_b = check.get(names[0]), check.get(names[1])
-        tool_ratio = check.get("ratio")
-        tool_cell = f"{fmt(tool_a)} / {fmt(tool_b)} = {tool_ratio:.3f}" if tool_ratio else \
-            "; ".join(v for k, v in check.items() if k.endswith("_error"))
-        verdict = "meets" if ratio <= GOAL else "misses"
-        table.append([runtime, ours_label, ref_label, fmt(a["p50_ms"]), fmt(b["p50_ms"]), f"{a['p50_ms'] / b['p50_ms']:.3f}",
-                      f"{ratio:.3f} ({min(loop['ratio_per_round']):.3f}-{max(loop['ratio_per_round']):.3f})",
-                      tool_cell, f"{verdict} <= {GOAL}"])
+        s, r = loop["summaries"], loop["ratios"]
+        tool = section["tool"]
+        if tool.get("ratio"):
+            tool_cell = f"{fmt(tool[ours])} / {fmt(tool[ref])} = {tool['ratio']:.3f}"
+        else:
+            tool_cell = "; ".join(f"{k}: {v}" for k, v in tool.items() if k.endswith("_error"))
+        ratio = r[ours]["ratio_median_of_rounds"]
+        table.append([
+            section["runtime"], labels[ours], labels[ref], fmt(s[ours]["p50_ms"]), fmt(s[ref]["p50_ms"]),
+            f"{r[ours]['ratio_p50']:.3f}",
+            f"{ratio:.3f} ({min(r[ours]['ratio_per_round']):.3f}-{max(r[ours]['ratio_per_round']):.3f})",
+            f"{section['tool_name']}: {tool_cell}", f"{'meets' if ratio <= GOAL else 'misses'} (<= {GOAL})",
+        ])
+        for name in s:
+            if name not in (ours, ref):
+                extra = f", ratio to reference {r[name]['ratio_median_of_rounds']:.3f}" if name in r else ""
+                notes.append(f"- {section['runtime']}, {labels[name]}: p50 {s[name]['p50_ms']:.2f} ms "
+                             f"(p10 {s[name]['p10_ms']:.2f}, p90 {s[name]['p90_ms']:.2f}){extra}")
+    details = []
+    for section in raw["sections"].values():
+        for name, art in section.get("artifacts", {}).items():
+            if "compiled_properties" in art:
+                details.append(f"- `{name}`: weights {art['bin_bytes'] / 1e6:.2f} MB; compiled as {art['compiled_properties']}; "
+                               f"conv/FC layers by runtime precision {art['conv_fc_layers_by_precision']}")
+            elif "ops" in art:
+                details.append(f"- `{name}`: {art['bytes'] / 1e6:.2f} MB, input {art['input_dtype']}, output {art['output_dtype']}; "
+                               f"{art['delegate']} partitions {art['delegate_partitions']}, delegated nodes {art['delegated_nodes']}, "
+                               f"fallback {art['fallback_ops'] or 'none'}; ops {art['ops']}")
+        tool = section.get("tool", {})
+        for repeat in tool.get("repeats", [])[:1]:
+            for name, result in repeat.items():
+                if "compiled_properties" in result:
+                    details.append(f"- {section['tool_name']} on `{name}` printed {result['compiled_properties']}")
+    v = info["versions"]
     md = [
         "# INT8 artifact speed: edgekd against each toolchain's own INT8 recipe",
         "",
         f"- **date**: {info['date']}",
-        f"- **cpu**: {info['cpu']} ({info['logical_cpus']} logical CPUs, shared with other jobs; 1-min load at start {info['load_average_1min_at_start']})",
-        f"- **inference threads**: {args.threads} (OpenVINO inference_num_threads / benchmark_app -nthreads; LiteRT num_threads)",
-        f"- **versions**: " + ", ".join(f"{k} {v}" for k, v in info["versions"].items()) + f", edgekd {info['edgekd']}, python {info['python']}",
-        "- **model**: edgekd MobileNetV2 (width 1.0, ImageNet strides, 10 classes), 1x3x224x224, untrained weights with "
+        f"- **CPU**: {info['cpu']} ({info['logical_cpus']} logical CPUs, shared with other jobs; 1-min load average at start "
+        f"{info['load_average_1min_at_start']}), AVX-512 VNNI + BF16",
+        f"- **inference threads**: {args.threads} everywhere (OpenVINO INFERENCE_NUM_THREADS, LiteRT num_threads)",
+        "- **versions**: " + ", ".join(f"{k} {val}" for k, val in v.items()) + f"; edgekd {info['edgekd']}, python {info['python']}",
+        "- **model**: edgekd MobileNetV2 (width 1.0, ImageNet strides, 10 classes), batch 1 x 3x224x224, untrained weights, "
         "batch-norm statistics from 20 train-mode forwards on random data",
-        f"- **calibration**: the same {args.calib} inputs (half Gaussian noise, half smooth structured images) for both sides; "
-        "edgekd: `prepare(observer=\"minmax\")` -> `calibrate` -> `freeze_observers`",
-        "- **OpenVINO**: CPU plugin, PERFORMANCE_HINT=LATENCY, NUM_STREAMS=1, INFERENCE_PRECISION_HINT=f32 (read back from "
-        "the compiled model), sync `infer()` on a pre-set input. edgekd: `converted(fold_quantize=True)` -> "
-        "`onnx_export.export` (opset 18, static batch) + onnxslim -> `BACKENDS[\"openvino\"].build(..., \"int8\")`. "
-        "Reference: the FP32 ONNX from the same exporter -> `ov.convert_model` -> `nncf.quantize(model, nncf.Dataset(...))` "
-        "with default settings (preset performance).",
-        "- **LiteRT**: `ai_edge_litert.interpreter.Interpreter(num_threads=...)` (default delegate: XNNPACK), timed "
-        "`set_tensor` + `invoke`. edgekd: `BACKENDS[\"litert\"].build(..., \"int8\")` from `converted(fold_quantize=False)`. "
-        "Reference: litert-torch `PT2EQuantizer` + `get_symmetric_quantization_config(is_per_channel=True)`, torchao "
-        "`prepare_pt2e`/`convert_pt2e(fold_quantize=False)`, `litert_torch.convert(..., quant_config=QuantConfig(...))`.",
-        f"- **loop**: warm-up {args.warmup:g} s per artifact, then {args.rounds} interleaved rounds (order alternating) of "
-        f"{args.runs} timed runs, each round after a {args.rewarm:g} s re-warm. p50 = median of all samples; "
-        "round ratio = median over rounds of (edgekd round p50 / reference round p50), range in brackets.",
-        f"- **cross-check**: `benchmark_app -hint latency -api sync -nstreams 1 -nthreads {args.threads} -t {args.tool_seconds} "
-        f"-infer_precision f32` and `litert-benchmark --num_threads {args.threads} --num_runs 300 --warmup_runs 50` "
-        f"(CompiledModel API, CPU); {args.tool_repeats} alternated runs per file, median of their medians.",
+        f"- **calibration**: the same {args.calib} inputs (half Gaussian noise, half smooth structured images) on both sides; "
+        "edgekd: `prepare(model, (3,224,224), observer=\"minmax\")` -> `calibrate` -> `freeze_observers`",
+        "- **(a) OpenVINO** CPU plugin, PERFORMANCE_HINT=LATENCY, NUM_STREAMS=1, INFERENCE_PRECISION_HINT=f32 (all read back "
+        "from the compiled models below). edgekd: `converted(fold_quantize=True)` -> `onnx_export.export` (opset 18, static "
+        "batch) + onnxslim, as the export stage does by default -> `BACKENDS[\"openvino\"].build(..., \"int8\")`. Reference: the FP32 "
+        "ONNX from the same export -> `ov.convert_model` -> `nncf.quantize(model, nncf.Dataset(same inputs), subset_size=32)`, "
+        "otherwise defaults (preset performance, fast bias correction).",
+        "- **(b) LiteRT**: `ai_edge_litert` Interpreter, default XNNPACK delegate, timed `set_tensor` + `invoke` on an input already "
+        "in the model's input dtype. edgekd: `BACKENDS[\"litert\"].build(..., \"int8\")` from `converted(fold_quantize=False)`. "
+        "Reference: litert-torch `PT2EQuantizer().set_global(get_symmetric_quantization_config(is_per_channel=True))`, "
+        "`torch.export` -> torchao `prepare_pt2e` -> calibration -> `convert_pt2e(fold_quantize=False)` -> "
+        "`litert_torch.convert(..., quant_config=QuantConfig(pt2e_quantizer=...))`.",
+        f"- **loop**: the same Python loop for every artifact: warm-up {args.warmup:g} s each, then {args.rounds} interleaved rounds "
+        f"(order reversed every round) of {args.runs} timed batch-1 calls, each round after a {args.rewarm:g} s re-warm. "
+        "p50 = median of all samples; per-round ratio = median over rounds of (edgekd round p50 / reference round p50), range in brackets.",
+        f"- **cross-check**: OpenVINO `benchmark_app -hint latency -api sync -t {args.tool_seconds} -infer_precision f32` with "
+        f"NUM_STREAMS=1, INFERENCE_NUM_THREADS={args.threads} via `-load_config` (benchmark_app refuses `-nstreams`/`-nthreads` "
+        "together with `-hint latency`: \"fine tune options ... set -hint option to none\"); `litert-benchmark --num_threads "
+        f"{args.threads} --num_runs {args.tool_runs} --warmup_runs 50` (ai-edge-litert's CompiledModel API, CPU); "
+        f"{args.tool_repeats} alternated runs per file, median of the tool's medians.",
         "",
         markdown_table(
-            ["runtime", "edgekd", "reference", "edgekd p50 ms", "ref p50 ms", "ratio of p50", "ratio, per round",
-             "tool median ms edgekd / ref = ratio", f"goal"],
-            table, align=["l", "l", "l", "r", "r", "r", "r", "r", "l"],
+            ["runtime", "edgekd", "reference", "edgekd p50 ms", "ref p50 ms", "ratio of p50s", "per-round ratio",
+             "cross-check median ms, edgekd / ref = ratio", "goal"],
+            table, align=["l", "l", "l", "r", "r", "r", "r", "l", "l"],
         ),
         "",
+        *notes,
+        "",
+        "Artifacts:",
+        "",
+        *details,
+        "",
+        "Raw per-round numbers: benchmarks/results/artifact_speed.json.",
     ]
-    if "openvino" in raw:
-        ov_raw = raw["openvino"]
-        md.append(f"OpenVINO FP32 IR with the same settings: p50 {ov_raw['fp32']['p50_ms']:.2f} ms.")
-        for name, art in ov_raw["artifacts"].items():
-            md.append(f"- `{name}`: {art['bin_bytes'] / 1e6:.2f} MB weights; compiled {art['compiled_properties']}; "
-                      f"conv/FC layers by runtime precision {art['conv_fc_layers_by_precision']}")
-        md.append("")
-    if "litert" in raw and "artifacts" in raw["litert"]:
-        for name, art in raw["litert"]["artifacts"].items():
-            md.append(f"- `{name}`: {art['bytes'] / 1e6:.2f} MB, input {art['input_dtype']}, output {art['output_dtype']}, ops {art['ops']}")
-        md.append("")
-    md.append("Raw samples summary: benchmarks/results/artifact_speed.json.")
     path_md, _ = write_results("artifact_speed", "\n".join(md) + "\n", raw)
     print("\n".join(md))
     print(f"wrote {path_md}")

@@ -1,6 +1,6 @@
 """Compile backends. Importing this package registers every backend module."""
 
-from . import onnxruntime, openvino  # noqa: F401  (registration)
+from . import coreml, litert, onnxruntime, openvino, tensorrt  # noqa: F401  (registration)
 from .base import BACKENDS, Backend, CompileSources, NotRunnable, Runner
 
 __all__ = ["BACKENDS", "Backend", "CompileSources", "NotRunnable", "Runner"]

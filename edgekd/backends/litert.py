@@ -18,6 +18,7 @@ the output with the output's, so callers always pass and get float32.
 from __future__ import annotations
 
 import contextlib
+import io
 import os
 from collections import Counter
 from pathlib import Path
@@ -33,13 +34,15 @@ from .base import BACKENDS, Backend, CompileSources, Runner, package_version
 
 @contextlib.contextmanager
 def _quiet_converter() -> Iterator[None]:
-    """litert-torch prints a progress line per conversion step unless LITERT_TORCH_SHOW_PROGRESS=n."""
+    """litert-torch prints a progress line per conversion step unless LITERT_TORCH_SHOW_PROGRESS=n,
+    and ai-edge-quantizer (the FP16 recipe) prints a size report."""
     key = "LITERT_TORCH_SHOW_PROGRESS"
     previous = os.environ.get(key)
     if previous is None:
         os.environ[key] = "n"
     try:
-        yield
+        with contextlib.redirect_stdout(io.StringIO()):
+            yield
     finally:
         if previous is None:
             os.environ.pop(key, None)
@@ -136,7 +139,8 @@ class LiteRtRunner(Runner):
         if np.issubdtype(dtype, np.integer):  # int8 IO: quantize with the input tensor's own parameters
             scale, zero_point = self.input["quantization"]
             info = np.iinfo(dtype)
-            x = np.clip(np.round(x / scale) + zero_point, info.min, info.max).astype(dtype)
+            # As torch's quantize_per_tensor: round-half-even of x * (1 / scale), in float32.
+            x = np.clip(np.round(x * np.float32(1.0 / scale)) + zero_point, info.min, info.max).astype(dtype)
         else:
             x = x.astype(dtype, copy=False)
         self.interpreter.set_tensor(self.input["index"], x)
