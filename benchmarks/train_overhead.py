@@ -140,9 +140,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--goal", type=float, default=1.05, help="acceptable edgekd / hand-written ratio")
     parser.add_argument("--workdir", type=Path, default=DEFAULT_WORKDIR)
     parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument("--variants", default=",".join(VARIANTS), help=f"comma list of {', '.join(VARIANTS)}")
+    parser.add_argument("--stem", default="train_overhead", help="results file name (without .md/.json)")
     args = parser.parse_args(argv)
     if args.epochs < 2:
         parser.error("--epochs must be >= 2 (the first epoch is dropped)")
+    variants = [v.strip() for v in args.variants.split(",") if v.strip()]
+    if not variants or any(v not in VARIANTS for v in variants):
+        parser.error(f"--variants: choose from {VARIANTS}")
 
     setup_environment(args.workdir, args.threads)
     from rich.console import Console
@@ -173,9 +178,9 @@ def main(argv: list[str] | None = None) -> int:
 
     seed = 0
     run_root = args.workdir / "overhead"
-    samples: dict[str, list[float]] = {v: [] for v in VARIANTS}
-    per_repeat: dict[str, list[float]] = {v: [] for v in VARIANTS}  # median kept epoch of each run
-    extra: dict[str, list[dict]] = {v: [] for v in VARIANTS}
+    samples: dict[str, list[float]] = {v: [] for v in variants}
+    per_repeat: dict[str, list[float]] = {v: [] for v in variants}  # median kept epoch of each run
+    extra: dict[str, list[dict]] = {v: [] for v in variants}
 
     def one(variant: str, epochs: int) -> list[float]:
         if variant.startswith("edgekd"):
@@ -191,10 +196,11 @@ def main(argv: list[str] | None = None) -> int:
 
     started = time.perf_counter()
     print("warm-up (builds the teacher cache; not counted)", flush=True)
-    one("edgekd-cached", 1)
-    extra["edgekd-cached"].clear()
+    if "edgekd-cached" in variants:
+        one("edgekd-cached", 1)
+        extra["edgekd-cached"].clear()
     for r in range(args.repeats):
-        order = VARIANTS if r % 2 == 0 else VARIANTS[::-1]
+        order = variants if r % 2 == 0 else variants[::-1]
         for variant in order:
             times = one(variant, args.epochs)
             samples[variant].extend(times[1:])
@@ -203,13 +209,14 @@ def main(argv: list[str] | None = None) -> int:
 
     med = {v: statistics.median(s) for v, s in samples.items()}
     rows = []
-    for v in VARIANTS:
+    for v in variants:
         s = sorted(samples[v])
         q1, q3 = (statistics.quantiles(s, n=4)[0], statistics.quantiles(s, n=4)[2]) if len(s) >= 2 else (s[0], s[0])
         stage = [m["stage_seconds"] for m in extra[v] if m]
         rows.append([v, f"{med[v]:.3f}", f"{q1:.3f} – {q3:.3f}", f"{min(s):.3f}", len(s),
                      f"{statistics.median(stage):.1f}" if stage else "-"])
     table = markdown_table(["variant", "median s/epoch", "IQR", "min", "epochs timed", "edgekd stage wall s (median)"], rows)
+
     def paired(a: str, b: str) -> float:
         """Median over repeats of run-a / run-b: each pair ran back to back, under similar machine load."""
         return statistics.median(x / y for x, y in zip(per_repeat[a], per_repeat[b]))
@@ -219,15 +226,17 @@ def main(argv: list[str] | None = None) -> int:
         verdict = ("met" if p <= args.goal else "NOT met") if goal else ""
         return [label, f"{p:.3f}", f"{m:.3f}", f"{lo:.3f}", verdict]
 
-    live, cached = paired("edgekd-live", "hand-live"), paired("edgekd-cached", "hand-cached")
+    comparisons = [
+        ("edgekd / hand-written, live teacher", "edgekd-live", "hand-live", True),
+        ("edgekd / hand-written, cached vs precomputed teacher", "edgekd-cached", "hand-cached", True),
+        ("edgekd live / edgekd cached (cache speed-up)", "edgekd-live", "edgekd-cached", False),
+        ("hand live / hand precomputed", "hand-live", "hand-cached", False),
+    ]
+    comparisons = [c for c in comparisons if c[1] in variants and c[2] in variants]
+    paired_ratios = {f"{a}/{b}": paired(a, b) for _, a, b, _ in comparisons}
     ratios = markdown_table(
         ["comparison", "paired median ratio", "ratio of medians", "ratio of minima", f"goal ≤ {args.goal} (paired)"],
-        [
-            ratio_row("edgekd / hand-written, live teacher", "edgekd-live", "hand-live"),
-            ratio_row("edgekd / hand-written, cached vs precomputed teacher", "edgekd-cached", "hand-cached"),
-            ratio_row("edgekd live / edgekd cached (cache speed-up)", "edgekd-live", "edgekd-cached", goal=False),
-            ratio_row("hand live / hand precomputed", "hand-live", "hand-cached", goal=False),
-        ],
+        [ratio_row(label, a, b, goal) for label, a, b, goal in comparisons],
         align=["l", "r", "r", "r", "l"],
     )
     settings = {
@@ -252,8 +261,8 @@ def main(argv: list[str] | None = None) -> int:
         "",
     ])
     raw = {"machine": info, "settings": settings, "epoch_seconds": samples, "run_medians": per_repeat, "medians": med,
-           "paired_ratios": {"live": live, "cached": cached}, "edgekd_runs": extra}
-    md, js = write_results("train_overhead", markdown, raw, args.out)
+           "paired_ratios": paired_ratios, "edgekd_runs": extra}
+    md, js = write_results(args.stem, markdown, raw, args.out)
     print(markdown)
     print(f"wrote {md} and {js}")
     return 0

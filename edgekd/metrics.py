@@ -99,4 +99,4 @@ def fit_temperature(logits, labels) -> float:
         return loss
 
     optimizer.step(closure)
-    return float(log_t.exp())
+    return float(log_t.detach().exp())
