@@ -5,7 +5,6 @@ Run the benchmarks from the repository root, e.g. ``.venv/bin/python benchmarks/
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import datetime as _dt
 import json
@@ -13,7 +12,7 @@ import os
 import platform
 import statistics
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any, Sequence
 
 import torch
 import yaml
@@ -72,31 +71,6 @@ def setup_environment(workdir: Path, threads: int | None) -> None:
         torch.set_num_threads(threads)
 
 
-# ---------------------------------------------------------------- the fixed split
-
-
-@contextlib.contextmanager
-def fixed_split(split_seed: int = 0) -> Iterator[None]:
-    """Keep the train/val/test split at ``split_seed`` whatever the config's ``seed``.
-
-    edgekd's top-level ``seed`` seeds the student's initial weights and the shuffle
-    *and* the data split; for seed repeats we want only the former, so every method
-    and seed is scored on the same test images.
-    """
-    import edgekd.stages.base as base
-
-    original = base.prepare_data
-
-    def pinned(spec, *, seed=0, **kwargs):  # noqa: ARG001 - the seed is replaced on purpose
-        return original(spec, seed=split_seed, **kwargs)
-
-    base.prepare_data = pinned
-    try:
-        yield
-    finally:
-        base.prepare_data = original
-
-
 # ---------------------------------------------------------------- the teacher
 
 
@@ -125,8 +99,7 @@ def trained_teacher(workdir: Path) -> tuple[dict[str, Any], Path, dict[str, Any]
 
     cfg = teacher_run_config()
     run_dir = workdir / "teacher"
-    with fixed_split(0):
-        result = edgekd.run(cfg, run_dir, stages=["teacher"])
+    result = edgekd.run(cfg, run_dir, stages=["teacher"])
     record = result["teacher"]
     member = record["members"][0]
     weights = (run_dir / member["weights"]).resolve()

@@ -24,7 +24,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import (  # noqa: E402
-    DEFAULT_WORKDIR, RESULTS, example_config, fixed_split, header, machine_info, markdown_table, mean_std,
+    DEFAULT_WORKDIR, RESULTS, example_config, header, machine_info, markdown_table, mean_std,
     setup_environment, trained_teacher, write_results,
 )
 
@@ -147,8 +147,7 @@ def main(argv: list[str] | None = None) -> int:
             cfg = student_config(teacher_spec, method, seed, args.epochs, args.width)
             run_dir = args.workdir / f"{method}-s{seed}-e{args.epochs}-w{args.width}"
             t0 = time.perf_counter()
-            with fixed_split(0):
-                result = edgekd.run(cfg, run_dir, stages=["distill"], console=quiet)
+            result = edgekd.run(cfg, run_dir, stages=["distill"], console=quiet)  # data.split_seed stays 0
             rec = result["distill"]
             outcome = result.stages["distill"]
             runs.append({

@@ -23,6 +23,7 @@ class DataConfig(Section):
     source: str = "builtin:mnist5k"
     image_size: tuple[int, int] | None = Field(None, description="(H, W); resize every image to this size")
     split: tuple[float, float, float] = (0.7, 0.1, 0.2)
+    split_seed: int = Field(0, description="seeds the train/val/test split only, so runs with other seeds share a test set")
     augment: bool = Field(False, description="random shifts of up to 2 pixels; turns the teacher cache off")
 
 

@@ -31,7 +31,7 @@ class StageContext:
         cfg = self.config
         return prepare_data(
             cfg.data.source,
-            seed=cfg.seed,
+            seed=cfg.data.split_seed,
             fractions=cfg.data.split,
             image_size=cfg.data.image_size,
             base_dir=cfg.base_dir,
