@@ -29,8 +29,12 @@ test: install-test
 	$(PY) -m pytest -q tests
 
 benchmarks: install
+	$(PIP) -e '.[bench]'
 	$(PY) benchmarks/kd_gain.py
 	$(PY) benchmarks/train_overhead.py
+	$(PY) benchmarks/quant_compare.py
+	$(PY) benchmarks/prune_sweep.py
+	$(PY) benchmarks/artifact_speed.py
 
 clean:
 	rm -rf runs .pytest_cache
