@@ -7,10 +7,6 @@ decorated function. Loaders raise ``DataError`` for missing or corrupt input;
 
 from __future__ import annotations
 
-import hashlib
-import importlib
-import importlib.util
-import sys
 import zipfile
 from pathlib import Path
 from types import ModuleType
@@ -25,6 +21,7 @@ from ..errors import ConfigError, DataError
 from ..registry import Registry
 from .raw import RawData
 from .validate import check_arrays, validate
+from ..userimport import import_user_module
 
 Loader = Callable[[str, "tuple[int, int] | None", Path], RawData]
 SOURCES: Registry[Loader] = Registry("data source")
@@ -243,31 +240,4 @@ def _stack_dataset(ds: Any, spec: str) -> tuple[np.ndarray, np.ndarray, list[str
 
 
 def _import(module_name: str, base_dir: Path, spec: str) -> ModuleType:
-    # a file beside the config (or a path to one) is loaded under a unique name so two
-    # configs' data.py files never collide in sys.modules; dotted names import normally
-    rel = module_name if module_name.endswith(".py") else module_name + ".py"
-    file = _resolve(rel, base_dir)
-    if file.is_file() and (module_name.endswith(".py") or "." not in module_name):
-        name = f"edgekd_data_{file.stem}_{hashlib.sha1(str(file.resolve()).encode()).hexdigest()[:8]}"
-        module_spec = importlib.util.spec_from_file_location(name, file)
-        assert module_spec is not None and module_spec.loader is not None
-        module = importlib.util.module_from_spec(module_spec)
-        sys.modules[name] = module  # pickle and dataclasses look modules up here
-        sys.path.insert(0, str(file.parent))  # let the file import its siblings
-        try:
-            module_spec.loader.exec_module(module)
-        except BaseException:
-            sys.modules.pop(name, None)
-            raise
-        finally:
-            sys.path.remove(str(file.parent))
-        return module
-    if module_name.endswith(".py"):
-        raise DataError(f"{spec}: python file {file} not found")
-    sys.path.insert(0, str(base_dir))
-    try:
-        return importlib.import_module(module_name)
-    except ModuleNotFoundError as exc:
-        raise DataError(f"{spec}: cannot import module {module_name!r} (and no file {file}): {exc}") from exc
-    finally:
-        sys.path.remove(str(base_dir))
+    return import_user_module(module_name, base_dir, where=spec, error=DataError, prefix="edgekd_data")

@@ -6,12 +6,8 @@ Weights are only ever read as tensors (safetensors, or ``torch.load`` with
 
 from __future__ import annotations
 
-import hashlib
-import importlib
-import importlib.util
 import inspect
 import pickle
-import sys
 import warnings
 from pathlib import Path
 from types import ModuleType
@@ -26,6 +22,7 @@ from ..io import atomic_path
 from .ensemble import Ensemble
 from .onnx_module import OnnxModule
 from .zoo import create_model
+from ..userimport import import_user_module
 
 __all__ = ["load_model", "load_weights", "read_state_dict", "save_weights", "OnnxModule", "Ensemble"]
 
@@ -124,36 +121,7 @@ def _load_python(
 
 
 def _import(module_name: str, base_dir: Path, key: str) -> ModuleType:
-    # a file path, or a bare name with a file beside the config, is loaded from that file under a
-    # unique name; dotted names are imported normally (with base_dir on sys.path)
-    rel = module_name if module_name.endswith(".py") else module_name + ".py"
-    file = Path(rel) if Path(rel).is_absolute() else base_dir / rel
-    if file.is_file() and (module_name.endswith(".py") or "." not in module_name):
-        # a unique module name so two user files called model.py do not collide
-        digest = hashlib.sha1(str(file.resolve()).encode()).hexdigest()[:8]
-        name = f"edgekd_user_{file.stem}_{digest}"
-        spec = importlib.util.spec_from_file_location(name, file)
-        assert spec is not None and spec.loader is not None
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module  # TorchScript and pickle look classes up here
-        sys.path.insert(0, str(file.parent))  # let the file import its siblings
-        try:
-            spec.loader.exec_module(module)
-        except BaseException:
-            sys.modules.pop(name, None)
-            raise
-        finally:
-            sys.path.remove(str(file.parent))
-        return module
-    if module_name.endswith(".py"):
-        raise ModelError(f"{key}: python model file {file} not found")
-    sys.path.insert(0, str(base_dir))
-    try:
-        return importlib.import_module(module_name)
-    except ModuleNotFoundError as exc:
-        raise ModelError(f"{key}: cannot import {module_name!r} (and no file {file}): {exc}") from exc
-    finally:
-        sys.path.remove(str(base_dir))
+    return import_user_module(module_name, base_dir, where=key, error=ModelError, prefix="edgekd_user")
 
 
 def read_state_dict(path: Path, *, key: str = "model") -> dict[str, torch.Tensor]:

@@ -13,7 +13,6 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 
 from ..backends import BACKENDS, CompileSources, NotRunnable
 from ..metrics import evaluate_logits, predict
