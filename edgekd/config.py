@@ -174,7 +174,7 @@ def _format_errors(error: ValidationError, origin: str) -> str:
     for item in error.errors():
         path = ".".join(str(p) for p in item["loc"]) or "(top level)"
         if item["type"] == "extra_forbidden":
-            lines.append(f"  {path}: unknown key (check the spelling; see `edgekd config --help`)")
+            lines.append(f"  {path}: unknown key (check the spelling; examples/mnist.yaml lists every section)")
             continue
         got = item.get("input")
         got_text = repr(got) if not isinstance(got, dict) else "a mapping"
