@@ -38,6 +38,7 @@ def main() -> None:
 
     base = yaml.safe_load((ROOT / "examples" / "mnist.yaml").read_text())
     base["prune"] = {"enabled": False}
+    base["quantize"]["calibration"] = str(ROOT / "calibration" / "mnist5k-256")  # the YAML's path is relative to examples/
     base["data"]["augment"] = False  # teacher cache on: the comparison is about quantization, not the student
     base["distill"]["train"]["epochs"] = args.distill_epochs
     teacher_weights = None
