@@ -41,6 +41,8 @@ class CalibrationSet:
                 f"calibration set drawn from {self.source} (data hash {self.data_hash[:12]}, split {self.split_digest[:12]}) "
                 f"does not match the pipeline's data {data.source} (data hash {data.data_hash[:12]}, split {data.split.digest()[:12]})"
             )
+        if not np.isin(self.indices, data.split.train).all():
+            raise DataError(f"calibration set from {self.source}: some indices are not in the training split")
         positions = torch.as_tensor(np.searchsorted(data.split.train, self.indices))
         return data.x_train[positions], data.y_train[positions]
 
@@ -78,6 +80,9 @@ def load(path: Path) -> CalibrationSet:
         path = path / "manifest.json"
     if not path.is_file():
         raise DataError(f"calibration manifest {path} does not exist")
-    manifest = read_json(path)
-    manifest.pop("drawn", None)
-    return CalibrationSet(**manifest)
+    try:
+        manifest = read_json(path)
+        manifest.pop("drawn", None)
+        return CalibrationSet(**manifest)
+    except (ValueError, TypeError) as error:  # bad JSON, or missing/unknown keys
+        raise DataError(f"calibration manifest {path} is malformed: {error}") from None

@@ -111,6 +111,9 @@ class PruneConfig(Section):
         given = [k for k in ("ratio", "target_macs", "target_params") if getattr(self, k) is not None]
         if len(given) > 1:
             raise ValueError(f"give one of ratio, target_macs, target_params, not {' and '.join(given)}")
+        if self.importance == "taylor" and given and given[0] != "ratio":
+            raise ValueError("importance 'taylor' needs gradients, which the search for a MACs/params target cannot "
+                             "compute; give a ratio, or use l1, l2 or bn_scale")
         return self
 
     @property

@@ -89,3 +89,17 @@ def run_session(sess, x: np.ndarray | torch.Tensor, batch_size: int = 256) -> np
     fixed = meta.shape[0] if isinstance(meta.shape[0], int) else None
     step = fixed or batch_size
     return np.concatenate([sess.run(None, {meta.name: x[i : i + step]})[0] for i in range(0, len(x), step)])
+
+
+def output_scale(onnx_path: Path) -> float:
+    """The scale of the last DequantizeLinear feeding the output: one INT8 step of the logits."""
+    from onnx import numpy_helper
+
+    model = onnx.load(str(onnx_path))
+    values = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
+    for node in model.graph.node:
+        if node.op_type == "Constant":
+            values[node.output[0]] = numpy_helper.to_array(node.attribute[0].t)
+    scales = [values.get(n.input[1]) for n in model.graph.node if n.op_type == "DequantizeLinear"]
+    scales = [float(np.asarray(s).ravel()[0]) for s in scales if s is not None and np.asarray(s).size == 1]
+    return scales[-1] if scales else 0.0

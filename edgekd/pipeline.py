@@ -107,6 +107,8 @@ def run(
                 console.print(f"[dim]{name}: cached ({marker})[/dim]")
                 continue
         console.print(f"[bold]{name}[/bold]: {stage.summary}")
+        marker.unlink(missing_ok=True)  # a re-run that is killed must not leave the old record looking current
+        ctx.keys[name] = key
         started = time.perf_counter()
         record = stage.run(ctx, ctx.stage_dir(name))
         seconds = time.perf_counter() - started

@@ -30,3 +30,16 @@ def test_shipped_sets_load_and_match_their_data():
 def test_build_script_help():
     result = subprocess.run([sys.executable, str(ROOT / "calibration" / "build.py"), "--help"], capture_output=True, text=True)
     assert result.returncode == 0 and "stratified" in result.stdout
+
+
+def test_malformed_manifest_is_a_data_error(tmp_path):
+    import pytest
+
+    from edgekd.errors import DataError
+
+    (tmp_path / "manifest.json").write_text('{"indices": [1, 2], "size": 2}')
+    with pytest.raises(DataError, match="malformed"):
+        calibration.load(tmp_path)
+    (tmp_path / "manifest.json").write_text("{not json")
+    with pytest.raises(DataError, match="malformed"):
+        calibration.load(tmp_path)

@@ -155,3 +155,12 @@ def test_targets_command_lists_the_shipped_targets():
     assert result.exit_code == 0, result.output
     for name in ("host-cpu", "apple-mac", "jetson-orin"):
         assert name in result.output
+
+
+def test_unsupported_precision_is_refused_before_training(pretrained_config, tmp_path):
+    from edgekd.errors import ConfigError
+
+    bad = write_target(tmp_path, {"name": "typo", "artifacts": [{"backend": "openvino", "precisions": ["fp61"]}]})
+    with pytest.raises(ConfigError, match="openvino has no precision 'fp61'"):
+        edgekd.run(pretrained_config({"targets": [bad]}), tmp_path / "run", stages=["compile"])
+    assert not (tmp_path / "run" / "teacher").exists()

@@ -204,3 +204,12 @@ def test_cli_python_tag_exits_2(cli, tmp_path):
     result = cli("run", path)
     assert result.exit_code == 2
     assert not marker.exists()
+
+
+def test_taylor_importance_with_a_macs_target_is_refused():
+    from edgekd.config import parse_config
+    from edgekd.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="taylor"):
+        parse_config({"prune": {"importance": "taylor", "target_macs": 1000}})
+    parse_config({"prune": {"importance": "taylor", "ratio": 0.3}})  # with a ratio it is fine

@@ -16,6 +16,7 @@ from typing import Any, ClassVar
 
 from ..config import PipelineConfig
 from ..data import DataBundle, prepare_data
+from ..io import sha256_file
 from ..registry import Registry
 
 
@@ -25,6 +26,11 @@ class StageContext:
     run_dir: Path
     records: dict[str, dict] = field(default_factory=dict)  # upstream records, by stage name
     resume: bool = False
+    keys: dict[str, str] = field(default_factory=dict)  # cache key of each stage run so far
+
+    def train_key(self, stage: str, part: str = "") -> str:
+        """Identifies a training run inside a stage: a checkpoint is resumed only under the same key."""
+        return f"{self.keys.get(stage, '')}:{part}"
 
     @cached_property
     def data(self) -> DataBundle:
@@ -36,6 +42,27 @@ class StageContext:
             image_size=cfg.data.image_size,
             base_dir=cfg.base_dir,
         )
+
+    def file_hash(self, path: str | None) -> str | None:
+        """sha256 of a file the config names (weights, a model file, a manifest), so replacing it at the
+        same path re-runs what depends on it. None when there is no such file (the loader reports that)."""
+        if not path:
+            return None
+        file = Path(path) if Path(path).is_absolute() else self.config.base_dir / path
+        if file.is_dir():
+            file = file / "manifest.json"
+        return sha256_file(file) if file.is_file() else None
+
+    def spec_hashes(self, spec) -> dict[str, str | None]:
+        """File hashes behind a ModelSpec: its weights and, for file-based schemes, the model file."""
+        scheme, _, rest = spec.model.partition(":")
+        model_file = None
+        if scheme in ("torchscript", "export", "onnx"):
+            model_file = rest
+        elif scheme == "python":
+            module = rest.split(":")[0]
+            model_file = module if module.endswith(".py") else module.replace(".", "/") + ".py"
+        return {"model": self.file_hash(model_file), "weights": self.file_hash(spec.weights)}
 
     def stage_dir(self, name: str) -> Path:
         path = self.run_dir / name

@@ -18,9 +18,9 @@ from ..backends import BACKENDS, CompileSources, NotRunnable
 from ..metrics import evaluate_logits, predict
 from .. import onnx_export as ox
 from ..parity import compare
+from ..errors import ConfigError
 from ..targets import load_target
 from .base import STAGES, Stage, StageContext
-from .export import output_scale
 from .quantize import load_quantized
 from .refs import load_ref
 
@@ -73,7 +73,11 @@ class CompileStage(Stage):
         for i, name in enumerate(ctx.config.targets):
             target = load_target(name, ctx.config.base_dir, key=f"targets[{i}]")
             for spec in target.artifacts:
-                BACKENDS.get(spec.backend, key=f"{target.source}: artifacts.backend")
+                backend = BACKENDS.get(spec.backend, key=f"{target.source}: artifacts.backend")
+                unknown = [p for p in spec.precisions if p not in backend.precisions]
+                if unknown:
+                    raise ConfigError(f"{target.source}: {spec.backend} has no precision {', '.join(map(repr, unknown))}; "
+                                      f"it offers {', '.join(backend.precisions)}")
 
     def cache_inputs(self, ctx: StageContext) -> dict[str, Any]:
         targets = [load_target(t, ctx.config.base_dir, key=f"targets[{i}]") for i, t in enumerate(ctx.config.targets)]
@@ -98,7 +102,7 @@ class CompileStage(Stage):
         int8_atol = None
         if sources.int8_onnx is not None:
             references["int8"] = ox.run_session(ox.session(sources.int8_onnx), x_check)
-            int8_atol = cfg.int8_atol_steps * output_scale(sources.int8_onnx)
+            int8_atol = cfg.int8_atol_steps * ox.output_scale(sources.int8_onnx)
         tolerance = {"fp32": cfg.fp32_atol, "fp16": cfg.fp16_atol, "int8": int8_atol}
 
         rows: list[ArtifactRow] = []

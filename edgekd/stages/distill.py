@@ -104,7 +104,7 @@ class DistillStage(Stage):
         cfg = ctx.config
         return {
             "seed": cfg.seed, "data": ctx.data.provenance(), "augment": cfg.data.augment,
-            "student": cfg.section("student"), "distill": cfg.section("distill"),
+            "student": cfg.section("student"), "distill": cfg.section("distill"), "files": ctx.spec_hashes(cfg.student),
         }
 
     def run(self, ctx: StageContext, out_dir: Path) -> dict[str, Any]:
@@ -114,7 +114,7 @@ class DistillStage(Stage):
         student = load_ref(given, ctx, key="student")
         train, cache = distill_into(
             ctx, student, out_dir, train_config=ctx.config.distill.train, description="distill",
-            run_key=str(self.cache_inputs(ctx)) + ctx.records["teacher"]["members"].__repr__(),
+            run_key=ctx.train_key("distill"),
         )
         ref = save_ref(student, spec.model, spec.kwargs, out_dir / "student.safetensors", ctx)
         return student_record(ctx, student, ref, train, cache).to_dict()

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import numpy as np
+import os
 
 from .. import __version__
 from .. import onnx_export as ox
@@ -15,21 +15,6 @@ from ..parity import compare, require
 from .base import STAGES, Stage, StageContext
 from .quantize import load_quantized
 from .refs import load_ref
-
-
-def output_scale(onnx_path: Path) -> float:
-    """The scale of the last DequantizeLinear feeding the output: one INT8 step of the logits."""
-    import onnx
-    from onnx import numpy_helper
-
-    model = onnx.load(str(onnx_path))
-    values = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
-    for node in model.graph.node:
-        if node.op_type == "Constant":
-            values[node.output[0]] = numpy_helper.to_array(node.attribute[0].t)
-    scales = [values.get(n.input[1]) for n in model.graph.node if n.op_type == "DequantizeLinear"]
-    scales = [float(np.asarray(s).ravel()[0]) for s in scales if s is not None and np.asarray(s).size == 1]
-    return scales[-1] if scales else 0.0
 
 
 @STAGES.register("export")
@@ -71,25 +56,31 @@ class ExportStage(Stage):
         return {"opset": cfg.opset, "dynamic_batch": cfg.dynamic_batch, "artifacts": artifacts}
 
     def _export_one(self, ctx, model, path: Path, x_check, meta: dict, *, atol: float | None, reference) -> dict:
+        """Export, simplify and verify under a temporary name; only a verified file gets the final name."""
         cfg, data = ctx.config.export, ctx.data
-        ox.export(model, data.input_shape, path, opset=cfg.opset, dynamic_batch=cfg.dynamic_batch)
-        if cfg.simplify:
-            ox.simplify(path)
-        ox.set_metadata(path, meta)
-        sess = ox.session(path)
-        if atol is None:  # INT8: tolerance in steps of the output quantizer, since logits are quantized
-            step = output_scale(path)
-            atol = cfg.int8_atol_steps * step
-        parity = compare(reference.numpy(), ox.run_session(sess, x_check), atol=atol, min_top1_agreement=cfg.min_top1_agreement)
+        work = path.with_name(f".{path.name}.unverified")
         try:
-            require(parity, f"export of {path.name}")
+            ox.export(model, data.input_shape, work, opset=cfg.opset, dynamic_batch=cfg.dynamic_batch)
+            if cfg.simplify:
+                ox.simplify(work)
+            ox.set_metadata(work, meta)
+            sess = ox.session(work)
+            if atol is None:  # INT8: tolerance in steps of the output quantizer, since logits are quantized
+                atol = cfg.int8_atol_steps * ox.output_scale(work)
+            parity = require(
+                compare(reference.numpy(), ox.run_session(sess, x_check), atol=atol, min_top1_agreement=cfg.min_top1_agreement),
+                f"export of {path.name}",
+            )
+            test = evaluate_logits(ox.run_session(sess, data.x_test), data.y_test, data.num_classes)
         except Exception:
-            path.rename(path.with_suffix(".onnx.failed"))  # never leave a file that looks verified
+            if work.exists():
+                os.replace(work, path.with_suffix(".onnx.failed"))  # kept for inspection, never looks verified
             raise
-        test = evaluate_logits(ox.run_session(sess, data.x_test), data.y_test, data.num_classes)
+        os.replace(work, path)
         return {
             "path": ctx.relative(path), "sha256": sha256_file(path), "size_bytes": path.stat().st_size,
             "parity": parity.to_dict(), "accuracy": test.accuracy, "per_class_accuracy": test.per_class_accuracy,
+            "output_scale": ox.output_scale(path) if "quantization" in meta else None,
         }
 
     def describe(self, record: dict[str, Any]) -> list[tuple[str, str]]:

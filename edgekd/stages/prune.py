@@ -49,7 +49,7 @@ class PruneStage(Stage):
             macs, params = count(student, example)
             train, _ = distill_into(
                 ctx, student, out_dir / f"step{step + 1}", train_config=cfg.recovery,
-                description=f"recover {step + 1}/{cfg.steps}", run_key=f"{upstream['model']['sha256']}:{ratio}:{step}",
+                description=f"recover {step + 1}/{cfg.steps}", run_key=ctx.train_key("prune", f"step{step}"),
             )
             steps.append({"step": step + 1, "macs": macs, "params": params, "val_accuracy": train["best_val_accuracy"]})
         path = out_dir / "student_pruned.safetensors"

@@ -37,7 +37,8 @@ class QuantizeStage(Stage):
 
     def cache_inputs(self, ctx: StageContext) -> dict[str, Any]:
         cfg = ctx.config
-        return {"seed": cfg.seed, "augment": cfg.data.augment, "quantize": cfg.section("quantize"), "distill": cfg.section("distill")}
+        return {"seed": cfg.seed, "augment": cfg.data.augment, "quantize": cfg.section("quantize"), "distill": cfg.section("distill"),
+                "calibration": ctx.file_hash(cfg.quantize.calibration)}
 
     def run(self, ctx: StageContext, out_dir: Path) -> dict[str, Any]:
         cfg, data = ctx.config.quantize, ctx.data
@@ -67,12 +68,14 @@ class QuantizeStage(Stage):
 
             if cfg.freeze_observers_after == 0:
                 prepared.freeze_observers()
+            if cfg.freeze_batch_norm_after == 0:
+                prepared.freeze_batch_norm()
             losses = cfg.losses
             if losses is None:  # feature terms need named layers, which the captured graph no longer has
                 losses = [spec for spec in ctx.config.distill.losses if spec["name"] not in ("fitnet", "at", "sp")]
             train, _ = distill_into(
                 ctx, prepared, out_dir, train_config=cfg.train, description="qad",
-                run_key=f"{upstream['model']['sha256']}:{cal.indices[:8]}", step_hook=freeze, losses=losses,
+                run_key=ctx.train_key("quantize"), step_hook=freeze, losses=losses,
                 use_features=False, extra_teachers=[student] if cfg.fp32_student_as_teacher else [],
             )
         prepared.freeze_observers()

@@ -29,7 +29,8 @@ class TeacherStage(Stage):
     summary = "load or train the teacher(s); accuracy, calibration"
 
     def cache_inputs(self, ctx: StageContext) -> dict[str, Any]:
-        return {"seed": ctx.config.seed, "data": ctx.data.provenance(), "teacher": ctx.config.section("teacher")}
+        return {"seed": ctx.config.seed, "data": ctx.data.provenance(), "teacher": ctx.config.section("teacher"),
+                "files": [ctx.spec_hashes(m) for m in ctx.config.teacher.members]}
 
     def run(self, ctx: StageContext, out_dir: Path) -> dict[str, Any]:
         cfg, data = ctx.config.teacher, ctx.data
@@ -43,7 +44,7 @@ class TeacherStage(Stage):
                 result = Trainer(
                     model, build_loss([{"name": "ce"}], key="teacher"), cfg.train, data, out_dir / f"member{i}",
                     augment=cfg.augment, seed=ctx.config.seed + i, description=f"teacher {i}",
-                    run_key=str(self.cache_inputs(ctx)),
+                    run_key=ctx.train_key("teacher", f"member{i}"),
                 ).fit(resume=ctx.resume)
                 trained.append(result.to_dict() | {"member": i})
                 ref = save_ref(model, spec.model, spec.kwargs, out_dir / f"member{i}.safetensors", ctx)
