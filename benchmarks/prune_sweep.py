@@ -48,6 +48,7 @@ def main() -> None:
     parser.add_argument("--ratios", type=float, nargs="+", default=[0.2, 0.3, 0.4, 0.5, 0.6, 0.7])
     parser.add_argument("--out", type=Path, default=ROOT / "runs" / "bench-prune")
     parser.add_argument("--recovery-epochs", type=int, default=3)
+    parser.add_argument("--round-to", type=int, default=None, help="keep channel counts multiples of this")
     args = parser.parse_args()
 
     cfg = yaml.safe_load((ROOT / "examples" / "mnist.yaml").read_text())
@@ -62,7 +63,7 @@ def main() -> None:
 
     def keep(result, ratio: float) -> Path:
         # One run directory (teacher and student are distilled once); keep each ratio's ONNX file aside.
-        kept = args.out / "sweep" / f"fp32_ratio{ratio}.onnx"
+        kept = args.out / "sweep" / f"fp32_ratio{ratio}_round{args.round_to}.onnx"
         kept.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(args.out / result["export"]["artifacts"]["fp32"]["path"], kept)
         return kept
@@ -70,7 +71,8 @@ def main() -> None:
     rows.append({"ratio": 0.0, "macs": base["distill"]["figures"]["macs"], "params": base["distill"]["figures"]["params"],
                  "accuracy": base["export"]["artifacts"]["fp32"]["accuracy"], "onnx": keep(base, 0.0)})
     for ratio in args.ratios:
-        cfg["prune"] = {"ratio": ratio, "steps": 1, "recovery": {"epochs": args.recovery_epochs, "lr": 0.005, "batch_size": 64}}
+        cfg["prune"] = {"ratio": ratio, "steps": 1, "round_to": args.round_to,
+                        "recovery": {"epochs": args.recovery_epochs, "lr": 0.005, "batch_size": 64}}
         result = edgekd.run(cfg, args.out, stages=["export"])
         rows.append({"ratio": ratio, "macs": result["prune"]["figures"]["macs"], "params": result["prune"]["figures"]["params"],
                      "accuracy": result["export"]["artifacts"]["fp32"]["accuracy"], "onnx": keep(result, ratio)})
@@ -82,7 +84,7 @@ def main() -> None:
         "# Pruning sweep: MobileNetV2-style student (width 0.5) on MNIST-5k",
         "",
         f"{datetime.date.today()}, {cpu}, ONNX Runtime CPU, 1 thread, batch 1, p50 of 400 runs after 1 s warm-up. "
-        f"One pruning step with L2 importance, {args.recovery_epochs} epochs of recovery distillation.",
+        f"One pruning step with L2 importance, round_to {args.round_to}, {args.recovery_epochs} epochs of recovery distillation.",
         "",
         "| ratio | MACs | params | MACs vs unpruned | accuracy | ORT p50 (ms) | speed-up |",
         "|---|---|---|---|---|---|---|",
@@ -95,8 +97,9 @@ def main() -> None:
     text = "\n".join(lines) + "\n"
     out = ROOT / "benchmarks" / "results"
     out.mkdir(parents=True, exist_ok=True)
-    (out / "prune_sweep.md").write_text(text)
-    (out / "prune_sweep.json").write_text(json.dumps([{k: str(v) if k == "onnx" else v for k, v in r.items()} for r in rows], indent=2))
+    stem = "prune_sweep" if args.round_to is None else f"prune_sweep_round{args.round_to}"
+    (out / f"{stem}.md").write_text(text)
+    (out / f"{stem}.json").write_text(json.dumps([{k: str(v) if k == "onnx" else v for k, v in r.items()} for r in rows], indent=2))
     print(text)
 
 
