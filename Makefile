@@ -6,7 +6,7 @@ PIP := $(PY) -m pip install -q -c constraints.txt
 CONFIG ?= examples/mnist.yaml
 RUN ?= runs/mnist
 
-.PHONY: install install-test demo test benchmarks clean
+.PHONY: install install-test system-deps demo test benchmarks clean
 
 $(VENV)/.installed: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -22,10 +22,14 @@ $(VENV)/.installed-test: $(VENV)/.installed
 install: $(VENV)/.installed
 install-test: $(VENV)/.installed-test
 
+# Ends with the gate's table; report.json and report.html are in $(RUN). Exits 1 when a budget fails.
 demo: install
 	$(VENV)/bin/edgekd run $(CONFIG) --out $(RUN)
 
-test: install-test
+system-deps:
+	bash .ci/system-deps.sh
+
+test: install-test system-deps
 	$(PY) -m pytest -q tests
 
 benchmarks: install

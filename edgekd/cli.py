@@ -24,20 +24,35 @@ RESUME = typer.Option(False, "--resume", help="Continue an interrupted training 
 FORCE = typer.Option(None, "--force", help="Re-run this stage and every later one even if cached.")
 
 
-def _run_stages(config: Path, out: Optional[Path], stages: list[str] | None, force: Optional[str], resume: bool) -> None:
-    from .pipeline import run, summary_table  # heavy imports (torch) only when a command runs
+def _run_stages(config: Path, out: Optional[Path], stages: list[str] | None, force: Optional[str], resume: bool,
+                devices: Optional[str] = None) -> None:
+    from .pipeline import as_config, run, summary_table  # heavy imports (torch) only when a command runs
 
     try:
-        result = run(config, out, stages=stages, force=force, resume=resume, console=console)
+        cfg = as_config(config)
+        if devices:
+            cfg = cfg.model_copy(update={"profile": cfg.profile.model_copy(update={"devices": devices.split(",")})})
+        result = run(cfg, out, stages=stages, force=force, resume=resume, console=console)
     except EdgekdError as error:
         console.print(f"[red]error:[/red] {error}")
         raise typer.Exit(2) from None
-    out = Console(width=None if console.is_terminal else 160)  # logs and CI get the whole table
+    out = Console(width=None if console.is_terminal else 180)  # logs and CI get the whole table
     out.print(summary_table(result))
     if "compile" in result.stages:
         from .stages.compile import artifact_table
 
         out.print(artifact_table(result["compile"]))
+    if result.report is not None:
+        from .report.terminal import report_table
+
+        out.print(report_table(result.report))
+        out.print(f"report: {result.run_dir / 'report.json'}, {result.run_dir / 'report.html'}")
+    if "gate" in result.stages and result["gate"]["applied"]:
+        from .gate import gate_table
+
+        out.print(gate_table(result["gate"]))
+        if result.gate_passed is False:
+            raise typer.Exit(1)
 
 
 @app.command("run")
@@ -64,6 +79,59 @@ _stage_command("prune", "Prune the distilled student's channels and recover by d
 _stage_command("quantize", "INT8 quantization-aware distillation or calibration of the (pruned) student.")
 _stage_command("export", "Export FP32 and INT8 QDQ ONNX and verify them with ONNX Runtime against PyTorch.")
 _stage_command("compile", "Build every target's artifacts and check each in its own runtime (parity, accuracy, operators).")
+
+
+@app.command("profile")
+def profile_command(
+    config: Path = CONFIG, out: Optional[Path] = OUT, force: Optional[str] = FORCE, resume: bool = RESUME,
+    devices: Optional[str] = typer.Option(None, "--devices", help="Comma-separated target names to profile (default: all); devices run concurrently."),
+) -> None:
+    """Latency percentiles, accuracy, memory and energy of every artifact, on each target's device; writes report.json/html."""
+    _run_stages(config, out, ["profile"], force, resume, devices)
+
+
+@app.command("gate")
+def gate_command(
+    report: Path = typer.Argument(..., help="report.json of a run (edgekd run / edgekd profile)."),
+    budgets: Path = typer.Option(..., "--budgets", "-b", help="Budgets YAML (see examples/budgets.yaml)."),
+    junit: Optional[Path] = typer.Option(None, "--junit", help="Write JUnit XML here: one test case per target and budget."),
+    summary: Optional[Path] = typer.Option(None, "--summary", help="Write the Markdown summary here (also appended to $GITHUB_STEP_SUMMARY when set)."),
+    show_all: bool = typer.Option(False, "--all", help="List every check, not only the violations."),
+) -> None:
+    """Check a report against budgets. Exit 0 when every budget holds, 1 when any fails, 2 on bad input."""
+    import json
+
+    from pydantic import ValidationError
+
+    from .gate import evaluate, gate_table, load_budgets, write_junit, write_markdown
+    from .report.schema import Report
+
+    try:
+        if not report.is_file():
+            raise EdgekdError(f"report {report} does not exist (edgekd run writes <run>/report.json)")
+        try:
+            data = Report.model_validate(json.loads(report.read_text())).model_dump(mode="json")
+        except (json.JSONDecodeError, ValidationError) as error:
+            raise EdgekdError(f"report {report} is not an edgekd report.json: {str(error).splitlines()[0]}") from None
+        result = evaluate(data, load_budgets(budgets), str(budgets))
+    except EdgekdError as error:
+        console.print(f"[red]error:[/red] {error}")
+        raise typer.Exit(2) from None
+    Console(width=None if console.is_terminal else 180).print(gate_table(result, all_checks=show_all))
+    if junit:
+        write_junit(result, junit)
+    write_markdown(result, summary)
+    raise typer.Exit(0 if result["summary"]["passed"] else 1)
+
+
+@app.command("report-schema")
+def report_schema_command() -> None:
+    """Print the JSON Schema of report.json (its version is schema_version)."""
+    import json
+
+    from .report.schema import Report
+
+    print(json.dumps(Report.model_json_schema(), indent=2))
 
 
 @app.command("targets")

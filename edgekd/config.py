@@ -152,6 +152,31 @@ class CompileConfig(Section):
     min_top1_agreement: float = Field(0.98, gt=0, le=1)
 
 
+class EnergyConfig(Section):
+    meter: str = Field("auto", description="auto | none | rapl | nvml | jetson-ina3221 | android-battery | powermetrics")
+    windows: int = Field(5, ge=1, description="energy windows; the median joules per inference is reported")
+    window_s: float = Field(10.0, gt=0, description="seconds per window (MLPerf Tiny uses >= 10 s)")
+
+
+class ProfileConfig(Section):
+    warmup_s: float = Field(2.0, ge=0, description="warm up for at least this long: CPUs take over a second to boost")
+    warmup_runs: int = Field(20, ge=0)
+    runs: int = Field(1000, ge=10, description="timed batch-1 runs, at least")
+    min_seconds: float = Field(2.0, ge=0, description="... and for at least this long")
+    max_seconds: float = Field(60.0, gt=0)
+    cov_threshold: float = Field(0.10, gt=0, description="std/mean above this repeats the measurement, then flags it unstable")
+    repeats: int = Field(3, ge=1)
+    samples: int | None = Field(None, ge=1, description="test inputs scored on the device (default: the whole test split)")
+    energy: EnergyConfig = EnergyConfig()
+    timeout_s: float = Field(900.0, gt=0, description="per artifact and device")
+    retries: int = Field(1, ge=0, description="attempts after a device failure (not after a measured failure)")
+    devices: list[str] | None = Field(None, description="profile only these targets' devices (default: every target)")
+
+
+class GateConfig(Section):
+    budgets: str | None = Field(None, description="budgets YAML (see examples/budgets.yaml); no gate without one")
+
+
 class PipelineConfig(Section):
     name: str = "edgekd"
     seed: int = 0
@@ -164,6 +189,8 @@ class PipelineConfig(Section):
     export: ExportConfig = ExportConfig()
     targets: list[str] = Field(default_factory=lambda: ["host-cpu"], description="target names or YAML paths")
     compile: CompileConfig = CompileConfig()
+    profile: ProfileConfig = ProfileConfig()
+    gate: GateConfig = GateConfig()
     # Where relative paths in the config are resolved (the YAML file's folder).
     base_dir: Path = Field(Path("."), exclude=True)
 

@@ -35,6 +35,13 @@ class StageOutcome:
 class PipelineResult:
     run_dir: Path
     stages: dict[str, StageOutcome] = field(default_factory=dict)
+    report: dict[str, Any] | None = None  # report.json's content, once the profile stage has run
+
+    @property
+    def gate_passed(self) -> bool | None:
+        """None when no budgets were applied."""
+        gate = (self.report or {}).get("gate")
+        return None if gate is None else gate["passed"]
 
     def __getitem__(self, name: str) -> dict[str, Any]:
         return self.stages[name].record
@@ -117,7 +124,30 @@ def run(
         result.stages[name] = StageOutcome(name, False, seconds, record)
         for label, value in stage.describe(record):
             console.print(f"  {label}: {value}")
+    result.report = write_outputs(ctx)
     return result
+
+
+def write_outputs(ctx: StageContext) -> dict[str, Any] | None:
+    """report.json, report.html, manifest.json and the model cards, rebuilt from the stage records.
+
+    Each file is written atomically, so a killed run leaves the previous report whole.
+    """
+    from .gate import apply
+    from .report import build_report, write_html
+    from .report.manifest import write_provenance
+
+    records, report = ctx.records, None
+    if "profile" in records:
+        report = build_report(records, ctx.config.name)
+        gate = records.get("gate")
+        if gate and gate.get("applied"):
+            report = apply(report, gate)
+        write_json(ctx.run_dir / "report.json", report)
+        write_html(report, ctx.run_dir / "report.html")
+    if "compile" in records:
+        write_provenance(ctx.run_dir, records, ctx.config.model_dump(mode="json"), report)
+    return report
 
 
 def summary_table(result: PipelineResult) -> Table:

@@ -32,6 +32,7 @@ class DeviceSpec(_Strict):
     ssh: str | None = Field(None, description="user@host[:port]; honours ~/.ssh/config")
     adb: str | None = Field(None, description="device serial")
     macos_runner: str | None = Field(None, description="ssh destination of a Mac that can run Core ML")
+    pin: list[int] | None = Field(None, description="CPU cores the benchmark is pinned to (taskset), e.g. a phone's big cores")
 
 
 class Target(_Strict):

@@ -28,6 +28,7 @@ import numpy as np
 import torch
 
 from ..errors import ModelError, StageError
+from ..ondevice import runtimes
 from .base import BACKENDS, Backend, CompileSources, NotRunnable, Runner, package_version
 
 INPUT_NAME, OUTPUT_NAME = "input", "logits"
@@ -122,16 +123,13 @@ def _program_summary(ct, spec) -> dict[str, Any]:
 
 class CoreMlRunner(Runner):
     def __init__(self, path: Path, options: dict[str, Any]) -> None:
-        ct = _ct()
         self.path = Path(path)
-        self.compute_units = getattr(ct.ComputeUnit, str(options.get("compute_units", "ALL")).upper())
-        self.model = ct.models.MLModel(str(path), compute_units=self.compute_units)
+        self._runtime_model = runtimes.load("coreml", path, options)
+        self.model = self._runtime_model.model
+        self.compute_units = self.model.compute_unit
 
     def predict(self, x: np.ndarray) -> np.ndarray:
-        x = np.ascontiguousarray(x, dtype=np.float32)
-        if x.shape[0] != 1:  # the program is built for batch 1
-            return np.concatenate([self.predict(x[i : i + 1]) for i in range(len(x))])
-        return np.asarray(self.model.predict({INPUT_NAME: x})[OUTPUT_NAME], dtype=np.float32)
+        return self._runtime_model.predict(x)
 
     def operator_report(self) -> dict[str, Any]:
         """Where each MIL op is planned to run (CPU/GPU/Neural Engine), from Core ML's compute plan (macOS 14.4+)."""

@@ -29,6 +29,7 @@ import torch
 
 from ..errors import ModelError
 from ..io import atomic_path
+from ..ondevice import runtimes
 from .base import BACKENDS, Backend, CompileSources, Runner, package_version
 
 
@@ -53,13 +54,7 @@ def _first_line(error: BaseException) -> str:
     return next((line.strip() for line in text.splitlines() if line.strip()), type(error).__name__)
 
 
-def _interpreter(path: Path, *, threads: int | None = None, delegates: bool = True):
-    from ai_edge_litert.interpreter import Interpreter, OpResolverType
-
-    kwargs: dict[str, Any] = {"model_path": str(path), "num_threads": int(threads) if threads else None}
-    if not delegates:
-        kwargs["experimental_op_resolver_type"] = OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
-    return Interpreter(**kwargs)
+_interpreter = runtimes.litert_interpreter
 
 
 def _dtype_name(dtype: Any) -> str:
@@ -129,36 +124,11 @@ def _delegated_node_indices(ops: list[dict[str, Any]]) -> set[int]:
 class LiteRtRunner(Runner):
     def __init__(self, path: Path, options: dict[str, Any]) -> None:
         self.path = Path(path)
-        self.interpreter = _interpreter(self.path, threads=options.get("threads"))
-        self.interpreter.allocate_tensors()
-        self.input = self.interpreter.get_input_details()[0]
-        self.output = self.interpreter.get_output_details()[0]
-
-    def _invoke(self, x: np.ndarray) -> np.ndarray:
-        dtype = self.input["dtype"]
-        if np.issubdtype(dtype, np.integer):  # int8 IO: quantize with the input tensor's own parameters
-            scale, zero_point = self.input["quantization"]
-            info = np.iinfo(dtype)
-            # As torch's quantize_per_tensor: round-half-even of x * (1 / scale), in float32.
-            x = np.clip(np.round(x * np.float32(1.0 / scale)) + zero_point, info.min, info.max).astype(dtype)
-        else:
-            x = x.astype(dtype, copy=False)
-        self.interpreter.set_tensor(self.input["index"], x)
-        self.interpreter.invoke()
-        y = self.interpreter.get_tensor(self.output["index"]).copy()
-        if np.issubdtype(y.dtype, np.integer):
-            scale, zero_point = self.output["quantization"]
-            return (y.astype(np.float32) - zero_point) * np.float32(scale)
-        return y.astype(np.float32, copy=False)
+        self.model = runtimes.load("litert", path, options)
+        self.interpreter = self.model.interpreter
 
     def predict(self, x: np.ndarray) -> np.ndarray:
-        x = np.ascontiguousarray(x, dtype=np.float32)
-        batch = int(self.input["shape"][0])
-        if x.shape[0] == batch:
-            return self._invoke(x)
-        if batch == 1:  # artifacts are built at batch 1; larger inputs run row by row
-            return np.concatenate([self._invoke(x[i : i + 1]) for i in range(len(x))])
-        raise ValueError(f"litert: the model takes batches of {batch}, got {x.shape[0]}")
+        return self.model.predict(x)
 
     def operator_report(self) -> dict[str, Any]:
         ops = self.interpreter._get_ops_details()  # no public API lists nodes; this one is stable across tflite/litert
@@ -176,7 +146,7 @@ class LiteRtRunner(Runner):
             "fallback_ops": sorted(fallback),
             "fallback_op_counts": dict(fallback),
             "tensor_dtypes": dict(tensors),
-            "io": {"input": _io_entry(self.input), "output": _io_entry(self.output)},
+            "io": {"input": _io_entry(self.model.input), "output": _io_entry(self.model.output)},
         }
 
 

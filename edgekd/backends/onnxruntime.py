@@ -13,17 +13,18 @@ import onnx
 
 from .. import onnx_export as ox
 from ..io import atomic_path
+from ..ondevice import runtimes
 from .base import BACKENDS, Backend, CompileSources, Runner, package_version
 
 
 class OrtRunner(Runner):
     def __init__(self, path: Path, options: dict[str, Any]) -> None:
         self.path, self.options = path, options
-        self.session = ox.session(path, threads=options.get("threads"), optimization=options.get("optimization", "all"))
-        self.input_name = self.session.get_inputs()[0].name
+        self.model = runtimes.load("onnxruntime", path, options)
+        self.session, self.input_name = self.model.session, self.model.input_name
 
     def predict(self, x: np.ndarray) -> np.ndarray:
-        return self.session.run(None, {self.input_name: np.ascontiguousarray(x, dtype=np.float32)})[0]
+        return self.model.predict(x)
 
     def operator_report(self) -> dict[str, Any]:
         """Provider per node, from one profiled inference (ONNX Runtime's own record of where nodes ran)."""

@@ -16,34 +16,17 @@ from typing import Any
 import numpy as np
 
 from ..io import atomic_path
+from ..ondevice import runtimes
 from .base import BACKENDS, Backend, CompileSources, Runner, package_version
-
-
-def compile_ir(path: Path, options: dict[str, Any], precision: str):
-    import openvino as ov
-    import openvino.properties as props
-    import openvino.properties.hint as hints
-
-    core = ov.Core()
-    config = {hints.performance_mode: hints.PerformanceMode.LATENCY, props.inference_num_threads: int(options.get("threads", 0))}
-    if options.get("streams"):
-        config[props.num_streams] = int(options["streams"])
-    wanted = options.get("inference_precision", "f32")
-    types = {"f32": ov.Type.f32, "bf16": ov.Type.bf16, "f16": ov.Type.f16}
-    if wanted not in types:
-        raise ValueError(f"openvino option inference_precision={wanted!r}; expected one of {', '.join(types)}")
-    config[hints.inference_precision] = types[wanted]
-    compiled = core.compile_model(core.read_model(str(path)), "CPU", config)
-    return compiled
 
 
 class OpenVinoRunner(Runner):
     def __init__(self, path: Path, options: dict[str, Any], precision: str) -> None:
-        self.compiled = compile_ir(path, options, precision)
-        self.request = self.compiled.create_infer_request()
+        self.model = runtimes.load("openvino", path, options)
+        self.compiled = self.model.compiled
 
     def predict(self, x: np.ndarray) -> np.ndarray:
-        return np.asarray(self.request.infer({0: np.ascontiguousarray(x, dtype=np.float32)})[0]).copy()
+        return self.model.predict(x)
 
     def operator_report(self) -> dict[str, Any]:
         import openvino.properties.hint as hints

@@ -1,0 +1,93 @@
+"""The budgets YAML: limits per target (glob), later entries refining earlier ones.
+
+    budgets:
+      - target: "*"
+        min_accuracy: 0.97
+        max_latency_ms: {p95: 2.0}
+      - target: "jetson-*"
+        precision: int8
+        max_energy_mj: 5.0
+
+Every key is optional except ``target``; an unknown key is an error, so a
+misspelt budget never silently stops gating.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from ..errors import ConfigError
+
+Percentile = Literal["p50", "p90", "p95", "p99", "mean", "max"]
+SELECTORS = ("target", "backend", "precision")
+
+
+class Budget(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    target: str = Field(..., description="glob over target names")
+    backend: str = Field("*", description="glob over backends (onnxruntime, openvino, ...)")
+    precision: str = Field("*", description="glob over precisions (fp32, fp16, int8)")
+    min_accuracy: float | None = Field(None, ge=0, le=1)
+    max_accuracy_drop: float | None = Field(None, ge=0, le=1, description="against the FP32 student, or `against`")
+    against: Literal["student", "teacher"] | None = None
+    max_class_drop: float | None = Field(None, ge=0, le=1, description="worst per-class drop against the teacher")
+    class_drop_against: Literal["student", "teacher"] | None = None
+    max_latency_ms: dict[Percentile, float] | None = None
+    max_energy_mj: float | None = Field(None, gt=0, description="millijoules per inference")
+    min_accuracy_per_watt: float | None = Field(None, ge=0)
+    max_size_mb: float | None = Field(None, gt=0, description="10^6 bytes")
+    max_peak_memory_mb: float | None = Field(None, gt=0)
+    require_measured_energy: bool | None = None
+    require_stable_latency: bool | None = None
+    allow_not_run: bool | None = Field(None, description="artifacts not run here are skipped, not failed (default true)")
+
+    def matches(self, target: str, backend: str, precision: str) -> bool:
+        return (fnmatch.fnmatchcase(target, self.target) and fnmatch.fnmatchcase(backend, self.backend)
+                and fnmatch.fnmatchcase(precision, self.precision))
+
+
+class BudgetsFile(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    budgets: list[Budget] = Field(..., min_length=1)
+
+
+def load_budgets(path: str | Path) -> BudgetsFile:
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"budgets file {path} does not exist")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as error:
+        raise ConfigError(f"budgets file {path} is not valid YAML: {error}") from None
+    try:
+        return BudgetsFile.model_validate(data)
+    except ValidationError as error:
+        problems = []
+        for e in error.errors():
+            where = ".".join(map(str, e["loc"])) or "(top level)"
+            what = "unknown budget key" if e["type"] == "extra_forbidden" else e["msg"]
+            problems.append(f"{where}: {what} (got {e.get('input')!r})" if e["type"] != "extra_forbidden" else f"{where}: {what}")
+        keys = ", ".join(k for k in Budget.model_fields)
+        raise ConfigError(f"budgets file {path}: " + "; ".join(problems) + f". Known keys: {keys}") from None
+
+
+def effective(budgets: BudgetsFile, target: str, backend: str, precision: str) -> dict:
+    """The limits that apply to one artifact: matching entries merged in order, later keys winning."""
+    merged: dict = {}
+    for budget in budgets.budgets:
+        if not budget.matches(target, backend, precision):
+            continue
+        for key in budget.model_fields_set - set(SELECTORS):
+            value = getattr(budget, key)
+            if key == "max_latency_ms" and value is not None:
+                merged[key] = {**merged.get(key, {}), **value}
+            else:
+                merged[key] = value
+    return {k: v for k, v in merged.items() if v is not None}

@@ -1,0 +1,102 @@
+"""Apply budgets to a report: one check per artifact and budget, each passed or failed with the numbers."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .budgets import BudgetsFile, effective
+
+# budget key -> (what is measured, how it compares): "min" passes when measured >= limit, "max" when <=.
+LIMITS = {
+    "min_accuracy": "min",
+    "max_accuracy_drop": "max",
+    "max_class_drop": "max",
+    "max_energy_mj": "max",
+    "min_accuracy_per_watt": "min",
+    "max_size_mb": "max",
+    "max_peak_memory_mb": "max",
+}
+
+
+def _measured(key: str, artifact: dict[str, Any], report: dict[str, Any], limits: dict[str, Any]) -> float | None:
+    accuracy = artifact.get("accuracy")
+    if key == "min_accuracy":
+        return accuracy
+    if key == "max_accuracy_drop":
+        reference = report[limits.get("against", "student")]["accuracy"]
+        return None if accuracy is None else reference - accuracy
+    if key == "max_class_drop":
+        reference = report[limits.get("class_drop_against", "teacher")]["per_class_accuracy"]
+        mine = artifact.get("per_class_accuracy")
+        if not mine:
+            return None
+        return max(r - a for r, a in zip(reference, mine) if r == r and a == a)  # NaN: a class absent from the split
+    if key == "max_energy_mj":
+        return (artifact.get("energy") or {}).get("mj_per_inference")
+    if key == "min_accuracy_per_watt":
+        return artifact.get("accuracy_per_watt")
+    if key == "max_size_mb":
+        return None if artifact.get("size_bytes") is None else artifact["size_bytes"] / 1e6
+    if key == "max_peak_memory_mb":
+        return artifact.get("peak_memory_mb")
+    raise KeyError(key)
+
+
+def _check(artifact, budget, limit, measured, passed, message) -> dict[str, Any]:
+    return {"target": artifact["target"], "artifact": artifact["id"], "budget": budget, "limit": limit,
+            "measured": measured, "passed": bool(passed), "message": message, "skipped": False}
+
+
+def check_artifact(artifact: dict[str, Any], report: dict[str, Any], budgets: BudgetsFile) -> list[dict[str, Any]]:
+    limits = effective(budgets, artifact["target"], artifact["backend"], artifact["precision"])
+    gated = [k for k in limits if k not in ("against", "class_drop_against", "allow_not_run")]
+    if not gated:
+        return []
+    if artifact["status"] == "not run here" and limits.get("allow_not_run", True):
+        return [{**_check(artifact, "status", "ok", artifact["status"], True, f"skipped: not run here ({artifact.get('reason', '')})"),
+                 "skipped": True}]
+    if artifact["status"] != "ok":
+        return [_check(artifact, "status", "ok", artifact["status"], False,
+                       f"{artifact['status']}: {artifact.get('reason') or 'no reason given'}")]
+    checks = []
+    for key in gated:
+        limit = limits[key]
+        if key == "max_latency_ms":
+            for percentile, bound in sorted(limit.items()):
+                value = (artifact.get("latency_ms") or {}).get(percentile)
+                ok = value is not None and value <= bound
+                text = "not measured" if value is None else f"{percentile} {value:.4g} ms {'<=' if ok else '>'} {bound:g} ms"
+                checks.append(_check(artifact, f"max_latency_ms.{percentile}", bound, value, ok, text))
+        elif key == "require_measured_energy":
+            source = (artifact.get("energy") or {}).get("source")
+            ok = not limit or source == "measured"
+            meter = (artifact.get("energy") or {}).get("meter", "")
+            text = f"energy is {source or 'missing'}" + (f" ({meter})" if source == "estimated" else "") + ("" if ok else "; a meter reading is required")
+            checks.append(_check(artifact, key, bool(limit), source, ok, text))
+        elif key == "require_stable_latency":
+            stable = (artifact.get("latency_ms") or {}).get("stable")
+            ok = not limit or stable is True
+            checks.append(_check(artifact, key, bool(limit), stable, ok, "latency stable" if stable else "latency flagged unstable (CoV above threshold)"))
+        else:
+            value = _measured(key, artifact, report, limits)
+            kind = LIMITS[key]
+            ok = value is not None and (value >= limit if kind == "min" else value <= limit)
+            sign = (">=" if ok else "<") if kind == "min" else ("<=" if ok else ">")
+            text = "not measured" if value is None else f"{value:.4g} {sign} {limit:g}"
+            checks.append(_check(artifact, key, limit, value, ok, text))
+    return checks
+
+
+def evaluate(report: dict[str, Any], budgets: BudgetsFile, budgets_file: str = "") -> dict[str, Any]:
+    """Checks per artifact id, and the verdict."""
+    per_artifact = {a["id"]: check_artifact(a, report, budgets) for a in report["artifacts"]}
+    checks = [c for cs in per_artifact.values() for c in cs]
+    failures = sum(not c["passed"] for c in checks)
+    return {"per_artifact": per_artifact,
+            "summary": {"passed": failures == 0, "checks": len(checks), "failures": failures, "budgets_file": budgets_file}}
+
+
+def apply(report: dict[str, Any], result: dict[str, Any]) -> dict[str, Any]:
+    """The report with each artifact's checks and the verdict filled in."""
+    artifacts = [{**a, "gate": result["per_artifact"].get(a["id"], [])} for a in report["artifacts"]]
+    return {**report, "artifacts": artifacts, "gate": result["summary"]}

@@ -1,0 +1,189 @@
+"""The device-side benchmark: load one artifact, time it, score it, read the energy meter; print JSON.
+
+Run here by the local runner and on devices by the SSH runner, with the same
+code, so a device's row has the same form as a local one::
+
+    python -m edgekd.ondevice.bench --artifact model.tflite --backend litert \\
+        --data test.npz --options '{"threads": 1}' --out result.json
+
+``--data`` holds the test inputs ``x`` (N, C, H, W float32, preprocessed) and
+labels ``y``; accuracy is computed on all of them, in this runtime.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from .latency import LatencySettings, measure_latency
+from .runtimes import Unavailable, load
+
+
+def _status_mb(field: str) -> float | None:
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return None
+
+
+def _rss_mb() -> float | None:
+    return _status_mb("VmRSS")
+
+
+def _peak_rss_mb() -> float:
+    """VmHWM where there is /proc: ru_maxrss on Linux keeps the peak of the parent that forked us."""
+    peak = _status_mb("VmHWM")
+    if peak is not None:
+        return peak
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / 2**20 if sys.platform == "darwin" else peak / 1024  # bytes on macOS, KiB on Linux
+
+
+def host_info(threads: int | None) -> dict:
+    """What the numbers depend on: the CPU, its clock now, the cores this process may use."""
+    found: dict[str, str] = {}
+    mhz = None
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            key, _, value = line.partition(":")
+            key, value = key.strip(), value.strip()
+            if key in ("model name", "Model", "Hardware") and value and key not in found:
+                found[key] = value  # x86: model name; Raspberry Pi and other ARM boards: Model / Hardware
+            if key == "cpu MHz" and mhz is None:
+                mhz = float(value)
+    except OSError:
+        pass
+    cpu = found.get("model name") or found.get("Model") or found.get("Hardware") or platform.processor()
+    try:
+        mhz = int(Path("/sys/devices/system/cpu/cpu0/cpufreq/scaling_cur_freq").read_text()) / 1000
+    except (OSError, ValueError):
+        pass
+    affinity = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None
+    return {"cpu": cpu or platform.machine(), "cores": os.cpu_count(), "frequency_mhz": mhz, "threads": threads,
+            "affinity": affinity, "machine": f"{platform.system()} {platform.release()} {platform.machine()}"}
+
+
+def _energy(infer, args) -> tuple[dict | None, dict]:
+    """Measured energy when a meter exists here, else None and why each meter was not used."""
+    if args.meter == "none" or args.energy_windows <= 0:
+        return None, {"all": "energy measurement turned off"}
+    from .energy import measure_energy
+    from .meters import detect, open_meter
+    from .meters.base import MeterUnavailable
+
+    if args.meter == "auto":
+        meter, reasons = detect()
+    else:
+        try:
+            meter, reasons = open_meter(args.meter), {}
+        except MeterUnavailable as why:
+            return None, {args.meter: str(why)}
+    if meter is None:
+        return None, reasons
+    return measure_energy(infer, meter, windows=args.energy_windows, window_s=args.energy_window_s), reasons
+
+
+def run(args: argparse.Namespace) -> dict:
+    if args.pin:
+        os.sched_setaffinity(0, {int(c) for c in args.pin.split(",")})
+    options = json.loads(args.options)
+    data = np.load(args.data)
+    x, y = np.ascontiguousarray(data["x"], dtype=np.float32), data["y"].astype(np.int64)
+    baseline_mb = _rss_mb()
+    started = time.perf_counter()
+    model = load(args.backend, args.artifact, options)
+    load_ms = (time.perf_counter() - started) * 1000
+    started = time.perf_counter()
+    model.predict(x[:1])
+    first_ms = (time.perf_counter() - started) * 1000
+
+    # Single stream over a preloaded set of real inputs, as MLPerf's SingleStream does.
+    pool, cursor = [x[i : i + 1] for i in range(min(len(x), 64))], [0]
+
+    def infer() -> None:
+        model.predict(pool[cursor[0] % len(pool)])
+        cursor[0] += 1
+
+    settings = LatencySettings(warmup_s=args.warmup_s, warmup_runs=args.warmup_runs, runs=args.runs,
+                               min_seconds=args.min_seconds, max_seconds=args.max_seconds,
+                               cov_threshold=args.cov_threshold, max_repeats=args.repeats)
+    latency = measure_latency(infer, settings)
+    latency.update(load_ms=load_ms, first_inference_ms=first_ms)
+
+    logits = np.concatenate([model.predict(x[i : i + 1]) for i in range(len(x))])
+    predicted = logits.argmax(axis=1)
+    classes = int(max(y.max() + 1, logits.shape[1]))
+    per_class = [float((predicted[y == c] == c).mean()) if (y == c).any() else float("nan") for c in range(classes)]
+    energy, meter_reasons = _energy(infer, args)
+    return {
+        "status": "ok",
+        "runtime": getattr(model, "runtime", ""),
+        "latency_ms": latency,
+        "accuracy": float((predicted == y).mean()),
+        "per_class_accuracy": per_class,
+        "samples": int(len(y)),
+        "logits_sha256": __import__("hashlib").sha256(np.round(logits, 4).tobytes()).hexdigest(),
+        "energy": energy,
+        "meters_unavailable": meter_reasons,
+        "cpu_utilization": latency["cpu_seconds"] / latency["wall_seconds"] if latency["wall_seconds"] else None,
+        "peak_memory_mb": _peak_rss_mb(),
+        "baseline_memory_mb": baseline_mb,
+        "host": host_info(options.get("threads")),
+        "python": platform.python_version(),
+    }
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m edgekd.ondevice.bench", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--artifact", required=True, help="the compiled model file (.onnx, .ort, .xml, .tflite, .mlpackage, .engine)")
+    p.add_argument("--backend", required=True, help="onnxruntime | openvino | litert | coreml | tensorrt")
+    p.add_argument("--data", required=True, help=".npz with x (N,C,H,W float32) and y (N,) labels")
+    p.add_argument("--options", default="{}", help="runtime options as JSON, e.g. '{\"threads\": 1}'")
+    p.add_argument("--out", help="write the JSON here (default: stdout)")
+    p.add_argument("--warmup-s", type=float, default=2.0, help="warm up for at least this many seconds (default 2)")
+    p.add_argument("--warmup-runs", type=int, default=20, help="... and at least this many runs (default 20)")
+    p.add_argument("--runs", type=int, default=1000, help="timed runs, at least (default 1000)")
+    p.add_argument("--min-seconds", type=float, default=2.0, help="time for at least this long (default 2)")
+    p.add_argument("--max-seconds", type=float, default=60.0, help="stop timing after this long (default 60)")
+    p.add_argument("--cov-threshold", type=float, default=0.10, help="repeat when std/mean is above this (default 0.10)")
+    p.add_argument("--repeats", type=int, default=3, help="measurements at most, when unstable (default 3)")
+    p.add_argument("--meter", default="auto", help="energy meter: auto | none | rapl | nvml | jetson-ina3221 | android-battery | powermetrics")
+    p.add_argument("--energy-windows", type=int, default=5, help="energy windows (default 5; 0 turns energy off)")
+    p.add_argument("--energy-window-s", type=float, default=10.0, help="seconds per energy window (default 10)")
+    p.add_argument("--pin", help="CPU cores to pin to, e.g. 4,5,6,7 (the big cores of a phone)")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        result = run(args)
+        code = 0
+    except Unavailable as why:
+        result, code = {"status": "not run here", "reason": str(why)}, 0
+    except Exception as error:  # the host shows this as the artifact's failed profile
+        result, code = {"status": "failed", "reason": f"{type(error).__name__}: {error}"}, 1
+    text = json.dumps(result, indent=1)
+    if args.out:
+        tmp = Path(args.out).with_suffix(".tmp")
+        tmp.write_text(text)
+        os.replace(tmp, args.out)
+    else:
+        print(text)
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,85 @@
+"""The single-stream latency protocol: batch 1, warm-up by time and count, then timed runs.
+
+Follows the recipe of the standard tools (trtexec, benchmark_app,
+benchmark_model): at least two seconds of warm-up, since CPUs take over a
+second to reach their boost clock; per-iteration times kept, so every
+percentile comes from the same samples; load and first inference reported
+apart from the steady state; an unstable measurement (coefficient of
+variation above a threshold) repeated and, if still unstable, flagged.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass
+from typing import Callable
+
+import numpy as np
+
+
+@dataclass
+class LatencySettings:
+    warmup_s: float = 2.0  # warm-up lasts at least this long ...
+    warmup_runs: int = 20  # ... and at least this many runs
+    runs: int = 1000  # timed runs: at least this many ...
+    min_seconds: float = 2.0  # ... and for at least this long
+    max_seconds: float = 60.0  # but never longer than this
+    cov_threshold: float = 0.10  # std/mean above this repeats the measurement
+    max_repeats: int = 3
+
+
+def summarize(samples_ms: np.ndarray, bins: int = 40) -> dict:
+    samples = np.asarray(samples_ms, dtype=np.float64)
+    mean, std = float(samples.mean()), float(samples.std(ddof=1)) if len(samples) > 1 else 0.0
+    p50, p90, p95, p99 = (float(v) for v in np.percentile(samples, [50, 90, 95, 99]))
+    # The histogram spans min..p99.9 so one outlier does not squash every other bin into one.
+    top = float(np.percentile(samples, 99.9))
+    counts, edges = np.histogram(np.clip(samples, None, top), bins=bins, range=(float(samples.min()), max(top, float(samples.min()) + 1e-6)))
+    return {
+        "p50": p50, "p90": p90, "p95": p95, "p99": p99, "mean": mean, "std": std,
+        "min": float(samples.min()), "max": float(samples.max()), "cov": std / mean if mean > 0 else 0.0,
+        "runs": int(len(samples)),
+        "histogram": {"edges_ms": [float(e) for e in edges], "counts": [int(c) for c in counts]},
+    }
+
+
+def _timed_loop(infer: Callable[[], object], settings: LatencySettings) -> tuple[np.ndarray, float, float]:
+    """Per-run times in ms, plus the wall and process CPU seconds of the loop (for utilization)."""
+    times: list[float] = []
+    clock = time.perf_counter
+    started, cpu_started = clock(), time.process_time()
+    while True:
+        t0 = clock()
+        infer()
+        times.append((clock() - t0) * 1000.0)
+        elapsed = clock() - started
+        if (len(times) >= settings.runs and elapsed >= settings.min_seconds) or elapsed >= settings.max_seconds:
+            break
+    return np.asarray(times), clock() - started, time.process_time() - cpu_started
+
+
+def measure_latency(infer: Callable[[], object], settings: LatencySettings | None = None) -> dict:
+    """Warm up, then time ``infer`` (one batch-1 inference) until both the run count and the duration are met."""
+    settings = settings or LatencySettings()
+    warm_started, warm_runs = time.perf_counter(), 0
+    while warm_runs < settings.warmup_runs or time.perf_counter() - warm_started < settings.warmup_s:
+        infer()
+        warm_runs += 1
+    warmup_seconds = time.perf_counter() - warm_started
+    best = None
+    for repeat in range(1, settings.max_repeats + 1):
+        samples, wall, cpu = _timed_loop(infer, settings)
+        stats = summarize(samples)
+        stats.update(wall_seconds=wall, cpu_seconds=cpu, repeats=repeat)
+        if best is None or stats["cov"] < best["cov"]:
+            best = {**stats}
+        best["repeats"] = repeat
+        if stats["cov"] <= settings.cov_threshold:
+            break
+    best.update(warmup_runs=warm_runs, warmup_seconds=warmup_seconds, stable=best["cov"] <= settings.cov_threshold,
+                cov_threshold=settings.cov_threshold)
+    return best
+
+
+def settings_dict(settings: LatencySettings) -> dict:
+    return asdict(settings)

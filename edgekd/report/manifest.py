@@ -1,0 +1,88 @@
+"""Provenance: ``manifest.json`` for the run and a short model card beside every artifact."""
+
+from __future__ import annotations
+
+import platform
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from .. import __version__
+from ..io import write_json, write_text
+
+TOOLCHAIN = ("torch", "torchao", "onnx", "onnxruntime", "openvino", "litert-torch", "ai-edge-litert", "coremltools",
+             "tensorrt", "torch-pruning", "numpy")
+
+
+def toolchain_versions() -> dict[str, str]:
+    versions = {}
+    for name in TOOLCHAIN:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            continue
+    return versions
+
+
+def build_manifest(records: dict[str, dict[str, Any]], config: dict[str, Any], report: dict[str, Any] | None) -> dict[str, Any]:
+    teacher, student = records.get("teacher", {}), records.get("prune") or records.get("distill") or {}
+    artifacts = [{k: a.get(k) for k in ("id", "path", "sha256", "size_bytes", "status")}
+                 for a in (report or {}).get("artifacts", [])]
+    if not artifacts and "compile" in records:
+        artifacts = [{"id": f"{a['target']}/{a['backend']}/{a['precision']}", "path": a.get("path"), "sha256": a.get("sha256"),
+                      "size_bytes": a.get("size_bytes"), "status": a["status"]} for a in records["compile"]["artifacts"]]
+    return {
+        "edgekd_version": __version__,
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "toolchain": toolchain_versions(),
+        "config": config,
+        "data": student.get("data", {}),
+        "teacher": [{"model": m.get("model"), "sha256": m.get("sha256")} for m in teacher.get("members", [])],
+        "student": {"model": student.get("model", {}).get("model"), "sha256": student.get("model", {}).get("sha256")},
+        "artifacts": artifacts,
+    }
+
+
+def model_card(artifact: dict[str, Any], report: dict[str, Any], manifest: dict[str, Any]) -> str:
+    def num(value, fmt):
+        return "-" if value is None else format(value, fmt)
+
+    lat, energy = artifact.get("latency_ms") or {}, artifact.get("energy") or {}
+    energy_text = "-"
+    if energy:
+        energy_text = f"{energy['mj_per_inference']:.4g} mJ per inference, {energy['avg_power_w']:.3g} W ({energy['source']}: {energy['meter']}; boundary {energy['boundary']})"
+    gate = artifact.get("gate")
+    gate_text = "no budgets applied" if gate is None else (
+        "all budgets hold" if all(c["passed"] for c in gate) else
+        "FAILED: " + ", ".join(f"{c['budget']} ({c['message']})" for c in gate if not c["passed"]))
+    return "\n".join([
+        f"# {artifact['id']}",
+        "",
+        f"Built by edgekd {manifest['edgekd_version']} from the student `{manifest['student']['model']}` "
+        f"(parameters sha256 `{(manifest['student']['sha256'] or '')[:16]}`), distilled from "
+        + ", ".join(f"`{t['model']}`" for t in manifest["teacher"]) + f" on `{manifest['data'].get('source', '?')}` "
+        f"(data sha256 `{str(manifest['data'].get('data_hash', ''))[:16]}`).",
+        "",
+        "| | |", "|---|---|",
+        f"| status | {artifact['status']}{': ' + artifact['reason'] if artifact.get('reason') else ''} |",
+        f"| file | `{artifact.get('path')}` ({num(artifact.get('size_bytes'), ',')} bytes, sha256 `{(artifact.get('sha256') or '')[:16]}`) |",
+        f"| accuracy | {num(artifact.get('accuracy'), '.2%')} (teacher {report['teacher']['accuracy']:.2%}, FP32 student {report['student']['accuracy']:.2%}) |",
+        f"| latency (batch 1) | p50 {num(lat.get('p50'), '.4g')} ms, p95 {num(lat.get('p95'), '.4g')} ms, p99 {num(lat.get('p99'), '.4g')} ms |",
+        f"| energy | {energy_text} |",
+        f"| accuracy per watt | {num(artifact.get('accuracy_per_watt'), '.4g')} |",
+        f"| peak memory | {num(artifact.get('peak_memory_mb'), '.1f')} MB |",
+        f"| measured on | {(artifact.get('host') or {}).get('cpu', '-')} via {(artifact.get('host') or {}).get('runner', '-')} |",
+        f"| gate | {gate_text} |",
+        "",
+    ])
+
+
+def write_provenance(run_dir: Path, records: dict[str, dict[str, Any]], config: dict[str, Any], report: dict[str, Any] | None) -> dict[str, Any]:
+    manifest = build_manifest(records, config, report)
+    write_json(run_dir / "manifest.json", manifest)
+    for artifact in (report or {}).get("artifacts", []):
+        if artifact.get("path") and artifact["status"] == "ok":
+            path = run_dir / artifact["path"]
+            write_text(path.parent / f"{path.name}.card.md", model_card(artifact, report, manifest))
+    return manifest

@@ -1,0 +1,34 @@
+"""The report as a terminal table, printed at the end of a run."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def report_table(report: dict[str, Any]):
+    from rich.table import Table
+
+    table = Table(title=f"profile: {report['run']} (teacher {report['teacher']['accuracy']:.2%}, FP32 student {report['student']['accuracy']:.2%})")
+    right = ("accuracy", "p50 ms", "p95 ms", "p99 ms", "CoV", "mJ/inf", "acc/W", "peak MB")
+    for column in ("artifact", "status", *right, "energy source", "gate"):
+        table.add_column(column, justify="right" if column in right else "left")
+    for a in report["artifacts"]:
+        lat, energy = a.get("latency_ms") or {}, a.get("energy") or {}
+        gate = a.get("gate")
+        if gate is None:
+            gate_text = "-"
+        elif not gate or all(c["skipped"] for c in gate):
+            gate_text = "[yellow]skipped[/]" if gate else "-"
+        else:
+            failed = [c["budget"] for c in gate if not c["passed"]]
+            gate_text = "[green]pass[/]" if not failed else "[red]FAIL[/] " + ", ".join(failed)
+        status = {"ok": "[green]ok[/]", "failed": "[red]failed[/]"}.get(a["status"], f"[yellow]{a['status']}[/]")
+        num = lambda v, f: "-" if v is None else format(v, f)  # noqa: E731
+        unstable = "" if lat.get("stable", True) else " [red]unstable[/]"
+        table.add_row(
+            a["id"], status, num(a.get("accuracy"), ".2%"), num(lat.get("p50"), ".4f"), num(lat.get("p95"), ".4f"),
+            num(lat.get("p99"), ".4f"), num(lat.get("cov"), ".2f") + unstable, num(energy.get("mj_per_inference"), ".4f"),
+            num(a.get("accuracy_per_watt"), ".3f"), num(a.get("peak_memory_mb"), ".0f"),
+            energy.get("source", "-") if energy.get("source") != "estimated" else "estimated", gate_text,
+        )
+    return table

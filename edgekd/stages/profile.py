@@ -1,0 +1,152 @@
+"""Stage ``profile``: accuracy, latency percentiles, memory and energy of every compiled artifact.
+
+Each artifact that compiled is run by ``edgekd.ondevice.bench`` on its
+target's device (this machine by default) in a fresh process: the latency
+protocol, accuracy on the test split in the artifact's own runtime, and
+energy from a meter where one exists, else the target's power model,
+labelled estimated. Devices are profiled concurrently, the artifacts of one
+device one after another (so they never disturb each other's timing).
+"""
+
+from __future__ import annotations
+
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from rich.console import Console
+
+from ..errors import ConfigError
+from ..power_models import POWER_MODELS, estimate
+from ..runners import DeviceFailed, DeviceUnreachable, ProfileJob, bench_args, runner_for
+from ..targets import load_target
+from .base import STAGES, Stage, StageContext
+
+UNREACHABLE = "unreachable"
+
+
+def artifact_files(path: Path) -> list[Path]:
+    """The artifact and the files it needs beside it."""
+    files = [path]
+    if path.suffix == ".xml":
+        files.append(path.with_suffix(".bin"))
+    return files
+
+
+def result_row(row: dict[str, Any], bench: dict[str, Any], power: dict[str, Any] | None, runner: str) -> dict[str, Any]:
+    """One artifact's profile: the benchmark's numbers plus energy (measured, or estimated and named so)."""
+    out = {"id": artifact_id(row), "target": row["target"], "backend": row["backend"], "precision": row["precision"],
+           "runner": runner, "status": bench.get("status", "failed"), "reason": bench.get("reason", "")}
+    if out["status"] != "ok":
+        return out
+    energy = bench.get("energy") or estimate(power, bench)
+    if energy is not None and bench.get("energy") is None:
+        energy["meters_unavailable"] = bench.get("meters_unavailable", {})
+    accuracy = bench["accuracy"]
+    out.update(
+        latency_ms=bench["latency_ms"], accuracy=accuracy, per_class_accuracy=bench["per_class_accuracy"],
+        samples=bench["samples"], energy=energy, peak_memory_mb=bench.get("peak_memory_mb"),
+        baseline_memory_mb=bench.get("baseline_memory_mb"), cpu_utilization=bench.get("cpu_utilization"),
+        accuracy_per_watt=accuracy / energy["avg_power_w"] if energy and energy["avg_power_w"] > 0 else None,
+        host={**bench.get("host", {}), "runner": runner, "runtime": bench.get("runtime", "")},
+    )
+    return out
+
+
+def artifact_id(row: dict[str, Any]) -> str:
+    return f"{row['target']}/{row['backend']}/{row['precision']}"
+
+
+@STAGES.register("profile")
+class ProfileStage(Stage):
+    name = "profile"
+    requires = ("compile",)
+    summary = "latency percentiles, accuracy, memory and energy of every artifact, on its device"
+
+    def _targets(self, ctx: StageContext):
+        targets = [load_target(t, ctx.config.base_dir, key=f"targets[{i}]") for i, t in enumerate(ctx.config.targets)]
+        wanted = ctx.config.profile.devices
+        if wanted:
+            known = {t.name for t in targets}
+            unknown = [d for d in wanted if d not in known]
+            if unknown:
+                raise ConfigError(f"profile.devices: {', '.join(map(repr, unknown))} not among this run's targets ({', '.join(sorted(known))})")
+            targets = [t for t in targets if t.name in wanted]
+        return targets
+
+    def validate(self, ctx: StageContext) -> None:
+        for target in self._targets(ctx):
+            model = (target.power or {}).get("model")
+            if target.power and model not in POWER_MODELS:
+                raise ConfigError(f"{target.source}: power.model {model!r} unknown; expected one of {', '.join(POWER_MODELS)}")
+
+    def cache_inputs(self, ctx: StageContext) -> dict[str, Any]:
+        return {"profile": ctx.config.section("profile"),
+                "targets": {t.name: {"device": t.device.model_dump(), "power": t.power} for t in self._targets(ctx)}}
+
+    def run(self, ctx: StageContext, out_dir: Path) -> dict[str, Any]:
+        cfg, data = ctx.config.profile, ctx.data
+        samples = cfg.samples or len(data.y_test)
+        test_file = out_dir / "test.npz"
+        np.savez(test_file, x=data.x_test[:samples].numpy().astype(np.float32), y=data.y_test[:samples].numpy())
+        targets = {t.name: t for t in self._targets(ctx)}
+        compiled = [r for r in ctx.records["compile"]["artifacts"] if r["target"] in targets]
+        results: dict[str, dict[str, Any]] = {}
+        by_device: dict[str, list[dict[str, Any]]] = {}
+        for row in compiled:
+            if row["status"] != "ok":  # nothing to profile: the compile row says why
+                results[artifact_id(row)] = {"id": artifact_id(row), "target": row["target"], "backend": row["backend"],
+                                             "precision": row["precision"], "status": row["status"],
+                                             "reason": row["reason"] or "not compiled", "runner": None}
+            else:
+                by_device.setdefault(row["target"], []).append(row)
+
+        console = Console(stderr=True)
+
+        def profile_device(name: str) -> list[dict[str, Any]]:
+            target = targets[name]
+            runner = runner_for(target.device)
+            rows = []
+            for row in by_device[name]:
+                path = ctx.absolute(row["path"])
+                job = ProfileJob(artifact=path, files=artifact_files(path), backend=row["backend"], precision=row["precision"],
+                                 options=row.get("options") or {}, data=test_file, bench_args=bench_args(cfg), timeout_s=cfg.timeout_s)
+                started = time.perf_counter()
+                rows.append(self._attempt(runner, job, row, target.power, cfg.retries))
+                console.print(f"  {artifact_id(row)} on {runner.label}: {rows[-1]['status']} ({time.perf_counter() - started:.1f}s)")
+            return rows
+
+        with ThreadPoolExecutor(max_workers=max(1, len(by_device))) as pool:
+            for rows in pool.map(profile_device, list(by_device)):
+                results.update({r["id"]: r for r in rows})
+        ordered = [results[artifact_id(r)] for r in compiled]
+        return {"artifacts": ordered, "test_samples": samples,
+                "counts": {s: sum(r["status"] == s for r in ordered) for s in ("ok", "failed", "not run here", UNREACHABLE)}}
+
+    @staticmethod
+    def _attempt(runner, job: ProfileJob, row: dict[str, Any], power, retries: int) -> dict[str, Any]:
+        for attempt in range(retries + 1):
+            try:
+                return result_row(row, runner.profile(job), power, runner.label)
+            except DeviceUnreachable as why:
+                reason = str(why)
+                if attempt < retries:
+                    time.sleep(min(5.0, 1.0 + attempt))
+                    continue
+                return {**result_row(row, {"status": UNREACHABLE, "reason": reason}, power, runner.label)}
+            except DeviceFailed as why:
+                return result_row(row, {"status": "failed", "reason": str(why)}, power, runner.label)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def describe(self, record: dict[str, Any]) -> list[tuple[str, str]]:
+        rows = []
+        for r in record["artifacts"]:
+            if r["status"] != "ok":
+                continue
+            lat, energy = r["latency_ms"], r["energy"]
+            e = f"; {energy['mj_per_inference']:.3f} mJ ({energy['source']})" if energy else ""
+            flag = "" if lat["stable"] else " UNSTABLE"
+            rows.append((r["id"], f"{r['accuracy']:.2%}, p50 {lat['p50']:.3f} ms, p99 {lat['p99']:.3f} ms (CoV {lat['cov']:.2f}{flag}){e}"))
+        return rows
