@@ -74,7 +74,8 @@ class StageContext:
         return str(Path(path).resolve().relative_to(self.run_dir.resolve()))
 
     def absolute(self, relative: str) -> Path:
-        return self.run_dir / relative
+        # Absolute, so loaders that resolve relative paths against the config's folder never see it as relative.
+        return self.run_dir.resolve() / relative
 
 
 class Stage(ABC):
