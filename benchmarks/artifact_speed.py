@@ -27,7 +27,6 @@ import argparse
 import json
 import logging
 import os
-import re
 import statistics
 import subprocess
 import sys
@@ -45,6 +44,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from common import machine_info, markdown_table, write_results  # noqa: E402
+from native_tools import benchmark_app, litert_benchmark  # noqa: E402
 
 import edgekd  # noqa: E402,F401
 from edgekd import onnx_export as ox  # noqa: E402
@@ -235,28 +235,6 @@ def build_openvino(model: torch.nn.Module, calib: torch.Tensor, work: Path) -> d
     return paths
 
 
-def benchmark_app(xml: Path, threads: int, seconds: int) -> dict[str, Any]:
-    exe = VENV_BIN / "benchmark_app"
-    # benchmark_app refuses -nstreams/-nthreads together with -hint latency ("fine tune options ... set -hint
-    # option to none", a UI rule); the same properties go in through -load_config, and the run prints them back.
-    config = xml.parent / f"benchmark_app_{threads}t.json"
-    config.write_text(json.dumps({"CPU": {"NUM_STREAMS": "1", "INFERENCE_NUM_THREADS": str(threads),
-                                          "INFERENCE_PRECISION_HINT": "f32"}}))
-    cmd = [str(exe), "-m", str(xml), "-d", "CPU", "-hint", "latency", "-api", "sync", "-t", str(seconds),
-           "-infer_precision", "f32", "-load_config", str(config)]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=seconds * 6 + 120)
-    text = proc.stdout + proc.stderr
-    found = {k: re.search(rf"{k}:\s+([\d.]+)\s*ms", text) for k in ("Median", "Average", "Min", "Max")}
-    if proc.returncode != 0 or not found["Median"]:
-        tail = " | ".join(l.strip() for l in text.strip().splitlines()[-3:])
-        return {"error": f"benchmark_app rc={proc.returncode}: {tail}", "cmd": " ".join(cmd)}
-    count = re.search(r"Count:\s+(\d+)", text)
-    props = {k: m.group(1).strip() for k in ("NUM_STREAMS", "INFERENCE_NUM_THREADS", "INFERENCE_PRECISION_HINT", "PERFORMANCE_HINT")
-             if (m := re.search(rf"\b{k}:\s*(.+)", text))}
-    return {"cmd": " ".join(cmd), **{f"{k.lower()}_ms": float(m.group(1)) for k, m in found.items() if m},
-            "count": int(count.group(1)) if count else None, "compiled_properties": props}
-
-
 # ---------------------------------------------------------------- LiteRT
 
 
@@ -343,22 +321,6 @@ def litert_torch_reference(model: torch.nn.Module, calib: torch.Tensor, path: Pa
     edge = litert_torch.convert(graph, sample, quant_config=QuantConfig(pt2e_quantizer=quantizer))
     edge.export(str(path))
     return path
-
-
-def litert_benchmark(path: Path, threads: int, runs: int, warmup: int, json_path: Path) -> dict[str, Any]:
-    exe = VENV_BIN / "litert-benchmark"
-    if not exe.exists():
-        return {"error": f"{exe} not found"}
-    cmd = [str(exe), "--model", str(path), "--num_threads", str(threads), "--num_runs", str(runs),
-           "--warmup_runs", str(warmup), "--result_json", str(json_path)]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
-    if proc.returncode != 0 or not json_path.exists():
-        tail = " | ".join(l.strip() for l in (proc.stdout + proc.stderr).strip().splitlines()[-3:])
-        return {"error": f"litert-benchmark rc={proc.returncode}: {tail}", "cmd": " ".join(cmd)}
-    lat = json.loads(json_path.read_text())["latency"]
-    json_path.unlink()
-    return {"cmd": " ".join(cmd), "median_ms": lat["median_ms"], "avg_ms": lat["avg_ms"], "min_ms": lat["min_ms"],
-            "count": lat["num_runs"]}
 
 
 # ---------------------------------------------------------------- report

@@ -1,0 +1,50 @@
+"""The vendors' own latency tools, run on an artifact and parsed: OpenVINO ``benchmark_app``, ``litert-benchmark``."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+VENV_BIN = Path(sys.executable).parent
+
+
+def benchmark_app(xml: Path, threads: int, seconds: int) -> dict[str, Any]:
+    exe = VENV_BIN / "benchmark_app"
+    # benchmark_app refuses -nstreams/-nthreads together with -hint latency ("fine tune options ... set -hint
+    # option to none", a UI rule); the same properties go in through -load_config, and the run prints them back.
+    config = xml.parent / f"benchmark_app_{threads}t.json"
+    config.write_text(json.dumps({"CPU": {"NUM_STREAMS": "1", "INFERENCE_NUM_THREADS": str(threads),
+                                          "INFERENCE_PRECISION_HINT": "f32"}}))
+    cmd = [str(exe), "-m", str(xml), "-d", "CPU", "-hint", "latency", "-api", "sync", "-t", str(seconds),
+           "-infer_precision", "f32", "-load_config", str(config)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=seconds * 6 + 120)
+    text = proc.stdout + proc.stderr
+    found = {k: re.search(rf"{k}:\s+([\d.]+)\s*ms", text) for k in ("Median", "Average", "Min", "Max")}
+    if proc.returncode != 0 or not found["Median"]:
+        tail = " | ".join(l.strip() for l in text.strip().splitlines()[-3:])
+        return {"error": f"benchmark_app rc={proc.returncode}: {tail}", "cmd": " ".join(cmd)}
+    count = re.search(r"Count:\s+(\d+)", text)
+    props = {k: m.group(1).strip() for k in ("NUM_STREAMS", "INFERENCE_NUM_THREADS", "INFERENCE_PRECISION_HINT", "PERFORMANCE_HINT")
+             if (m := re.search(rf"\b{k}:\s*(.+)", text))}
+    return {"cmd": " ".join(cmd), **{f"{k.lower()}_ms": float(m.group(1)) for k, m in found.items() if m},
+            "count": int(count.group(1)) if count else None, "compiled_properties": props}
+
+
+def litert_benchmark(path: Path, threads: int, runs: int, warmup: int, json_path: Path) -> dict[str, Any]:
+    exe = VENV_BIN / "litert-benchmark"
+    if not exe.exists():
+        return {"error": f"{exe} not found"}
+    cmd = [str(exe), "--model", str(path), "--num_threads", str(threads), "--num_runs", str(runs),
+           "--warmup_runs", str(warmup), "--result_json", str(json_path)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    if proc.returncode != 0 or not json_path.exists():
+        tail = " | ".join(l.strip() for l in (proc.stdout + proc.stderr).strip().splitlines()[-3:])
+        return {"error": f"litert-benchmark rc={proc.returncode}: {tail}", "cmd": " ".join(cmd)}
+    lat = json.loads(json_path.read_text())["latency"]
+    json_path.unlink()
+    return {"cmd": " ".join(cmd), "median_ms": lat["median_ms"], "avg_ms": lat["avg_ms"], "min_ms": lat["min_ms"],
+            "count": lat["num_runs"]}
