@@ -312,3 +312,32 @@ def test_run_killed_during_compile_resumes_without_training_again(profiled, tmp_
         assert f"{stage}: cached" in resumed.stderr
     assert (out / "distill" / "stage.json").stat().st_mtime == trained
     assert json.loads((out / "report.json").read_text())["gate"]["passed"] is True
+
+
+def test_a_measurement_equal_to_its_limit_meets_it(tmp_path):
+    """0.97 - 0.94 is 0.030000000000000027 in floating point; a class drop of exactly 3 points meets max 0.03."""
+    budgets = load_budgets(write_yaml(tmp_path / "b.yaml", {"budgets": [{"target": "*", "max_class_drop": 0.03}]}))
+    report = synthetic_report([1.0, 0.9, 0.8])
+    report["teacher"]["per_class_accuracy"] = [1.0, 0.97, 0.8]
+    report["artifacts"][0]["per_class_accuracy"] = [1.0, 0.94, 0.8]
+    (check,) = evaluate(report, budgets)["per_artifact"]["t/b/int8"]
+    assert check["measured"] > 0.03 and check["passed"]
+    report["artifacts"][0]["per_class_accuracy"] = [1.0, 0.93, 0.8]
+    (check,) = evaluate(report, budgets)["per_artifact"]["t/b/int8"]
+    assert not check["passed"]
+
+
+def test_a_new_power_model_reprofiles_without_recompiling(profiled, tmp_path):
+    result, config_path, _ = profiled
+    cfg = yaml.safe_load(config_path.read_text())
+    hotter = {**TARGET, "power": {**TARGET["power"], "tdp_w": 20.0}}
+    cfg["targets"][0] = str(write_yaml(tmp_path / "test-cpu.yaml", hotter))
+    run_dir = tmp_path / "copy"
+    import shutil
+
+    shutil.copytree(result.run_dir, run_dir)
+    second = edgekd.run(write_yaml(tmp_path / "pipeline.yaml", cfg), run_dir)
+    assert [name for name, outcome in second.stages.items() if not outcome.cached] == ["profile", "gate"]
+    before = artifact(result.report, "test-cpu/onnxruntime/fp32")["energy"]["meter"]
+    after = artifact(second.report, "test-cpu/onnxruntime/fp32")["energy"]["meter"]
+    assert "tdp_w=10" in before and "tdp_w=20" in after

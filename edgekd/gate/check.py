@@ -7,6 +7,10 @@ from typing import Any
 from .budgets import BudgetsFile, effective
 
 # budget key -> (what is measured, how it compares): "min" passes when measured >= limit, "max" when <=.
+# Accuracies are ratios of counts (0.97 - 0.94 is not exactly 0.03 in floating point): a measurement equal
+# to its limit up to this tolerance meets it.
+TOLERANCE = 1e-9
+
 LIMITS = {
     "min_accuracy": "min",
     "max_accuracy_drop": "max",
@@ -64,7 +68,7 @@ def check_artifact(artifact: dict[str, Any], report: dict[str, Any], budgets: Bu
         if key == "max_latency_ms":
             for percentile, bound in sorted(limit.items()):
                 value = (artifact.get("latency_ms") or {}).get(percentile)
-                ok = value is not None and value <= bound
+                ok = value is not None and value <= bound + TOLERANCE
                 text = "not measured" if value is None else f"{percentile} {value:.4g} ms {'<=' if ok else '>'} {bound:g} ms"
                 checks.append(_check(artifact, f"max_latency_ms.{percentile}", bound, value, ok, text))
         elif key == "require_measured_energy":
@@ -80,7 +84,7 @@ def check_artifact(artifact: dict[str, Any], report: dict[str, Any], budgets: Bu
         else:
             value = _measured(key, artifact, report, limits)
             kind = LIMITS[key]
-            ok = value is not None and (value >= limit if kind == "min" else value <= limit)
+            ok = value is not None and (value >= limit - TOLERANCE if kind == "min" else value <= limit + TOLERANCE)
             sign = (">=" if ok else "<") if kind == "min" else ("<=" if ok else ">")
             text = "not measured" if value is None else f"{value:.4g} {sign} {limit:g}"
             checks.append(_check(artifact, key, limit, value, ok, text))

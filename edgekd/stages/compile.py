@@ -84,8 +84,9 @@ class CompileStage(Stage):
         backends = sorted({a.backend for t in targets for a in t.artifacts if a.backend in BACKENDS})
         # A new converter or runtime version (or one installed since) re-runs the stage.
         toolchains = {b: BACKENDS.get(b)().toolchain_version() or BACKENDS.get(b)().unavailable() for b in backends}
-        return {"compile": ctx.config.section("compile"), "targets": [t.model_dump(mode="json") for t in targets],
-                "toolchains": toolchains}
+        # Only what shapes the artifacts: how a device is reached or its power model re-runs profile, not this.
+        artifacts = [{"name": t.name, "artifacts": [a.model_dump(mode="json") for a in t.artifacts]} for t in targets]
+        return {"compile": ctx.config.section("compile"), "targets": artifacts, "toolchains": toolchains}
 
     def run(self, ctx: StageContext, out_dir: Path) -> dict[str, Any]:
         cfg, data = ctx.config.compile, ctx.data

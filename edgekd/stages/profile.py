@@ -6,6 +6,15 @@ protocol, accuracy on the test split in the artifact's own runtime, and
 energy from a meter where one exists, else the target's power model,
 labelled estimated. Devices are profiled concurrently, the artifacts of one
 device one after another (so they never disturb each other's timing).
+
+Each device has its own timeout and retries (``device.timeout_s``/``retries``,
+else the profile section's). A device that cannot be reached gets
+``unreachable`` rows (after its retries; a refused host key or login is not
+retried) and one that fails gets ``failed`` rows with the reason; either way
+the other devices finish. Where a device's own tool timed the artifact
+(benchmark_model on a phone), accuracy cannot be measured there: the row then
+carries the compile check's accuracy for the same artifact and says so
+(``accuracy_source``).
 """
 
 from __future__ import annotations
@@ -44,13 +53,18 @@ def result_row(row: dict[str, Any], bench: dict[str, Any], power: dict[str, Any]
     energy = bench.get("energy") or estimate(power, bench)
     if energy is not None and bench.get("energy") is None:
         energy["meters_unavailable"] = bench.get("meters_unavailable", {})
-    accuracy = bench["accuracy"]
+    accuracy, per_class, source = bench.get("accuracy"), bench.get("per_class_accuracy"), "device"
+    if accuracy is None:  # a device tool (benchmark_model, trtexec, benchmark_app) times random inputs
+        accuracy, per_class = row.get("accuracy"), row.get("per_class_accuracy")
+        source = f"build machine: the compile check of this artifact in its runtime ({bench.get('accuracy_note', 'not measured on the device')})"
     out.update(
-        latency_ms=bench["latency_ms"], accuracy=accuracy, per_class_accuracy=bench["per_class_accuracy"],
-        samples=bench["samples"], energy=energy, peak_memory_mb=bench.get("peak_memory_mb"),
+        latency_ms=bench["latency_ms"], accuracy=accuracy, per_class_accuracy=per_class, accuracy_source=source,
+        samples=bench.get("samples"), energy=energy, peak_memory_mb=bench.get("peak_memory_mb"),
         baseline_memory_mb=bench.get("baseline_memory_mb"), cpu_utilization=bench.get("cpu_utilization"),
-        accuracy_per_watt=accuracy / energy["avg_power_w"] if energy and energy["avg_power_w"] > 0 else None,
+        accuracy_per_watt=accuracy / energy["avg_power_w"] if accuracy is not None and energy and energy["avg_power_w"] > 0 else None,
         host={**bench.get("host", {}), "runner": runner, "runtime": bench.get("runtime", "")},
+        measured_by=bench.get("measured_by", "edgekd.ondevice.bench"),
+        logits_sha256=bench.get("logits_sha256"),  # equal hashes: the device computed the same outputs
     )
     return out
 
@@ -107,14 +121,28 @@ class ProfileStage(Stage):
 
         def profile_device(name: str) -> list[dict[str, Any]]:
             target = targets[name]
-            runner = runner_for(target.device)
-            rows = []
+            device = target.device
+            timeout_s = device.timeout_s or cfg.timeout_s
+            retries = cfg.retries if device.retries is None else device.retries
+            try:
+                runner = runner_for(device, Path(target.source).parent if target.source else None)
+            except Exception as error:  # a malformed address: this device's rows fail, the others run
+                return [result_row(row, {"status": "failed", "reason": f"device: {error}"}, None, str(device.ssh or device.adb))
+                        for row in by_device[name]]
+            rows: list[dict[str, Any]] = []
+            gone = None  # once a device is unreachable, its other artifacts are not tried again
             for row in by_device[name]:
+                if gone is not None:
+                    rows.append(result_row(row, {"status": UNREACHABLE, "reason": f"not tried: {gone}"}, None, runner.label))
+                    continue
                 path = ctx.absolute(row["path"])
                 job = ProfileJob(artifact=path, files=artifact_files(path), backend=row["backend"], precision=row["precision"],
-                                 options=row.get("options") or {}, data=test_file, bench_args=bench_args(cfg), timeout_s=cfg.timeout_s)
+                                 options=row.get("options") or {}, data=test_file, bench_args=bench_args(cfg), timeout_s=timeout_s,
+                                 settings=cfg.model_dump(mode="json"))
                 started = time.perf_counter()
-                rows.append(self._attempt(runner, job, row, target.power, cfg.retries))
+                rows.append(self._attempt(runner, job, row, target.power, retries))
+                if rows[-1]["status"] == UNREACHABLE:
+                    gone = rows[-1]["reason"]
                 console.print(f"  {artifact_id(row)} on {runner.label}: {rows[-1]['status']} ({time.perf_counter() - started:.1f}s)")
             return rows
 
@@ -132,21 +160,33 @@ class ProfileStage(Stage):
                 return result_row(row, runner.profile(job), power, runner.label)
             except DeviceUnreachable as why:
                 reason = str(why)
-                if attempt < retries:
+                if attempt < retries and getattr(why, "retry", True):
                     time.sleep(min(5.0, 1.0 + attempt))
                     continue
-                return {**result_row(row, {"status": UNREACHABLE, "reason": reason}, power, runner.label)}
+                tries = f" (after {attempt + 1} attempts)" if attempt else ""
+                return result_row(row, {"status": UNREACHABLE, "reason": reason + tries}, power, runner.label)
             except DeviceFailed as why:
                 return result_row(row, {"status": "failed", "reason": str(why)}, power, runner.label)
+            except Exception as error:  # a bug or a broken result must cost this artifact only, not every device
+                return result_row(row, {"status": "failed", "reason": f"{type(error).__name__}: {error}"}, power, runner.label)
         raise AssertionError("unreachable")  # pragma: no cover
 
     def describe(self, record: dict[str, Any]) -> list[tuple[str, str]]:
-        rows = []
-        for r in record["artifacts"]:
-            if r["status"] != "ok":
-                continue
-            lat, energy = r["latency_ms"], r["energy"]
-            e = f"; {energy['mj_per_inference']:.3f} mJ ({energy['source']})" if energy else ""
-            flag = "" if lat["stable"] else " UNSTABLE"
-            rows.append((r["id"], f"{r['accuracy']:.2%}, p50 {lat['p50']:.3f} ms, p99 {lat['p99']:.3f} ms (CoV {lat['cov']:.2f}{flag}){e}"))
+        ok = [r for r in record["artifacts"] if r["status"] == "ok"]
+        c = record["counts"]
+        rows = [("artifacts", f"{c['ok']} profiled, {c['failed']} failed, {c['not run here']} not run here, {c[UNREACHABLE]} unreachable")]
+        timed = [r for r in ok if r["latency_ms"].get("p50") is not None]  # a device's own tool may print no median
+        if timed:
+            fastest = min(timed, key=lambda r: r["latency_ms"]["p50"])
+            accuracy = "?" if fastest["accuracy"] is None else f"{fastest['accuracy']:.2%}"
+            rows.append(("fastest", f"{fastest['id']} p50 {fastest['latency_ms']['p50']:.4f} ms, {accuracy}"))
+        if ok:
+            unstable = [r["id"] for r in ok if r["latency_ms"].get("stable") is False]
+            if unstable:
+                rows.append(("unstable latency", f"{len(unstable)} of {len(ok)} (CoV above profile.cov_threshold)"))
+            sources = sorted({r["energy"]["source"] for r in ok if r.get("energy")})
+            rows.append(("energy", ", ".join(sources) or "none"))
+        for r in record["artifacts"]:  # a device's refusal or failure is worth a line of its own
+            if r["status"] in ("failed", UNREACHABLE) and r.get("runner") not in (None, "local"):
+                rows.append((r["id"], f"{r['status']}: {r['reason']}"))
         return rows
