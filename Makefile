@@ -39,6 +39,7 @@ benchmarks: install
 	$(PY) benchmarks/quant_compare.py
 	$(PY) benchmarks/prune_sweep.py
 	$(PY) benchmarks/artifact_speed.py
+	$(PY) benchmarks/ddp_scaling.py
 
 clean:
 	rm -rf runs .pytest_cache

@@ -26,6 +26,7 @@ FORCE = typer.Option(None, "--force", help="Re-run this stage and every later on
 
 def _run_stages(config: Path, out: Optional[Path], stages: list[str] | None, force: Optional[str], resume: bool,
                 devices: Optional[str] = None) -> None:
+    from .distributed import is_writer
     from .pipeline import as_config, run, summary_table  # heavy imports (torch) only when a command runs
 
     try:
@@ -36,6 +37,8 @@ def _run_stages(config: Path, out: Optional[Path], stages: list[str] | None, for
     except EdgekdError as error:
         console.print(f"[red]error:[/red] {error}")
         raise typer.Exit(2) from None
+    if not is_writer():
+        return  # under torchrun, rank 0 prints the tables
     out = Console(width=None if console.is_terminal else 180)  # logs and CI get the whole table
     out.print(summary_table(result))
     if "compile" in result.stages:

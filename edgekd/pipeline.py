@@ -4,6 +4,11 @@ A stage is skipped when ``<run>/<stage>/stage.json`` holds the same key: the
 hash of its config inputs, the keys of the stages it requires and the package
 version. That file is written last and atomically, so a killed stage never
 looks complete.
+
+Under torchrun (see ``edgekd.distributed``) rank 0 alone reads and writes the
+markers and reports and decides which stages are cached; the training stages
+(``all_processes``) run on every process, the others on rank 0 alone while
+the rest wait for its record.
 """
 
 from __future__ import annotations
@@ -16,7 +21,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from . import __version__
+from . import __version__, distributed
 from .config import PipelineConfig, load_config, parse_config
 from .errors import ConfigError
 from .io import read_json, sha256_json, write_json
@@ -85,6 +90,8 @@ def run(
     """
     cfg = as_config(config)
     console = console or Console(stderr=True)
+    if not distributed.is_writer():
+        console = Console(stderr=True, quiet=True)  # rank 0 reports progress; errors still reach every process
     run_dir = Path(out) if out is not None else Path("runs") / cfg.name
     run_dir.mkdir(parents=True, exist_ok=True)
     order = with_dependencies(stages or ORDER)
@@ -106,25 +113,31 @@ def run(
         })
         keys[name] = key
         marker = run_dir / name / "stage.json"
-        if not forcing and marker.exists():
-            saved = read_json(marker)
-            if saved.get("key") == key:
-                ctx.records[name] = saved["record"]
-                result.stages[name] = StageOutcome(name, True, 0.0, saved["record"])
-                console.print(f"[dim]{name}: cached ({marker})[/dim]")
-                continue
+        saved = read_json(marker) if not forcing and distributed.is_writer() and marker.exists() else None
+        saved = distributed.broadcast_object(saved, what=f"stage {name}: sharing rank 0's marker")  # every process agrees
+        if saved is not None and saved.get("key") == key:
+            ctx.records[name] = saved["record"]
+            result.stages[name] = StageOutcome(name, True, 0.0, saved["record"])
+            console.print(f"[dim]{name}: cached ({marker})[/dim]")
+            continue
         console.print(f"[bold]{name}[/bold]: {stage.summary}")
-        marker.unlink(missing_ok=True)  # a re-run that is killed must not leave the old record looking current
+        if distributed.is_writer():
+            marker.unlink(missing_ok=True)  # a re-run that is killed must not leave the old record looking current
         ctx.keys[name] = key
         started = time.perf_counter()
-        record = stage.run(ctx, ctx.stage_dir(name))
+        if getattr(stage, "all_processes", False):
+            record = stage.run(ctx, ctx.stage_dir(name))  # under torchrun: every process, training together
+        else:
+            record = distributed.on_writer(lambda: stage.run(ctx, ctx.stage_dir(name)), f"running stage {name} on rank 0")
         seconds = time.perf_counter() - started
-        write_json(marker, {"stage": name, "key": key, "version": __version__, "seconds": seconds, "record": record})
+        if distributed.is_writer():
+            write_json(marker, {"stage": name, "key": key, "version": __version__, "seconds": seconds, "record": record})
+        distributed.published(marker, what=f"finishing stage {name}")
         ctx.records[name] = record
         result.stages[name] = StageOutcome(name, False, seconds, record)
         for label, value in stage.describe(record):
             console.print(f"  {label}: {value}")
-    result.report = write_outputs(ctx)
+    result.report = distributed.on_writer(lambda: write_outputs(ctx), "writing the report on rank 0")
     return result
 
 

@@ -1,4 +1,8 @@
-"""Stage ``distill``: train the student from the teacher with the configured losses."""
+"""Stage ``distill``: train the student from the teacher with the configured losses.
+
+Under torchrun every process trains the student together (DDP, see ``edgekd.train.trainer``) and
+scores its share of the test and validation splits; rank 0 alone writes the weights.
+"""
 
 from __future__ import annotations
 
@@ -7,15 +11,16 @@ from typing import Any
 
 import torch
 
+from .. import distributed
 from ..losses import FeaturePair, build_loss
 from ..io import state_dict_hash
-from ..metrics import evaluate
 from ..models import feature_shapes, model_stats
 from ..records import Figures, ModelRef, StudentRecord, TeacherRecord
 from ..train import CachedTeacher, LiveTeacher, Trainer
+from ..train.evaluation import evaluate
 from .base import STAGES, Stage, StageContext
-from .refs import load_ref, save_ref
-from .teacher import load_teachers
+from .refs import load_ref
+from .teacher import load_teachers, save_ref_once
 
 
 def teacher_source(
@@ -45,6 +50,7 @@ def distill_into(
     train_config,
     description: str,
     run_key: str,
+    batch_key: str = "distill.train.batch_size",
     step_hook=None,
     losses: list[dict] | None = None,
     use_features: bool = True,
@@ -53,6 +59,7 @@ def distill_into(
     """Distill the teacher into ``student`` with the ``distill`` section's losses.
 
     Shared by distillation, pruning recovery and QAD, so all three use the same losses.
+    ``batch_key`` is the config key of ``train_config.batch_size`` (named in torchrun's batch error).
     Returns the TrainResult summary and the teacher-cache info.
     """
     cfg, data = ctx.config.distill, ctx.data
@@ -70,7 +77,7 @@ def distill_into(
     result = Trainer(
         student, loss, train_config, data, out_dir, teacher=source, feature_pairs=pairs,
         augment=ctx.config.data.augment, seed=ctx.config.seed, description=description,
-        run_key=run_key, step_hook=step_hook,
+        run_key=run_key, step_hook=step_hook, batch_key=batch_key,
     ).fit(resume=ctx.resume)
     return result.to_dict(), cache_info
 
@@ -97,6 +104,7 @@ def student_record(
 @STAGES.register("distill")
 class DistillStage(Stage):
     name = "distill"
+    all_processes = True  # under torchrun every process runs it (DDP training); see edgekd.distributed
     requires = ("teacher",)
     summary = "distill the teacher into the student"
 
@@ -107,6 +115,9 @@ class DistillStage(Stage):
             "student": cfg.section("student"), "distill": cfg.section("distill"), "files": ctx.spec_hashes(cfg.student),
         }
 
+    def validate(self, ctx: StageContext) -> None:
+        distributed.check_batch_size("distill.train.batch_size", ctx.config.distill.train.batch_size)
+
     def run(self, ctx: StageContext, out_dir: Path) -> dict[str, Any]:
         spec = ctx.config.student
         torch.manual_seed(ctx.config.seed)  # the student's initial weights
@@ -116,7 +127,8 @@ class DistillStage(Stage):
             ctx, student, out_dir, train_config=ctx.config.distill.train, description="distill",
             run_key=ctx.train_key("distill"),
         )
-        ref = save_ref(student, spec.model, spec.kwargs, out_dir / "student.safetensors", ctx)
+        ref = save_ref_once(student, spec.model, spec.kwargs, out_dir / "student.safetensors", ctx)
+        distributed.published(out_dir / "student.safetensors", what="saving the distilled student")
         return student_record(ctx, student, ref, train, cache).to_dict()
 
     def describe(self, record: dict[str, Any]) -> list[tuple[str, str]]:

@@ -1,4 +1,8 @@
-"""Stage ``prune``: structured channel pruning in steps, each recovered by distillation from the teacher."""
+"""Stage ``prune``: structured channel pruning in steps, each recovered by distillation from the teacher.
+
+Under torchrun every process prunes the same (synchronised) student the same way, checked after each
+step, and the recoveries train with DDP; rank 0 alone writes the pruned student.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +11,7 @@ from typing import Any
 
 import torch
 
+from .. import distributed
 from ..models import model_stats
 from ..prune import NEEDS_GRADIENTS, count, make_pruner, ratio_for_target, save_pruned
 from ..io import state_dict_hash
@@ -19,12 +24,17 @@ from .refs import load_ref
 @STAGES.register("prune")
 class PruneStage(Stage):
     name = "prune"
+    all_processes = True  # under torchrun every process runs it (DDP training); see edgekd.distributed
     requires = ("teacher", "distill")
     summary = "prune channels, recover by distillation"
 
     def cache_inputs(self, ctx: StageContext) -> dict[str, Any]:
         cfg = ctx.config
         return {"seed": cfg.seed, "augment": cfg.data.augment, "prune": cfg.section("prune"), "distill": cfg.section("distill")}
+
+    def validate(self, ctx: StageContext) -> None:
+        if ctx.config.prune.enabled:
+            distributed.check_batch_size("prune.recovery.batch_size", ctx.config.prune.recovery.batch_size)
 
     def run(self, ctx: StageContext, out_dir: Path) -> dict[str, Any]:
         cfg, data = ctx.config.prune, ctx.data
@@ -47,13 +57,18 @@ class PruneStage(Stage):
             pruner.step()
             student.zero_grad(set_to_none=True)
             macs, params = count(student, example)
+            # DDP needs the same shapes everywhere; a tie broken differently on another machine must not go unseen
+            distributed.check_same([tuple(p.shape) for p in student.parameters()], f"the channels kept by pruning step {step + 1}")
             train, _ = distill_into(
                 ctx, student, out_dir / f"step{step + 1}", train_config=cfg.recovery,
                 description=f"recover {step + 1}/{cfg.steps}", run_key=ctx.train_key("prune", f"step{step}"),
+                batch_key="prune.recovery.batch_size",
             )
             steps.append({"step": step + 1, "macs": macs, "params": params, "val_accuracy": train["best_val_accuracy"]})
         path = out_dir / "student_pruned.safetensors"
-        save_pruned(student, path)
+        if distributed.is_writer():
+            save_pruned(student, path)
+        distributed.published(path, what="saving the pruned student")
         spec = upstream["model"]
         ref = ModelRef(model=spec["model"], kwargs=spec["kwargs"], weights=ctx.relative(path), weights_in_run=True,
                        sha256=state_dict_hash(student), format="pruned")

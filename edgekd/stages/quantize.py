@@ -3,6 +3,10 @@
 The learned weights and quantization parameters are saved once; the export
 and compile stages rebuild the prepared graph from them, so every INT8
 artifact uses the same scales and nothing downstream re-calibrates.
+
+Under torchrun every process calibrates on the same set and QAD trains with
+DDP (observer ranges and batch-norm statistics are rank 0's, broadcast); rank 0
+alone writes the calibration manifest and the learned state.
 """
 
 from __future__ import annotations
@@ -12,10 +16,10 @@ from typing import Any
 
 import torch
 
-from .. import calibration
-from ..metrics import evaluate
+from .. import calibration, distributed
 from ..quantize import QuantizedStudent, load_state, prepare, save_state
 from ..records import Figures, QuantizedRecord
+from ..train.evaluation import evaluate
 from .base import STAGES, Stage, StageContext
 from .distill import distill_into
 from .refs import load_ref
@@ -32,6 +36,7 @@ def load_quantized(record: dict, ctx: StageContext) -> QuantizedStudent:
 @STAGES.register("quantize")
 class QuantizeStage(Stage):
     name = "quantize"
+    all_processes = True  # under torchrun every process runs it (DDP training); see edgekd.distributed
     requires = ("teacher", "prune")
     summary = "INT8 quantization-aware distillation (or calibration)"
 
@@ -39,6 +44,10 @@ class QuantizeStage(Stage):
         cfg = ctx.config
         return {"seed": cfg.seed, "augment": cfg.data.augment, "quantize": cfg.section("quantize"), "distill": cfg.section("distill"),
                 "calibration": ctx.file_hash(cfg.quantize.calibration)}
+
+    def validate(self, ctx: StageContext) -> None:
+        if ctx.config.quantize.mode == "qad":
+            distributed.check_batch_size("quantize.train.batch_size", ctx.config.quantize.train.batch_size)
 
     def run(self, ctx: StageContext, out_dir: Path) -> dict[str, Any]:
         cfg, data = ctx.config.quantize, ctx.data
@@ -51,7 +60,8 @@ class QuantizeStage(Stage):
             data, size=cfg.calibration_size, seed=ctx.config.seed
         )
         cal_path = out_dir / "calibration.json"
-        calibration.save(cal, cal_path)
+        if distributed.is_writer():
+            calibration.save(cal, cal_path)
         x_cal, _ = cal.tensors(data)
 
         observer = "moving_average" if cfg.mode == "qad" else "minmax"
@@ -75,13 +85,15 @@ class QuantizeStage(Stage):
                 losses = [spec for spec in ctx.config.distill.losses if spec["name"] not in ("fitnet", "at", "sp")]
             train, _ = distill_into(
                 ctx, prepared, out_dir, train_config=cfg.train, description="qad",
-                run_key=ctx.train_key("quantize"), step_hook=freeze, losses=losses,
+                run_key=ctx.train_key("quantize"), batch_key="quantize.train.batch_size", step_hook=freeze, losses=losses,
                 use_features=False, extra_teachers=[student] if cfg.fp32_student_as_teacher else [],
             )
         prepared.freeze_observers()
         prepared.eval()
         state_path = out_dir / "qat_state.safetensors"
-        save_state(prepared, state_path)
+        if distributed.is_writer():
+            save_state(prepared, state_path)
+        distributed.published(cal_path, state_path, what="saving the quantization state")
         test = evaluate(prepared, data.x_test, data.y_test, data.num_classes)
         figures = Figures(accuracy=test.accuracy, per_class_accuracy=test.per_class_accuracy, ece=test.ece,
                           params=upstream["figures"]["params"], macs=upstream["figures"]["macs"], size_bytes=-1)

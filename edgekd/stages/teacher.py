@@ -2,6 +2,10 @@
 
 Reports accuracy, per-class accuracy and expected calibration error on the test
 split, and optionally fits a temperature on the validation split.
+
+Under torchrun every process trains the teacher together (DDP, see
+``edgekd.train.trainer``) and scores its share of each split; rank 0 alone
+writes the weights.
 """
 
 from __future__ import annotations
@@ -11,11 +15,13 @@ from typing import Any
 
 import torch
 
+from .. import distributed
 from ..losses import build_loss
-from ..metrics import evaluate_logits, fit_temperature, predict
+from ..metrics import evaluate_logits, fit_temperature
 from ..models import model_stats
 from ..records import Figures, ModelRef, TeacherRecord
 from ..train import Trainer
+from ..train.evaluation import predict
 from ..io import state_dict_hash, sha256_file
 from .base import STAGES, Stage, StageContext
 from .refs import load_ref, save_ref
@@ -26,15 +32,21 @@ TRAINABLE_SCHEMES = ("zoo:", "python:")
 @STAGES.register("teacher")
 class TeacherStage(Stage):
     name = "teacher"
+    all_processes = True  # under torchrun every process runs it (DDP training); see edgekd.distributed
     summary = "load or train the teacher(s); accuracy, calibration"
 
     def cache_inputs(self, ctx: StageContext) -> dict[str, Any]:
         return {"seed": ctx.config.seed, "data": ctx.data.provenance(), "teacher": ctx.config.section("teacher"),
                 "files": [ctx.spec_hashes(m) for m in ctx.config.teacher.members]}
 
+    def validate(self, ctx: StageContext) -> None:
+        cfg = ctx.config.teacher
+        if any(spec.weights is None and spec.model.startswith(TRAINABLE_SCHEMES) for spec in cfg.members):
+            distributed.check_batch_size("teacher.train.batch_size", cfg.train.batch_size)
+
     def run(self, ctx: StageContext, out_dir: Path) -> dict[str, Any]:
         cfg, data = ctx.config.teacher, ctx.data
-        members, refs, trained = [], [], []
+        members, refs, trained, written = [], [], [], []
         for i, spec in enumerate(cfg.members):
             key = f"teacher.members[{i}]"
             given = ModelRef(model=spec.model, kwargs=spec.kwargs, weights=spec.weights, weights_in_run=False, sha256="")
@@ -44,16 +56,18 @@ class TeacherStage(Stage):
                 result = Trainer(
                     model, build_loss([{"name": "ce"}], key="teacher"), cfg.train, data, out_dir / f"member{i}",
                     augment=cfg.augment, seed=ctx.config.seed + i, description=f"teacher {i}",
-                    run_key=ctx.train_key("teacher", f"member{i}"),
+                    run_key=ctx.train_key("teacher", f"member{i}"), batch_key="teacher.train.batch_size",
                 ).fit(resume=ctx.resume)
                 trained.append(result.to_dict() | {"member": i})
-                ref = save_ref(model, spec.model, spec.kwargs, out_dir / f"member{i}.safetensors", ctx)
+                ref = save_ref_once(model, spec.model, spec.kwargs, out_dir / f"member{i}.safetensors", ctx)
+                written.append(out_dir / f"member{i}.safetensors")
             else:
                 digest = sha256_file(onnx_path(spec, ctx)) if getattr(model, "is_onnx", False) else state_dict_hash(model)
                 ref = ModelRef(model=spec.model, kwargs=spec.kwargs, weights=spec.weights, weights_in_run=False, sha256=digest)
             members.append(model)
             refs.append(ref.to_dict())
 
+        distributed.published(*written, what="saving the trained teacher")
         weights = list(cfg.ensemble_weights) if cfg.ensemble == "weighted" else [1.0] * len(members)
         val_logits = ensemble_logits(members, weights, data.x_val)
         test_logits = ensemble_logits(members, weights, data.x_test)
@@ -87,6 +101,13 @@ def onnx_path(spec, ctx: StageContext) -> Path:
     """The ONNX file named by an ``onnx:PATH`` spec, resolved like the loader does."""
     path = Path(spec.model.split(":", 1)[1])
     return path if path.is_absolute() else ctx.config.base_dir / path
+
+
+def save_ref_once(model: torch.nn.Module, spec: str, kwargs: dict, path: Path, ctx: StageContext) -> ModelRef:
+    """``save_ref`` on rank 0 (always, without torchrun); the other processes build the same ref without writing."""
+    if distributed.is_writer():
+        return save_ref(model, spec, kwargs, path, ctx)
+    return ModelRef(model=spec, kwargs=dict(kwargs), weights=ctx.relative(path), weights_in_run=True, sha256=state_dict_hash(model))
 
 
 def ensemble_logits(members: list[torch.nn.Module], weights: list[float], x: torch.Tensor) -> torch.Tensor:

@@ -4,6 +4,11 @@ When augmentation is off the teacher sees the same input for a sample every
 epoch, so its logits (and requested features) are computed once, stored on
 disk in float16 keyed by teacher and data hashes, and reused across epochs and
 runs.
+
+Under torchrun the cache is filled once per machine, by the process with
+``LOCAL_RANK`` 0, exactly as one process fills it (so the file is the same
+bytes), under the file lock and an atomic rename; the machine's other processes
+wait for it at a barrier, then read the file. No two processes ever write it.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
+from .. import distributed
 from ..io import atomic_path, sha256_json
 from ..models import FeatureRecorder
 
@@ -54,6 +60,11 @@ class LiveTeacher:
         self.feature_names = feature_names
         self._recorder = FeatureRecorder(members[0], feature_names, key="distill.features[].teacher") if feature_names else None
 
+    def to(self, device: torch.device) -> "LiveTeacher":
+        """Move the members (a torchrun process on a GPU runs its teacher there)."""
+        self.members = [m.to(device) for m in self.members]
+        return self
+
     @torch.no_grad()
     def outputs(self, indices: torch.Tensor, x: torch.Tensor) -> TeacherOutputs:
         features: dict[str, torch.Tensor] = {}
@@ -86,6 +97,21 @@ class CachedTeacher:
         key_parts: dict,
         batch_size: int = 256,
     ) -> "CachedTeacher":
+        if not distributed.active():
+            return cls._load_or_build(live, x_train, key_parts, batch_size)
+        leader = distributed.is_local_leader()
+        cached = None
+        # One process per machine fills the cache; the others wait here (EDGEKD_DIST_WAIT_S), then read it.
+        # A failure on the leader ends every process with a message instead of leaving them waiting.
+        with distributed.together("filling the teacher-output cache", patient=True):
+            if leader:
+                cached = cls._load_or_build(live, x_train, key_parts, batch_size)
+        if not leader:
+            cached = cls._load_or_build(live, x_train, key_parts, batch_size)  # a hit: the leader wrote it
+        return cached
+
+    @classmethod
+    def _load_or_build(cls, live: LiveTeacher, x_train: torch.Tensor, key_parts: dict, batch_size: int) -> "CachedTeacher":
         key = sha256_json({**key_parts, "features": live.feature_names, "temperature": live.temperature})[:24]
         path = cache_dir() / "teacher" / f"{key}.safetensors"
         path.parent.mkdir(parents=True, exist_ok=True)

@@ -4,11 +4,26 @@ Determinism on CPU: the shuffle, augmentation and any dropout of epoch ``e``
 draw from generators seeded by ``(seed, e)``, so an epoch replayed after a
 resume sees exactly what the interrupted one saw. A checkpoint is written
 atomically after every epoch.
+
+Under torchrun (see :mod:`edgekd.distributed`) the same loop trains with
+DistributedDataParallel. Every process draws the same epoch permutation and
+augmentation, cuts each global batch (``batch_size`` as configured) into
+contiguous per-process shares (``batch_size / world_size`` each), and weights
+its loss by its share of the batch, so the averaged gradient is the gradient of
+the whole global batch, exactly as in one process; only the batch-norm batch
+statistics differ (each process normalises its own share; no SyncBatchNorm: it
+does not run on the CPU, cannot enter the captured QAD graph, and costs two
+all-reduces per layer; DDP gives every process rank 0's running statistics).
+Train metrics are summed over the processes, validation runs on a
+DistributedSampler share of the split, gathered so the metrics are exact; rank
+0 alone writes the checkpoint and ``metrics.jsonl``, and a resume reads rank 0's
+checkpoint and broadcasts it, so every process continues from the same state.
 """
 
 from __future__ import annotations
 
 import copy
+import gc
 import json
 import math
 import time
@@ -18,6 +33,7 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
+from .. import distributed
 from ..config import TrainConfig
 from ..data import DataBundle, augment_batch
 from ..errors import StageError
@@ -25,7 +41,8 @@ from ..io import torch_save, write_text
 from ..losses import CompositeLoss, FeaturePair, LossInputs
 from ..metrics import evaluate
 from ..models import FeatureRecorder
-from .teacher_outputs import TeacherSource
+from .evaluation import evaluate as evaluate_split
+from .teacher_outputs import LiveTeacher, TeacherOutputs, TeacherSource
 
 
 @dataclass
@@ -55,11 +72,42 @@ def cosine_with_warmup(total_steps: int, warmup_steps: int):
     return factor
 
 
+class _TrainStep(torch.nn.Module):
+    """Student and loss as one module, so DDP averages the gradients of both (FitNets adapters live in the loss)."""
+
+    def __init__(self, model: torch.nn.Module, loss: CompositeLoss) -> None:
+        super().__init__()
+        self.model, self.loss = model, loss
+
+    def forward(self, x: torch.Tensor, y: torch.Tensor, teacher: TeacherOutputs | None, recorder: FeatureRecorder):
+        logits = self.model(x)
+        loss, terms = self.loss(LossInputs(
+            student_logits=logits,
+            targets=y,
+            teacher_logits=teacher.logits if teacher else None,
+            teacher_logits_each=teacher.logits_each if teacher else [],
+            student_features=dict(recorder.features),
+            teacher_features=teacher.features if teacher else {},
+        ))
+        return loss, logits, terms
+
+
+def _to(outputs: TeacherOutputs | None, device: torch.device) -> TeacherOutputs | None:
+    if outputs is None or device.type == "cpu":
+        return outputs
+    return TeacherOutputs(
+        logits=outputs.logits.to(device), logits_each=[t.to(device) for t in outputs.logits_each],
+        features={k: v.to(device) for k, v in outputs.features.items()},
+    )
+
+
 class Trainer:
     """Trains ``model`` on ``data`` with ``loss``; the teacher (if any) supplies targets.
 
-    ``out_dir`` receives ``checkpoints/last.pt`` each epoch and ``metrics.jsonl``.
-    Call :meth:`fit`; the model ends holding the weights of the best validation epoch.
+    ``out_dir`` receives ``checkpoints/last.pt`` each epoch and ``metrics.jsonl`` (from rank 0 only
+    under torchrun). Call :meth:`fit`; the model ends holding the weights of the best validation epoch.
+    ``batch_key`` names the config key of ``config.batch_size`` in the error a torchrun job gets when
+    the processes cannot share the batch evenly.
     """
 
     def __init__(
@@ -77,7 +125,11 @@ class Trainer:
         description: str = "train",
         run_key: str = "",
         step_hook=None,
+        batch_key: str = "train.batch_size",
     ) -> None:
+        self.dist = distributed.init()  # None unless launched by torchrun
+        if self.dist is not None:
+            distributed.check_batch_size(batch_key, config.batch_size)
         if loss.needs_teacher and teacher is None:
             raise StageError(f"{description}: the configured losses need a teacher, but none was given")
         self.model, self.loss, self.config, self.data = model, loss, config, data
@@ -89,6 +141,9 @@ class Trainer:
         self.step_hook = step_hook  # called with the global step after each optimizer step (QAD freezes observers)
         self.checkpoint_path = self.out_dir / "checkpoints" / "last.pt"
         self.metrics_path = self.out_dir / "metrics.jsonl"
+        self.writer = distributed.is_writer()  # rank 0 writes checkpoints and metrics; always True without torchrun
+        self.device = distributed.device()
+        self._ddp: torch.nn.Module | None = None
 
         params = list(model.parameters()) + list(loss.parameters())
         if config.optimizer == "adamw":
@@ -117,11 +172,22 @@ class Trainer:
             "torch_rng": torch.get_rng_state(),
         }
 
-    def _load_checkpoint(self) -> dict | None:
+    def _read_checkpoint(self) -> dict | None:
         if not self.checkpoint_path.exists():
             return None
-        state = torch.load(self.checkpoint_path, weights_only=True)
+        state = torch.load(self.checkpoint_path, weights_only=True, map_location="cpu")
         if state.get("run_key") != self.run_key:
+            return None
+        return state
+
+    def _load_checkpoint(self) -> dict | None:
+        if self.dist is None:
+            state = self._read_checkpoint()
+        else:  # rank 0 reads it; every process resumes from that same state, on any machine
+            state = distributed.broadcast_object(
+                self._read_checkpoint() if self.writer else None, what=f"{self.description}: sharing the checkpoint"
+            )
+        if state is None:
             return None
         self.model.load_state_dict(state["model"])
         self.loss.load_state_dict(state["loss"])
@@ -140,26 +206,41 @@ class Trainer:
         history: list[dict] = []
         best = {"epoch": -1, "val_accuracy": -1.0, "state": None}
         start_epoch = 0
+        if self.dist is not None:
+            self._place(self.device)
         state = self._load_checkpoint() if resume else None
         if state is not None:
             start_epoch, best, history = state["epoch"] + 1, state["best"], state["history"]
         student_names = [p.student for p in self.feature_pairs]
-        with FeatureRecorder(self.model, student_names, key="distill.features[].student") as recorder:
-            for epoch in range(start_epoch, config.epochs):
-                if self._patience_exhausted(history, best):
-                    break
-                row = self._train_epoch(epoch, recorder)
-                val = evaluate(self.model, data.x_val, data.y_val, data.num_classes)
-                row.update(val_accuracy=val.accuracy, val_loss=val.loss)
-                history.append(row)
-                if val.accuracy > best["val_accuracy"]:
-                    best = {"epoch": epoch, "val_accuracy": val.accuracy, "state": copy.deepcopy(self.model.state_dict())}
-                torch_save(self._state(epoch, best, history), self.checkpoint_path)
-                self._write_metrics(history)
-                tqdm.write(
-                    f"{self.description} epoch {epoch + 1}/{config.epochs}: loss {row['train_loss']:.4f}, "
-                    f"train acc {row['train_accuracy']:.2%}, val acc {val.accuracy:.2%}"
-                )
+        try:
+            with FeatureRecorder(self.model, student_names, key="distill.features[].student") as recorder:
+                if self.dist is not None:
+                    self._ddp = self._wrap()
+                for epoch in range(start_epoch, config.epochs):
+                    if self._patience_exhausted(history, best):
+                        break
+                    row = self._train_epoch(epoch, recorder)
+                    if self.dist is None:
+                        val = evaluate(self.model, data.x_val, data.y_val, data.num_classes)
+                    else:
+                        distributed.broadcast_buffers(self.model, self.loss, what=f"{self.description}: sharing batch-norm statistics")
+                        val = evaluate_split(self.model, data.x_val, data.y_val, data.num_classes)
+                    row.update(val_accuracy=val.accuracy, val_loss=val.loss)
+                    history.append(row)
+                    if val.accuracy > best["val_accuracy"]:
+                        best = {"epoch": epoch, "val_accuracy": val.accuracy, "state": copy.deepcopy(self.model.state_dict())}
+                    if self.writer:
+                        torch_save(self._state(epoch, best, history), self.checkpoint_path)
+                        self._write_metrics(history)
+                        tqdm.write(
+                            f"{self.description} epoch {epoch + 1}/{config.epochs}: loss {row['train_loss']:.4f}, "
+                            f"train acc {row['train_accuracy']:.2%}, val acc {val.accuracy:.2%}"
+                        )
+        finally:
+            if self.dist is not None:
+                self._ddp = None
+                gc.collect()  # the wrapper's gradient hooks go now, before another Trainer wraps the same model (prune steps)
+                self._place(torch.device("cpu"))  # later stage code (stats, export) runs on the CPU
         if best["state"] is not None:
             self.model.load_state_dict(best["state"])
         return TrainResult(
@@ -170,6 +251,38 @@ class Trainer:
             resumed_from_epoch=start_epoch,
             history=history,
         )
+
+    # -- several processes ----------------------------------------------------------
+    def _place(self, device: torch.device) -> None:
+        """Model, loss and a live teacher on ``device`` (a GPU under torchrun with NCCL; a no-op on the CPU)."""
+        if device.type == "cpu" and all(t.device.type == "cpu" for t in self.model.parameters()):
+            return
+        self.model.to(device)
+        self.loss.to(device)
+        if isinstance(self.teacher, LiveTeacher):
+            self.teacher.to(device)
+
+    def _wrap(self) -> torch.nn.Module:
+        from torch.nn.parallel import DistributedDataParallel
+
+        step = _TrainStep(self.model, self.loss)
+        with distributed.collective(f"{self.description}: setting up DistributedDataParallel"):
+            return DistributedDataParallel(step, device_ids=[self.device] if self.device.type == "cuda" else None)
+
+    def _share(self, indices: torch.Tensor, x: torch.Tensor, y: torch.Tensor):
+        """This process's share of a global batch, how many of its samples are real, and its loss weight.
+
+        DDP averages gradients over the processes, so weighting each process's mean loss by
+        ``share * world / batch`` makes the average the gradient of the global batch's mean loss
+        even when the last batch does not split evenly. A process left with no sample (a last batch
+        smaller than the number of processes) repeats one sample with weight 0.
+        """
+        count, world = len(indices), self.dist.world_size
+        part = distributed.shard(count, rank_=self.dist.rank, world=world)
+        real = part.stop - part.start
+        if real == 0:
+            part = slice(0, 1)
+        return indices[part], x[part], y[part], real, real * world / count
 
     def _patience_exhausted(self, history: list[dict], best: dict) -> bool:
         patience = self.config.early_stopping_patience
@@ -186,41 +299,66 @@ class Trainer:
         started = time.perf_counter()
         total_loss, correct, seen = 0.0, 0, 0
         terms_sum: dict[str, float] = {}
-        bar = tqdm(range(self.batches_per_epoch), desc=f"{self.description} {epoch + 1}/{config.epochs}", unit="batch", leave=False, disable=None)
+        bar = tqdm(range(self.batches_per_epoch), desc=f"{self.description} {epoch + 1}/{config.epochs}", unit="batch", leave=False,
+                   disable=None if self.writer else True)
         for b in bar:
             indices = order[b * config.batch_size : (b + 1) * config.batch_size]
             if b == self.batches_per_epoch - 1:
                 indices = order[b * config.batch_size :]  # the remainder joins the last batch
             x, y = data.x_train[indices], data.y_train[indices]
             if self.augment:
-                x = augment_batch(x, generator=generator)
-            recorder.clear()
-            logits = self.model(x)
-            teacher = self.teacher.outputs(indices, x) if self.teacher is not None and self.loss.needs_teacher else None
-            inputs = LossInputs(
-                student_logits=logits,
-                targets=y,
-                teacher_logits=teacher.logits if teacher else None,
-                teacher_logits_each=teacher.logits_each if teacher else [],
-                student_features=dict(recorder.features),
-                teacher_features=teacher.features if teacher else {},
-            )
-            loss, terms = self.loss(inputs)
+                x = augment_batch(x, generator=generator)  # the whole global batch: same draws as one process
+            if self._ddp is None:
+                real = len(y)
+                recorder.clear()
+                logits = self.model(x)
+                teacher = self.teacher.outputs(indices, x) if self.teacher is not None and self.loss.needs_teacher else None
+                inputs = LossInputs(
+                    student_logits=logits,
+                    targets=y,
+                    teacher_logits=teacher.logits if teacher else None,
+                    teacher_logits_each=teacher.logits_each if teacher else [],
+                    student_features=dict(recorder.features),
+                    teacher_features=teacher.features if teacher else {},
+                )
+                loss, terms = self.loss(inputs)
+            else:
+                indices, x, y, real, weight = self._share(indices, x, y)
+                if self.device.type != "cpu":
+                    x, y = x.to(self.device), y.to(self.device)
+                teacher = self.teacher.outputs(indices, x) if self.teacher is not None and self.loss.needs_teacher else None
+                recorder.clear()
+                with distributed.collective(f"{self.description} epoch {epoch + 1}, batch {b + 1} (forward)"):
+                    loss, logits, terms = self._ddp(x, y, _to(teacher, self.device), recorder)
             if not torch.isfinite(loss):
                 raise StageError(f"{self.description}: the loss became {float(loss)} at epoch {epoch + 1}, batch {b + 1}; lower the learning rate")
             self.optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+            if self._ddp is None:
+                loss.backward()
+            else:
+                with distributed.collective(f"{self.description} epoch {epoch + 1}, batch {b + 1} (gradient all-reduce)"):
+                    (loss * weight).backward()
             self.optimizer.step()
             self.scheduler.step()
             if self.step_hook is not None:
                 self.step_hook(epoch * self.batches_per_epoch + b + 1)
-            total_loss += float(loss.detach()) * len(y)
-            correct += int((logits.argmax(1) == y).sum())
-            seen += len(y)
+            total_loss += float(loss.detach()) * real
+            correct += int((logits[:real].argmax(1) == y[:real]).sum())
+            seen += real
             for name, value in terms.items():
-                terms_sum[name] = terms_sum.get(name, 0.0) + value * len(y)
-            bar.set_postfix(loss=f"{total_loss / seen:.4f}", acc=f"{correct / seen:.3f}")
+                terms_sum[name] = terms_sum.get(name, 0.0) + value * real
+            if seen:
+                bar.set_postfix(loss=f"{total_loss / seen:.4f}", acc=f"{correct / seen:.3f}")
         bar.close()
+        extra = {}
+        if self._ddp is not None:  # sums over every process: the metrics of the whole global batches
+            names = list(terms_sum)
+            sums = distributed.all_reduce_sum(
+                [total_loss, correct, seen, *(terms_sum[n] for n in names)], what=f"{self.description}: summing epoch {epoch + 1} metrics"
+            )
+            total_loss, correct, seen = sums[0], int(round(sums[1])), int(round(sums[2]))
+            terms_sum = dict(zip(names, sums[3:]))
+            extra = {"world_size": self.dist.world_size}
         return {
             "epoch": epoch,
             "train_loss": total_loss / seen,
@@ -228,4 +366,5 @@ class Trainer:
             "terms": {k: v / seen for k, v in terms_sum.items()},
             "lr": self.scheduler.get_last_lr()[0],
             "seconds": time.perf_counter() - started,
+            **extra,
         }
