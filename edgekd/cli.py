@@ -161,5 +161,71 @@ def targets_command(base_dir: Path = typer.Option(Path("."), help="Also look in 
     Console().print(table)
 
 
+devices_app = typer.Typer(no_args_is_help=True, help="The targets' devices (device: ssh / adb in targets/*.yaml).")
+app.add_typer(devices_app, name="devices")
+
+
+def _check_device(target) -> dict:
+    """One target's device check; this machine's when the target names no device. Never raises."""
+    from .runners import runner_for
+
+    try:
+        if not (target.device.ssh or target.device.adb):
+            from .ondevice.probe import probe
+
+            return {"device": "this machine", "reachable": True, **probe()}
+        runner = runner_for(target.device, Path(target.source).parent if target.source else None)
+        return {"device": runner.label, **runner.check()}
+    except Exception as error:  # one broken target must not hide the others' answers
+        return {"device": str(target.device.ssh or target.device.adb or "this machine"), "reachable": False,
+                "reason": f"{type(error).__name__}: {error}"}
+
+
+@devices_app.command("check")
+def devices_check_command(
+    targets: Optional[str] = typer.Option(None, "--targets", help="Comma-separated target names or YAML files (default: every target with a device: block)."),
+    base_dir: Path = typer.Option(Path("."), help="Also look in BASE_DIR/targets."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON (one object per target) instead of a table."),
+) -> None:
+    """Per device: reachable or why not, its Python, which runtimes import and which energy meter it has. Devices are checked concurrently."""
+    import json
+    from concurrent.futures import ThreadPoolExecutor
+
+    from rich.table import Table
+
+    from .targets import list_targets, load_target
+
+    try:
+        chosen = ([load_target(t.strip(), base_dir, key="--targets") for t in targets.split(",") if t.strip()] if targets
+                  else [t for t in list_targets(base_dir) if t.device.ssh or t.device.adb])
+    except EdgekdError as error:
+        console.print(f"[red]error:[/red] {error}")
+        raise typer.Exit(2) from None
+    if not chosen:
+        console.print("no target has a device: block (device: {ssh: user@host} or {adb: SERIAL}); see docs/devices.md")
+        raise typer.Exit(0)
+    with ThreadPoolExecutor(max_workers=len(chosen)) as pool:
+        checks = [{"target": t.name, **c} for t, c in zip(chosen, pool.map(_check_device, chosen))]
+    if as_json:
+        print(json.dumps(checks, indent=1))
+        raise typer.Exit(0)
+    table = Table(title="devices")
+    for column in ("target", "device", "reachable", "python", "runtimes", "energy meter"):
+        table.add_column(column)
+    for c in checks:
+        runtimes = c.get("runtimes") or {}
+        ok = [f"{name} ({r.get('version', '')})" for name, r in runtimes.items() if r.get("ok")]
+        missing = [name for name, r in runtimes.items() if not r.get("ok")]
+        meters = c.get("meters") or {}
+        meter = meters.get("available") or ("none: " + "; ".join(f"{k}: {v}" for k, v in (meters.get("unavailable") or {}).items())
+                                            if meters else "")
+        reachable = "yes" if c.get("reachable") else f"no: {c.get('reason', '')}"
+        if c.get("reachable") and c.get("reason"):
+            reachable += f" ({c['reason']})"
+        table.add_row(c["target"], c["device"], reachable, str(c.get("python") or ""),
+                      "\n".join(ok + ([f"not: {', '.join(missing)}"] if missing else [])), meter)
+    Console(width=None if console.is_terminal else 200).print(table)
+
+
 def main() -> None:
     app()

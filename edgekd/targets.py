@@ -1,17 +1,17 @@
 """Hardware targets: one YAML file per device in ``targets/``.
 
 A target names the artifacts to build for it (backend, precisions, runtime
-options), how to reach the device (later: ssh/adb) and its power model. A new
+options), how to reach the device (ssh, adb, or this machine) and its power model. A new
 device of a known backend is only a new YAML file.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from .errors import ConfigError
 
@@ -29,10 +29,38 @@ class ArtifactSpec(_Strict):
 
 
 class DeviceSpec(_Strict):
-    ssh: str | None = Field(None, description="user@host[:port]; honours ~/.ssh/config")
-    adb: str | None = Field(None, description="device serial")
+    """How the target's device is reached. No ``ssh``/``adb``: the target runs on this machine.
+
+    Everything here reaches a remote shell only quoted or as a separate argument, so a
+    name, path or option cannot run a command there (see ``edgekd.runners``).
+    """
+
+    ssh: str | None = Field(None, description="user@host[:port] or an ~/.ssh/config alias; keys, config and known hosts are ssh's own")
+    adb: str | None = Field(None, description="device serial (adb devices)")
     macos_runner: str | None = Field(None, description="ssh destination of a Mac that can run Core ML")
     pin: list[int] | None = Field(None, description="CPU cores the benchmark is pinned to (taskset), e.g. a phone's big cores")
+    python: str = Field("python3", description="ssh: the device's Python, with numpy and the artifact's runtime")
+    identity_file: str | None = Field(None, description="ssh: private key to log in with (default: ssh's own choice)")
+    known_hosts: str | None = Field(None, description="ssh: known_hosts file the host key is checked against (default: ~/.ssh/known_hosts)")
+    host_key_checking: Literal["yes", "accept-new"] = Field(
+        "yes", description="ssh StrictHostKeyChecking: yes refuses unknown hosts; accept-new trusts a first key; never off")
+    connect_timeout_s: int = Field(10, ge=1, description="ssh/adb: seconds to wait for the connection")
+    tool: Literal["benchmark_model", "trtexec", "benchmark_app"] | None = Field(
+        None, description="ssh: time the artifact with the device's own tool instead of the Python benchmark")
+    tool_path: str | None = Field(None, description="ssh: the tool on the device (default: its name, found on PATH)")
+    tool_args: list[str] = Field(default_factory=list, description="extra arguments for the tool (each quoted)")
+    benchmark_model: str | None = Field(None, description="adb: this machine's path of an Android benchmark_model binary, pushed to the phone")
+    adb_path: str = Field("adb", description="adb: the adb executable")
+    timeout_s: float | None = Field(None, gt=0, description="per artifact on this device (default: profile.timeout_s)")
+    retries: int | None = Field(None, ge=0, description="attempts after the device was unreachable (default: profile.retries)")
+
+    @field_validator("ssh", "adb", "macos_runner")
+    @classmethod
+    def _address(cls, value: str | None) -> str | None:
+        """A destination starting with '-' would be read as an option; whitespace is never part of one."""
+        if value is not None and (not value or value.startswith("-") or any(c.isspace() for c in value)):
+            raise ValueError(f"{value!r} is not a device address (no leading '-', no spaces)")
+        return value
 
 
 class Target(_Strict):

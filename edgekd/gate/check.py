@@ -69,7 +69,8 @@ def check_artifact(artifact: dict[str, Any], report: dict[str, Any], budgets: Bu
             for percentile, bound in sorted(limit.items()):
                 value = (artifact.get("latency_ms") or {}).get(percentile)
                 ok = value is not None and value <= bound + TOLERANCE
-                text = "not measured" if value is None else f"{percentile} {value:.4g} ms {'<=' if ok else '>'} {bound:g} ms"
+                text = (f"not measured ({(artifact.get('latency_ms') or {}).get('measured_by', 'the benchmark')} gave no {percentile})"
+                        if value is None else f"{percentile} {value:.4g} ms {'<=' if ok else '>'} {bound:g} ms")
                 checks.append(_check(artifact, f"max_latency_ms.{percentile}", bound, value, ok, text))
         elif key == "require_measured_energy":
             source = (artifact.get("energy") or {}).get("source")
@@ -80,7 +81,8 @@ def check_artifact(artifact: dict[str, Any], report: dict[str, Any], budgets: Bu
         elif key == "require_stable_latency":
             stable = (artifact.get("latency_ms") or {}).get("stable")
             ok = not limit or stable is True
-            checks.append(_check(artifact, key, bool(limit), stable, ok, "latency stable" if stable else "latency flagged unstable (CoV above threshold)"))
+            text = {True: "latency stable", False: "latency flagged unstable (CoV above threshold)"}.get(stable, "latency stability unknown (no CoV)")
+            checks.append(_check(artifact, key, bool(limit), stable, ok, text))
         else:
             value = _measured(key, artifact, report, limits)
             kind = LIMITS[key]

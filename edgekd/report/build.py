@@ -9,7 +9,7 @@ from .. import __version__
 from .schema import Report
 
 LATENCY_KEYS = ("p50", "p90", "p95", "p99", "mean", "std", "min", "max", "cov", "runs", "warmup_runs", "warmup_seconds",
-                "load_ms", "first_inference_ms", "stable", "repeats", "histogram")
+                "load_ms", "first_inference_ms", "stable", "repeats", "histogram", "measured_by")
 ENERGY_KEYS = ("mj_per_inference", "avg_power_w", "inferences_per_joule", "source", "meter", "boundary", "idle_power_w",
                "net_mj_per_inference", "windows")
 PARITY_KEYS = ("max_abs_diff", "mean_abs_diff", "top1_agreement", "atol", "min_top1_agreement", "ok", "samples")

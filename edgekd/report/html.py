@@ -269,7 +269,7 @@ def _table(rep: Report) -> str:
         for q in ("p50", "p95", "p99"):
             v = getattr(lat, q) if lat is not None else None
             flag = '<span class="unstable" title="CoV stayed above the threshold">unstable</span>' \
-                if (lat is not None and not lat.stable and q == "p99") else ""
+                if (lat is not None and lat.stable is False and q == "p99") else ""
             cells.append(f'<td class="num latency {q}"><span class="value">{_sig(v)}</span>{flag}</td>')
         cells.append(_energy_cells(a))
         mem = "—" if a.peak_memory_mb is None else f"{a.peak_memory_mb:.1f} MB"
@@ -286,7 +286,7 @@ def _tradeoff_figure(rep: Report, kind: str) -> str:
     for a in rep.artifacts:
         if a.accuracy is None:
             continue
-        if kind == "latency" and a.latency_ms is not None:
+        if kind == "latency" and a.latency_ms is not None and a.latency_ms.p50 is not None:
             points.append(plots.Point(a.id, a.accuracy, a.latency_ms.p50))
         elif kind == "energy" and a.energy is not None:
             points.append(plots.Point(a.id, a.accuracy, a.energy.mj_per_inference, a.energy.source == "estimated"))

@@ -25,24 +25,30 @@ class Histogram(_Model):
 
 
 class LatencyStats(_Model):
-    """Single-stream, batch 1, steady state after the warm-up (see ``edgekd.ondevice.latency``)."""
+    """Single-stream, batch 1, steady state after the warm-up (see ``edgekd.ondevice.latency``).
 
-    p50: float
-    p90: float
-    p95: float
-    p99: float
-    mean: float
-    std: float
-    min: float
-    max: float
-    cov: float = Field(description="coefficient of variation, std / mean")
-    runs: int
-    warmup_runs: int
-    warmup_seconds: float
-    load_ms: float = Field(description="loading/compiling the artifact in its runtime, apart from the steady state")
-    first_inference_ms: float
-    stable: bool = Field(description="false when the CoV stayed above the threshold after the repeats")
-    repeats: int = Field(description="measurements taken; more than 1 when the first was unstable")
+    edgekd's own benchmark fills every field. A device's own tool (LiteRT
+    ``benchmark_model``, ``trtexec``, ``benchmark_app``) prints only some: the rest
+    are null, never interpolated, and ``measured_by`` names the tool.
+    """
+
+    p50: float | None
+    p90: float | None
+    p95: float | None
+    p99: float | None
+    mean: float | None
+    std: float | None
+    min: float | None
+    max: float | None
+    cov: float | None = Field(description="coefficient of variation, std / mean")
+    runs: int | None
+    warmup_runs: int | None = None
+    warmup_seconds: float | None = None
+    load_ms: float | None = Field(None, description="loading/compiling the artifact in its runtime, apart from the steady state")
+    first_inference_ms: float | None = None
+    stable: bool | None = Field(description="false when the CoV stayed above the threshold after the repeats; null when unknown")
+    repeats: int = Field(1, description="measurements taken; more than 1 when the first was unstable")
+    measured_by: str = Field("edgekd.ondevice.bench", description="the benchmark that took these numbers")
     histogram: Histogram | None = None
 
 

@@ -24,7 +24,7 @@ def report_table(report: dict[str, Any]):
             gate_text = "[green]pass[/]" if not failed else "[red]FAIL[/] " + ", ".join(failed)
         status = {"ok": "[green]ok[/]", "failed": "[red]failed[/]"}.get(a["status"], f"[yellow]{a['status']}[/]")
         num = lambda v, f: "-" if v is None else format(v, f)  # noqa: E731
-        unstable = "" if lat.get("stable", True) else " [red]unstable[/]"
+        unstable = " [red]unstable[/]" if lat.get("stable") is False else ""
         table.add_row(
             a["id"], status, num(a.get("accuracy"), ".2%"), num(lat.get("p50"), ".4f"), num(lat.get("p95"), ".4f"),
             num(lat.get("p99"), ".4f"), num(lat.get("cov"), ".2f") + unstable, num(energy.get("mj_per_inference"), ".4f"),

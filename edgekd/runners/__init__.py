@@ -1,15 +1,29 @@
 """Device runners, one module each. Importing this package registers them."""
 
-from . import local  # noqa: F401  (registration)
-from .base import RUNNERS, DeviceFailed, DeviceRunner, DeviceUnreachable, ProfileJob, bench_args
+from __future__ import annotations
 
-__all__ = ["RUNNERS", "DeviceFailed", "DeviceRunner", "DeviceUnreachable", "ProfileJob", "bench_args", "runner_for"]
+from pathlib import Path
+
+from . import adb, local, ssh  # noqa: F401  (registration)
+from .base import (RUNNERS, DeviceFailed, DeviceRunner, DeviceUnreachable, HostKeyRefused, ProfileJob, bench_args,
+                   tool_latency, tool_result)
+
+__all__ = ["RUNNERS", "DeviceFailed", "DeviceRunner", "DeviceUnreachable", "HostKeyRefused", "ProfileJob", "bench_args",
+           "runner_for", "tool_latency", "tool_result"]
 
 
-def runner_for(device) -> DeviceRunner:
-    """The runner a target's ``device:`` block asks for (ssh, adb), or this machine."""
-    if getattr(device, "ssh", None):
-        return RUNNERS.get("ssh")(device.ssh, device.model_dump())
-    if getattr(device, "adb", None):
-        return RUNNERS.get("adb")(device.adb, device.model_dump())
-    return RUNNERS.get("local")(None, device.model_dump() if device is not None else {})
+def runner_for(device, base_dir: Path | None = None) -> DeviceRunner:
+    """The runner a target's ``device:`` block asks for (ssh, adb), or this machine.
+
+    ``base_dir`` (the target file's folder) anchors relative paths in the block: an
+    identity file, a known_hosts file, a benchmark_model binary.
+    """
+    spec = device.model_dump() if device is not None else {}
+    if spec.get("ssh"):
+        return RUNNERS.get("ssh")(spec["ssh"], spec, base_dir=base_dir)
+    if spec.get("adb"):
+        if spec.get("benchmark_model") and base_dir is not None:
+            path = Path(spec["benchmark_model"]).expanduser()
+            spec["benchmark_model"] = str(path if path.is_absolute() else base_dir / path)
+        return RUNNERS.get("adb")(spec["adb"], spec)
+    return RUNNERS.get("local")(None, spec)

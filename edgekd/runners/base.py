@@ -16,7 +16,22 @@ from ..registry import Registry
 
 
 class DeviceUnreachable(Exception):
-    """The device could not be reached (offline, refused, host key unknown); worth a retry."""
+    """The device could not be reached (offline, refused, timed out); worth a retry unless ``retry`` is False.
+
+    A refused host key or a refused login is not retried: it is a security or
+    configuration refusal that the next attempt would meet again.
+    """
+
+    def __init__(self, reason: str, *, retry: bool = True) -> None:
+        super().__init__(reason)
+        self.retry = retry
+
+
+class HostKeyRefused(DeviceUnreachable):
+    """The device's host key is unknown or changed: refused, never retried, never accepted silently."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason, retry=False)
 
 
 class DeviceFailed(Exception):
@@ -33,6 +48,9 @@ class ProfileJob:
     data: Path  # .npz with the preprocessed test inputs x and labels y
     bench_args: list[str] = field(default_factory=list)  # latency and energy settings for the benchmark
     timeout_s: float = 900.0
+    # The same settings as a dict (the profile section), for runners that drive a device's own tool
+    # (benchmark_model, trtexec, benchmark_app) instead of the Python benchmark.
+    settings: dict[str, Any] = field(default_factory=dict)
 
 
 class DeviceRunner(ABC):
@@ -57,6 +75,18 @@ class DeviceRunner(ABC):
 RUNNERS: Registry[type[DeviceRunner]] = Registry("runner")
 
 
+def pin_mask(cores: list[int]) -> str:
+    """``taskset``'s hexadecimal CPU mask for a list of cores: [4, 5, 6, 7] -> "f0"."""
+    if not cores or any(int(c) < 0 for c in cores):
+        raise ValueError(f"pin: expected core numbers >= 0, got {cores}")
+    return format(sum(1 << int(c) for c in set(cores)), "x")
+
+
+def tail(text: str, lines: int = 3) -> str:
+    """The last lines of a tool's output, joined: enough to say why, short enough for a row."""
+    return " | ".join(line.strip() for line in (text or "").strip().splitlines()[-lines:] if line.strip())
+
+
 def bench_args(profile_cfg) -> list[str]:
     """The profile section as the benchmark's command-line options."""
     c = profile_cfg
@@ -66,3 +96,47 @@ def bench_args(profile_cfg) -> list[str]:
         "--cov-threshold", str(c.cov_threshold), "--repeats", str(c.repeats),
         "--meter", c.energy.meter, "--energy-windows", str(c.energy.windows), "--energy-window-s", str(c.energy.window_s),
     ]
+
+
+# The fields of edgekd.ondevice.latency's result; a device's own tool prints only some of them.
+LATENCY_FIELDS = ("p50", "p90", "p95", "p99", "mean", "std", "min", "max", "cov", "runs", "warmup_runs",
+                  "warmup_seconds", "load_ms", "first_inference_ms", "stable", "repeats", "histogram")
+
+
+def tool_latency(tool: str, cov_threshold: float | None, **known: Any) -> dict[str, Any]:
+    """A latency dict of the Python benchmark's shape from a tool's printed statistics (milliseconds).
+
+    What the tool did not print stays None and is listed in ``unknown``; nothing is
+    interpolated. ``measured_by`` names the tool, so a reader never mistakes its numbers
+    for the Python benchmark's protocol.
+    """
+    out: dict[str, Any] = {name: known.get(name) for name in LATENCY_FIELDS}
+    if out["cov"] is None and out["std"] is not None and out["mean"]:
+        out["cov"] = out["std"] / out["mean"]
+    if out["stable"] is None and out["cov"] is not None and cov_threshold is not None:
+        out["stable"] = out["cov"] <= cov_threshold
+    out["repeats"] = out["repeats"] or 1
+    out.update({k: v for k, v in known.items() if k not in out})
+    out["cov_threshold"] = cov_threshold
+    out["measured_by"] = tool
+    out["unknown"] = [name for name in LATENCY_FIELDS if out[name] is None and name != "histogram"]
+    return out
+
+
+def tool_result(tool: str, latency: dict[str, Any], host: dict[str, Any], output: str, **extra: Any) -> dict[str, Any]:
+    """A benchmark result (the Python benchmark's JSON form) for an artifact timed by a device's own tool.
+
+    The tool feeds random inputs, so accuracy is not measured on the device: ``accuracy`` is
+    None and ``accuracy_note`` says so; the profile stage then reports the compile check's
+    accuracy for the same artifact, labelled as measured on the build machine.
+    """
+    result = {
+        "status": "ok", "runtime": tool, "measured_by": tool, "latency_ms": latency,
+        "accuracy": None, "per_class_accuracy": None, "samples": None,
+        "accuracy_note": f"{tool} times random inputs and cannot score accuracy on the device",
+        "energy": None, "meters_unavailable": {"all": f"{tool} reads no energy meter"},
+        "cpu_utilization": None, "peak_memory_mb": None, "baseline_memory_mb": None,
+        "host": host, "tool_output_tail": "\n".join(output.strip().splitlines()[-25:]),
+    }
+    result.update(extra)
+    return result

@@ -57,8 +57,10 @@ def result_row(row: dict[str, Any], bench: dict[str, Any], power: dict[str, Any]
     if accuracy is None:  # a device tool (benchmark_model, trtexec, benchmark_app) times random inputs
         accuracy, per_class = row.get("accuracy"), row.get("per_class_accuracy")
         source = f"build machine: the compile check of this artifact in its runtime ({bench.get('accuracy_note', 'not measured on the device')})"
+    # A device tool's statistics keep only what it printed; the rest stay null and latency budgets on them fail as "not measured".
+    latency = {**bench["latency_ms"], "measured_by": bench.get("measured_by", "edgekd.ondevice.bench")}
     out.update(
-        latency_ms=bench["latency_ms"], accuracy=accuracy, per_class_accuracy=per_class, accuracy_source=source,
+        latency_ms=latency, accuracy=accuracy, per_class_accuracy=per_class, accuracy_source=source,
         samples=bench.get("samples"), energy=energy, peak_memory_mb=bench.get("peak_memory_mb"),
         baseline_memory_mb=bench.get("baseline_memory_mb"), cpu_utilization=bench.get("cpu_utilization"),
         accuracy_per_watt=accuracy / energy["avg_power_w"] if accuracy is not None and energy and energy["avg_power_w"] > 0 else None,
@@ -175,13 +177,13 @@ class ProfileStage(Stage):
         ok = [r for r in record["artifacts"] if r["status"] == "ok"]
         c = record["counts"]
         rows = [("artifacts", f"{c['ok']} profiled, {c['failed']} failed, {c['not run here']} not run here, {c[UNREACHABLE]} unreachable")]
-        timed = [r for r in ok if r["latency_ms"].get("p50") is not None]  # a device's own tool may print no median
+        timed = [r for r in ok if (r["latency_ms"] or {}).get("p50") is not None]  # a device's own tool may print no median
         if timed:
             fastest = min(timed, key=lambda r: r["latency_ms"]["p50"])
             accuracy = "?" if fastest["accuracy"] is None else f"{fastest['accuracy']:.2%}"
             rows.append(("fastest", f"{fastest['id']} p50 {fastest['latency_ms']['p50']:.4f} ms, {accuracy}"))
         if ok:
-            unstable = [r["id"] for r in ok if r["latency_ms"].get("stable") is False]
+            unstable = [r["id"] for r in ok if (r["latency_ms"] or {}).get("stable") is False]
             if unstable:
                 rows.append(("unstable latency", f"{len(unstable)} of {len(ok)} (CoV above profile.cov_threshold)"))
             sources = sorted({r["energy"]["source"] for r in ok if r.get("energy")})

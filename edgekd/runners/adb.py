@@ -1,0 +1,331 @@
+"""An Android phone over adb: TFLite's ``benchmark_model`` times the artifact, the battery gauge gives energy.
+
+A phone has no Python, so the device-side benchmark is the user's own
+``benchmark_model`` binary (built for the phone's ABI; ``device.benchmark_model``),
+pushed with the artifact into a fresh directory under /data/local/tmp and
+removed afterwards. It runs pinned with ``taskset`` when ``device.pin`` names
+cores, with the profile section's warm-up and run settings. Its output is parsed
+in both forms it has had: the older statistics line (count, first, curr, min,
+max, avg, std) and the newer one that adds p5, median and p95. Numbers it does
+not print (p90, p99, and p50/p95 from older builds) stay None: nothing is
+interpolated. It feeds random inputs, so accuracy is not measured on the phone
+(see ``tool_result``). While it runs, a shell loop on the phone samples the
+battery's current, voltage and status; energy is reported only when the battery
+was discharging the whole time (a USB charger otherwise powers the phone).
+
+adb joins the words after ``shell`` into one command line for the phone's shell,
+so every word is quoted here; a serial is one argument of adb itself. This
+runner has not been run against a phone here: its command construction and
+its parsing are tested against a fake adb and benchmark_model outputs.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import shlex
+import statistics
+import subprocess
+import uuid
+from pathlib import Path
+from typing import Any
+
+from ..ondevice.meters.android import REFUSED_STATUS
+from .base import RUNNERS, DeviceFailed, DeviceRunner, DeviceUnreachable, ProfileJob, pin_mask, tail, tool_latency, tool_result
+
+REMOTE_ROOT = "/data/local/tmp"
+BATTERY = "/sys/class/power_supply/battery"
+POLL_S = 0.25
+
+_NUMBER = r"[-+]?\d+(?:\.\d+)?(?:[eE][-+]?\d+)?"
+_STATS = re.compile(rf"count=(?P<count>\d+)(?P<rest>(?:\s+\w+={_NUMBER})+)")
+_PAIR = re.compile(rf"(\w+)=({_NUMBER})")
+_TIMINGS = re.compile(
+    rf"Inference timings in us: Init: (?P<init>{_NUMBER}), First inference: (?P<first>{_NUMBER}), "
+    rf"Warmup \(avg\): (?P<warmup>{_NUMBER}), Inference \(avg\): (?P<avg>{_NUMBER})")
+# older builds: "Peak memory footprint (MB): init=.. overall=.."; newer: "Memory footprint delta from the start of the tool (MB): .."
+_DELTA = re.compile(rf"(?:^|\s)(?:Peak memory footprint|Memory footprint delta from the start of the tool) \(MB\): "
+                    rf"init=(?P<init>{_NUMBER}) overall=(?P<overall>{_NUMBER})", re.M)
+_PEAK = re.compile(rf"Overall peak memory footprint \(MB\) via periodic monitoring: (?P<peak>{_NUMBER})")
+
+
+def _stats_lines(output: str) -> list[dict[str, float]]:
+    """Every ``count=... first=... avg=...`` statistics line, in order: warm-up first, then the timed runs."""
+    found = []
+    for line in output.splitlines():
+        match = _STATS.search(line)
+        if match and "avg=" in match.group("rest"):
+            values = {k: float(v) for k, v in _PAIR.findall(match.group(0))}
+            found.append(values)
+    return found
+
+
+def parse_benchmark_model(output: str, cov_threshold: float | None = None) -> dict[str, Any]:
+    """benchmark_model's printed statistics as a latency dict in milliseconds (see ``tool_latency``).
+
+    Raises ``ValueError`` when the output has no timed statistics (the tool failed, or
+    this is not benchmark_model output); the message carries the tool's last lines.
+    """
+    stats = _stats_lines(output)
+    timings = _TIMINGS.search(output)
+    if not stats:
+        raise ValueError(f"no benchmark_model statistics line (count=... avg=...) in its output: {tail(output)}")
+    timed = stats[-1]
+    warmup = stats[-2] if len(stats) > 1 else None
+    ms = 1e-3  # benchmark_model prints microseconds
+    latency = tool_latency(
+        "benchmark_model", cov_threshold,
+        p50=timed["median"] * ms if "median" in timed else None,
+        p95=timed["p95"] * ms if "p95" in timed else None,
+        p5=timed["p5"] * ms if "p5" in timed else None,
+        mean=timed["avg"] * ms, std=timed["std"] * ms if "std" in timed else None,
+        min=timed["min"] * ms, max=timed["max"] * ms, runs=int(timed["count"]),
+        warmup_runs=int(warmup["count"]) if warmup else None,
+        # the sum of the warm-up inferences' times; the tool does not print the warm-up's wall time
+        warmup_seconds=warmup["count"] * warmup["avg"] * 1e-6 if warmup else None,
+        load_ms=float(timings.group("init")) * ms if timings else None,
+        first_inference_ms=float(timings.group("first")) * ms if timings else (warmup["first"] * ms if warmup and "first" in warmup else None),
+        format="newer (p5/median/p95)" if "median" in timed else "older (count/first/curr/min/max/avg/std)",
+    )
+    return latency
+
+
+def parse_memory(output: str) -> dict[str, float | None]:
+    """Memory in MB: the periodic peak (newer builds) and the footprint at init and overall (both forms).
+
+    The footprint lines are what the tool's own process added, not a process peak, so only the
+    periodic peak is reported as ``peak_memory_mb``.
+    """
+    peak, delta = _PEAK.search(output), _DELTA.search(output)
+    return {"peak_memory_mb": float(peak.group("peak")) if peak else None,
+            "memory_delta_init_mb": float(delta.group("init")) if delta else None,
+            "memory_delta_overall_mb": float(delta.group("overall")) if delta else None}
+
+
+def benchmark_model_args(tool: str, graph: str, options: dict[str, Any], settings: dict[str, Any], extra: list[str],
+                         min_seconds: float | None = None) -> list[str]:
+    """benchmark_model's command line for the profile section's protocol: warm-up by count and time, timed runs
+    by count and time (both must be met), bounded by max_seconds; XNNPACK as the LiteRT Python runtime uses it."""
+    min_secs = settings.get("min_seconds", 2.0) if min_seconds is None else min_seconds
+    args = [tool, f"--graph={graph}",
+            f"--warmup_runs={int(settings.get('warmup_runs', 20))}", f"--warmup_min_secs={float(settings.get('warmup_s', 2.0)):g}",
+            f"--num_runs={int(settings.get('runs', 1000))}", f"--min_secs={float(min_secs):g}",
+            f"--max_secs={float(max(settings.get('max_seconds', 60.0), min_secs)):g}", "--use_xnnpack=true"]
+    if options.get("threads"):
+        args.append(f"--num_threads={int(options['threads'])}")
+    return args + [str(a) for a in extra]
+
+
+# Runs on the phone: host facts, the battery sampler (when asked), the tool (pinned when asked), end markers.
+# Every value arrives as a quoted positional argument; nothing is pasted into this text.
+RUN_SCRIPT = r"""
+d=$1; mask=$2; energy=$3; idle=$4; bat=$5; shift 5
+cd "$d" || { echo "edgekd: no directory $d on the device" >&2; exit 86; }
+echo "edgekd-model $(getprop ro.product.model 2>/dev/null)"
+echo "edgekd-soc $(getprop ro.soc.model 2>/dev/null)"
+echo "edgekd-uname $(uname -srm 2>/dev/null)"
+echo "edgekd-cores $(grep -c ^processor /proc/cpuinfo 2>/dev/null)"
+sampler=
+if [ "$energy" = 1 ]; then
+  (while :; do read up rest < /proc/uptime; echo "edgekd-battery $up $(cat "$bat/current_now") $(cat "$bat/voltage_now") $(cat "$bat/status")"; sleep 0.25; done) > battery.txt 2>/dev/null &
+  sampler=$!
+  sleep "$idle"
+fi
+read up rest < /proc/uptime; echo "edgekd-start $up"
+if [ -n "$mask" ]; then set -- taskset "$mask" "$@"; fi
+"$@" 2>&1
+rc=$?
+read up rest < /proc/uptime; echo "edgekd-end $up"
+if [ -n "$sampler" ]; then sleep 1; kill "$sampler" 2>/dev/null; cat battery.txt; fi
+echo "edgekd-rc $rc"
+"""
+
+
+def shell_line(words: list[str]) -> str:
+    """One command line for the device's shell: every word quoted, so none is interpreted."""
+    return " ".join(shlex.quote(str(w)) for w in words)
+
+
+def parse_battery(output: str) -> tuple[list[tuple[float, float, str]], float | None, float | None]:
+    """(uptime, watts, status) samples, and the uptimes at which the tool started and ended."""
+    samples, start, end = [], None, None
+    for line in output.splitlines():
+        word, _, rest = line.strip().partition(" ")
+        if word == "edgekd-start":
+            start = float(rest)
+        elif word == "edgekd-end":
+            end = float(rest)
+        elif word == "edgekd-battery":
+            parts = rest.split()
+            try:
+                up, current_ua, voltage_uv = float(parts[0]), float(parts[1]), float(parts[2])
+            except (IndexError, ValueError):
+                continue  # an unreadable gauge leaves the reading empty
+            samples.append((up, abs(current_ua) * voltage_uv * 1e-12, " ".join(parts[3:]) or "unknown"))
+    return samples, start, end
+
+
+def battery_energy(output: str, latency: dict[str, Any]) -> tuple[dict[str, Any] | None, dict[str, str]]:
+    """Energy per inference from the battery readings of the timed runs (|I| x V, µA x µV), or None and why.
+
+    The timed runs are the last ``runs x mean`` seconds before the tool ended (benchmark_model
+    prints no timestamps); readings before the start are the idle power.
+    """
+    samples, start, end = parse_battery(output)
+    if not samples or start is None or end is None:
+        return None, {"android-battery": f"no readable {BATTERY}/current_now, voltage_now and status on the device"}
+    statuses = sorted({s for _, _, s in samples})
+    refused = [s for s in statuses if s in REFUSED_STATUS]
+    if refused:
+        return None, {"android-battery": f"battery status was {refused[0]!r}: a connected charger powers the phone, so the "
+                                         "battery current does not measure consumption; unplug USB and use adb over Wi-Fi"}
+    timed_s = latency["runs"] * latency["mean"] / 1000.0
+    during = [w for up, w, _ in samples if end - timed_s <= up <= end] or [w for up, w, _ in samples if start <= up <= end]
+    idle = [w for up, w, _ in samples if up < start]
+    if len(during) < 2:
+        return None, {"android-battery": f"{len(during)} battery reading(s) during the timed runs; raise the energy windows "
+                                         f"(profile.energy) so the runs last several {POLL_S:g} s polls"}
+    power = statistics.fmean(during)
+    idle_power = statistics.fmean(idle) if idle else None
+    mj = power * latency["mean"]  # W x ms = mJ
+    return {
+        "source": "measured", "meter": "android-battery", "boundary": "battery",
+        "mj_per_inference": mj, "avg_power_w": power, "inferences_per_joule": 1000.0 / mj if mj > 0 else math.inf,
+        "idle_power_w": idle_power,
+        "net_mj_per_inference": (power - idle_power) * latency["mean"] if idle_power is not None else None,
+        "windows": [{"seconds": timed_s, "readings": len(during), "power_w": power}],
+        "describe": {"meter": "android-battery", "boundary": "battery", "update_period_s": POLL_S,
+                     "sources": [f"{BATTERY}/current_now", f"{BATTERY}/voltage_now"],
+                     "notes": f"|current_now| x voltage_now read by a shell loop on the phone every {POLL_S:g} s during "
+                              f"benchmark_model's timed runs; status {', '.join(statuses)}; whole-phone power"},
+    }, {}
+
+
+def parse_host(output: str) -> dict[str, Any]:
+    facts = {}
+    for line in output.splitlines():
+        word, _, rest = line.strip().partition(" ")
+        if word in ("edgekd-model", "edgekd-soc", "edgekd-uname", "edgekd-cores"):
+            facts[word[7:]] = rest.strip()
+    cpu = " ".join(v for v in (facts.get("model"), facts.get("soc")) if v)
+    cores = facts.get("cores", "")
+    return {"cpu": cpu or "android", "cores": int(cores) if cores.isdigit() else None, "machine": facts.get("uname", "")}
+
+
+def _energy_wanted(settings: dict[str, Any]) -> bool:
+    energy = settings.get("energy") or {}
+    return energy.get("meter", "auto") in ("auto", "android-battery") and int(energy.get("windows", 5)) > 0
+
+
+@RUNNERS.register("adb")
+class AdbRunner(DeviceRunner):
+    kind = "adb"
+
+    def _adb(self, *words: str, timeout: float = 120.0, stdin: str | None = None) -> subprocess.CompletedProcess:
+        command = [self.device.get("adb_path") or "adb", "-s", str(self.address), *words]
+        try:
+            done = subprocess.run(command, capture_output=True, text=True, timeout=timeout, input=stdin)
+        except FileNotFoundError:
+            raise DeviceFailed(f"{command[0]} is not installed here (Android platform-tools)") from None
+        except subprocess.TimeoutExpired:
+            raise DeviceUnreachable(f"adb {words[0]} on {self.address} did not answer within {timeout:.0f} s") from None
+        if done.returncode != 0:
+            message = (done.stderr or done.stdout).strip()
+            lowered = message.lower()
+            if "unauthorized" in lowered:
+                raise DeviceUnreachable(f"{self.address} has not authorized this computer: accept the prompt on the phone ({tail(message, 1)})", retry=False)
+            if any(s in lowered for s in ("not found", "offline", "no devices", "device still connecting", "closed", "protocol fault")):
+                raise DeviceUnreachable(f"adb cannot reach {self.address}: {tail(message, 2)}")
+            raise DeviceFailed(f"adb {words[0]} failed on {self.address}: {tail(message)}")
+        return done
+
+    def _shell(self, words: list[str], timeout: float = 120.0) -> str:
+        return self._adb("shell", shell_line(words), timeout=timeout).stdout
+
+    def _online(self) -> None:
+        state = self._adb("get-state", timeout=float(self.device.get("connect_timeout_s") or 10)).stdout.strip()
+        if state != "device":
+            raise DeviceUnreachable(f"{self.address} is {state or 'not connected'}")
+
+    def profile(self, job: ProfileJob) -> dict[str, Any]:
+        if job.backend != "litert":
+            return {"status": "not run here", "reason": f"the adb runner times .tflite artifacts with benchmark_model; {job.backend} is not one"}
+        binary = self.device.get("benchmark_model")
+        if not binary or not Path(binary).is_file():
+            raise DeviceFailed(f"device.benchmark_model must be this machine's path of an Android benchmark_model binary (got {binary!r})")
+        self._online()
+        workdir = f"{REMOTE_ROOT}/edgekd-{uuid.uuid4().hex[:12]}"
+        settings, options = job.settings, job.options
+        energy = _energy_wanted(settings)
+        energy_cfg = settings.get("energy") or {}
+        min_secs = float(settings.get("min_seconds", 2.0))
+        if energy:  # the battery gauge needs long runs: as long as the energy windows would be
+            min_secs = max(min_secs, int(energy_cfg.get("windows", 5)) * float(energy_cfg.get("window_s", 10.0)))
+        idle_s = min(10.0, float(energy_cfg.get("window_s", 10.0)))
+        pin = self.device.get("pin")
+        tool_words = benchmark_model_args("./benchmark_model", f"{workdir}/{job.artifact.name}", options, settings,
+                                          list(self.device.get("tool_args") or []), min_seconds=min_secs)
+        try:
+            self._shell(["mkdir", "-p", workdir])
+            self._adb("push", str(binary), f"{workdir}/benchmark_model", timeout=job.timeout_s)
+            for file in job.files:
+                self._adb("push", str(file), f"{workdir}/{file.name}", timeout=job.timeout_s)
+            self._shell(["chmod", "755", f"{workdir}/benchmark_model"])
+            output = self._shell(["sh", "-c", RUN_SCRIPT, "edgekd", workdir, pin_mask(pin) if pin else "",
+                                  "1" if energy else "0", f"{idle_s:g}", BATTERY, *tool_words], timeout=job.timeout_s)
+        finally:
+            try:
+                self._shell(["rm", "-rf", workdir], timeout=60)
+            except (DeviceUnreachable, DeviceFailed):
+                pass  # the phone went away; /data/local/tmp/edgekd-* is left behind and says so by name
+        return self.result(output, settings, energy)
+
+    @staticmethod
+    def result(output: str, settings: dict[str, Any], energy_on: bool = True) -> dict[str, Any]:
+        """The benchmark result from the phone's output: the tool's statistics, host facts, battery readings."""
+        rc = re.search(r"^edgekd-rc (\d+)", output, re.M)
+        if rc is None:
+            raise DeviceFailed(f"the run on the phone ended early: {tail(output)}")
+        tool_log = "\n".join(line for line in output.splitlines() if not line.startswith("edgekd-"))
+        if rc.group(1) != "0" or "Benchmarking failed" in output:
+            raise DeviceFailed(f"benchmark_model exited {rc.group(1)}: {tail(tool_log)}")
+        try:
+            latency = parse_benchmark_model(output, settings.get("cov_threshold"))
+        except ValueError as why:
+            raise DeviceFailed(str(why)) from None
+        energy, unavailable = battery_energy(output, latency) if energy_on else (None, {"all": "energy measurement turned off"})
+        memory = parse_memory(output)
+        return tool_result("benchmark_model", latency, {**parse_host(output), "threads": None}, tool_log,
+                           energy=energy, meters_unavailable=unavailable, peak_memory_mb=memory["peak_memory_mb"], memory=memory)
+
+    def check(self) -> dict[str, Any]:
+        """adb state, the phone's model and ABI, taskset, the battery gauge, and whether a benchmark_model is given."""
+        try:
+            self._online()
+            text = self._shell(["sh", "-c", CHECK_SCRIPT, "edgekd", BATTERY], timeout=30)
+        except (DeviceUnreachable, DeviceFailed) as why:
+            return {"reachable": False, "reason": str(why)}
+        facts = dict(line.partition("=")[::2] for line in text.splitlines() if "=" in line)
+        binary = self.device.get("benchmark_model")
+        have = bool(binary and Path(binary).is_file())
+        status, current = facts.get("status", "").strip(), facts.get("current_now", "").strip()
+        readable = bool(re.fullmatch(r"-?\d+", current))
+        meter = "android-battery" if readable and status not in REFUSED_STATUS else None
+        why_not = f"status {status or 'unreadable'!r}" + ("" if readable else f", current_now unreadable ({current or 'empty'})")
+        return {
+            "reachable": True, "machine": f"{facts.get('model', '').strip()} ({facts.get('abi', '').strip()})", "python": None,
+            "runtimes": {"litert": {"ok": True, "version": f"benchmark_model {binary}"} if have
+                         else {"ok": False, "reason": "device.benchmark_model is not set to a file here"}},
+            "meters": {"available": meter, "unavailable": {} if meter else {"android-battery": why_not}},
+            "tools": {"taskset": facts.get("taskset", "").strip() or None},
+        }
+
+
+# ``devices check`` on a phone: one key=value line per fact; $1 is the battery's sysfs folder.
+CHECK_SCRIPT = r"""
+echo "model=$(getprop ro.product.model 2>/dev/null)"
+echo "abi=$(getprop ro.product.cpu.abi 2>/dev/null)"
+echo "taskset=$(command -v taskset 2>/dev/null)"
+echo "status=$(cat "$1/status" 2>/dev/null)"
+echo "current_now=$(cat "$1/current_now" 2>/dev/null)"
+"""

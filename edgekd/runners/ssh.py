@@ -1,0 +1,283 @@
+"""A Linux (or macOS) device over SSH: the same benchmark as here, run there, brought back as JSON.
+
+One ``ssh`` session per artifact streams a tar of the self-contained
+``edgekd/ondevice`` package (as ``edgekd_ondevice``, so an edgekd installed on
+the device is never imported instead), the artifact's files and the test slice
+into a ``mktemp -d`` directory, runs ``python -m edgekd_ondevice.bench`` there
+(latency protocol, on-device accuracy, the device's energy meter) and prints
+the result; a shell trap removes the directory however the run ends. With
+``device.tool`` the device's own ``benchmark_model``, ``trtexec`` or
+``benchmark_app`` times the artifact instead and its output is parsed.
+
+The system ``ssh`` client is used, so ``~/.ssh/config``, agents and keys work as
+they do for the user. Host keys are always checked (``StrictHostKeyChecking=yes``,
+or ``accept-new`` when a target asks); an unknown or changed key is refused,
+named as such, and not retried. Locally everything is an argument list; the
+remote command is a fixed script whose values arrive as ``shlex.quote``d
+positional arguments, so no device name, path or option can run a command.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import shlex
+import subprocess
+import tarfile
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from .. import ondevice
+from .adb import benchmark_model_args, parse_benchmark_model, parse_memory
+from .base import RUNNERS, DeviceFailed, DeviceRunner, DeviceUnreachable, HostKeyRefused, ProfileJob, tail, tool_latency, tool_result
+
+PACKAGE = "edgekd_ondevice"  # the ondevice package's name on the device
+NO_RESULT = 86  # the remote script's exit status when it stopped before the tool ran
+MARKER = "@@edgekd-result@@"
+
+# Runs on the device under ``sh -c``: $1 is the time limit, the rest the command. The tar of the
+# files arrives on stdin. Prints the command's output, its exit status, a marker and result.json.
+RUN_SCRIPT = r"""
+limit=$1; shift
+d=$(mktemp -d "${TMPDIR:-/tmp}/edgekd.XXXXXX") || { echo "edgekd: mktemp failed on the device" >&2; exit 86; }
+trap 'rm -rf "$d"' EXIT
+trap 'exit 143' HUP INT TERM
+tar -x -f - -C "$d" || { echo "edgekd: could not unpack the files on the device (is tar there?)" >&2; exit 86; }
+cd "$d" || exit 86
+if command -v timeout >/dev/null 2>&1; then set -- timeout "$limit" "$@"; fi
+"$@" > log.txt 2>&1
+rc=$?
+cat log.txt
+echo
+echo "edgekd-rc $rc"
+echo "@@edgekd-result@@"
+if [ -f result.json ]; then cat result.json; fi
+"""
+
+_HOST_KEY = ("host key verification failed", "remote host identification has changed", "host key is known",
+             "no matching host key type", "host key for", "offending")
+_LOGIN = ("permission denied", "too many authentication failures")
+
+
+def parse_address(address: str) -> tuple[str, str | None]:
+    """``user@host:port`` -> (``user@host``, ``port``); an alias or ``host`` alone keeps ssh's own port.
+
+    IPv6 addresses take brackets: ``pi@[fe80::1]:2222``; a bare IPv6 address has no port.
+    """
+    user, at, host = address.rpartition("@")
+    port = None
+    if host.startswith("["):
+        inside, _, rest = host[1:].partition("]")
+        host = inside
+        if rest.startswith(":") and rest[1:]:
+            port = rest[1:]
+    elif host.count(":") == 1:
+        host, port = host.split(":")
+    if port is not None and not port.isdigit():
+        raise ValueError(f"ssh address {address!r}: port {port!r} is not a number")
+    if not host or host.startswith("-"):
+        raise ValueError(f"ssh address {address!r} has no host")
+    return f"{user}{at}{host}", port
+
+
+def _option_path(path: str) -> str:
+    """A path as an ``-o Key=value`` value: ssh splits values at spaces unless they are double-quoted."""
+    return f'"{path}"' if any(c.isspace() for c in path) else path
+
+
+def ssh_command(address: str, device: dict[str, Any], remote: str, base_dir: Path | None = None) -> list[str]:
+    """The local ``ssh`` argument list: batch mode (never a password prompt), host keys checked, keepalives."""
+    destination, port = parse_address(address)
+    checking = device.get("host_key_checking") or "yes"
+    if checking not in ("yes", "accept-new"):
+        raise ValueError(f"host_key_checking {checking!r}: only yes or accept-new; host keys are never left unchecked")
+    command = ["ssh", "-o", "BatchMode=yes", "-o", f"StrictHostKeyChecking={checking}",
+               "-o", f"ConnectTimeout={int(device.get('connect_timeout_s') or 10)}",
+               "-o", "ServerAliveInterval=5", "-o", "ServerAliveCountMax=3"]
+    if device.get("known_hosts"):
+        command += ["-o", f"UserKnownHostsFile={_option_path(str(resolve(device['known_hosts'], base_dir)))}"]
+    if device.get("identity_file"):
+        command += ["-i", str(resolve(device["identity_file"], base_dir)), "-o", "IdentitiesOnly=yes"]
+    if port:
+        command += ["-p", port]
+    return command + ["--", destination, remote]
+
+
+def resolve(path: str, base_dir: Path | None) -> Path:
+    """``~`` expanded; a relative path is relative to the target file's folder."""
+    p = Path(path).expanduser()
+    return p if p.is_absolute() or base_dir is None else (base_dir / p)
+
+
+def remote_command(limit_s: float, argv: list[str]) -> str:
+    """``sh -c RUN_SCRIPT`` with every value quoted: the device's login shell sees only literal words."""
+    return " ".join(shlex.quote(w) for w in ["sh", "-c", RUN_SCRIPT, "edgekd", str(int(math.ceil(limit_s))), *argv])
+
+
+def pack(tar_path: Path, files: list[Path], data: Path | None) -> None:
+    """The ondevice package (no caches), the artifact's files under files/ and the test slice as data/test.npz."""
+    source = Path(ondevice.__file__).parent
+    with tarfile.open(tar_path, "w") as tar:
+        for path in sorted(source.rglob("*")):
+            if path.is_file() and "__pycache__" not in path.parts and path.suffix != ".pyc":
+                tar.add(path, arcname=f"{PACKAGE}/{path.relative_to(source).as_posix()}", recursive=False)
+        for file in files:
+            tar.add(file, arcname=f"files/{file.name}")
+        if data is not None:
+            tar.add(data, arcname="data/test.npz")
+
+
+def classify(returncode: int, stderr: str, label: str) -> None:
+    """Raise what an ssh failure means: a refused host key, a refused login, or an unreachable device."""
+    lowered = stderr.lower()
+    if any(s in lowered for s in _HOST_KEY):
+        raise HostKeyRefused(f"{label}: host key refused ({tail(stderr, 2)}); check the device's fingerprint and add it to "
+                             "known_hosts (ssh-keyscan), then run again: unknown or changed keys are never accepted")
+    if any(s in lowered for s in _LOGIN):
+        raise DeviceUnreachable(f"{label}: login refused ({tail(stderr, 1)}); set up key login (ssh-copy-id) or device.identity_file",
+                                retry=False)
+    raise DeviceUnreachable(f"{label}: {tail(stderr, 2) or f'ssh exited {returncode}'}")
+
+
+def parse_trtexec(output: str, cov_threshold: float | None = None) -> dict[str, Any]:
+    """trtexec's performance summary: the end-to-end ``Latency:`` line (not H2D, D2H or GPU compute), in ms."""
+    found = None
+    for line in output.splitlines():
+        text = re.sub(r"^(\[[^\]]*\]\s*)+", "", line.strip())
+        if text.startswith("Latency:"):
+            found = text
+    if found is None or "&&&& FAILED" in output:
+        raise ValueError(f"no trtexec 'Latency:' summary line: {tail(output)}")
+    values = dict(re.findall(r"(min|max|mean|median|percentile\(\d+%\)) = ([-+\d.eE]+) ms", found))
+    trace = re.search(r"Timing trace has (\d+) queries", output)
+    load = re.search(r"Engine (?:loaded|deserialized) in ([\d.]+) sec", output)
+    number = lambda key: float(values[key]) if key in values else None  # noqa: E731
+    return tool_latency("trtexec", cov_threshold, p50=number("median"), p90=number("percentile(90%)"),
+                        p95=number("percentile(95%)"), p99=number("percentile(99%)"), mean=number("mean"),
+                        min=number("min"), max=number("max"), runs=int(trace.group(1)) if trace else None,
+                        load_ms=float(load.group(1)) * 1000 if load else None)
+
+
+def parse_benchmark_app(output: str, cov_threshold: float | None = None) -> dict[str, Any]:
+    """OpenVINO benchmark_app's statistics report (Median or an N-percentile, Average, Min, Max; ms or us)."""
+
+    def ms(label: str) -> float | None:
+        match = re.search(rf"^\[ INFO \]\s+{label}:\s+([\d.]+) (ms|us)\s*$", output, re.M)
+        return None if match is None else float(match.group(1)) / (1000.0 if match.group(2) == "us" else 1.0)
+
+    count = re.search(r"Count:\s+(\d+) iterations", output)
+    if count is None or ms("Average") is None:
+        raise ValueError(f"no benchmark_app statistics (Count, Latency) in its output: {tail(output)}")
+    percentile = re.search(r"^\[ INFO \]\s+(\d+) percentile:", output, re.M)
+    extra = {f"p{percentile.group(1)}": ms(rf"{percentile.group(1)} percentile")} if percentile else {}
+    load = [float(m) for m in re.findall(r"(?:Read|Compile) model took ([\d.]+) ms", output)]
+    first = re.search(r"First inference took ([\d.]+) ms", output)
+    return tool_latency("benchmark_app", cov_threshold, p50=ms("Median"), mean=ms("Average"), min=ms("Min"), max=ms("Max"),
+                        runs=int(count.group(1)), load_ms=sum(load) if load else None,
+                        first_inference_ms=float(first.group(1)) if first else None,
+                        warmup_runs=1 if first else None, **extra)
+
+
+def tool_command(tool: str, path: str, job: ProfileJob, extra: list[str]) -> list[str]:
+    """The device tool's command line for the profile section's protocol."""
+    s, artifact = job.settings, f"files/{job.artifact.name}"
+    threads = job.options.get("threads")
+    if tool == "benchmark_model":
+        return benchmark_model_args(path, artifact, job.options, s, extra)
+    if tool == "trtexec":
+        # --avgRuns=1: statistics over single inferences, not over averages of 10.
+        return [path, f"--loadEngine={artifact}", f"--warmUp={int(float(s.get('warmup_s', 2.0)) * 1000)}",
+                f"--iterations={int(s.get('runs', 1000))}", f"--duration={int(math.ceil(float(s.get('min_seconds', 2.0))))}",
+                "--avgRuns=1", "--useSpinWait", *extra]
+    if tool == "benchmark_app":
+        command = [path, "-m", artifact, "-d", str(job.options.get("device", "CPU")), "-api", "sync",
+                   "-niter", str(int(s.get("runs", 1000))), "-t", str(max(1, int(math.ceil(float(s.get("min_seconds", 2.0))))))]
+        # benchmark_app takes thread and stream counts only without a performance hint
+        command += ["-hint", "none", "-nthreads", str(int(threads)), "-nstreams", "1"] if threads else ["-hint", "latency"]
+        if job.options.get("inference_precision"):  # as the Python runtime: no silent bf16 on AMX CPUs
+            command += ["-infer_precision", str(job.options["inference_precision"])]
+        return command + extra
+    raise ValueError(f"device.tool {tool!r}: expected benchmark_model, trtexec or benchmark_app")
+
+
+PARSERS = {"benchmark_model": parse_benchmark_model, "trtexec": parse_trtexec, "benchmark_app": parse_benchmark_app}
+
+
+@RUNNERS.register("ssh")
+class SshRunner(DeviceRunner):
+    kind = "ssh"
+
+    def __init__(self, address: str | None, device: dict[str, Any] | None = None, base_dir: Path | None = None) -> None:
+        super().__init__(address, device)
+        self.base_dir = base_dir
+        parse_address(str(address))  # a malformed address fails here, before any connection
+
+    def run(self, argv: list[str], files: list[Path], data: Path | None, timeout_s: float) -> tuple[str, dict | None, str]:
+        """Copy, run ``argv`` in the device's run directory, clean up; (the command's output, result.json, ssh's stderr)."""
+        with tempfile.TemporaryDirectory(prefix="edgekd-ssh-") as tmp:
+            bundle = Path(tmp) / "bundle.tar"
+            pack(bundle, files, data)
+            command = ssh_command(str(self.address), self.device, remote_command(timeout_s, argv), self.base_dir)
+            # Host-side limit: the device's own (timeout(1) there) plus time to connect and copy.
+            limit = timeout_s + 4 * int(self.device.get("connect_timeout_s") or 10) + 60
+            with bundle.open("rb") as stdin:
+                try:
+                    done = subprocess.run(command, stdin=stdin, capture_output=True, timeout=limit)
+                except FileNotFoundError:
+                    raise DeviceFailed("the ssh client is not installed here (openssh-client)") from None
+                except subprocess.TimeoutExpired:
+                    raise DeviceFailed(f"{self.label}: no answer within {limit:.0f} s (the run's timeout is {timeout_s:.0f} s)") from None
+        stdout, stderr = done.stdout.decode(errors="replace"), done.stderr.decode(errors="replace")
+        if done.returncode == 255:
+            classify(done.returncode, stderr, self.label)
+        if MARKER not in stdout:
+            raise DeviceFailed(f"{self.label}: the run stopped before the benchmark (exit {done.returncode}): {tail(stderr or stdout)}")
+        output, _, result = stdout.partition(MARKER)
+        return output, (json.loads(result) if result.strip() else None), stderr
+
+    def profile(self, job: ProfileJob) -> dict[str, Any]:
+        tool = self.device.get("tool")
+        if tool:
+            return self._profile_with_tool(tool, job)
+        python = str(self.device.get("python") or "python3")
+        argv = [python, "-m", f"{PACKAGE}.bench", "--artifact", f"files/{job.artifact.name}", "--backend", job.backend,
+                "--data", "data/test.npz", "--options", json.dumps(job.options), "--out", "result.json", *job.bench_args]
+        if self.device.get("pin"):
+            argv += ["--pin", ",".join(map(str, self.device["pin"]))]
+        output, result, _ = self.run(argv, job.files, job.data, job.timeout_s)
+        if result is None:
+            code = re.search(r"^edgekd-rc (\d+)", output, re.M)
+            if code and code.group(1) == "124":
+                raise DeviceFailed(f"{self.label}: the benchmark ran past its timeout ({job.timeout_s:.0f} s)")
+            raise DeviceFailed(f"{self.label}: the benchmark wrote no result (exit {code.group(1) if code else '?'}): {tail(output)}")
+        return result
+
+    def _profile_with_tool(self, tool: str, job: ProfileJob) -> dict[str, Any]:
+        path = str(self.device.get("tool_path") or tool)
+        argv = tool_command(tool, path, job, [str(a) for a in self.device.get("tool_args") or []])
+        output, _, _ = self.run(argv, job.files, None, job.timeout_s)
+        output, _, rc = output.rpartition("edgekd-rc ")
+        if rc.strip() != "0":
+            raise DeviceFailed(f"{self.label}: {tool} exited {rc.strip()}: {tail(output)}")
+        try:
+            latency = PARSERS[tool](output, job.settings.get("cov_threshold"))
+        except ValueError as why:
+            raise DeviceFailed(f"{self.label}: {why}") from None
+        memory = parse_memory(output) if tool == "benchmark_model" else {"peak_memory_mb": None}
+        return tool_result(tool, latency, {"cpu": "", "threads": job.options.get("threads")}, output,
+                           peak_memory_mb=memory["peak_memory_mb"])
+
+    def check(self) -> dict[str, Any]:
+        """Connect, copy the ondevice package and run its probe: Python, runtimes, meters, tools."""
+        python = str(self.device.get("python") or "python3")
+        try:
+            output, _, _ = self.run([python, "-m", f"{PACKAGE}.probe"], [], None, 120)
+        except (DeviceUnreachable, DeviceFailed) as why:
+            return {"reachable": False, "reason": str(why), "host_key_refused": isinstance(why, HostKeyRefused)}
+        body, _, rc = output.rpartition("edgekd-rc ")
+        lines = [line for line in body.splitlines() if line.startswith("{")]
+        if rc.strip() != "0" or not lines:
+            return {"reachable": True, "reason": f"{python} could not run the probe: {tail(body)}"}
+        return {"reachable": True, **json.loads(lines[-1])}
