@@ -40,6 +40,7 @@ benchmarks: install
 	$(PY) benchmarks/prune_sweep.py
 	$(PY) benchmarks/artifact_speed.py
 	$(PY) benchmarks/ddp_scaling.py
+	$(PY) benchmarks/profiler_fidelity.py
 
 clean:
 	rm -rf runs .pytest_cache

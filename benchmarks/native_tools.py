@@ -9,6 +9,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from edgekd.runners.ssh import parse_benchmark_app
+
 VENV_BIN = Path(sys.executable).parent
 
 
@@ -23,15 +25,17 @@ def benchmark_app(xml: Path, threads: int, seconds: int) -> dict[str, Any]:
            "-infer_precision", "f32", "-load_config", str(config)]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=seconds * 6 + 120)
     text = proc.stdout + proc.stderr
-    found = {k: re.search(rf"{k}:\s+([\d.]+)\s*ms", text) for k in ("Median", "Average", "Min", "Max")}
-    if proc.returncode != 0 or not found["Median"]:
+    try:  # the SSH runner's parser: benchmark_app prints us, not ms, for models this small
+        latency = parse_benchmark_app(text) if proc.returncode == 0 else None
+    except ValueError:
+        latency = None
+    if latency is None or latency["p50"] is None:
         tail = " | ".join(l.strip() for l in text.strip().splitlines()[-3:])
         return {"error": f"benchmark_app rc={proc.returncode}: {tail}", "cmd": " ".join(cmd)}
-    count = re.search(r"Count:\s+(\d+)", text)
     props = {k: m.group(1).strip() for k in ("NUM_STREAMS", "INFERENCE_NUM_THREADS", "INFERENCE_PRECISION_HINT", "PERFORMANCE_HINT")
              if (m := re.search(rf"\b{k}:\s*(.+)", text))}
-    return {"cmd": " ".join(cmd), **{f"{k.lower()}_ms": float(m.group(1)) for k, m in found.items() if m},
-            "count": int(count.group(1)) if count else None, "compiled_properties": props}
+    return {"cmd": " ".join(cmd), "median_ms": latency["p50"], "average_ms": latency["mean"], "min_ms": latency["min"],
+            "max_ms": latency["max"], "count": latency["runs"], "compiled_properties": props}
 
 
 def litert_benchmark(path: Path, threads: int, runs: int, warmup: int, json_path: Path) -> dict[str, Any]:
