@@ -107,6 +107,21 @@ def trained_teacher(workdir: Path) -> tuple[dict[str, Any], Path, dict[str, Any]
     return record, weights, spec
 
 
+def timing_teacher(workdir: Path, num_classes: int, subdir: str) -> tuple[Path, dict[str, Any], str]:
+    """The teacher for timing benchmarks: kd_gain's trained one when ``workdir`` holds it, else random weights
+    (timing does not depend on the weights' values). Returns its weights file, teacher spec and a note."""
+    if (workdir / "teacher" / "teacher" / "stage.json").exists():
+        _, weights, spec = trained_teacher(workdir)  # kd_gain's teacher (cached stage)
+        return weights, spec, f"examples/mnist.yaml ResNet trained by kd_gain.py ({weights})"
+    from edgekd.models import create_model, save_weights
+
+    weights = workdir / subdir / "random_resnet.safetensors"
+    torch.manual_seed(0)
+    save_weights(create_model("resnet", num_classes=num_classes, in_channels=1), weights)
+    spec = {"model": "zoo:resnet", "weights": str(weights), "augment": False}
+    return weights, spec, "zoo:resnet with random weights (no trained teacher in --workdir; timing is unaffected)"
+
+
 # ---------------------------------------------------------------- numbers and tables
 
 

@@ -31,7 +31,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import (  # noqa: E402
-    DEFAULT_WORKDIR, RESULTS, header, machine_info, markdown_table, setup_environment, trained_teacher, write_results,
+    DEFAULT_WORKDIR, RESULTS, header, machine_info, markdown_table, setup_environment, timing_teacher, write_results,
 )
 
 import torch  # noqa: E402
@@ -153,21 +153,13 @@ def main(argv: list[str] | None = None) -> int:
     from rich.console import Console
 
     from edgekd.data import prepare_data
-    from edgekd.models import create_model, load_model, save_weights
+    from edgekd.models import create_model, load_model
 
     info = machine_info()
     quiet = Console(stderr=True, quiet=True)
     data = prepare_data("builtin:mnist5k", seed=0)
 
-    if (args.workdir / "teacher" / "teacher" / "stage.json").exists():
-        _, weights, spec = trained_teacher(args.workdir)  # kd_gain's teacher (cached stage)
-        teacher_note = f"examples/mnist.yaml ResNet trained by kd_gain.py ({weights})"
-    else:  # timing does not depend on the weights' values
-        weights = args.workdir / "overhead" / "random_resnet.safetensors"
-        torch.manual_seed(0)
-        save_weights(create_model("resnet", num_classes=data.num_classes, in_channels=1), weights)
-        spec = {"model": "zoo:resnet", "weights": str(weights), "augment": False}
-        teacher_note = "zoo:resnet with random weights (no trained teacher in --workdir; timing is unaffected)"
+    weights, spec, teacher_note = timing_teacher(args.workdir, data.num_classes, "overhead")
 
     def fresh_student(seed: int):
         torch.manual_seed(seed)  # as the distill stage does, so both sides start from the same weights

@@ -80,16 +80,22 @@ class _TrainStep(torch.nn.Module):
         self.model, self.loss = model, loss
 
     def forward(self, x: torch.Tensor, y: torch.Tensor, teacher: TeacherOutputs | None, recorder: FeatureRecorder):
-        logits = self.model(x)
-        loss, terms = self.loss(LossInputs(
-            student_logits=logits,
-            targets=y,
-            teacher_logits=teacher.logits if teacher else None,
-            teacher_logits_each=teacher.logits_each if teacher else [],
-            student_features=dict(recorder.features),
-            teacher_features=teacher.features if teacher else {},
-        ))
-        return loss, logits, terms
+        return _train_step(self.model, self.loss, x, y, teacher, recorder)
+
+
+def _train_step(model: torch.nn.Module, loss: CompositeLoss, x: torch.Tensor, y: torch.Tensor,
+                teacher: TeacherOutputs | None, recorder: FeatureRecorder):
+    """The student's forward pass and the combined loss: (loss, logits, loss terms)."""
+    logits = model(x)
+    total, terms = loss(LossInputs(
+        student_logits=logits,
+        targets=y,
+        teacher_logits=teacher.logits if teacher else None,
+        teacher_logits_each=teacher.logits_each if teacher else [],
+        student_features=dict(recorder.features),
+        teacher_features=teacher.features if teacher else {},
+    ))
+    return total, logits, terms
 
 
 def _to(outputs: TeacherOutputs | None, device: torch.device) -> TeacherOutputs | None:
@@ -310,18 +316,9 @@ class Trainer:
                 x = augment_batch(x, generator=generator)  # the whole global batch: same draws as one process
             if self._ddp is None:
                 real = len(y)
-                recorder.clear()
-                logits = self.model(x)
                 teacher = self.teacher.outputs(indices, x) if self.teacher is not None and self.loss.needs_teacher else None
-                inputs = LossInputs(
-                    student_logits=logits,
-                    targets=y,
-                    teacher_logits=teacher.logits if teacher else None,
-                    teacher_logits_each=teacher.logits_each if teacher else [],
-                    student_features=dict(recorder.features),
-                    teacher_features=teacher.features if teacher else {},
-                )
-                loss, terms = self.loss(inputs)
+                recorder.clear()
+                loss, logits, terms = _train_step(self.model, self.loss, x, y, teacher, recorder)
             else:
                 indices, x, y, real, weight = self._share(indices, x, y)
                 if self.device.type != "cpu":
