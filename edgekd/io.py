@@ -1,41 +1,26 @@
 """Atomic files and content hashes.
 
 Every artifact is written under a temporary name and renamed into place, so a
-killed run never leaves a file that looks complete but is not.
+killed run never leaves a file that looks complete but is not; the writer
+itself (and why files get 0644, not 0600) is ``edgekd.ondevice.atomic``.
+torch is imported only by the functions that need it, so the gate and other
+light commands can write files without loading it.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator
+from typing import TYPE_CHECKING, Any
 
-import torch
+from .ondevice.atomic import atomic_path, write_bytes, write_text
 
+if TYPE_CHECKING:
+    import torch
 
-@contextmanager
-def atomic_path(path: Path) -> Iterator[Path]:
-    """Yield a temporary path beside ``path``; rename it onto ``path`` only on success."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
-    os.close(fd)
-    tmp_path = Path(tmp)
-    try:
-        yield tmp_path
-        os.replace(tmp_path, path)
-    finally:
-        if tmp_path.exists():
-            tmp_path.unlink()
-
-
-def write_text(path: Path, text: str) -> None:
-    with atomic_path(path) as tmp:
-        tmp.write_text(text)
+__all__ = ["atomic_path", "write_bytes", "write_text", "write_json", "read_json", "torch_save", "sha256_file",
+           "sha256_json", "state_dict_hash"]
 
 
 def write_json(path: Path, data: Any) -> None:
@@ -47,6 +32,8 @@ def read_json(path: Path) -> Any:
 
 
 def torch_save(obj: Any, path: Path) -> None:
+    import torch
+
     with atomic_path(path) as tmp:
         torch.save(obj, tmp)
 
@@ -65,6 +52,8 @@ def sha256_json(data: Any) -> str:
 
 def state_dict_hash(module: torch.nn.Module) -> str:
     """Hash of a module's parameters and buffers, independent of how it was saved."""
+    import torch
+
     digest = hashlib.sha256()
     for name, tensor in sorted(module.state_dict().items()):
         digest.update(name.encode())

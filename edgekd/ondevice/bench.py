@@ -23,6 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .atomic import write_text
 from .latency import LatencySettings, measure_latency
 from .runtimes import Unavailable, load
 
@@ -178,9 +179,7 @@ def main(argv: list[str] | None = None) -> int:
         result, code = {"status": "failed", "reason": f"{type(error).__name__}: {error}"}, 1
     text = json.dumps(result, indent=1)
     if args.out:
-        tmp = Path(args.out).with_suffix(".tmp")
-        tmp.write_text(text)
-        os.replace(tmp, args.out)
+        write_text(args.out, text)
     else:
         print(text)
     return code
