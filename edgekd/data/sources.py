@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import zipfile
 from pathlib import Path
-from types import ModuleType
 from typing import Any, Callable
 
 import numpy as np
@@ -21,7 +20,7 @@ from ..errors import ConfigError, DataError
 from ..registry import Registry
 from .raw import RawData
 from .validate import check_arrays, validate
-from ..userimport import import_user_module
+from ..userimport import import_user_module, parse_python_spec
 
 Loader = Callable[[str, "tuple[int, int] | None", Path], RawData]
 SOURCES: Registry[Loader] = Registry("data source")
@@ -201,10 +200,8 @@ def _open_image(file: Path, spec: str) -> Image.Image:
 @SOURCES.register("python")
 def load_python(arg: str, image_size: tuple[int, int] | None, base_dir: Path) -> RawData:
     spec = f"python:{arg}"
-    module_name, sep, func_name = arg.rpartition(":")
-    if not sep or not module_name or not func_name:
-        raise ConfigError(f"{spec!r}: expected python:module:function")
-    module = _import(module_name, base_dir, spec)
+    module_name, func_name = parse_python_spec(arg, where=spec, attr="FUNCTION")
+    module = import_user_module(module_name, base_dir, where=spec, error=DataError, prefix="edgekd_data")
     func = getattr(module, func_name, None)
     if not callable(func):
         raise DataError(f"{spec}: module {module_name!r} has no function {func_name!r}")
@@ -237,7 +234,3 @@ def _stack_dataset(ds: Any, spec: str) -> tuple[np.ndarray, np.ndarray, list[str
     classes = getattr(ds, "classes", None)  # torchvision convention
     names = [str(c) for c in classes] if isinstance(classes, (list, tuple)) else None
     return np.stack(xs), np.stack(ys), names
-
-
-def _import(module_name: str, base_dir: Path, spec: str) -> ModuleType:
-    return import_user_module(module_name, base_dir, where=spec, error=DataError, prefix="edgekd_data")

@@ -10,7 +10,6 @@ import inspect
 import pickle
 import warnings
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import torch
@@ -22,7 +21,7 @@ from ..io import atomic_path
 from .ensemble import Ensemble
 from .onnx_module import OnnxModule
 from .zoo import create_model
-from ..userimport import import_user_module
+from ..userimport import import_user_module, parse_python_spec
 
 __all__ = ["load_model", "load_weights", "read_state_dict", "save_weights", "OnnxModule", "Ensemble"]
 
@@ -96,10 +95,8 @@ def _existing(target: str, base_dir: Path, key: str, what: str) -> Path:
 def _load_python(
     target: str, kwargs: dict[str, Any], num_classes: int, in_channels: int, base_dir: Path, key: str
 ) -> nn.Module:
-    module_name, sep, attr = target.rpartition(":")
-    if not sep or not module_name or not attr:
-        raise ConfigError(f"{key}: python model spec needs 'python:MODULE:CLASS', got 'python:{target}'")
-    module = _import(module_name, base_dir, key)
+    module_name, attr = parse_python_spec(target, where=key, attr="CLASS")
+    module = import_user_module(module_name, base_dir, where=key, error=ModelError, prefix="edgekd_user")
     factory = getattr(module, attr, None)
     if not callable(factory):
         found = sorted(n for n, v in vars(module).items() if isinstance(v, type) and issubclass(v, nn.Module))
@@ -118,10 +115,6 @@ def _load_python(
     if not isinstance(model, nn.Module):
         raise ModelError(f"{key}: {module_name}:{attr} returned {type(model).__name__}, not an nn.Module")
     return model
-
-
-def _import(module_name: str, base_dir: Path, key: str) -> ModuleType:
-    return import_user_module(module_name, base_dir, where=key, error=ModelError, prefix="edgekd_user")
 
 
 def read_state_dict(path: Path, *, key: str = "model") -> dict[str, torch.Tensor]:
