@@ -7,12 +7,12 @@ what was expected. Each stage owns one section; later stages add sections here.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+from typing_extensions import NotRequired, TypedDict
 
-from .errors import ConfigError
+from .yamlfile import read_yaml, validate
 
 
 class Section(BaseModel):
@@ -77,21 +77,25 @@ class FeaturePairConfig(Section):
     teacher: str
 
 
+class LossSpec(TypedDict):
+    """One term of a loss list: a registered loss, its weight and its constructor's arguments as further keys.
+
+    A mapping (not a model) so a spec is passed on as the user wrote it; names and arguments are checked
+    against the ``LOSSES`` registry before any stage runs (``edgekd.preflight``).
+    """
+
+    __pydantic_config__ = ConfigDict(extra="allow")  # type: ignore[misc]  # the loss's own arguments
+    name: str
+    weight: NotRequired[Annotated[float, Field(ge=0)]]
+
+
 class DistillConfig(Section):
-    losses: list[dict[str, Any]] = Field(
+    losses: list[LossSpec] = Field(
         default_factory=lambda: [{"name": "ce", "weight": 0.1}, {"name": "kd", "weight": 0.9, "temperature": 4.0}]
     )
     features: list[FeaturePairConfig] = Field(default_factory=list)
     train: TrainConfig = TrainConfig(epochs=12, lr=5e-3)
     cache_teacher: bool = True
-
-    @field_validator("losses")
-    @classmethod
-    def _named(cls, losses: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        for i, spec in enumerate(losses):
-            if "name" not in spec:
-                raise ValueError(f"losses[{i}] needs a 'name'")
-        return losses
 
 
 class PruneConfig(Section):
@@ -130,7 +134,7 @@ class QuantizeConfig(Section):
     freeze_observers_after: int = Field(100, ge=0, description="optimizer steps of QAD before scales are frozen")
     freeze_batch_norm_after: int = Field(150, ge=0, description="optimizer steps of QAD before BN statistics are frozen")
     fp32_student_as_teacher: bool = Field(False, description="add the FP32 student as a second teacher")
-    losses: list[dict[str, Any]] | None = Field(None, description="default: the distill losses without feature terms")
+    losses: list[LossSpec] | None = Field(None, description="default: the distill losses without feature terms")
     train: TrainConfig = TrainConfig(epochs=3, lr=5e-4, warmup_epochs=0)
 
 
@@ -199,36 +203,10 @@ class PipelineConfig(Section):
         return getattr(self, name).model_dump(mode="json")
 
 
-def _format_errors(error: ValidationError, origin: str) -> str:
-    lines = [f"invalid config {origin}:"]
-    for item in error.errors():
-        path = ".".join(str(p) for p in item["loc"]) or "(top level)"
-        if item["type"] == "extra_forbidden":
-            lines.append(f"  {path}: unknown key (check the spelling; examples/mnist.yaml lists every section)")
-            continue
-        got = item.get("input")
-        got_text = repr(got) if not isinstance(got, dict) else "a mapping"
-        lines.append(f"  {path}: {item['msg']} (got {got_text})")
-    return "\n".join(lines)
-
-
 def parse_config(data: dict[str, Any] | None, *, origin: str = "<dict>", base_dir: Path = Path(".")) -> PipelineConfig:
-    if data is None:
-        data = {}
-    if not isinstance(data, dict):
-        raise ConfigError(f"invalid config {origin}: the top level must be a mapping, got {type(data).__name__}")
-    try:
-        return PipelineConfig.model_validate({**data, "base_dir": base_dir})
-    except ValidationError as error:
-        raise ConfigError(_format_errors(error, origin)) from None
+    return validate(PipelineConfig, data, what="config", origin=origin, extra={"base_dir": base_dir})
 
 
 def load_config(path: str | Path) -> PipelineConfig:
     path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"config file {path} does not exist")
-    try:
-        data = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as error:
-        raise ConfigError(f"config file {path} is not valid YAML: {error}") from None
-    return parse_config(data, origin=str(path), base_dir=path.resolve().parent)
+    return parse_config(read_yaml(path, what="config file"), origin=str(path), base_dir=path.resolve().parent)

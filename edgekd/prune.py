@@ -10,7 +10,6 @@ layer attributes as JSON metadata, so loading never unpickles anything.
 from __future__ import annotations
 
 import copy
-import difflib
 import json
 from pathlib import Path
 
@@ -21,6 +20,8 @@ from safetensors.torch import save_file
 
 from .errors import ModelError
 from .io import atomic_path
+from .models.hooks import missing_layer
+from .problems import Problem, raise_problems
 from .registry import Registry
 
 IMPORTANCES: Registry = Registry("pruning importance")
@@ -34,17 +35,20 @@ NEEDS_GRADIENTS = {"taylor"}
 STRUCTURE_ATTRS = ("in_channels", "out_channels", "groups", "num_features", "in_features", "out_features")
 
 
-def resolve_layers(model: torch.nn.Module, names: list[str], *, key: str) -> list[torch.nn.Module]:
-    available = [name for name, _ in model.named_modules() if name]
-    layers = []
+def ignore_problems(model: torch.nn.Module, names: list[str], *, key: str) -> list[Problem]:
+    """Every entry of ``prune.ignore`` that names no layer of ``model``, with close matches."""
+    problems = []
     for i, name in enumerate(names):
         try:
-            layers.append(model.get_submodule(name))
+            model.get_submodule(name)
         except AttributeError:
-            close = difflib.get_close_matches(name, available, n=5)
-            hint = f"; did you mean {', '.join(close)}?" if close else f"; layers include {', '.join(available[:12])}"
-            raise ModelError(f"{key}[{i}]: the model has no layer named {name!r}{hint}") from None
-    return layers
+            problems.append(missing_layer(model, name, f"{key}[{i}]", what="the student"))
+    return problems
+
+
+def resolve_layers(model: torch.nn.Module, names: list[str], *, key: str) -> list[torch.nn.Module]:
+    raise_problems(ignore_problems(model, names, key=key), f"{key} names layers the model does not have", ModelError)
+    return [model.get_submodule(name) for name in names]
 
 
 def make_pruner(

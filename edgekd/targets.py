@@ -8,10 +8,11 @@ device of a known backend is only a new YAML file.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal, Union
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from typing_extensions import TypedDict
 
 from .errors import ConfigError
 
@@ -22,10 +23,22 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+# Runtime options travel to the device as JSON and into command lines: plain values only.
+OptionValue = Union[bool, int, float, str]
+
+
+class PowerSpec(TypedDict):
+    """A target's ``power:`` block: the power model's name, and its parameters as further keys (checked against
+    the model before any stage runs). A mapping, as the power models take it."""
+
+    __pydantic_config__ = ConfigDict(extra="allow")  # type: ignore[misc]  # the model's parameters
+    model: str
+
+
 class ArtifactSpec(_Strict):
     backend: str
-    precisions: list[str]
-    options: dict[str, Any] = Field(default_factory=dict)
+    precisions: list[str] = Field(..., min_length=1)
+    options: dict[str, OptionValue] = Field(default_factory=dict, description="the backend's runtime options")
 
 
 class DeviceSpec(_Strict):
@@ -68,7 +81,7 @@ class Target(_Strict):
     description: str = ""
     artifacts: list[ArtifactSpec]
     device: DeviceSpec = DeviceSpec()
-    power: dict[str, Any] | None = Field(None, description="power model used when no meter exists")
+    power: PowerSpec | None = Field(None, description="power model used when no meter exists")
     source: str = Field("", exclude=True)
 
 
@@ -105,12 +118,17 @@ def load_target(name: str, base_dir: Path | None = None, key: str = "targets") -
 
 
 def list_targets(base_dir: Path | None = None) -> list[Target]:
+    """Every target in the targets folders (the first of each name); a file that does not load is an error."""
     seen: dict[str, Target] = {}
+    broken: list[str] = []
     for directory in search_dirs(base_dir):
         for path in sorted(directory.glob("*.yaml")):
             if path.stem not in seen:
                 try:
                     seen[path.stem] = load_target(str(path))
-                except ConfigError:
-                    continue
+                except ConfigError as error:  # never skipped: a target the user wrote must not vanish unseen
+                    broken.append(str(error))
+    if broken:
+        raise ConfigError(f"{len(broken)} broken target file(s) in {', '.join(map(str, search_dirs(base_dir)))}:\n"
+                          + "\n".join(f"  {b}" for b in broken))
     return list(seen.values())

@@ -7,7 +7,7 @@ decorates its class with ``@register("name")`` and is imported below.
 from __future__ import annotations
 
 from .base import LOSSES, DistillLoss, FeaturePair, LossInputs, register
-from .composite import CompositeLoss, build_loss
+from .composite import CompositeLoss, build_loss, check_specs, logit_only
 
 # Imported for their registrations.
 from .logits import CrossEntropy, HintonKD, LogitMSE  # noqa: E402
@@ -17,7 +17,7 @@ from .attention import AttentionTransfer  # noqa: E402
 from .relational import RelationalKD, SimilarityPreserving  # noqa: E402
 
 __all__ = [
-    "LOSSES", "DistillLoss", "FeaturePair", "LossInputs", "CompositeLoss", "build_loss", "register",
+    "LOSSES", "DistillLoss", "FeaturePair", "LossInputs", "CompositeLoss", "build_loss", "check_specs", "logit_only", "register",
     "CrossEntropy", "HintonKD", "LogitMSE", "MultiTeacherKD", "FitNet", "AttentionTransfer",
     "RelationalKD", "SimilarityPreserving",
 ]

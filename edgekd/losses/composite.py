@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import inspect
 from collections import Counter
+from collections.abc import Mapping
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
-from ..errors import ConfigError
+from ..problems import Problem, close_matches, raise_problems, unknown
 from .base import LOSSES, DistillLoss, FeaturePair, LossInputs
 
 
@@ -56,34 +57,55 @@ def _constructor_args(cls: type) -> tuple[list[str], bool]:
     return names, any(p.kind is p.VAR_KEYWORD for p in params)
 
 
-def build_loss(specs: list[dict[str, Any]], *, key: str = "distill.losses") -> CompositeLoss:
+def _check_term(spec: Any, where: str) -> tuple[list[Problem], tuple[str, float, DistillLoss] | None]:
+    """Problems of one ``{"name": ..., "weight": ..., **kwargs}`` spec, and its term when there are none."""
+    if not isinstance(spec, Mapping) or not isinstance(spec.get("name"), str):
+        return [Problem(where, f"expected a mapping with a 'name', got {spec!r}", f"known losses: {', '.join(LOSSES.names())}")], None
+    kwargs = dict(spec)
+    name = kwargs.pop("name")
+    weight = kwargs.pop("weight", 1.0)  # the composite's, not the loss's
+    if name not in LOSSES:
+        return [unknown(f"{where}.name", "loss", name, LOSSES.names())], None
+    cls = LOSSES.get(name)
+    problems = []
+    if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not weight >= 0:
+        problems.append(Problem(f"{where}.weight", f"{weight!r} is not a number >= 0"))
+    accepted, any_kwarg = _constructor_args(cls)
+    for arg in [] if any_kwarg else sorted(set(kwargs) - set(accepted)):
+        problems.append(Problem(
+            f"{where}.{arg}", f"loss {name!r} has no argument {arg!r}",
+            ", ".join(["weight", *accepted]), close_matches(arg, ["weight", *accepted]),
+        ))
+    if problems:
+        return problems, None
+    try:
+        return [], (name, float(weight), cls(**kwargs))
+    except (TypeError, ValueError) as e:  # the loss's own checks of its argument values
+        return [Problem(where, f"loss {name!r}: {e}")], None
+
+
+def check_specs(specs: Any, *, key: str = "distill.losses") -> list[Problem]:
+    """Every problem of a loss list at once: names against ``LOSSES``, arguments against each loss's
+    constructor (``name`` and ``weight`` belong to the composite), argument values by building each loss."""
+    if not specs:
+        return [Problem(key, "at least one loss is needed", f"known losses: {', '.join(LOSSES.names())}")]
+    return [p for i, spec in enumerate(specs) for p in _check_term(spec, f"{key}[{i}]")[0]]
+
+
+def logit_only(specs: list[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
+    """The specs whose loss does not need feature pairs (each loss declares ``needs_features``).
+
+    Unknown names are kept, so building the list still reports them.
+    """
+    return [s for s in specs if not (s.get("name") in LOSSES and LOSSES.get(s["name"]).needs_features)]
+
+
+def build_loss(specs: list[Mapping[str, Any]], *, key: str = "distill.losses") -> CompositeLoss:
     """Build a ``CompositeLoss`` from ``[{"name": ..., "weight": 1.0, **kwargs}, ...]``.
 
-    Errors name the offending config key (``{key}[i].name``, ``{key}[i].weight``, ``{key}[i]``).
+    Errors name every offending config key (``{key}[i].name``, ``{key}[i].weight``, ``{key}[i].ARG``).
     """
-    if not specs:
-        raise ConfigError(f"{key}: at least one loss is needed; known losses: {', '.join(LOSSES.names())}")
-    terms = []
-    for i, spec in enumerate(specs):
-        where = f"{key}[{i}]"
-        if not isinstance(spec, dict) or not isinstance(spec.get("name"), str):
-            raise ConfigError(f"{where}: expected a mapping with a 'name'; known losses: {', '.join(LOSSES.names())}")
-        kwargs = dict(spec)
-        name = kwargs.pop("name")
-        weight = kwargs.pop("weight", 1.0)
-        cls = LOSSES.get(name, key=f"{where}.name")
-        if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not weight >= 0:
-            raise ConfigError(f"{where}.weight: must be a number >= 0, got {weight!r}")
-        accepted, any_kwarg = _constructor_args(cls)
-        unknown = sorted(set(kwargs) - set(accepted))
-        if unknown and not any_kwarg:
-            raise ConfigError(
-                f"{where}: loss {name!r} got unexpected argument(s) {', '.join(map(repr, unknown))}; "
-                f"accepted: {', '.join(['weight', *accepted])}"
-            )
-        try:
-            loss = cls(**kwargs)
-        except (TypeError, ValueError) as e:
-            raise ConfigError(f"{where}: loss {name!r}: {e}") from None
-        terms.append((name, float(weight), loss))
-    return CompositeLoss(terms)
+    checked = [_check_term(spec, f"{key}[{i}]") for i, spec in enumerate(specs or [])]
+    raise_problems(check_specs(specs, key=key) if not checked else [p for found, _ in checked for p in found],
+                   f"{key} cannot be built")
+    return CompositeLoss([term for _, term in checked])

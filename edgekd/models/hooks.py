@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import difflib
 from typing import Any, Sequence
 
 import torch
 from torch import Tensor, nn
 
 from ..errors import ModelError
+from ..problems import Problem, close_matches
 
 _MAX_SUGGESTIONS = 20
 
@@ -62,23 +62,37 @@ class FeatureRecorder:
 
 def _resolve(model: nn.Module, name: str, key: str) -> nn.Module:
     """``model.get_submodule(name)``, refusing ONNX models and naming close matches for typos."""
+    problem = layer_problem(model, name, key)
+    if problem is not None:
+        raise ModelError(str(problem))
+    return model.get_submodule(name)
+
+
+def layer_problem(model: nn.Module, name: str, key: str, *, what: str = "the model") -> Problem | None:
+    """Why features cannot be recorded at module ``name`` of ``model`` (None when they can): no such module,
+    with close matches and the names there are, or a module inside an ONNX model, which has no hooks."""
     module, parts = model, name.split(".") if name else []
     for depth in range(len(parts) + 1):
         if getattr(module, "is_onnx", False):
-            raise ModelError(f"{key}: features need a PyTorch teacher; {name!r} is inside an ONNX model")
+            return Problem(key, f"features need a PyTorch model; {name!r} is inside an ONNX model ({what})")
         if depth == len(parts):
-            return module
+            return None
         try:
             module = model.get_submodule(".".join(parts[: depth + 1]))
         except AttributeError:
             break
+    return missing_layer(model, name, key, what=what)
+
+
+def missing_layer(model: nn.Module, name: str, key: str, *, what: str = "the model") -> Problem:
+    """``key: <what> has no module 'name'; did you mean ...?; accepted: <close and top-level names>``."""
     available = [n for n, _ in model.named_modules() if n]
-    close = difflib.get_close_matches(name, available, n=12, cutoff=0.5)
+    close = close_matches(name, available, n=3, cutoff=0.5)
     top = [n for n in available if "." not in n and n not in close]  # orientation when nothing is close
-    suggestions = (close + top)[:_MAX_SUGGESTIONS]
-    raise ModelError(
-        f"{key}: the model has no module {name!r}; close or top-level names: {', '.join(suggestions) or '(none)'}"
-    )
+    shown = [*close, *top][:_MAX_SUGGESTIONS]
+    more = len(available) - len(shown)
+    listing = ", ".join(shown) + (f" (and {more} nested ones)" if more > 0 else "") if shown else "(none)"
+    return Problem(key, f"{what} has no module {name!r}", listing, close)
 
 
 def feature_shapes(
