@@ -18,10 +18,9 @@ import fnmatch
 from pathlib import Path
 from typing import Literal
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
-from ..errors import ConfigError
+from .. import yamlfile
 
 Percentile = Literal["p50", "p90", "p95", "p99", "mean", "max"]
 SELECTORS = ("target", "backend", "precision")
@@ -59,23 +58,7 @@ class BudgetsFile(BaseModel):
 
 
 def load_budgets(path: str | Path) -> BudgetsFile:
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"budgets file {path} does not exist")
-    try:
-        data = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as error:
-        raise ConfigError(f"budgets file {path} is not valid YAML: {error}") from None
-    try:
-        return BudgetsFile.model_validate(data)
-    except ValidationError as error:
-        problems = []
-        for e in error.errors():
-            where = ".".join(map(str, e["loc"])) or "(top level)"
-            what = "unknown budget key" if e["type"] == "extra_forbidden" else e["msg"]
-            problems.append(f"{where}: {what} (got {e.get('input')!r})" if e["type"] != "extra_forbidden" else f"{where}: {what}")
-        keys = ", ".join(k for k in Budget.model_fields)
-        raise ConfigError(f"budgets file {path}: " + "; ".join(problems) + f". Known keys: {keys}") from None
+    return yamlfile.load(path, BudgetsFile, what="budgets file")
 
 
 def effective(budgets: BudgetsFile, target: str, backend: str, precision: str) -> dict:

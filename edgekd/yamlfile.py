@@ -1,0 +1,130 @@
+"""YAML files checked by a pydantic model, with one error format for every file edgekd reads.
+
+The pipeline config, target files and budgets files all go through here, so a
+mistake reads the same in each: a header naming the file, then one line per
+problem, ``key.path: message (got value)``. An unknown key lists the keys
+accepted at that place, with a did-you-mean for a near miss. Light on purpose
+(yaml and pydantic only): ``edgekd gate`` uses it without loading torch.
+"""
+
+from __future__ import annotations
+
+import difflib
+import types
+import typing
+from pathlib import Path
+from typing import Any, TypeVar
+
+import yaml
+from pydantic import BaseModel, ValidationError
+
+from .errors import ConfigError
+
+M = TypeVar("M", bound=BaseModel)
+
+
+def read_yaml(path: str | Path, *, what: str) -> Any:
+    """The parsed YAML of ``path``; ``what`` ("config file", "budgets file", ...) names it in errors."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{what} {path} does not exist")
+    try:
+        return yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as error:
+        raise ConfigError(f"{what} {path} is not valid YAML: {error}") from None
+    except (OSError, UnicodeDecodeError) as error:
+        raise ConfigError(f"{what} {path} cannot be read: {error}") from None
+
+
+def validate(model: type[M], data: Any, *, what: str, origin: str, extra: dict[str, Any] | None = None) -> M:
+    """``data`` (parsed YAML; None is an empty mapping) as ``model``, with ``extra`` fields set by edgekd
+    (never by the file). Every problem is reported at once, in one ``ConfigError``."""
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"invalid {what} {origin}: the top level must be a mapping of keys, got {type(data).__name__}")
+    try:
+        return model.model_validate({**data, **(extra or {})})
+    except ValidationError as error:
+        raise ConfigError(format_errors(error, model, header=f"invalid {what} {origin}:")) from None
+
+
+def load(path: str | Path, model: type[M], *, what: str, extra: dict[str, Any] | None = None) -> M:
+    """Read ``path`` and validate it as ``model`` (see ``read_yaml`` and ``validate``)."""
+    return validate(model, read_yaml(path, what=what), what=what, origin=str(path), extra=extra)
+
+
+def format_errors(error: ValidationError, model: type[BaseModel], *, header: str) -> str:
+    lines = [header]
+    for item in error.errors():
+        loc = tuple(item["loc"])
+        path = _path(loc) or "(top level)"
+        if item["type"] == "extra_forbidden":
+            lines.append(f"  {path}: {_unknown_key(model, loc)}")
+        elif item["type"] == "missing":
+            lines.append(f"  {path}: required key is missing")
+        else:
+            message = item["msg"].removeprefix("Value error, ")
+            if "[key]" in loc:  # a mapping's key, not its value, is wrong (pydantic's loc marks it so)
+                message = "key: " + message
+            lines.append(f"  {path}: {message} (got {_shown(item.get('input'))})")
+    return "\n".join(lines)
+
+
+def _path(loc: tuple) -> str:
+    """``distill.losses[0].name``: list indices in brackets, as they would be written in YAML's flow style."""
+    text = ""
+    for part in loc:
+        if part == "[key]":
+            continue
+        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
+    return text
+
+
+def _shown(value: Any) -> str:
+    if isinstance(value, dict):
+        return "a mapping"
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def _unknown_key(model: type[BaseModel], loc: tuple) -> str:
+    """``unknown key, did you mean 'train'? (accepted: ...)`` from the fields of the model that holds the key."""
+    owner = _model_at(model, loc[:-1])
+    if owner is None:
+        return "unknown key"
+    accepted = [name for name, field in owner.model_fields.items() if not field.exclude]
+    key = str(loc[-1])
+    close = difflib.get_close_matches(key, accepted, n=1, cutoff=0.6)
+    guess = f", did you mean {close[0]!r}?" if close else ""
+    return f"unknown key{guess} (accepted here: {', '.join(accepted)})"
+
+
+def _options(annotation: Any) -> list[Any]:
+    """The members of ``X | Y | None`` (not None), or the annotation itself."""
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
+        return [a for a in typing.get_args(annotation) if a is not type(None)]
+    return [annotation]
+
+
+def _model_at(annotation: Any, loc: tuple) -> type[BaseModel] | None:
+    """The pydantic model whose fields apply at ``loc``, following fields, list items and mapping values."""
+    for part in loc:
+        step = None
+        for option in _options(annotation):
+            origin, args = typing.get_origin(option), typing.get_args(option)
+            if isinstance(option, type) and issubclass(option, BaseModel) and part in option.model_fields:
+                step = option.model_fields[part].annotation
+            elif origin in (list, set, frozenset) and isinstance(part, int) and args:
+                step = args[0]
+            elif origin is tuple and isinstance(part, int) and args:
+                step = args[0] if len(args) == 2 and args[1] is Ellipsis else args[min(part, len(args) - 1)]
+            elif origin is dict and len(args) == 2:
+                step = args[1]
+            if step is not None:
+                break
+        if step is None:
+            return None
+        annotation = step
+    models = [o for o in _options(annotation) if isinstance(o, type) and issubclass(o, BaseModel)]
+    return models[0] if len(models) == 1 else None
