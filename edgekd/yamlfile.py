@@ -3,13 +3,13 @@
 The pipeline config, target files and budgets files all go through here, so a
 mistake reads the same in each: a header naming the file, then one line per
 problem, ``key.path: message (got value)``. An unknown key lists the keys
-accepted at that place, with a did-you-mean for a near miss. Light on purpose
+accepted at that place, with a did-you-mean for a near miss: the ``Problem``
+form that the checks before training use too. Light on purpose
 (yaml and pydantic only): ``edgekd gate`` uses it without loading torch.
 """
 
 from __future__ import annotations
 
-import difflib
 import types
 import typing
 from pathlib import Path
@@ -19,6 +19,7 @@ import yaml
 from pydantic import BaseModel, ValidationError
 
 from .errors import ConfigError
+from .problems import Problem, close_matches, raise_problems
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -46,7 +47,9 @@ def validate(model: type[M], data: Any, *, what: str, origin: str, extra: dict[s
     try:
         return model.model_validate({**data, **(extra or {})})
     except ValidationError as error:
-        raise ConfigError(format_errors(error, model, header=f"invalid {what} {origin}:")) from None
+        found = problems(error, model)
+    raise_problems(found, f"invalid {what} {origin}")  # "invalid ... (N problems):", one line each
+    raise ConfigError(f"invalid {what} {origin}")  # not reached: a ValidationError holds at least one error
 
 
 def load(path: str | Path, model: type[M], *, what: str, extra: dict[str, Any] | None = None) -> M:
@@ -54,21 +57,22 @@ def load(path: str | Path, model: type[M], *, what: str, extra: dict[str, Any] |
     return validate(model, read_yaml(path, what=what), what=what, origin=str(path), extra=extra)
 
 
-def format_errors(error: ValidationError, model: type[BaseModel], *, header: str) -> str:
-    lines = [header]
-    for item in error.errors():
-        loc = tuple(item["loc"])
-        path = _path(loc) or "(top level)"
-        if item["type"] == "extra_forbidden":
-            lines.append(f"  {path}: {_unknown_key(model, loc)}")
-        elif item["type"] == "missing":
-            lines.append(f"  {path}: required key is missing")
-        else:
-            message = item["msg"].removeprefix("Value error, ")
-            if "[key]" in loc:  # a mapping's key, not its value, is wrong (pydantic's loc marks it so)
-                message = "key: " + message
-            lines.append(f"  {path}: {message} (got {_shown(item.get('input'))})")
-    return "\n".join(lines)
+def problems(error: ValidationError, model: type[BaseModel]) -> list[Problem]:
+    """pydantic's errors as ``Problem``s, the form the checks before training report theirs in."""
+    return [_problem(model, item) for item in error.errors()]
+
+
+def _problem(model: type[BaseModel], item: dict[str, Any]) -> Problem:
+    loc = tuple(item["loc"])
+    path = _path(loc) or "(top level)"
+    if item["type"] == "extra_forbidden":
+        return _unknown_key(model, loc, path)
+    if item["type"] == "missing":
+        return Problem(path, "required key is missing")
+    message = item["msg"].removeprefix("Value error, ")
+    if "[key]" in loc:  # a mapping's key, not its value, is wrong (pydantic's loc marks it so)
+        message = "key: " + message
+    return Problem(path, f"{message} (got {_shown(item.get('input'))})")
 
 
 def _path(loc: tuple) -> str:
@@ -88,16 +92,14 @@ def _shown(value: Any) -> str:
     return text if len(text) <= 80 else text[:77] + "..."
 
 
-def _unknown_key(model: type[BaseModel], loc: tuple) -> str:
-    """``unknown key, did you mean 'train'? (accepted: ...)`` from the fields of the model that holds the key."""
+def _unknown_key(model: type[BaseModel], loc: tuple, path: str) -> Problem:
+    """``unknown key 'trian'; did you mean 'train'?; accepted: ...`` from the fields of the model that holds the key."""
+    key = str(loc[-1])
     owner = _model_at(model, loc[:-1])
     if owner is None:
-        return "unknown key"
+        return Problem(path, f"unknown key {key!r}")
     accepted = [name for name, field in owner.model_fields.items() if not field.exclude]
-    key = str(loc[-1])
-    close = difflib.get_close_matches(key, accepted, n=1, cutoff=0.6)
-    guess = f", did you mean {close[0]!r}?" if close else ""
-    return f"unknown key{guess} (accepted here: {', '.join(accepted)})"
+    return Problem(path, f"unknown key {key!r}", ", ".join(accepted), close_matches(key, accepted, n=1))
 
 
 def _options(annotation: Any) -> list[Any]:

@@ -34,11 +34,11 @@ def test_every_loader_reports_every_problem_in_one_format(tmp_path, what):
     load, data = LOADERS[what]
     path = tmp_path / "file.yaml"
     header, *problems = error_of(load, path, data)
-    assert header == f"invalid {what} {path}:"
+    assert header == f"invalid {what} {path} (2 problems):"
     assert len(problems) == 2 and all(line.startswith("  ") for line in problems)
     unknown = next(line for line in problems if "unknown key" in line)
     value = next(line for line in problems if "unknown key" not in line)
-    assert "did you mean" in unknown and "(accepted here: " in unknown
+    assert "did you mean" in unknown and "; accepted: " in unknown
     assert value.rstrip().endswith(("(got 2)", "(got 0)"))
 
 
@@ -49,10 +49,10 @@ def test_unknown_keys_suggest_the_nearest_field_of_the_model_that_holds_them(tmp
         "profile": {"energy": {"windws": 3}, "zzzz": 1},
     })
     text = "\n".join(lines)
-    assert "studnet: unknown key, did you mean 'student'?" in text
-    assert "teacher.members[0].wieghts: unknown key, did you mean 'weights'? (accepted here: model, kwargs, weights)" in text
-    assert "profile.energy.windws: unknown key, did you mean 'windows'?" in text
-    assert "profile.zzzz: unknown key (accepted here: warmup_s," in text  # nothing close: no guess, the keys that fit
+    assert "studnet: unknown key 'studnet'; did you mean 'student'?" in text
+    assert "teacher.members[0].wieghts: unknown key 'wieghts'; did you mean 'weights'?; accepted: model, kwargs, weights" in text
+    assert "profile.energy.windws: unknown key 'windws'; did you mean 'windows'?" in text
+    assert "profile.zzzz: unknown key 'zzzz'; accepted: warmup_s," in text  # nothing close: no guess, the keys that fit
     assert "base_dir" not in text  # set by edgekd, never by the file
 
 
