@@ -1,0 +1,243 @@
+"""Every config problem, found before the first stage runs and reported at once.
+
+The pydantic schema checks each value's type; this checks what needs the plug-ins
+and the models: loss names and arguments, the models themselves (built untrained,
+with random weights, from the data's class count and input shape), layer names for
+``distill.features`` and ``prune.ignore``, target files with their backends,
+precisions and power models, and the budgets file. Nothing is trained, so a typo
+costs seconds, not a trained teacher.
+
+``check(ctx)`` raises one ConfigError naming every problem (key path, value, what
+would be accepted, did-you-mean); ``problems(ctx)`` returns them.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from .backends import BACKENDS
+from .config import ModelSpec, PipelineConfig
+from .errors import ConfigError, EdgekdError
+from .gate import load_budgets
+from .losses import LOSSES, FeaturePair, LossInputs, build_loss, check_specs, logit_only
+from .models import FeatureRecorder, load_model
+from .models.hooks import layer_problem
+from .power_models import POWER_MODELS
+from .problems import Problem, raise_problems, unknown
+from .targets import load_target, search_dirs
+
+__all__ = ["check", "problems"]
+
+
+def check(ctx) -> None:
+    """Raise one ConfigError naming every problem of ``ctx.config``; ``ctx`` is a StageContext (config, data)."""
+    raise_problems(problems(ctx), "the config cannot run (checked before any stage; nothing was trained)")
+
+
+def problems(ctx) -> list[Problem]:
+    cfg: PipelineConfig = ctx.config
+    found = loss_problems(cfg)
+    artifacts, target_found = target_problems(cfg)
+    found += target_found
+    found += budget_problems(cfg, artifacts if not target_found else None)
+    found += model_problems(ctx, losses_ok=not found_in(found, "distill.losses"))
+    return found
+
+
+def found_in(found: list[Problem], prefix: str) -> bool:
+    return any(p.key.startswith(prefix) for p in found)
+
+
+# ---------------------------------------------------------------- losses
+
+
+def loss_problems(cfg: PipelineConfig) -> list[Problem]:
+    found = check_specs(cfg.distill.losses, key="distill.losses")
+    if not cfg.distill.features:
+        for i, spec in enumerate(cfg.distill.losses):
+            if spec["name"] in LOSSES and LOSSES.get(spec["name"]).needs_features:
+                found.append(Problem(
+                    f"distill.losses[{i}].name", f"loss {spec['name']!r} works on feature pairs, and distill.features is empty",
+                    "distill.features: [{student: LAYER, teacher: LAYER}], or a loss on logits",
+                ))
+    if cfg.quantize.mode != "qad":
+        return found
+    # QAD trains the captured INT8 graph, whose layers have no names to hook: logit losses only.
+    if cfg.quantize.losses is None:
+        if cfg.distill.losses and not logit_only(cfg.distill.losses):
+            found.append(Problem(
+                "quantize.losses", "not given, and the distill losses without feature terms leave none for QAD",
+                "a list of losses on logits, e.g. [{name: kd, temperature: 4.0}]",
+            ))
+        return found
+    found += check_specs(cfg.quantize.losses, key="quantize.losses")
+    for i, spec in enumerate(cfg.quantize.losses):
+        if spec["name"] in LOSSES and LOSSES.get(spec["name"]).needs_features:
+            found.append(Problem(
+                f"quantize.losses[{i}].name", f"loss {spec['name']!r} needs feature pairs, which QAD's captured graph cannot give",
+                ", ".join(n for n in LOSSES.names() if not LOSSES.get(n).needs_features),
+            ))
+    return found
+
+
+# ---------------------------------------------------------------- targets and budgets
+
+
+def target_problems(cfg: PipelineConfig) -> tuple[list[tuple[str, str, str]], list[Problem]]:
+    """The (target, backend, precision) of every artifact the config asks for, and the problems found."""
+    artifacts, found = [], []
+    names = sorted({p.stem for d in search_dirs(cfg.base_dir) for p in d.glob("*.yaml")})
+    for i, name in enumerate(cfg.targets):
+        key = f"targets[{i}]"
+        if Path(name).suffix not in (".yaml", ".yml") and name not in names:
+            found.append(unknown(key, "target", name, names))
+            continue
+        try:
+            target = load_target(name, cfg.base_dir, key=key)
+        except ConfigError as error:
+            found.append(Problem.from_error(key, error))
+            continue
+        for j, spec in enumerate(target.artifacts):
+            where = f"{target.source}: artifacts[{j}]"
+            if spec.backend not in BACKENDS:
+                found.append(unknown(f"{where}.backend", "backend", spec.backend, BACKENDS.names()))
+                continue
+            offered = BACKENDS.get(spec.backend).precisions
+            for k, precision in enumerate(spec.precisions):
+                if precision in offered:
+                    artifacts.append((target.name, spec.backend, precision))
+                else:
+                    found.append(unknown(f"{where}.precisions[{k}]", f"precision of {spec.backend}", precision, offered))
+        if target.power is not None:
+            found += power_problems(target.power, f"{target.source}: power")
+    return artifacts, found
+
+
+def power_problems(power: dict[str, Any], key: str) -> list[Problem]:
+    name = power["model"]
+    if name not in POWER_MODELS:
+        return [unknown(f"{key}.model", "power model", name, list(POWER_MODELS))]
+    # The power model checks its own parameters when it runs; run it once on a neutral benchmark.
+    try:
+        POWER_MODELS.get(name)(dict(power), {"latency_ms": {"mean": 1.0}, "cpu_utilization": None})
+    except (ConfigError, ValueError, TypeError) as error:
+        return [Problem(key, f"power model {name!r}: {error}")]
+    return []
+
+
+def budget_problems(cfg: PipelineConfig, artifacts: list[tuple[str, str, str]] | None) -> list[Problem]:
+    """The budgets file loads, and each entry applies to some artifact (``artifacts`` None: unknown yet)."""
+    if not cfg.gate.budgets:
+        return []
+    path = Path(cfg.gate.budgets)
+    path = path if path.is_absolute() else cfg.base_dir / path
+    try:
+        budgets = load_budgets(path)
+    except ConfigError as error:
+        return [Problem.from_error("gate.budgets", error)]
+    if artifacts is None:
+        return []
+    names = ", ".join("/".join(a) for a in artifacts) or "(none)"
+    return [
+        Problem(f"{path}: budgets[{i}]",
+                f"target {b.target!r}, backend {b.backend!r}, precision {b.precision!r} match no artifact of this run",
+                f"globs matching one of {names}")
+        for i, b in enumerate(budgets.budgets)
+        if not any(b.matches(*a) for a in artifacts)
+    ]
+
+
+# ---------------------------------------------------------------- models and layer names
+
+
+def model_problems(ctx, *, losses_ok: bool) -> list[Problem]:
+    """Build every model untrained and check the layer names and losses against them."""
+    cfg: PipelineConfig = ctx.config
+    try:
+        data = ctx.data
+    except EdgekdError as error:
+        return [Problem.from_error("data.source", error)]  # the models need its class count and input shape
+    found: list[Problem] = []
+    # Building models draws random weights: leave the global generator as the stages expect to find it.
+    with torch.random.fork_rng(devices=[]):
+        teachers = [_build(spec, f"teacher.members[{i}]", data, cfg, found) for i, spec in enumerate(cfg.teacher.members)]
+        student = _build(cfg.student, "student", data, cfg, found)
+    pairs = [FeaturePair(p.student, p.teacher) for p in cfg.distill.features]
+    for i, pair in enumerate(pairs):
+        if student is not None:
+            found += _layer(student, pair.student, f"distill.features[{i}].student", "the student")
+        if teachers and teachers[0] is not None:
+            found += _layer(teachers[0], pair.teacher, f"distill.features[{i}].teacher", "teacher.members[0]")
+    if student is not None and cfg.prune.enabled:
+        from .prune import ignore_problems  # Torch-Pruning is imported only when pruning is on
+
+        found += ignore_problems(student, list(cfg.prune.ignore), key="prune.ignore")
+        found += _prune_target_problems(student, cfg, data.input_shape)
+    if losses_ok and not found and student is not None and all(t is not None for t in teachers):
+        found += _loss_run_problems(student, teachers, pairs, cfg, data)
+    return found
+
+
+def _build(spec: ModelSpec, key: str, data, cfg: PipelineConfig, found: list[Problem]) -> nn.Module | None:
+    try:
+        return load_model(spec.model, kwargs=spec.kwargs, weights=spec.weights, num_classes=data.num_classes,
+                          in_channels=data.input_shape[0], base_dir=cfg.base_dir, key=key).eval()
+    except EdgekdError as error:
+        found.append(Problem.from_error(key, error))
+    except Exception as error:  # user code (python:) that raises: its message, not our stack
+        if not spec.model.startswith("python:"):
+            raise
+        found.append(Problem(f"{key}.model", f"building {spec.model!r} raised {type(error).__name__}: {error}"))
+    return None
+
+
+def _layer(model: nn.Module, name: str, key: str, what: str) -> list[Problem]:
+    problem = layer_problem(model, name, key, what=what)
+    return [problem] if problem is not None else []
+
+
+def _prune_target_problems(student: nn.Module, cfg: PipelineConfig, input_shape) -> list[Problem]:
+    """A MACs or parameter target must lie below the student's count, which training does not change."""
+    from .prune import count
+
+    targets = [(k, getattr(cfg.prune, k)) for k in ("target_macs", "target_params") if getattr(cfg.prune, k) is not None]
+    if not targets:
+        return []
+    macs, params = count(student, torch.zeros(1, *input_shape))
+    key, target = targets[0]
+    current = macs if key == "target_macs" else params
+    if target < current:
+        return []
+    return [Problem(f"prune.{key}", f"{target:,} is not below the student's {current:,}", f"a value below {current:,}")]
+
+
+def _loss_run_problems(student: nn.Module, teachers: list[nn.Module], pairs: list[FeaturePair], cfg: PipelineConfig,
+                       data) -> list[Problem]:
+    """Run the distill losses once on a batch of zeros through the untrained models: feature shapes that a
+    loss cannot pair (e.g. ``at`` on 2-D features) or per-teacher weights that do not fit show up here."""
+    x = torch.zeros(2, *data.input_shape)
+    try:
+        with torch.no_grad():
+            s_logits, s_features = _forward(student, [p.student for p in pairs], x)
+            t_logits, t_features = _forward(teachers[0], [p.teacher for p in pairs], x)
+            each = [t_logits, *(m(x) for m in teachers[1:])]
+            loss = build_loss(cfg.distill.losses)
+            if pairs:
+                loss.setup(pairs, {k: v.shape for k, v in s_features.items()}, {k: v.shape for k, v in t_features.items()})
+            loss(LossInputs(s_logits, torch.zeros(2, dtype=torch.long), torch.stack(each).mean(0), each, s_features, t_features))
+    except (EdgekdError, ValueError, RuntimeError) as error:
+        return [Problem.from_error("distill.features" if pairs else "distill.losses", error)]
+    return []
+
+
+def _forward(model: nn.Module, names: list[str], x: torch.Tensor):
+    with FeatureRecorder(model, names) as recorder:
+        logits = model(x)
+    missing = [n for n in names if n not in recorder.features]
+    if missing:
+        raise ConfigError(f"distill.features: modules {missing} are not called by the model's forward")
+    return logits, dict(recorder.features)
