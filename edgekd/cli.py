@@ -27,7 +27,7 @@ FORCE = typer.Option(None, "--force", help="Re-run this stage and every later on
 def _run_stages(config: Path, out: Optional[Path], stages: list[str] | None, force: Optional[str], resume: bool,
                 devices: Optional[str] = None) -> None:
     from .distributed import is_writer
-    from .pipeline import as_config, run, summary_table  # heavy imports (torch) only when a command runs
+    from .pipeline import as_config, run, stage_tables, summary_table  # heavy imports (torch) only when a command runs
 
     try:
         cfg = as_config(config)
@@ -41,21 +41,18 @@ def _run_stages(config: Path, out: Optional[Path], stages: list[str] | None, for
         return  # under torchrun, rank 0 prints the tables
     out = Console(width=None if console.is_terminal else 180)  # logs and CI get the whole table
     out.print(summary_table(result))
-    if "compile" in result.stages:
-        from .stages.compile import artifact_table
-
-        out.print(artifact_table(result["compile"]))
+    for table in stage_tables(result):  # compiled artifacts, the gate's violations
+        out.print(table)
     if result.report is not None:
         from .report.terminal import report_table
 
         out.print(report_table(result.report))
         out.print(f"report: {result.run_dir / 'report.json'}, {result.run_dir / 'report.html'}")
-    if "gate" in result.stages and result["gate"]["applied"]:
-        from .gate import gate_table
-
-        out.print(gate_table(result["gate"]))
-        if result.gate_passed is False:
-            raise typer.Exit(1)
+        if result.gate_passed is not None:
+            gate = result.report["gate"]
+            out.print(f"gate: {'passed' if gate['passed'] else '[red]FAILED[/red]'} ({gate['failures']} of {gate['checks']} checks failed)")
+    if result.gate_passed is False:
+        raise typer.Exit(1)
 
 
 @app.command("run")

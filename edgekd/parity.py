@@ -7,45 +7,21 @@ no "succeeded with a warning".
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
-
 import numpy as np
 
 from .errors import StageError
-
-
-@dataclass
-class Parity:
-    max_abs_diff: float
-    top1_agreement: float
-    samples: int
-    atol: float
-    min_top1_agreement: float
-
-    @property
-    def ok(self) -> bool:
-        return self.max_abs_diff <= self.atol and self.top1_agreement >= self.min_top1_agreement
-
-    def to_dict(self) -> dict:
-        return {**asdict(self), "ok": self.ok}
-
-    def describe(self) -> str:
-        return (
-            f"max |diff| {self.max_abs_diff:.3g} (tolerance {self.atol:.3g}), "
-            f"top-1 agreement {self.top1_agreement:.2%} (required {self.min_top1_agreement:.2%}) on {self.samples} inputs"
-        )
+from .records import Parity
 
 
 def compare(reference, candidate, *, atol: float, min_top1_agreement: float) -> Parity:
     reference, candidate = np.asarray(reference, dtype=np.float64), np.asarray(candidate, dtype=np.float64)
     if reference.shape != candidate.shape:
         raise StageError(f"output shapes differ: reference {reference.shape}, candidate {candidate.shape}")
+    max_abs_diff = float(np.abs(reference - candidate).max()) if reference.size else 0.0
+    top1_agreement = float((reference.argmax(1) == candidate.argmax(1)).mean()) if len(reference) else 1.0
     return Parity(
-        max_abs_diff=float(np.abs(reference - candidate).max()) if reference.size else 0.0,
-        top1_agreement=float((reference.argmax(1) == candidate.argmax(1)).mean()) if len(reference) else 1.0,
-        samples=int(len(reference)),
-        atol=float(atol),
-        min_top1_agreement=float(min_top1_agreement),
+        max_abs_diff=max_abs_diff, top1_agreement=top1_agreement, samples=int(len(reference)), atol=float(atol),
+        min_top1_agreement=float(min_top1_agreement), ok=max_abs_diff <= atol and top1_agreement >= min_top1_agreement,
     )
 
 

@@ -13,19 +13,23 @@ the rest wait for its record.
 
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import dataclass, field
+from graphlib import TopologicalSorter
 from pathlib import Path
 from typing import Any
 
+from pydantic import ValidationError
 from rich.console import Console
 from rich.table import Table
 
 from . import __version__, distributed
 from .config import PipelineConfig, load_config, parse_config
-from .errors import ConfigError
+from .errors import ConfigError, EdgekdError
 from .io import read_json, sha256_json, write_json
-from .stages import ORDER, STAGES, StageContext
+from .records import Record
+from .stages import STAGES, StageContext
 
 
 @dataclass
@@ -33,7 +37,7 @@ class StageOutcome:
     name: str
     cached: bool
     seconds: float
-    record: dict[str, Any]
+    record: Record
 
 
 @dataclass
@@ -48,7 +52,7 @@ class PipelineResult:
         gate = (self.report or {}).get("gate")
         return None if gate is None else gate["passed"]
 
-    def __getitem__(self, name: str) -> dict[str, Any]:
+    def __getitem__(self, name: str) -> Record:
         return self.stages[name].record
 
 
@@ -60,18 +64,47 @@ def as_config(config: str | Path | dict | PipelineConfig) -> PipelineConfig:
     return load_config(config)
 
 
-def with_dependencies(names: list[str]) -> list[str]:
-    wanted: set[str] = set()
+def stage_order(names: list[str] | None = None) -> list[str]:
+    """``names`` (default: every registered stage) and what they require, each after its requirements.
+
+    The order comes from ``requires`` alone; ties are broken by name, so it is the same on every process.
+    """
+    wanted: dict[str, tuple[str, ...]] = {}
 
     def add(name: str) -> None:
-        stage = STAGES.get(name, key="stage")
-        for dep in stage.requires:
-            add(dep)
-        wanted.add(name)
+        if name not in wanted:
+            wanted[name] = STAGES.get(name, key="stage").requires
+            for dep in wanted[name]:
+                add(dep)
 
-    for name in names:
+    for name in names or STAGES.names():
         add(name)
-    return [name for name in ORDER if name in wanted]
+    sorter = TopologicalSorter(wanted)
+    sorter.prepare()
+    order: list[str] = []
+    while sorter.is_active():
+        ready = sorted(sorter.get_ready())
+        order.extend(ready)
+        sorter.done(*ready)
+    return order
+
+
+def saved_record(stage, marker: Path, key: str, console: Console) -> Record | None:
+    """The record in ``marker`` when it was made with ``key``; None when the stage must run."""
+    try:
+        saved = read_json(marker)
+    except (json.JSONDecodeError, UnicodeDecodeError, OSError) as error:
+        raise EdgekdError(f"{marker} is unreadable ({type(error).__name__}: {error}); it is written only by edgekd: "
+                          f"re-run the stage with --force {stage.name}") from None
+    if not isinstance(saved, dict) or saved.get("key") != key:
+        return None
+    try:
+        return stage.record_type.model_validate(saved.get("record"))
+    except ValidationError as error:
+        first = error.errors()[0]
+        console.print(f"[yellow]{stage.name}: re-running: {marker} was written by edgekd {saved.get('version', '?')} in an "
+                      f"older form ({'.'.join(map(str, first['loc']))}: {first['msg']})[/yellow]")
+        return None
 
 
 def run(
@@ -94,7 +127,7 @@ def run(
         console = Console(stderr=True, quiet=True)  # rank 0 reports progress; errors still reach every process
     run_dir = Path(out) if out is not None else Path("runs") / cfg.name
     run_dir.mkdir(parents=True, exist_ok=True)
-    order = with_dependencies(stages or ORDER)
+    order = stage_order(stages)
     if force is not None and force not in order:
         raise ConfigError(f"--force {force!r}: not a stage of this run; expected one of: {', '.join(order)}")
     ctx = StageContext(config=cfg, run_dir=run_dir, resume=resume)
@@ -113,11 +146,13 @@ def run(
         })
         keys[name] = key
         marker = run_dir / name / "stage.json"
-        saved = read_json(marker) if not forcing and distributed.is_writer() and marker.exists() else None
+        saved = None
+        if not forcing and distributed.is_writer() and marker.exists():
+            saved = saved_record(stage, marker, key, console)
         saved = distributed.broadcast_object(saved, what=f"stage {name}: sharing rank 0's marker")  # every process agrees
-        if saved is not None and saved.get("key") == key:
-            ctx.records[name] = saved["record"]
-            result.stages[name] = StageOutcome(name, True, 0.0, saved["record"])
+        if saved is not None:
+            ctx.records[name] = saved
+            result.stages[name] = StageOutcome(name, True, 0.0, saved)
             console.print(f"[dim]{name}: cached ({marker})[/dim]")
             continue
         console.print(f"[bold]{name}[/bold]: {stage.summary}")
@@ -125,42 +160,23 @@ def run(
             marker.unlink(missing_ok=True)  # a re-run that is killed must not leave the old record looking current
         ctx.keys[name] = key
         started = time.perf_counter()
-        if getattr(stage, "all_processes", False):
+        if stage.all_processes:
             record = stage.run(ctx, ctx.stage_dir(name))  # under torchrun: every process, training together
         else:
             record = distributed.on_writer(lambda: stage.run(ctx, ctx.stage_dir(name)), f"running stage {name} on rank 0")
         seconds = time.perf_counter() - started
         if distributed.is_writer():
-            write_json(marker, {"stage": name, "key": key, "version": __version__, "seconds": seconds, "record": record})
+            write_json(marker, {"stage": name, "key": key, "version": __version__, "seconds": seconds,
+                                "record": record.model_dump(mode="json")})
         distributed.published(marker, what=f"finishing stage {name}")
         ctx.records[name] = record
         result.stages[name] = StageOutcome(name, False, seconds, record)
         for label, value in stage.describe(record):
             console.print(f"  {label}: {value}")
+    from .report.outputs import write_outputs
+
     result.report = distributed.on_writer(lambda: write_outputs(ctx), "writing the report on rank 0")
     return result
-
-
-def write_outputs(ctx: StageContext) -> dict[str, Any] | None:
-    """report.json, report.html, manifest.json and the model cards, rebuilt from the stage records.
-
-    Each file is written atomically, so a killed run leaves the previous report whole.
-    """
-    from .gate import apply
-    from .report import build_report, write_html
-    from .report.manifest import write_provenance
-
-    records, report = ctx.records, None
-    if "profile" in records:
-        report = build_report(records, ctx.config.name)
-        gate = records.get("gate")
-        if gate and gate.get("applied"):
-            report = apply(report, gate)
-        write_json(ctx.run_dir / "report.json", report)
-        write_html(report, ctx.run_dir / "report.html")
-    if "compile" in records:
-        write_provenance(ctx.run_dir, records, ctx.config.model_dump(mode="json"), report)
-    return report
 
 
 def summary_table(result: PipelineResult) -> Table:
@@ -174,3 +190,8 @@ def summary_table(result: PipelineResult) -> Table:
         figures = "; ".join(f"{label} {value}" for label, value in stage.describe(outcome.record))
         table.add_row(name, "cached" if outcome.cached else "ran", f"{outcome.seconds:.1f}s", figures)
     return table
+
+
+def stage_tables(result: PipelineResult) -> list[Any]:
+    """The tables each stage of the run prints at its end (compiled artifacts, the gate's violations)."""
+    return [table for name, outcome in result.stages.items() for table in STAGES.get(name)().tables(outcome.record)]

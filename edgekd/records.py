@@ -1,75 +1,334 @@
-"""Typed records that flow forward from stage to stage (saved as JSON in ``<stage>/stage.json``)."""
+"""Typed records that flow forward from stage to stage, saved as JSON in ``<run>/<stage>/stage.json``.
+
+Each stage returns one of these pydantic models and downstream stages read its
+fields, never string keys. The report schema (``edgekd report-schema``) is made
+of the same models, so every field is declared once, here. A record that no
+longer matches its model (a run folder from an older edgekd) is not loaded:
+the pipeline re-runs that stage and says why.
+"""
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, fields
-from typing import Any
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
 
 
-class Record:
+class Record(BaseModel):
+    # NaN is a real value here (the accuracy of a class absent from the split): keep it through JSON.
+    model_config = ConfigDict(extra="forbid", ser_json_inf_nan="constants")
+
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]):
-        names = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in data.items() if k in names})
+        return self.model_dump(mode="json")
 
 
-@dataclass
+class Measured(Record):
+    """A block measured on a device: a device's own tool may add fields of its own, kept as they are."""
+
+    model_config = ConfigDict(extra="allow", ser_json_inf_nan="constants")
+
+
+# -- models and their figures ------------------------------------------------------------------------------
+
+
 class ModelRef(Record):
     """How to rebuild a model: its spec plus the weights file (relative to the run dir, or as configured)."""
 
     model: str
-    kwargs: dict[str, Any]
-    weights: str | None
-    weights_in_run: bool  # True when ``weights`` is relative to the run directory
-    sha256: str  # hash of the parameters and buffers
-    format: str = "state_dict"  # "state_dict" | "pruned" (Torch-Pruning state with the pruned structure)
+    kwargs: dict[str, Any] = Field(default_factory=dict)
+    weights: str | None = None
+    weights_in_run: bool = False  # True when ``weights`` is relative to the run directory
+    sha256: str = ""  # hash of the parameters and buffers
+    format: Literal["state_dict", "pruned"] = "state_dict"  # pruned: Torch-Pruning state with the pruned structure
 
 
-@dataclass
 class Figures(Record):
+    """A model's figures on the test split."""
+
     accuracy: float
     per_class_accuracy: list[float]
-    ece: float
-    params: int
-    macs: int
-    size_bytes: int
+    ece: float | None = None
+    params: int | None = None
+    macs: int | None = None
+    size_bytes: int | None = None
 
 
-@dataclass
+class TrainSummary(Record):
+    """What one training run did (``edgekd.train.Trainer.fit``)."""
+
+    best_epoch: int
+    best_val_accuracy: float
+    epochs_run: int
+    stopped_early: bool
+    resumed_from_epoch: int
+    history: list[dict[str, Any]] = Field(default_factory=list)
+    final_train_loss: float
+    member: int | None = None  # teacher ensembles: which member was trained
+
+
+class TeacherCache(Record):
+    used: bool = False
+    hit: bool | None = None
+    path: str | None = None
+    reason: str | None = None
+
+
 class TeacherRecord(Record):
-    members: list[dict]  # ModelRef dicts
+    members: list[ModelRef]
     ensemble_weights: list[float]
     temperature: float
-    figures: dict  # Figures of the (ensembled) teacher on the test split
+    figures: Figures  # of the (ensembled) teacher on the test split
     val_accuracy: float
     ece_before_calibration: float
-    trained: list[dict] = field(default_factory=list)  # TrainResult summaries of members trained here
+    trained: list[TrainSummary] = Field(default_factory=list)  # members trained here
 
 
-@dataclass
-class StudentRecord(Record):
-    model: dict  # ModelRef
-    figures: dict  # Figures on the test split
+class PruneStep(Record):
+    step: int
+    macs: int
+    params: int
     val_accuracy: float
-    train: dict  # TrainResult summary
+
+
+class ModelSize(Record):
+    macs: int
+    params: int
+    size_bytes: int | None = None
+    accuracy: float | None = None
+
+
+class Compression(Record):
+    """What pruning did; ``pruned`` is false when the stage was off."""
+
+    pruned: bool = False
+    ratio: float | None = None
+    importance: str | None = None
+    steps: list[PruneStep] = Field(default_factory=list)
+    before: ModelSize | None = None
+    after: ModelSize | None = None
+    macs_reduction: float | None = None
+
+
+class StudentRecord(Record):
+    """The FP32 student (distill stage; the prune stage returns the same form, pruned or not)."""
+
+    model: ModelRef
+    figures: Figures
+    val_accuracy: float
+    train: TrainSummary | None
     class_names: list[str]
     input_shape: list[int]
-    normalization: dict
-    data: dict  # data provenance
-    teacher_cache: dict = field(default_factory=dict)
-    compression: dict = field(default_factory=dict)  # what pruning did (before/after figures, ratio, steps)
+    normalization: dict[str, Any]
+    data: dict[str, Any]  # data provenance (edgekd.data.DataBundle.provenance)
+    teacher_cache: TeacherCache = Field(default_factory=TeacherCache)
+    compression: Compression = Field(default_factory=Compression)
 
 
-@dataclass
 class QuantizedRecord(Record):
-    mode: str  # qad | ptq | none
-    student: dict  # ModelRef of the FP32 student that was prepared
-    observer: str  # the observer family used to prepare the graph
-    state: str | None  # learned weights and quantization parameters (safetensors), relative to the run
-    calibration: str | None  # manifest of the calibration set, relative to the run
-    figures: dict  # fake-quantized accuracy on the test split
-    train: dict = field(default_factory=dict)
-    fp32_accuracy: float = float("nan")
+    mode: Literal["qad", "ptq", "none"]
+    student: ModelRef  # the FP32 student that was prepared
+    observer: str = ""  # the observer family used to prepare the graph
+    state: str | None = None  # learned weights and quantization parameters (safetensors), relative to the run
+    calibration: str | None = None  # manifest of the calibration set, relative to the run
+    figures: Figures | None = None  # fake-quantized accuracy on the test split
+    train: TrainSummary | None = None
+    fp32_accuracy: float
+
+
+# -- checks and measurements (also the report's) ---------------------------------------------------------------
+
+
+class Parity(Record):
+    """A candidate's outputs against a reference on held-out inputs (``edgekd.parity.compare``)."""
+
+    max_abs_diff: float
+    top1_agreement: float
+    ok: bool
+    samples: int | None = None
+    atol: float | None = None
+    min_top1_agreement: float | None = None
+    mean_abs_diff: float | None = None
+
+    def describe(self) -> str:
+        return (
+            f"max |diff| {self.max_abs_diff:.3g} (tolerance {self.atol:.3g}), "
+            f"top-1 agreement {self.top1_agreement:.2%} (required {self.min_top1_agreement:.2%}) on {self.samples} inputs"
+        )
+
+
+class Histogram(Record):
+    edges_ms: list[float]  # len(counts) + 1 bin edges
+    counts: list[int]
+
+
+class LatencyStats(Measured):
+    """Single-stream, batch 1, steady state after the warm-up (see ``edgekd.ondevice.latency``).
+
+    edgekd's own benchmark fills every field. A device's own tool (LiteRT
+    ``benchmark_model``, ``trtexec``, ``benchmark_app``) prints only some: the rest
+    are null, never interpolated, ``unknown`` lists them and ``measured_by`` names the tool.
+    """
+
+    p50: float | None = None
+    p90: float | None = None
+    p95: float | None = None
+    p99: float | None = None
+    mean: float | None = None
+    std: float | None = None
+    min: float | None = None
+    max: float | None = None
+    cov: float | None = Field(None, description="coefficient of variation, std / mean")
+    runs: int | None = None
+    warmup_runs: int | None = None
+    warmup_seconds: float | None = None
+    load_ms: float | None = Field(None, description="loading/compiling the artifact in its runtime, apart from the steady state")
+    first_inference_ms: float | None = None
+    stable: bool | None = Field(None, description="false when the CoV stayed above the threshold after the repeats; null when unknown")
+    repeats: int = Field(1, description="measurements taken; more than 1 when the first was unstable")
+    cov_threshold: float | None = None
+    measured_by: str = Field("edgekd.ondevice.bench", description="the benchmark that took these numbers")
+    unknown: list[str] = Field(default_factory=list, description="statistics the measuring tool did not print")
+    histogram: Histogram | None = None
+
+
+class Energy(Measured):
+    mj_per_inference: float
+    avg_power_w: float
+    inferences_per_joule: float
+    source: Literal["measured", "estimated"]
+    meter: str = Field(description="the meter read (rapl, nvml, ...) or, for an estimate, the power model and its parameters")
+    boundary: str = Field(description="what the number covers: cpu-package, gpu-board, module-input-rail, battery, wall, estimate")
+    idle_power_w: float | None = None
+    net_mj_per_inference: float | None = None
+    windows: list[dict[str, Any]] = Field(default_factory=list)
+    meters_unavailable: dict[str, str] = Field(default_factory=dict, description="for an estimate: why each meter could not be read")
+
+
+class HostInfo(Measured):
+    runner: str = Field("local", description="local, ssh:user@host, adb:SERIAL")
+    cpu: str = ""
+    cores: int | None = None
+    frequency_mhz: float | None = None
+    threads: int | None = None
+    affinity: list[int] | None = None
+    machine: str = ""
+    runtime: str = ""
+
+
+# -- artifacts -----------------------------------------------------------------------------------------------
+
+ArtifactStatus = Literal["ok", "failed", "not run here"]
+
+
+class OnnxArtifact(Record):
+    """A verified ONNX file of the export stage."""
+
+    path: str  # relative to the run
+    sha256: str
+    size_bytes: int
+    parity: Parity
+    accuracy: float
+    per_class_accuracy: list[float]
+    output_scale: float | None = None  # INT8: the output quantizer's step
+
+
+class ExportRecord(Record):
+    opset: int
+    dynamic_batch: bool
+    artifacts: dict[str, OnnxArtifact]  # by precision: fp32, int8
+
+
+class ArtifactKey(Record):
+    target: str
+    backend: str
+    precision: str
+
+    @property
+    def id(self) -> str:
+        return f"{self.target}/{self.backend}/{self.precision}"
+
+
+class CompiledArtifact(ArtifactKey):
+    """One compile row: built, checked in its own runtime, or why not."""
+
+    status: ArtifactStatus = "failed"
+    reason: str = ""
+    path: str | None = None  # relative to the run
+    size_bytes: int | None = None
+    sha256: str | None = None
+    compile_seconds: float | None = None
+    toolchain: str = ""
+    accuracy: float | None = None
+    per_class_accuracy: list[float] | None = None
+    parity: Parity | None = None
+    inspect: dict[str, Any] = Field(default_factory=dict)
+    operators: dict[str, Any] = Field(default_factory=dict)
+    options: dict[str, Any] = Field(default_factory=dict)
+
+
+class CompileRecord(Record):
+    artifacts: list[CompiledArtifact]
+
+    def counts(self) -> dict[str, int]:
+        return {s: sum(a.status == s for a in self.artifacts) for s in ("ok", "failed", "not run here")}
+
+
+ProfileStatus = Literal["ok", "failed", "not run here", "unreachable"]
+
+
+class ProfiledArtifact(ArtifactKey):
+    """One artifact's profile on its device."""
+
+    runner: str | None = None
+    status: ProfileStatus
+    reason: str = ""
+    latency_ms: LatencyStats | None = None
+    accuracy: float | None = None
+    per_class_accuracy: list[float] | None = None
+    accuracy_source: str | None = None
+    samples: int | None = None
+    energy: Energy | None = None
+    peak_memory_mb: float | None = None
+    baseline_memory_mb: float | None = None
+    cpu_utilization: float | None = None
+    accuracy_per_watt: float | None = None
+    host: HostInfo | None = None
+    measured_by: str | None = None
+    logits_sha256: str | None = None
+
+
+class ProfileRecord(Record):
+    artifacts: list[ProfiledArtifact]
+    test_samples: int
+
+    def counts(self) -> dict[str, int]:
+        return {s: sum(a.status == s for a in self.artifacts) for s in ("ok", "failed", "not run here", "unreachable")}
+
+
+# -- the gate ------------------------------------------------------------------------------------------------
+
+
+class GateCheck(Record):
+    """One budget applied to one artifact."""
+
+    target: str
+    artifact: str
+    budget: str  # e.g. min_accuracy, max_latency_ms.p95
+    limit: float | bool | str
+    measured: float | bool | str | None
+    passed: bool
+    message: str
+    skipped: bool = Field(False, description="not evaluated: the artifact was not run here and the budgets allow that")
+
+
+class GateSummary(Record):
+    passed: bool
+    checks: int
+    failures: int
+    budgets_file: str
+
+
+class GateRecord(Record):
+    applied: bool
+    per_artifact: dict[str, list[GateCheck]] = Field(default_factory=dict)
+    summary: GateSummary | None = None

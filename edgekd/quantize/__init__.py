@@ -12,5 +12,6 @@ with warnings.catch_warnings():
 
 from .pt2e import QuantizedStudent, load_state, prepare, save_state
 from .quantizer import Int8Quantizer
+from .restore import load_quantized
 
-__all__ = ["Int8Quantizer", "QuantizedStudent", "load_state", "prepare", "save_state"]
+__all__ = ["Int8Quantizer", "QuantizedStudent", "load_quantized", "load_state", "prepare", "save_state"]

@@ -5,18 +5,23 @@ from __future__ import annotations
 import platform
 from importlib import metadata
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .. import __version__
 from ..io import write_json, write_text
 
-TOOLCHAIN = ("torch", "torchao", "onnx", "onnxruntime", "openvino", "litert-torch", "ai-edge-litert", "coremltools",
-             "tensorrt", "torch-pruning", "numpy")
+if TYPE_CHECKING:
+    from ..context import StageContext
+
+# The core toolchain; each backend adds the pip packages it declares (edgekd/backends/<name>/__init__.py).
+TOOLCHAIN = ("torch", "torchao", "onnx", "torch-pruning", "numpy")
 
 
 def toolchain_versions() -> dict[str, str]:
+    from ..ondevice.backend_info import BACKEND_INFO
+
     versions = {}
-    for name in TOOLCHAIN:
+    for name in dict.fromkeys([*TOOLCHAIN, *(p for _, info in BACKEND_INFO.items() for p in info.packages)]):
         try:
             versions[name] = metadata.version(name)
         except metadata.PackageNotFoundError:
@@ -24,22 +29,25 @@ def toolchain_versions() -> dict[str, str]:
     return versions
 
 
-def build_manifest(records: dict[str, dict[str, Any]], config: dict[str, Any], report: dict[str, Any] | None) -> dict[str, Any]:
-    teacher, student = records.get("teacher", {}), records.get("prune") or records.get("distill") or {}
+def build_manifest(ctx: "StageContext", config: dict[str, Any], report: dict[str, Any] | None) -> dict[str, Any]:
+    from ..records import CompileRecord, StudentRecord, TeacherRecord
+
+    teacher = ctx.record("teacher", TeacherRecord)
+    student = ctx.record("prune" if "prune" in ctx.records else "distill", StudentRecord)
     artifacts = [{k: a.get(k) for k in ("id", "path", "sha256", "size_bytes", "status")}
                  for a in (report or {}).get("artifacts", [])]
-    if not artifacts and "compile" in records:
-        artifacts = [{"id": f"{a['target']}/{a['backend']}/{a['precision']}", "path": a.get("path"), "sha256": a.get("sha256"),
-                      "size_bytes": a.get("size_bytes"), "status": a["status"]} for a in records["compile"]["artifacts"]]
+    if not artifacts and "compile" in ctx.records:
+        artifacts = [{"id": a.id, "path": a.path, "sha256": a.sha256, "size_bytes": a.size_bytes, "status": a.status}
+                     for a in ctx.record("compile", CompileRecord).artifacts]
     return {
         "edgekd_version": __version__,
         "python": platform.python_version(),
         "platform": platform.platform(),
         "toolchain": toolchain_versions(),
         "config": config,
-        "data": student.get("data", {}),
-        "teacher": [{"model": m.get("model"), "sha256": m.get("sha256")} for m in teacher.get("members", [])],
-        "student": {"model": student.get("model", {}).get("model"), "sha256": student.get("model", {}).get("sha256")},
+        "data": student.data,
+        "teacher": [{"model": m.model, "sha256": m.sha256} for m in teacher.members],
+        "student": {"model": student.model.model, "sha256": student.model.sha256},
         "artifacts": artifacts,
     }
 
@@ -78,8 +86,8 @@ def model_card(artifact: dict[str, Any], report: dict[str, Any], manifest: dict[
     ])
 
 
-def write_provenance(run_dir: Path, records: dict[str, dict[str, Any]], config: dict[str, Any], report: dict[str, Any] | None) -> dict[str, Any]:
-    manifest = build_manifest(records, config, report)
+def write_provenance(run_dir: Path, ctx: "StageContext", config: dict[str, Any], report: dict[str, Any] | None) -> dict[str, Any]:
+    manifest = build_manifest(ctx, config, report)
     write_json(run_dir / "manifest.json", manifest)
     for artifact in (report or {}).get("artifacts", []):
         if artifact.get("path") and artifact["status"] == "ok":

@@ -1,8 +1,15 @@
-"""Pipeline stages, in order. Importing this package registers them."""
+"""Pipeline stages, one module each; importing this package registers every stage module in it.
 
-from . import compile, distill, export, gate, profile, prune, quantize, teacher  # noqa: F401  (registration)
+The run order is not listed anywhere: it follows each stage's ``requires`` (see ``edgekd.pipeline.stage_order``).
+"""
+
+import importlib
+import pkgutil
+
 from .base import STAGES, Stage, StageContext
 
-ORDER = ["teacher", "distill", "prune", "quantize", "export", "compile", "profile", "gate"]
+for _module in pkgutil.iter_modules(__path__):
+    if _module.name != "base":
+        importlib.import_module(f"{__name__}.{_module.name}")
 
-__all__ = ["ORDER", "STAGES", "Stage", "StageContext"]
+__all__ = ["STAGES", "Stage", "StageContext"]

@@ -9,42 +9,21 @@ from __future__ import annotations
 import hashlib
 import time
 import traceback
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-
-from ..backends import BACKENDS, CompileSources, NotRunnable
-from ..metrics import evaluate_logits, predict
 from .. import onnx_export as ox
-from ..parity import compare
+from ..backends import BACKENDS, CompileSources, NotRunnable
 from ..errors import ConfigError
+from ..metrics import evaluate_logits, predict
+from ..parity import compare
+from ..quantize import load_quantized
+from ..records import CompiledArtifact, CompileRecord, ExportRecord, QuantizedRecord, StudentRecord
 from ..targets import load_target
 from .base import STAGES, Stage, StageContext
-from .quantize import load_quantized
-from .refs import load_ref
 
 OK, FAILED, NOT_RUN = "ok", "failed", "not run here"
-
-
-@dataclass
-class ArtifactRow:
-    target: str
-    backend: str
-    precision: str
-    status: str = FAILED
-    reason: str = ""
-    path: str | None = None
-    size_bytes: int | None = None
-    sha256: str | None = None
-    compile_seconds: float | None = None
-    toolchain: str = ""
-    accuracy: float | None = None
-    per_class_accuracy: list[float] | None = None
-    parity: dict | None = None
-    inspect: dict = field(default_factory=dict)
-    operators: dict = field(default_factory=dict)
-    options: dict = field(default_factory=dict)
+STUDENT, QUANTIZED, EXPORTED = "prune", "quantize", "export"
 
 
 def digest(path: Path) -> tuple[int, str]:
@@ -66,7 +45,8 @@ def first_lines(error: BaseException, limit: int = 3) -> str:
 @STAGES.register("compile")
 class CompileStage(Stage):
     name = "compile"
-    requires = ("teacher", "prune", "quantize", "export")
+    record_type = CompileRecord
+    requires = ("teacher", STUDENT, QUANTIZED, EXPORTED)
     summary = "build and check one artifact per target, backend and precision"
 
     def validate(self, ctx: StageContext) -> None:
@@ -88,14 +68,15 @@ class CompileStage(Stage):
         artifacts = [{"name": t.name, "artifacts": [a.model_dump(mode="json") for a in t.artifacts]} for t in targets]
         return {"compile": ctx.config.section("compile"), "targets": artifacts, "toolchains": toolchains}
 
-    def run(self, ctx: StageContext, out_dir: Path) -> dict[str, Any]:
+    def run(self, ctx: StageContext, out_dir: Path) -> CompileRecord:
         cfg, data = ctx.config.compile, ctx.data
-        export, quant = ctx.records["export"]["artifacts"], ctx.records["quantize"]
+        export, quant = ctx.record(EXPORTED, ExportRecord).artifacts, ctx.record(QUANTIZED, QuantizedRecord)
+        student = ctx.record(STUDENT, StudentRecord).model
         sources = CompileSources(
             input_shape=tuple(data.input_shape),
-            fp32_onnx=ctx.absolute(export["fp32"]["path"]),
-            int8_onnx=ctx.absolute(export["int8"]["path"]) if "int8" in export else None,
-            fp32_model=lambda: load_ref(ctx.records["prune"]["model"], ctx, key="compile").eval(),
+            fp32_onnx=ctx.absolute(export["fp32"].path),
+            int8_onnx=ctx.absolute(export["int8"].path) if "int8" in export else None,
+            fp32_model=lambda: ctx.load_model(student, key="compile").eval(),
             int8_graph=(lambda: load_quantized(quant, ctx).converted(fold_quantize=False)) if "int8" in export else None,
         )
         x_check = data.x_test[: cfg.parity_samples].numpy()
@@ -106,18 +87,18 @@ class CompileStage(Stage):
             int8_atol = cfg.int8_atol_steps * ox.output_scale(sources.int8_onnx)
         tolerance = {"fp32": cfg.fp32_atol, "fp16": cfg.fp16_atol, "int8": int8_atol}
 
-        rows: list[ArtifactRow] = []
+        rows: list[CompiledArtifact] = []
         for i, name in enumerate(ctx.config.targets):
             target = load_target(name, ctx.config.base_dir, key=f"targets[{i}]")
             for spec in target.artifacts:
                 backend = BACKENDS.get(spec.backend, key=f"{target.source}: artifacts.backend")()
                 for precision in spec.precisions:
-                    row = ArtifactRow(target.name, spec.backend, precision, options=spec.options)
+                    row = CompiledArtifact(target=target.name, backend=spec.backend, precision=precision, options=spec.options)
                     rows.append(row)
                     self._one(ctx, backend, sources, row, out_dir / target.name / spec.backend, references, tolerance)
-        return {"artifacts": [asdict(r) for r in rows], "counts": {s: sum(r.status == s for r in rows) for s in (OK, FAILED, NOT_RUN)}}
+        return CompileRecord(artifacts=rows)
 
-    def _one(self, ctx, backend, sources, row: ArtifactRow, out_dir: Path, references, tolerance) -> None:
+    def _one(self, ctx, backend, sources, row: CompiledArtifact, out_dir: Path, references, tolerance) -> None:
         cfg, data = ctx.config.compile, ctx.data
         if row.precision not in backend.precisions:
             row.reason = f"{row.backend} has no precision {row.precision!r}; it offers {', '.join(backend.precisions)}"
@@ -155,7 +136,7 @@ class CompileStage(Stage):
             x_check = data.x_test[: cfg.parity_samples].numpy()
             parity = compare(references[reference_key], runner.predict_batched(x_check),
                              atol=tolerance[row.precision], min_top1_agreement=cfg.min_top1_agreement)
-            row.parity = parity.to_dict()
+            row.parity = parity
             test = evaluate_logits(runner.predict_batched(data.x_test.numpy()), data.y_test, data.num_classes)
             row.accuracy, row.per_class_accuracy = test.accuracy, test.per_class_accuracy
             row.operators = runner.operator_report()
@@ -164,12 +145,15 @@ class CompileStage(Stage):
         except Exception as error:
             row.reason = "run failed: " + first_lines(error)
 
-    def describe(self, record: dict[str, Any]) -> list[tuple[str, str]]:
-        c = record["counts"]
+    def describe(self, record: CompileRecord) -> list[tuple[str, str]]:
+        c = record.counts()
         return [("artifacts", f"{c[OK]} ok, {c[FAILED]} failed, {c[NOT_RUN]} not run here")]
 
+    def tables(self, record: CompileRecord) -> list[Any]:
+        return [artifact_table(record)]
 
-def artifact_table(record: dict[str, Any]):
+
+def artifact_table(record: CompileRecord):
     """The end-of-run table: one row per artifact, like a benchmark table."""
     from rich.table import Table
 
@@ -177,16 +161,16 @@ def artifact_table(record: dict[str, Any]):
     for column in ("target", "backend", "precision", "status", "size", "accuracy", "max |diff|", "top-1 agree", "compile", "note"):
         table.add_column(column, justify="right" if column in ("size", "accuracy", "max |diff|", "top-1 agree", "compile") else "left")
     style = {OK: "green", FAILED: "red", NOT_RUN: "yellow"}
-    for row in record["artifacts"]:
-        parity = row.get("parity") or {}
+    for row in record.artifacts:
+        parity = row.parity
         table.add_row(
-            row["target"], row["backend"], row["precision"],
-            f"[{style[row['status']]}]{row['status']}[/]",
-            f"{row['size_bytes'] / 1024:.0f} KiB" if row.get("size_bytes") else "-",
-            f"{row['accuracy']:.2%}" if row.get("accuracy") is not None else "-",
-            f"{parity['max_abs_diff']:.2g}" if parity else "-",
-            f"{parity['top1_agreement']:.1%}" if parity else "-",
-            f"{row['compile_seconds']:.1f}s" if row.get("compile_seconds") is not None else "-",
-            (row.get("reason") or "")[:70],
+            row.target, row.backend, row.precision,
+            f"[{style[row.status]}]{row.status}[/]",
+            f"{row.size_bytes / 1024:.0f} KiB" if row.size_bytes else "-",
+            f"{row.accuracy:.2%}" if row.accuracy is not None else "-",
+            f"{parity.max_abs_diff:.2g}" if parity else "-",
+            f"{parity.top1_agreement:.1%}" if parity else "-",
+            f"{row.compile_seconds:.1f}s" if row.compile_seconds is not None else "-",
+            (row.reason or "")[:70],
         )
     return table

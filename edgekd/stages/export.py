@@ -2,33 +2,35 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
-
-import os
 
 from .. import __version__
 from .. import onnx_export as ox
 from ..io import sha256_file
 from ..metrics import evaluate_logits, predict
 from ..parity import compare, require
+from ..quantize import load_quantized
+from ..records import ExportRecord, OnnxArtifact, QuantizedRecord, StudentRecord, TeacherRecord
 from .base import STAGES, Stage, StageContext
-from .quantize import load_quantized
-from .refs import load_ref
+
+TEACHER, STUDENT, QUANTIZED = "teacher", "prune", "quantize"
 
 
 @STAGES.register("export")
 class ExportStage(Stage):
     name = "export"
-    requires = ("teacher", "prune", "quantize")
+    record_type = ExportRecord
+    requires = (TEACHER, STUDENT, QUANTIZED)
     summary = "ONNX FP32 + INT8 QDQ, checked with ONNX Runtime"
 
     def cache_inputs(self, ctx: StageContext) -> dict[str, Any]:
         return {"export": ctx.config.section("export")}
 
-    def run(self, ctx: StageContext, out_dir: Path) -> dict[str, Any]:
+    def run(self, ctx: StageContext, out_dir: Path) -> ExportRecord:
         cfg, data = ctx.config.export, ctx.data
-        student_rec, quant_rec = ctx.records["prune"], ctx.records["quantize"]
+        student_rec, quant_rec = ctx.record(STUDENT, StudentRecord), ctx.record(QUANTIZED, QuantizedRecord)
         x_check = data.x_test[: cfg.parity_samples]
         meta = {
             "edgekd_version": __version__,
@@ -36,26 +38,25 @@ class ExportStage(Stage):
             "preprocessing": {"layout": "NCHW", "input_shape": list(data.input_shape), "source": data.source,
                               "normalize": data.normalization.to_dict(), "note": "x = (pixels / 255 - mean) / std for 8-bit images"},
             "provenance": {"data_hash": data.data_hash, "split": data.split.digest(),
-                           "teachers": [m["sha256"] for m in ctx.records["teacher"]["members"]],
-                           "student": student_rec["model"]["sha256"]},
+                           "teachers": [m.sha256 for m in ctx.record(TEACHER, TeacherRecord).members],
+                           "student": student_rec.model.sha256},
         }
         artifacts = {}
-        student = load_ref(student_rec["model"], ctx, key="export").eval()
+        student = ctx.load_model(student_rec.model, key="export").eval()
         artifacts["fp32"] = self._export_one(
             ctx, student, out_dir / "student_fp32.onnx", x_check, meta, atol=cfg.fp32_atol, reference=predict(student, x_check)
         )
-        if quant_rec["mode"] != "none":
+        if quant_rec.mode != "none":
             prepared = load_quantized(quant_rec, ctx)
             reference = predict(prepared, x_check)
             converted = prepared.converted(fold_quantize=True)
-            path = out_dir / "student_int8_qdq.onnx"
             artifacts["int8"] = self._export_one(
-                ctx, converted, path, x_check, {**meta, "quantization": quant_rec["mode"]},
+                ctx, converted, out_dir / "student_int8_qdq.onnx", x_check, {**meta, "quantization": quant_rec.mode},
                 atol=None, reference=reference,
             )
-        return {"opset": cfg.opset, "dynamic_batch": cfg.dynamic_batch, "artifacts": artifacts}
+        return ExportRecord(opset=cfg.opset, dynamic_batch=cfg.dynamic_batch, artifacts=artifacts)
 
-    def _export_one(self, ctx, model, path: Path, x_check, meta: dict, *, atol: float | None, reference) -> dict:
+    def _export_one(self, ctx, model, path: Path, x_check, meta: dict, *, atol: float | None, reference) -> OnnxArtifact:
         """Export, simplify and verify under a temporary name; only a verified file gets the final name."""
         cfg, data = ctx.config.export, ctx.data
         work = path.with_name(f".{path.name}.unverified")
@@ -77,16 +78,13 @@ class ExportStage(Stage):
                 os.replace(work, path.with_suffix(".onnx.failed"))  # kept for inspection, never looks verified
             raise
         os.replace(work, path)
-        return {
-            "path": ctx.relative(path), "sha256": sha256_file(path), "size_bytes": path.stat().st_size,
-            "parity": parity.to_dict(), "accuracy": test.accuracy, "per_class_accuracy": test.per_class_accuracy,
-            "output_scale": ox.output_scale(path) if "quantization" in meta else None,
-        }
+        return OnnxArtifact(
+            path=ctx.relative(path), sha256=sha256_file(path), size_bytes=path.stat().st_size, parity=parity,
+            accuracy=test.accuracy, per_class_accuracy=test.per_class_accuracy,
+            output_scale=ox.output_scale(path) if "quantization" in meta else None,
+        )
 
-    def describe(self, record: dict[str, Any]) -> list[tuple[str, str]]:
-        rows = []
-        for name, art in record["artifacts"].items():
-            p = art["parity"]
-            rows.append((f"ONNX {name}", f"accuracy {art['accuracy']:.2%} in ONNX Runtime; max|diff| {p['max_abs_diff']:.2g}, "
-                                          f"top-1 agreement {p['top1_agreement']:.2%}; {art['size_bytes'] / 1024:.0f} KiB"))
-        return rows
+    def describe(self, record: ExportRecord) -> list[tuple[str, str]]:
+        return [(f"ONNX {name}", f"accuracy {art.accuracy:.2%} in ONNX Runtime; max|diff| {art.parity.max_abs_diff:.2g}, "
+                                 f"top-1 agreement {art.parity.top1_agreement:.2%}; {art.size_bytes / 1024:.0f} KiB")
+                for name, art in record.artifacts.items()]

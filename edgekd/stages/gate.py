@@ -1,7 +1,8 @@
-"""Stage ``gate``: the budgets file applied to the report (``gate.budgets`` in the config).
+"""Stage ``gate``: the budgets file applied to the run's measurements (``gate.budgets`` in the config).
 
 Without a budgets file the stage records that nothing was gated. The run's
 exit code follows the verdict, so ``edgekd run`` fails CI like ``edgekd gate``.
+The report itself is written once, by the run's output step (``edgekd.report.outputs``).
 """
 
 from __future__ import annotations
@@ -9,14 +10,16 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from ..gate import evaluate, load_budgets, write_junit, write_markdown
-from ..report import build_report
+from ..gate import evaluate, gate_table, load_budgets, write_junit, write_markdown
+from ..records import GateRecord
+from ..report.outputs import run_report
 from .base import STAGES, Stage, StageContext
 
 
 @STAGES.register("gate")
 class GateStage(Stage):
     name = "gate"
+    record_type = GateRecord
     requires = ("teacher", "prune", "compile", "profile")
     summary = "check every artifact against the budgets"
 
@@ -35,17 +38,20 @@ class GateStage(Stage):
         path = self._budgets_path(ctx)
         return {"gate": ctx.config.section("gate"), "budgets": ctx.file_hash(str(path)) if path else None}
 
-    def run(self, ctx: StageContext, out_dir: Path) -> dict[str, Any]:
+    def run(self, ctx: StageContext, out_dir: Path) -> GateRecord:
         path = self._budgets_path(ctx)
         if path is None:
-            return {"applied": False, "per_artifact": {}, "summary": None}
-        result = evaluate(build_report(ctx.records, ctx.config.name), load_budgets(path), str(ctx.config.gate.budgets))
+            return GateRecord(applied=False)
+        result = evaluate(run_report(ctx), load_budgets(path), str(ctx.config.gate.budgets))
         write_junit(result, out_dir / "junit.xml")
         write_markdown(result, out_dir / "summary.md")
-        return {"applied": True, **result}
+        return GateRecord(applied=True, **result)
 
-    def describe(self, record: dict[str, Any]) -> list[tuple[str, str]]:
-        if not record["applied"]:
+    def describe(self, record: GateRecord) -> list[tuple[str, str]]:
+        if not record.applied:
             return [("gate", "no budgets (gate.budgets in the config)")]
-        s = record["summary"]
-        return [("gate", f"{'passed' if s['passed'] else 'FAILED'}: {s['failures']} of {s['checks']} checks failed")]
+        s = record.summary
+        return [("gate", f"{'passed' if s.passed else 'FAILED'}: {s.failures} of {s.checks} checks failed")]
+
+    def tables(self, record: GateRecord) -> list[Any]:
+        return [gate_table(record.model_dump(mode="json"))] if record.applied else []

@@ -29,11 +29,13 @@ from rich.console import Console
 
 from ..errors import ConfigError
 from ..power_models import POWER_MODELS, estimate
+from ..records import CompiledArtifact, CompileRecord, ProfiledArtifact, ProfileRecord
 from ..runners import DeviceFailed, DeviceUnreachable, ProfileJob, bench_args, runner_for
 from ..targets import load_target
 from .base import STAGES, Stage, StageContext
 
 UNREACHABLE = "unreachable"
+COMPILED = "compile"  # the stage whose record lists the artifacts
 
 
 def artifact_files(path: Path) -> list[Path]:
@@ -44,41 +46,38 @@ def artifact_files(path: Path) -> list[Path]:
     return files
 
 
-def result_row(row: dict[str, Any], bench: dict[str, Any], power: dict[str, Any] | None, runner: str) -> dict[str, Any]:
+def result_row(row: CompiledArtifact, bench: dict[str, Any], power: dict[str, Any] | None, runner: str | None) -> ProfiledArtifact:
     """One artifact's profile: the benchmark's numbers plus energy (measured, or estimated and named so)."""
-    out = {"id": artifact_id(row), "target": row["target"], "backend": row["backend"], "precision": row["precision"],
-           "runner": runner, "status": bench.get("status", "failed"), "reason": bench.get("reason", "")}
-    if out["status"] != "ok":
-        return out
+    key = dict(target=row.target, backend=row.backend, precision=row.precision, runner=runner)
+    status = bench.get("status", "failed")
+    if status != "ok":
+        return ProfiledArtifact(**key, status=status, reason=bench.get("reason", ""))
     energy = bench.get("energy") or estimate(power, bench)
     if energy is not None and bench.get("energy") is None:
         energy["meters_unavailable"] = bench.get("meters_unavailable", {})
     accuracy, per_class, source = bench.get("accuracy"), bench.get("per_class_accuracy"), "device"
     if accuracy is None:  # a device tool (benchmark_model, trtexec, benchmark_app) times random inputs
-        accuracy, per_class = row.get("accuracy"), row.get("per_class_accuracy")
+        accuracy, per_class = row.accuracy, row.per_class_accuracy
         source = f"build machine: the compile check of this artifact in its runtime ({bench.get('accuracy_note', 'not measured on the device')})"
+    measured_by = bench.get("measured_by", "edgekd.ondevice.bench")
     # A device tool's statistics keep only what it printed; the rest stay null and latency budgets on them fail as "not measured".
-    latency = {**bench["latency_ms"], "measured_by": bench.get("measured_by", "edgekd.ondevice.bench")}
-    out.update(
-        latency_ms=latency, accuracy=accuracy, per_class_accuracy=per_class, accuracy_source=source,
-        samples=bench.get("samples"), energy=energy, peak_memory_mb=bench.get("peak_memory_mb"),
+    return ProfiledArtifact(
+        **key, status="ok", reason=bench.get("reason", ""),
+        latency_ms={**bench["latency_ms"], "measured_by": measured_by}, accuracy=accuracy, per_class_accuracy=per_class,
+        accuracy_source=source, samples=bench.get("samples"), energy=energy, peak_memory_mb=bench.get("peak_memory_mb"),
         baseline_memory_mb=bench.get("baseline_memory_mb"), cpu_utilization=bench.get("cpu_utilization"),
         accuracy_per_watt=accuracy / energy["avg_power_w"] if accuracy is not None and energy and energy["avg_power_w"] > 0 else None,
         host={**bench.get("host", {}), "runner": runner, "runtime": bench.get("runtime", "")},
-        measured_by=bench.get("measured_by", "edgekd.ondevice.bench"),
+        measured_by=measured_by,
         logits_sha256=bench.get("logits_sha256"),  # equal hashes: the device computed the same outputs
     )
-    return out
-
-
-def artifact_id(row: dict[str, Any]) -> str:
-    return f"{row['target']}/{row['backend']}/{row['precision']}"
 
 
 @STAGES.register("profile")
 class ProfileStage(Stage):
     name = "profile"
-    requires = ("compile",)
+    record_type = ProfileRecord
+    requires = (COMPILED,)
     summary = "latency percentiles, accuracy, memory and energy of every artifact, on its device"
 
     def _targets(self, ctx: StageContext):
@@ -102,26 +101,25 @@ class ProfileStage(Stage):
         return {"profile": ctx.config.section("profile"),
                 "targets": {t.name: {"device": t.device.model_dump(), "power": t.power} for t in self._targets(ctx)}}
 
-    def run(self, ctx: StageContext, out_dir: Path) -> dict[str, Any]:
+    def run(self, ctx: StageContext, out_dir: Path) -> ProfileRecord:
         cfg, data = ctx.config.profile, ctx.data
         samples = cfg.samples or len(data.y_test)
         test_file = out_dir / "test.npz"
         np.savez(test_file, x=data.x_test[:samples].numpy().astype(np.float32), y=data.y_test[:samples].numpy())
         targets = {t.name: t for t in self._targets(ctx)}
-        compiled = [r for r in ctx.records["compile"]["artifacts"] if r["target"] in targets]
-        results: dict[str, dict[str, Any]] = {}
-        by_device: dict[str, list[dict[str, Any]]] = {}
+        compiled = [r for r in ctx.record(COMPILED, CompileRecord).artifacts if r.target in targets]
+        results: dict[str, ProfiledArtifact] = {}
+        by_device: dict[str, list[CompiledArtifact]] = {}
         for row in compiled:
-            if row["status"] != "ok":  # nothing to profile: the compile row says why
-                results[artifact_id(row)] = {"id": artifact_id(row), "target": row["target"], "backend": row["backend"],
-                                             "precision": row["precision"], "status": row["status"],
-                                             "reason": row["reason"] or "not compiled", "runner": None}
+            if row.status != "ok":  # nothing to profile: the compile row says why
+                results[row.id] = ProfiledArtifact(target=row.target, backend=row.backend, precision=row.precision,
+                                                   status=row.status, reason=row.reason or "not compiled")
             else:
-                by_device.setdefault(row["target"], []).append(row)
+                by_device.setdefault(row.target, []).append(row)
 
         console = Console(stderr=True)
 
-        def profile_device(name: str) -> list[dict[str, Any]]:
+        def profile_device(name: str) -> list[ProfiledArtifact]:
             target = targets[name]
             device = target.device
             timeout_s = device.timeout_s or cfg.timeout_s
@@ -131,32 +129,30 @@ class ProfileStage(Stage):
             except Exception as error:  # a malformed address: this device's rows fail, the others run
                 return [result_row(row, {"status": "failed", "reason": f"device: {error}"}, None, str(device.ssh or device.adb))
                         for row in by_device[name]]
-            rows: list[dict[str, Any]] = []
+            rows: list[ProfiledArtifact] = []
             gone = None  # once a device is unreachable, its other artifacts are not tried again
             for row in by_device[name]:
                 if gone is not None:
                     rows.append(result_row(row, {"status": UNREACHABLE, "reason": f"not tried: {gone}"}, None, runner.label))
                     continue
-                path = ctx.absolute(row["path"])
-                job = ProfileJob(artifact=path, files=artifact_files(path), backend=row["backend"], precision=row["precision"],
-                                 options=row.get("options") or {}, data=test_file, bench_args=bench_args(cfg), timeout_s=timeout_s,
+                path = ctx.absolute(row.path)
+                job = ProfileJob(artifact=path, files=artifact_files(path), backend=row.backend, precision=row.precision,
+                                 options=row.options, data=test_file, bench_args=bench_args(cfg), timeout_s=timeout_s,
                                  settings=cfg.model_dump(mode="json"))
                 started = time.perf_counter()
                 rows.append(self._attempt(runner, job, row, target.power, retries))
-                if rows[-1]["status"] == UNREACHABLE:
-                    gone = rows[-1]["reason"]
-                console.print(f"  {artifact_id(row)} on {runner.label}: {rows[-1]['status']} ({time.perf_counter() - started:.1f}s)")
+                if rows[-1].status == UNREACHABLE:
+                    gone = rows[-1].reason
+                console.print(f"  {row.id} on {runner.label}: {rows[-1].status} ({time.perf_counter() - started:.1f}s)")
             return rows
 
         with ThreadPoolExecutor(max_workers=max(1, len(by_device))) as pool:
             for rows in pool.map(profile_device, list(by_device)):
-                results.update({r["id"]: r for r in rows})
-        ordered = [results[artifact_id(r)] for r in compiled]
-        return {"artifacts": ordered, "test_samples": samples,
-                "counts": {s: sum(r["status"] == s for r in ordered) for s in ("ok", "failed", "not run here", UNREACHABLE)}}
+                results.update({r.id: r for r in rows})
+        return ProfileRecord(artifacts=[results[r.id] for r in compiled], test_samples=samples)
 
     @staticmethod
-    def _attempt(runner, job: ProfileJob, row: dict[str, Any], power, retries: int) -> dict[str, Any]:
+    def _attempt(runner, job: ProfileJob, row: CompiledArtifact, power, retries: int) -> ProfiledArtifact:
         for attempt in range(retries + 1):
             try:
                 return result_row(row, runner.profile(job), power, runner.label)
@@ -173,22 +169,22 @@ class ProfileStage(Stage):
                 return result_row(row, {"status": "failed", "reason": f"{type(error).__name__}: {error}"}, power, runner.label)
         raise AssertionError("unreachable")  # pragma: no cover
 
-    def describe(self, record: dict[str, Any]) -> list[tuple[str, str]]:
-        ok = [r for r in record["artifacts"] if r["status"] == "ok"]
-        c = record["counts"]
+    def describe(self, record: ProfileRecord) -> list[tuple[str, str]]:
+        ok = [r for r in record.artifacts if r.status == "ok"]
+        c = record.counts()
         rows = [("artifacts", f"{c['ok']} profiled, {c['failed']} failed, {c['not run here']} not run here, {c[UNREACHABLE]} unreachable")]
-        timed = [r for r in ok if (r["latency_ms"] or {}).get("p50") is not None]  # a device's own tool may print no median
+        timed = [r for r in ok if r.latency_ms and r.latency_ms.p50 is not None]  # a device's own tool may print no median
         if timed:
-            fastest = min(timed, key=lambda r: r["latency_ms"]["p50"])
-            accuracy = "?" if fastest["accuracy"] is None else f"{fastest['accuracy']:.2%}"
-            rows.append(("fastest", f"{fastest['id']} p50 {fastest['latency_ms']['p50']:.4f} ms, {accuracy}"))
+            fastest = min(timed, key=lambda r: r.latency_ms.p50)
+            accuracy = "?" if fastest.accuracy is None else f"{fastest.accuracy:.2%}"
+            rows.append(("fastest", f"{fastest.id} p50 {fastest.latency_ms.p50:.4f} ms, {accuracy}"))
         if ok:
-            unstable = [r["id"] for r in ok if (r["latency_ms"] or {}).get("stable") is False]
+            unstable = [r.id for r in ok if r.latency_ms and r.latency_ms.stable is False]
             if unstable:
                 rows.append(("unstable latency", f"{len(unstable)} of {len(ok)} (CoV above profile.cov_threshold)"))
-            sources = sorted({r["energy"]["source"] for r in ok if r.get("energy")})
+            sources = sorted({r.energy.source for r in ok if r.energy})
             rows.append(("energy", ", ".join(sources) or "none"))
-        for r in record["artifacts"]:  # a device's refusal or failure is worth a line of its own
-            if r["status"] in ("failed", UNREACHABLE) and r.get("runner") not in (None, "local"):
-                rows.append((r["id"], f"{r['status']}: {r['reason']}"))
+        for r in record.artifacts:  # a device's refusal or failure is worth a line of its own
+            if r.status in ("failed", UNREACHABLE) and r.runner not in (None, "local"):
+                rows.append((r.id, f"{r.status}: {r.reason}"))
         return rows

@@ -12,20 +12,22 @@ from typing import Any
 import torch
 
 from .. import distributed
+from ..distillation import distill_into, student_record
+from ..io import state_dict_hash
 from ..models import model_stats
 from ..prune import NEEDS_GRADIENTS, count, make_pruner, ratio_for_target, save_pruned
-from ..io import state_dict_hash
-from ..records import ModelRef
+from ..records import Compression, ModelSize, PruneStep, StudentRecord, TeacherCache
 from .base import STAGES, Stage, StageContext
-from .distill import distill_into, student_record
-from .refs import load_ref
+
+STUDENT = "distill"  # the stage whose record holds the student to prune
 
 
 @STAGES.register("prune")
 class PruneStage(Stage):
     name = "prune"
+    record_type = StudentRecord
     all_processes = True  # under torchrun every process runs it (DDP training); see edgekd.distributed
-    requires = ("teacher", "distill")
+    requires = ("teacher", STUDENT)
     summary = "prune channels, recover by distillation"
 
     def cache_inputs(self, ctx: StageContext) -> dict[str, Any]:
@@ -36,12 +38,12 @@ class PruneStage(Stage):
         if ctx.config.prune.enabled:
             distributed.check_batch_size("prune.recovery.batch_size", ctx.config.prune.recovery.batch_size)
 
-    def run(self, ctx: StageContext, out_dir: Path) -> dict[str, Any]:
+    def run(self, ctx: StageContext, out_dir: Path) -> StudentRecord:
         cfg, data = ctx.config.prune, ctx.data
-        upstream = ctx.records["distill"]
+        upstream = ctx.record(STUDENT, StudentRecord)
         if not cfg.enabled:
-            return {**upstream, "compression": {"pruned": False}}
-        student = load_ref(upstream["model"], ctx, key="prune")
+            return upstream.model_copy(update={"compression": Compression(pruned=False)})
+        student = ctx.load_model(upstream.model, key="prune")
         example = torch.zeros(1, *data.input_shape)
         macs_before, params_before = count(student, example)
         size_before = model_stats(student, data.input_shape).size_bytes
@@ -50,7 +52,7 @@ class PruneStage(Stage):
         if ratio is None:
             ratio = ratio_for_target(student, example, target_macs=cfg.target_macs, target_params=cfg.target_params, **options)
         pruner = make_pruner(student, example, ratio=ratio, steps=cfg.steps, **options)
-        steps, train = [], {}
+        steps, train = [], None
         for step in range(cfg.steps):
             if cfg.importance in NEEDS_GRADIENTS:
                 self._accumulate_gradients(student, ctx)
@@ -64,23 +66,21 @@ class PruneStage(Stage):
                 description=f"recover {step + 1}/{cfg.steps}", run_key=ctx.train_key("prune", f"step{step}"),
                 batch_key="prune.recovery.batch_size",
             )
-            steps.append({"step": step + 1, "macs": macs, "params": params, "val_accuracy": train["best_val_accuracy"]})
+            steps.append(PruneStep(step=step + 1, macs=macs, params=params, val_accuracy=train.best_val_accuracy))
         path = out_dir / "student_pruned.safetensors"
         if distributed.is_writer():
             save_pruned(student, path)
         distributed.published(path, what="saving the pruned student")
-        spec = upstream["model"]
-        ref = ModelRef(model=spec["model"], kwargs=spec["kwargs"], weights=ctx.relative(path), weights_in_run=True,
-                       sha256=state_dict_hash(student), format="pruned")
+        ref = upstream.model.model_copy(update={"weights": ctx.relative(path), "weights_in_run": True,
+                                                "sha256": state_dict_hash(student), "format": "pruned"})
         macs_after, params_after = count(student, example)
-        compression = {
-            "pruned": True, "ratio": ratio, "importance": cfg.importance, "steps": steps,
-            "before": {"macs": macs_before, "params": params_before, "size_bytes": size_before,
-                       "accuracy": upstream["figures"]["accuracy"]},
-            "after": {"macs": macs_after, "params": params_after},
-            "macs_reduction": 1 - macs_after / macs_before,
-        }
-        return student_record(ctx, student, ref, train, {}, compression).to_dict()
+        compression = Compression(
+            pruned=True, ratio=ratio, importance=cfg.importance, steps=steps,
+            before=ModelSize(macs=macs_before, params=params_before, size_bytes=size_before, accuracy=upstream.figures.accuracy),
+            after=ModelSize(macs=macs_after, params=params_after),
+            macs_reduction=1 - macs_after / macs_before,
+        )
+        return student_record(ctx, student, ref, train, TeacherCache(), compression)
 
     @staticmethod
     def _accumulate_gradients(student: torch.nn.Module, ctx: StageContext, batches: int = 4) -> None:
@@ -92,12 +92,12 @@ class PruneStage(Stage):
             x, y = data.x_train[i * 64 : (i + 1) * 64], data.y_train[i * 64 : (i + 1) * 64]
             torch.nn.functional.cross_entropy(student(x), y).backward()
 
-    def describe(self, record: dict[str, Any]) -> list[tuple[str, str]]:
-        c = record.get("compression", {})
-        if not c.get("pruned"):
+    def describe(self, record: StudentRecord) -> list[tuple[str, str]]:
+        c = record.compression
+        if not c.pruned:
             return [("pruning", "off")]
         return [
-            ("pruned MACs", f"{c['before']['macs']:,} -> {c['after']['macs']:,} (-{c['macs_reduction']:.0%})"),
-            ("pruned params", f"{c['before']['params']:,} -> {c['after']['params']:,}"),
-            ("accuracy after recovery", f"{record['figures']['accuracy']:.2%} (before {c['before']['accuracy']:.2%})"),
+            ("pruned MACs", f"{c.before.macs:,} -> {c.after.macs:,} (-{c.macs_reduction:.0%})"),
+            ("pruned params", f"{c.before.params:,} -> {c.after.params:,}"),
+            ("accuracy after recovery", f"{record.figures.accuracy:.2%} (before {c.before.accuracy:.2%})"),
         ]

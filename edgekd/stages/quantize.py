@@ -1,8 +1,9 @@
 """Stage ``quantize``: quantization-aware distillation (``qad``) or calibration (``ptq``) in INT8.
 
 The learned weights and quantization parameters are saved once; the export
-and compile stages rebuild the prepared graph from them, so every INT8
-artifact uses the same scales and nothing downstream re-calibrates.
+and compile stages rebuild the prepared graph from them
+(``edgekd.quantize.load_quantized``), so every INT8 artifact uses the same
+scales and nothing downstream re-calibrates.
 
 Under torchrun every process calibrates on the same set and QAD trains with
 DDP (observer ranges and batch-norm statistics are rank 0's, broadcast); rank 0
@@ -17,27 +18,21 @@ from typing import Any
 import torch
 
 from .. import calibration, distributed
-from ..quantize import QuantizedStudent, load_state, prepare, save_state
-from ..records import Figures, QuantizedRecord
+from ..distillation import distill_into
+from ..quantize import prepare, save_state
+from ..records import Figures, QuantizedRecord, StudentRecord
 from ..train.evaluation import evaluate
 from .base import STAGES, Stage, StageContext
-from .distill import distill_into
-from .refs import load_ref
 
-
-def load_quantized(record: dict, ctx: StageContext) -> QuantizedStudent:
-    """The prepared INT8 student with its learned parameters, from a quantize record."""
-    rec = QuantizedRecord.from_dict(record)
-    student = load_ref(rec.student, ctx, key="quantize")
-    prepared = prepare(student, ctx.data.input_shape, observer=rec.observer)
-    return load_state(prepared, ctx.absolute(rec.state))
+STUDENT = "prune"  # the stage whose record holds the FP32 student to quantize
 
 
 @STAGES.register("quantize")
 class QuantizeStage(Stage):
     name = "quantize"
+    record_type = QuantizedRecord
     all_processes = True  # under torchrun every process runs it (DDP training); see edgekd.distributed
-    requires = ("teacher", "prune")
+    requires = ("teacher", STUDENT)
     summary = "INT8 quantization-aware distillation (or calibration)"
 
     def cache_inputs(self, ctx: StageContext) -> dict[str, Any]:
@@ -49,13 +44,12 @@ class QuantizeStage(Stage):
         if ctx.config.quantize.mode == "qad":
             distributed.check_batch_size("quantize.train.batch_size", ctx.config.quantize.train.batch_size)
 
-    def run(self, ctx: StageContext, out_dir: Path) -> dict[str, Any]:
+    def run(self, ctx: StageContext, out_dir: Path) -> QuantizedRecord:
         cfg, data = ctx.config.quantize, ctx.data
-        upstream = ctx.records["prune"]
+        upstream = ctx.record(STUDENT, StudentRecord)
         if cfg.mode == "none":
-            return QuantizedRecord(mode="none", student=upstream["model"], observer="", state=None, calibration=None,
-                                   figures={}, fp32_accuracy=upstream["figures"]["accuracy"]).to_dict()
-        student = load_ref(upstream["model"], ctx, key="quantize").eval()
+            return QuantizedRecord(mode="none", student=upstream.model, fp32_accuracy=upstream.figures.accuracy)
+        student = ctx.load_model(upstream.model, key="quantize").eval()
         cal = calibration.load(ctx.config.base_dir / cfg.calibration) if cfg.calibration else calibration.draw(
             data, size=cfg.calibration_size, seed=ctx.config.seed
         )
@@ -68,7 +62,7 @@ class QuantizeStage(Stage):
         torch.manual_seed(ctx.config.seed)
         prepared = prepare(student, data.input_shape, observer=observer)
         prepared.calibrate(x_cal)  # QAD starts from calibrated ranges, not from the first batch
-        train: dict = {}
+        train = None
         if cfg.mode == "qad":
             def freeze(step: int) -> None:
                 if step == cfg.freeze_observers_after:
@@ -96,14 +90,13 @@ class QuantizeStage(Stage):
         distributed.published(cal_path, state_path, what="saving the quantization state")
         test = evaluate(prepared, data.x_test, data.y_test, data.num_classes)
         figures = Figures(accuracy=test.accuracy, per_class_accuracy=test.per_class_accuracy, ece=test.ece,
-                          params=upstream["figures"]["params"], macs=upstream["figures"]["macs"], size_bytes=-1)
+                          params=upstream.figures.params, macs=upstream.figures.macs)
         return QuantizedRecord(
-            mode=cfg.mode, student=upstream["model"], observer=observer, state=ctx.relative(state_path),
-            calibration=ctx.relative(cal_path), figures=figures.to_dict(), train=train,
-            fp32_accuracy=upstream["figures"]["accuracy"],
-        ).to_dict()
+            mode=cfg.mode, student=upstream.model, observer=observer, state=ctx.relative(state_path),
+            calibration=ctx.relative(cal_path), figures=figures, train=train, fp32_accuracy=upstream.figures.accuracy,
+        )
 
-    def describe(self, record: dict[str, Any]) -> list[tuple[str, str]]:
-        if record["mode"] == "none":
+    def describe(self, record: QuantizedRecord) -> list[tuple[str, str]]:
+        if record.mode == "none":
             return [("quantization", "off")]
-        return [("INT8 (fake-quant) accuracy", f"{record['figures']['accuracy']:.2%} (FP32 {record['fp32_accuracy']:.2%}, {record['mode']})")]
+        return [("INT8 (fake-quant) accuracy", f"{record.figures.accuracy:.2%} (FP32 {record.fp32_accuracy:.2%}, {record.mode})")]

@@ -16,15 +16,14 @@ from typing import Any
 import torch
 
 from .. import distributed
+from ..distillation import ensemble_logits
+from ..io import sha256_file, state_dict_hash
 from ..losses import build_loss
 from ..metrics import evaluate_logits, fit_temperature
 from ..models import model_stats
-from ..records import Figures, ModelRef, TeacherRecord
+from ..records import Figures, ModelRef, TeacherRecord, TrainSummary
 from ..train import Trainer
-from ..train.evaluation import predict
-from ..io import state_dict_hash, sha256_file
 from .base import STAGES, Stage, StageContext
-from .refs import load_ref, save_ref
 
 TRAINABLE_SCHEMES = ("zoo:", "python:")
 
@@ -32,6 +31,7 @@ TRAINABLE_SCHEMES = ("zoo:", "python:")
 @STAGES.register("teacher")
 class TeacherStage(Stage):
     name = "teacher"
+    record_type = TeacherRecord
     all_processes = True  # under torchrun every process runs it (DDP training); see edgekd.distributed
     summary = "load or train the teacher(s); accuracy, calibration"
 
@@ -44,28 +44,27 @@ class TeacherStage(Stage):
         if any(spec.weights is None and spec.model.startswith(TRAINABLE_SCHEMES) for spec in cfg.members):
             distributed.check_batch_size("teacher.train.batch_size", cfg.train.batch_size)
 
-    def run(self, ctx: StageContext, out_dir: Path) -> dict[str, Any]:
+    def run(self, ctx: StageContext, out_dir: Path) -> TeacherRecord:
         cfg, data = ctx.config.teacher, ctx.data
         members, refs, trained, written = [], [], [], []
         for i, spec in enumerate(cfg.members):
             key = f"teacher.members[{i}]"
-            given = ModelRef(model=spec.model, kwargs=spec.kwargs, weights=spec.weights, weights_in_run=False, sha256="")
             torch.manual_seed(ctx.config.seed + i)  # seeds the initial weights of a teacher trained here
-            model = load_ref(given, ctx, key=key)
+            model = ctx.load_model(ModelRef(model=spec.model, kwargs=spec.kwargs, weights=spec.weights), key=key)
             if spec.weights is None and spec.model.startswith(TRAINABLE_SCHEMES):
                 result = Trainer(
                     model, build_loss([{"name": "ce"}], key="teacher"), cfg.train, data, out_dir / f"member{i}",
                     augment=cfg.augment, seed=ctx.config.seed + i, description=f"teacher {i}",
                     run_key=ctx.train_key("teacher", f"member{i}"), batch_key="teacher.train.batch_size",
                 ).fit(resume=ctx.resume)
-                trained.append(result.to_dict() | {"member": i})
-                ref = save_ref_once(model, spec.model, spec.kwargs, out_dir / f"member{i}.safetensors", ctx)
+                trained.append(TrainSummary(**result.to_dict(), member=i))
+                ref = ctx.save_model(model, spec.model, spec.kwargs, out_dir / f"member{i}.safetensors")
                 written.append(out_dir / f"member{i}.safetensors")
             else:
                 digest = sha256_file(onnx_path(spec, ctx)) if getattr(model, "is_onnx", False) else state_dict_hash(model)
-                ref = ModelRef(model=spec.model, kwargs=spec.kwargs, weights=spec.weights, weights_in_run=False, sha256=digest)
+                ref = ModelRef(model=spec.model, kwargs=spec.kwargs, weights=spec.weights, sha256=digest)
             members.append(model)
-            refs.append(ref.to_dict())
+            refs.append(ref)
 
         distributed.published(*written, what="saving the trained teacher")
         weights = list(cfg.ensemble_weights) if cfg.ensemble == "weighted" else [1.0] * len(members)
@@ -80,20 +79,20 @@ class TeacherStage(Stage):
             params=sum(s.params for s in stats), macs=sum(s.macs for s in stats), size_bytes=sum(s.size_bytes for s in stats),
         )
         return TeacherRecord(
-            members=refs, ensemble_weights=weights, temperature=temperature, figures=figures.to_dict(),
+            members=refs, ensemble_weights=weights, temperature=temperature, figures=figures,
             val_accuracy=evaluate_logits(val_logits, data.y_val, data.num_classes).accuracy,
             ece_before_calibration=ece_before, trained=trained,
-        ).to_dict()
+        )
 
-    def describe(self, record: dict[str, Any]) -> list[tuple[str, str]]:
-        f = record["figures"]
+    def describe(self, record: TeacherRecord) -> list[tuple[str, str]]:
+        f = record.figures
         rows = [
-            ("teacher accuracy", f"{f['accuracy']:.2%}"),
-            ("teacher params / MACs", f"{f['params']:,} / {f['macs']:,}"),
-            ("teacher ECE", f"{f['ece']:.4f}"),
+            ("teacher accuracy", f"{f.accuracy:.2%}"),
+            ("teacher params / MACs", f"{f.params:,} / {f.macs:,}"),
+            ("teacher ECE", f"{f.ece:.4f}"),
         ]
-        if record["temperature"] != 1.0:
-            rows.append(("teacher temperature", f"{record['temperature']:.3f} (ECE before {record['ece_before_calibration']:.4f})"))
+        if record.temperature != 1.0:
+            rows.append(("teacher temperature", f"{record.temperature:.3f} (ECE before {record.ece_before_calibration:.4f})"))
         return rows
 
 
@@ -101,22 +100,3 @@ def onnx_path(spec, ctx: StageContext) -> Path:
     """The ONNX file named by an ``onnx:PATH`` spec, resolved like the loader does."""
     path = Path(spec.model.split(":", 1)[1])
     return path if path.is_absolute() else ctx.config.base_dir / path
-
-
-def save_ref_once(model: torch.nn.Module, spec: str, kwargs: dict, path: Path, ctx: StageContext) -> ModelRef:
-    """``save_ref`` on rank 0 (always, without torchrun); the other processes build the same ref without writing."""
-    if distributed.is_writer():
-        return save_ref(model, spec, kwargs, path, ctx)
-    return ModelRef(model=spec, kwargs=dict(kwargs), weights=ctx.relative(path), weights_in_run=True, sha256=state_dict_hash(model))
-
-
-def ensemble_logits(members: list[torch.nn.Module], weights: list[float], x: torch.Tensor) -> torch.Tensor:
-    total = float(sum(weights))
-    return sum((w / total) * predict(m, x) for w, m in zip(weights, members))
-
-
-def load_teachers(record: dict, ctx: StageContext) -> tuple[list[torch.nn.Module], list[float], float]:
-    """The teacher members, their ensemble weights and the calibrated temperature, from a teacher record."""
-    rec = TeacherRecord.from_dict(record)
-    members = [load_ref(ref, ctx, key=f"teacher.members[{i}]").eval() for i, ref in enumerate(rec.members)]
-    return members, rec.ensemble_weights, rec.temperature

@@ -1,0 +1,118 @@
+"""What every stage sees: the config, the run folder, the upstream records and the data, plus model refs.
+
+``StageContext`` is shared by the stages and by the helpers they have in common
+(``edgekd.distillation``, ``edgekd.quantize.restore``); it knows no stage by name.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+from typing import TypeVar
+
+import torch
+
+from .config import PipelineConfig
+from .data import DataBundle, prepare_data
+from .errors import StageError
+from .io import sha256_file, state_dict_hash
+from .records import ModelRef, Record
+
+R = TypeVar("R", bound=Record)
+
+
+@dataclass
+class StageContext:
+    config: PipelineConfig
+    run_dir: Path
+    records: dict[str, Record] = field(default_factory=dict)  # upstream records, by stage name
+    resume: bool = False
+    keys: dict[str, str] = field(default_factory=dict)  # cache key of each stage run so far
+
+    def record(self, stage: str, kind: type[R]) -> R:
+        """The record of an upstream stage, checked to be of the type the caller expects."""
+        found = self.records.get(stage)
+        if not isinstance(found, kind):
+            raise StageError(f"stage {stage!r} has no {kind.__name__} in this run (got {type(found).__name__})")
+        return found
+
+    def train_key(self, stage: str, part: str = "") -> str:
+        """Identifies a training run inside a stage: a checkpoint is resumed only under the same key."""
+        return f"{self.keys.get(stage, '')}:{part}"
+
+    @cached_property
+    def data(self) -> DataBundle:
+        cfg = self.config
+        return prepare_data(
+            cfg.data.source,
+            seed=cfg.data.split_seed,
+            fractions=cfg.data.split,
+            image_size=cfg.data.image_size,
+            base_dir=cfg.base_dir,
+        )
+
+    def file_hash(self, path: str | None) -> str | None:
+        """sha256 of a file the config names (weights, a model file, a manifest), so replacing it at the
+        same path re-runs what depends on it. None when there is no such file (the loader reports that)."""
+        if not path:
+            return None
+        file = Path(path) if Path(path).is_absolute() else self.config.base_dir / path
+        if file.is_dir():
+            file = file / "manifest.json"
+        return sha256_file(file) if file.is_file() else None
+
+    def spec_hashes(self, spec) -> dict[str, str | None]:
+        """File hashes behind a ModelSpec: its weights and, for file-based schemes, the model file."""
+        scheme, _, rest = spec.model.partition(":")
+        model_file = None
+        if scheme in ("torchscript", "export", "onnx"):
+            model_file = rest
+        elif scheme == "python":
+            module = rest.split(":")[0]
+            model_file = module if module.endswith(".py") else module.replace(".", "/") + ".py"
+        return {"model": self.file_hash(model_file), "weights": self.file_hash(spec.weights)}
+
+    def stage_dir(self, name: str) -> Path:
+        path = self.run_dir / name
+        path.mkdir(parents=True, exist_ok=True)
+        return path
+
+    def relative(self, path: Path) -> str:
+        """Paths in records are relative to the run directory, so a run can be moved."""
+        return str(Path(path).resolve().relative_to(self.run_dir.resolve()))
+
+    def absolute(self, relative: str) -> Path:
+        # Absolute, so loaders that resolve relative paths against the config's folder never see it as relative.
+        return self.run_dir.resolve() / relative
+
+    # -- models named by records -----------------------------------------------------------------------------
+
+    def weights_path(self, ref: ModelRef) -> Path | None:
+        if ref.weights is None:
+            return None
+        return self.absolute(ref.weights) if ref.weights_in_run else Path(ref.weights)
+
+    def load_model(self, ref: ModelRef, *, key: str) -> torch.nn.Module:
+        """The model a ModelRef names, with its weights (a pruned student with its pruned structure)."""
+        from .models import load_model
+
+        data = self.data
+        path = self.weights_path(ref)
+        common = dict(kwargs=ref.kwargs, num_classes=data.num_classes, in_channels=data.input_shape[0],
+                      base_dir=self.config.base_dir, key=key)
+        if ref.format == "pruned":
+            from .prune import load_pruned  # only pruned students need Torch-Pruning's loader
+
+            return load_pruned(load_model(ref.model, weights=None, **common), path)
+        return load_model(ref.model, weights=str(path) if path else None, **common)
+
+    def save_model(self, model: torch.nn.Module, spec: str, kwargs: dict, path: Path) -> ModelRef:
+        """Write ``model``'s weights under the run (rank 0 only under torchrun) and return their ModelRef."""
+        from . import distributed
+        from .models import save_weights
+
+        if distributed.is_writer():
+            save_weights(model, path)
+        return ModelRef(model=spec, kwargs=dict(kwargs), weights=self.relative(path), weights_in_run=True,
+                        sha256=state_dict_hash(model))

@@ -1,0 +1,113 @@
+"""Distillation training shared by the stages that train a student: distill, prune recovery and QAD.
+
+All three use the ``distill`` section's losses and the same teacher (live, or its
+outputs cached on disk when augmentation is off), so a loss added to the
+registry serves every stage.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from .context import StageContext
+from .io import state_dict_hash
+from .losses import FeaturePair, build_loss
+from .models import feature_shapes, model_stats
+from .records import Compression, Figures, ModelRef, StudentRecord, TeacherCache, TeacherRecord, TrainSummary
+from .train import CachedTeacher, LiveTeacher, Trainer
+from .train.evaluation import evaluate, predict
+
+TEACHER = "teacher"  # the stage whose record holds the teacher
+
+
+def load_teachers(ctx: StageContext) -> tuple[list[torch.nn.Module], list[float], float]:
+    """The teacher members, their ensemble weights and the calibrated temperature."""
+    rec = ctx.record(TEACHER, TeacherRecord)
+    members = [ctx.load_model(ref, key=f"teacher.members[{i}]").eval() for i, ref in enumerate(rec.members)]
+    return members, rec.ensemble_weights, rec.temperature
+
+
+def ensemble_logits(members: list[torch.nn.Module], weights: list[float], x: torch.Tensor) -> torch.Tensor:
+    total = float(sum(weights))
+    return sum((w / total) * predict(m, x) for w, m in zip(weights, members))
+
+
+def teacher_source(
+    ctx: StageContext, pairs: list[FeaturePair], *, use_cache: bool, augment: bool, extra: list[torch.nn.Module] = ()
+) -> tuple[object, list[torch.nn.Module], TeacherCache]:
+    """The live teacher, or its outputs cached on disk when augmentation is off.
+
+    ``extra`` members (e.g. the FP32 student during QAD) join the ensemble with weight 1.
+    """
+    members, weights, temperature = load_teachers(ctx)
+    members, weights = members + list(extra), weights + [sum(weights) / len(weights)] * len(extra)
+    live = LiveTeacher(members, weights, [p.teacher for p in pairs], temperature)
+    if not use_cache or augment:
+        return live, members, TeacherCache(used=False, reason="augmentation on" if augment else "disabled")
+    hashes = [m.sha256 for m in ctx.record(TEACHER, TeacherRecord).members] + [state_dict_hash(m) for m in extra]
+    key = {"teachers": hashes, "weights": weights, **ctx.data.provenance()}
+    cached = CachedTeacher.load_or_build(live, ctx.data.x_train, key)
+    return cached, members, TeacherCache(used=True, hit=cached.hit, path=str(cached.path))
+
+
+def distill_into(
+    ctx: StageContext,
+    student: torch.nn.Module,
+    out_dir: Path,
+    *,
+    train_config,
+    description: str,
+    run_key: str,
+    batch_key: str = "distill.train.batch_size",
+    step_hook=None,
+    losses: list[dict] | None = None,
+    use_features: bool = True,
+    extra_teachers: list[torch.nn.Module] = (),
+) -> tuple[TrainSummary, TeacherCache]:
+    """Distill the teacher into ``student`` with the ``distill`` section's losses.
+
+    ``batch_key`` is the config key of ``train_config.batch_size`` (named in torchrun's batch error).
+    """
+    cfg, data = ctx.config.distill, ctx.data
+    pairs = [FeaturePair(p.student, p.teacher) for p in cfg.features] if use_features else []
+    loss = build_loss(losses if losses is not None else cfg.losses)
+    source, members, cache = teacher_source(
+        ctx, pairs, use_cache=cfg.cache_teacher, augment=ctx.config.data.augment, extra=extra_teachers
+    )
+    if pairs:
+        loss.setup(
+            pairs,
+            feature_shapes(student, [p.student for p in pairs], data.input_shape),
+            feature_shapes(members[0], [p.teacher for p in pairs], data.input_shape),
+        )
+    result = Trainer(
+        student, loss, train_config, data, out_dir, teacher=source, feature_pairs=pairs,
+        augment=ctx.config.data.augment, seed=ctx.config.seed, description=description,
+        run_key=run_key, step_hook=step_hook, batch_key=batch_key,
+    ).fit(resume=ctx.resume)
+    return TrainSummary(**result.to_dict()), cache
+
+
+def figures_of(model: torch.nn.Module, ctx: StageContext) -> Figures:
+    """Accuracy, per-class accuracy and calibration on the test split, with parameters, MACs and size."""
+    data = ctx.data
+    test = evaluate(model, data.x_test, data.y_test, data.num_classes)
+    stats = model_stats(model, data.input_shape)
+    return Figures(accuracy=test.accuracy, per_class_accuracy=test.per_class_accuracy, ece=test.ece,
+                   params=stats.params, macs=stats.macs, size_bytes=stats.size_bytes)
+
+
+def student_record(
+    ctx: StageContext, student: torch.nn.Module, ref: ModelRef, train: TrainSummary | None, cache: TeacherCache,
+    compression: Compression | None = None,
+) -> StudentRecord:
+    data = ctx.data
+    return StudentRecord(
+        model=ref, figures=figures_of(student, ctx),
+        val_accuracy=evaluate(student, data.x_val, data.y_val, data.num_classes).accuracy, train=train,
+        class_names=data.class_names, input_shape=list(data.input_shape),
+        normalization=data.normalization.to_dict(), data=data.provenance(), teacher_cache=cache,
+        compression=compression or Compression(),
+    )
