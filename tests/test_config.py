@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -79,6 +80,17 @@ def test_every_error_is_reported(tiny_config):
     assert "distill.train.epochs" in message and "prune.ratio" in message
 
 
+def test_loss_lists_are_typed(tiny_config):
+    message = config_error(tiny_config({"distill": {"losses": [{"weight": 0.5}, {"name": "kd", "weight": -1}]},
+                                        "quantize": {"losses": [{"name": 3}]}}))
+    lines = message.splitlines()[1:]  # one line per problem, whichever way the path is spelt
+    assert re.search(r"distill\.losses(\.0|\[0\])\.name", lines[0])
+    assert re.search(r"distill\.losses(\.1|\[1\])\.weight", lines[1]) and "-1" in lines[1]
+    assert re.search(r"quantize\.losses(\.0|\[0\])\.name", lines[2]) and "3" in lines[2]
+    cfg = parse_config(tiny_config({"distill": {"losses": [{"name": "kd", "temperature": 2.0}]}}))
+    assert cfg.distill.losses == [{"name": "kd", "temperature": 2.0}]  # arguments kept as written, for the loss
+
+
 def test_top_level_must_be_mapping(tmp_path):
     path = tmp_path / "list.yaml"
     path.write_text("- a\n- b\n")
@@ -150,7 +162,7 @@ def test_unknown_loss_name_names_list_index(pretrained_config, tmp_path):
         edgekd.run(cfg, tmp_path / "run", stages=["distill"])
     message = str(info.value)
     assert "distill.losses[1].name" in message and "'kdd'" in message
-    assert "kd" in message.split("expected one of:")[1]  # lists the known losses
+    assert "did you mean 'kd'" in message and "kd" in message.split("accepted:")[1]  # lists the known losses
     assert not (tmp_path / "run" / "distill" / "stage.json").exists()
 
 

@@ -340,6 +340,15 @@ def test_build_loss_bad_kwarg_names_it_and_accepted_ones():
     assert "x.losses[1]" in message and "'temprature'" in message and "temperature" in message
 
 
+def test_build_loss_names_every_problem_with_suggestions():
+    with pytest.raises(ConfigError) as err:
+        build_loss([{"name": "kdd"}, {"name": "ce", "label_smothing": 0.1}, {"name": "kd", "weight": -1}])
+    lines = str(err.value).splitlines()[1:]
+    assert [line.split(":")[0].strip() for line in lines] == [
+        "distill.losses[0].name", "distill.losses[1].label_smothing", "distill.losses[2].weight"]
+    assert "did you mean 'kd'" in lines[0] and "did you mean 'label_smoothing'" in lines[1]
+
+
 @pytest.mark.parametrize(
     "spec, match",
     [
