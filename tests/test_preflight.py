@@ -6,6 +6,7 @@ config with three mistakes through ``edgekd run`` and checks that nothing was tr
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import time
@@ -137,7 +138,8 @@ def test_missing_model_and_weights_files(tiny_config, tmp_path):
     config = tiny_config({"teacher": {"model": "onnx:missing.onnx"}, "student": {"weights": "nope.safetensors"}})
     config["teacher"].pop("kwargs")
     problems = found(config, tmp_path)
-    assert "missing.onnx" in only(problems, "teacher.members[0]") and "not found" in problems[0]
+    teacher = only(problems, "teacher.members[0]")
+    assert "missing.onnx" in teacher and "not found" in teacher
     assert "nope.safetensors" in only(problems, "student")
 
 
@@ -230,7 +232,7 @@ def test_cli_refuses_three_mistakes_before_the_teacher_trains(tiny_config, tmp_p
     edgekd = Path(sys.executable).parent / "edgekd"
     started = time.perf_counter()
     result = subprocess.run([str(edgekd), "run", str(config), "--out", str(run)], capture_output=True, text=True,
-                            env={**__import__("os").environ, "COLUMNS": "250"}, timeout=600)
+                            env={**os.environ, "COLUMNS": "250"}, timeout=600)
     seconds = time.perf_counter() - started
     print(f"edgekd run refused the config in {seconds:.1f} s")  # measured, never asserted
     output = result.stdout + result.stderr
