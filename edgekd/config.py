@@ -12,6 +12,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from typing_extensions import NotRequired, TypedDict
 
+from .ondevice.settings import ENERGY, LATENCY
 from .yamlfile import read_yaml, validate
 
 
@@ -156,20 +157,23 @@ class CompileConfig(Section):
     min_top1_agreement: float = Field(0.98, gt=0, le=1)
 
 
+# The profile defaults live with the device-side benchmark (edgekd.ondevice.settings), which runs where
+# this module is not installed; these sections take them from there.
 class EnergyConfig(Section):
-    meter: str = Field("auto", description="auto | none | rapl | nvml | jetson-ina3221 | android-battery | powermetrics")
-    windows: int = Field(5, ge=1, description="energy windows; the median joules per inference is reported")
-    window_s: float = Field(10.0, gt=0, description="seconds per window (MLPerf Tiny uses >= 10 s)")
+    meter: str = Field(ENERGY.meter, description="auto | none | rapl | nvml | jetson-ina3221 | android-battery | powermetrics")
+    windows: int = Field(ENERGY.windows, ge=1, description="energy windows; the median joules per inference is reported")
+    window_s: float = Field(ENERGY.window_s, gt=0, description="seconds per window (MLPerf Tiny uses >= 10 s)")
 
 
 class ProfileConfig(Section):
-    warmup_s: float = Field(2.0, ge=0, description="warm up for at least this long: CPUs take over a second to boost")
-    warmup_runs: int = Field(20, ge=0)
-    runs: int = Field(1000, ge=10, description="timed batch-1 runs, at least")
-    min_seconds: float = Field(2.0, ge=0, description="... and for at least this long")
-    max_seconds: float = Field(60.0, gt=0)
-    cov_threshold: float = Field(0.10, gt=0, description="std/mean above this repeats the measurement, then flags it unstable")
-    repeats: int = Field(3, ge=1)
+    warmup_s: float = Field(LATENCY.warmup_s, ge=0, description="warm up for at least this long: CPUs take over a second to boost")
+    warmup_runs: int = Field(LATENCY.warmup_runs, ge=0)
+    runs: int = Field(LATENCY.runs, ge=10, description="timed batch-1 runs, at least")
+    min_seconds: float = Field(LATENCY.min_seconds, ge=0, description="... and for at least this long")
+    max_seconds: float = Field(LATENCY.max_seconds, gt=0)
+    cov_threshold: float = Field(LATENCY.cov_threshold, gt=0,
+                                 description="std/mean above this repeats the measurement, then flags it unstable")
+    repeats: int = Field(LATENCY.max_repeats, ge=1)
     samples: int | None = Field(None, ge=1, description="test inputs scored on the device (default: the whole test split)")
     energy: EnergyConfig = EnergyConfig()
     timeout_s: float = Field(900.0, gt=0, description="per artifact and device")

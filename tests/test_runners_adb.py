@@ -160,8 +160,8 @@ def test_a_run_through_adb_pushes_runs_pinned_reads_the_battery_and_cleans_up(ph
     assert [c[3:] for c in calls if c[2] == "push"] == [[str(phone.binary), f"{workdir}/benchmark_model"],
                                                         [str(phone.model), f"{workdir}/model.tflite"]]
     run = shlex.split(shells[2][3])
-    assert run[:2] == ["sh", "-c"] and run[3:9] == ["edgekd", workdir, "2", "1", "1", "/sys/class/power_supply/battery"]
-    assert run[9:] == ["./benchmark_model", f"--graph={workdir}/model.tflite", "--warmup_runs=20", "--warmup_min_secs=0.5",
+    assert run[:2] == ["sh", "-c"] and run[3:10] == ["edgekd", workdir, "2", "1", "1", "/sys/class/power_supply/battery", "0.25"]
+    assert run[10:] == ["./benchmark_model", f"--graph={workdir}/model.tflite", "--warmup_runs=20", "--warmup_min_secs=0.5",
                        "--num_runs=400", "--min_secs=1", "--max_secs=30", "--use_xnnpack=true", "--num_threads=4", "--use_gpu=false"]
     assert shlex.split(shells[-1][3]) == ["rm", "-rf", workdir]
     assert phone.bm_argv()[0].endswith("/model.tflite") and "--num_threads=4" in phone.bm_argv()
@@ -239,11 +239,14 @@ def test_what_the_adb_runner_cannot_run_is_said_plainly(phone, tmp_path):
 
 
 def test_battery_readings_outside_the_timed_runs_are_idle():
-    lines = ["edgekd-battery 100.00 -100000 4000000 Discharging", "edgekd-start 100.10",
+    lines = ["edgekd-battery 99.75 -100000 4000000 Discharging", "edgekd-battery 100.00 -100000 4000000 Discharging",
+             "edgekd-start 100.10",
              *(f"edgekd-battery {101 + i * 0.25:.2f} -500000 4000000 Discharging" for i in range(5)), "edgekd-end 102.20"]
     energy, why = battery_energy("\n".join(lines), {"runs": 400, "mean": 2.5})
     assert why == {} and energy["idle_power_w"] == pytest.approx(0.4) and energy["avg_power_w"] == pytest.approx(2.0)
     assert energy["net_mj_per_inference"] == pytest.approx((2.0 - 0.4) * 2.5)
+    one_idle = battery_energy("\n".join(lines[1:]), {"runs": 400, "mean": 2.5})[0]
+    assert one_idle["idle_power_w"] is None and one_idle["net_mj_per_inference"] is None  # no span to integrate over
     none, why = battery_energy("edgekd-start 1\nedgekd-end 2", {"runs": 10, "mean": 1.0})
     assert none is None and "no readable" in why["android-battery"]
 
@@ -273,3 +276,44 @@ def test_a_phone_row_reaches_report_json_with_only_what_the_tool_printed():
     assert checks["max_latency_ms.p50"]["passed"] and not checks["max_latency_ms.p99"]["passed"]
     assert "not measured" in checks["max_latency_ms.p99"]["message"]
     assert artifact["energy"]["source"] == "estimated" and artifact["host"]["runner"] == "adb:R5CT10ABCDE"
+
+
+def test_phone_energy_is_the_android_meters_arithmetic_on_the_same_readings(tmp_path):
+    """The adb runner's battery readings give what AndroidBatteryMeter computes from the same readings of its
+    own files: uneven gaps (a late poll) and changing power, where a plain mean of the readings would differ."""
+    from edgekd.ondevice.meters.android import AndroidBatteryMeter
+
+    readings = [(200.00, -300000, 3900000), (200.25, -800000, 3880000), (200.50, -350000, 3895000),
+                (201.50, -900000, 3870000), (201.75, -400000, 3890000)]  # (uptime, µA, µV); one poll came a second late
+    output = "\n".join(["edgekd-start 199.90", *(f"edgekd-battery {t:.2f} {i} {v} Discharging" for t, i, v in readings),
+                        "edgekd-end 201.80"])
+    energy, why = battery_energy(output, {"runs": 800, "mean": 2.5})
+    assert why == {}
+
+    supply = tmp_path / "sys/class/power_supply/battery"
+    supply.mkdir(parents=True)
+    (supply / "status").write_text("Discharging\n")
+
+    def show(reading):
+        t, current, voltage = reading
+        (supply / "current_now").write_text(f"{current}\n")
+        (supply / "voltage_now").write_text(f"{voltage}\n")
+        now[0] = t - 200.0
+
+    now = [0.0]
+    show(readings[0])
+    meter = AndroidBatteryMeter.open(tmp_path, poll_s=3600)
+    meter.clock = lambda: now[0]
+    meter.start()
+    for reading in readings[1:-1]:
+        show(reading)
+        meter.joules()
+    show(readings[-1])
+    meter.stop()
+    seconds = readings[-1][0] - readings[0][0]
+    assert energy["windows"][0]["joules"] == pytest.approx(meter.joules())
+    assert energy["avg_power_w"] == pytest.approx(meter.joules() / seconds)
+    assert energy["mj_per_inference"] == pytest.approx(1000.0 * meter.joules() / (seconds / 2.5e-3))
+    plain_mean = sum(abs(i) * v * 1e-12 for _, i, v in readings) / len(readings)
+    assert abs(energy["avg_power_w"] - plain_mean) > 0.01  # the readings' gaps count, as they do for the meter
+    assert energy["describe"]["meter"] == "android-battery" and energy["describe"]["update_period_s"] == 0.25

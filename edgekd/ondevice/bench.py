@@ -25,6 +25,7 @@ import numpy as np
 
 from .atomic import write_text
 from .latency import LatencySettings, measure_latency
+from .settings import ENERGY, LATENCY
 from .runtimes import Unavailable, load
 
 
@@ -154,16 +155,17 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--data", required=True, help=".npz with x (N,C,H,W float32) and y (N,) labels")
     p.add_argument("--options", default="{}", help="runtime options as JSON, e.g. '{\"threads\": 1}'")
     p.add_argument("--out", help="write the JSON here (default: stdout)")
-    p.add_argument("--warmup-s", type=float, default=2.0, help="warm up for at least this many seconds (default 2)")
-    p.add_argument("--warmup-runs", type=int, default=20, help="... and at least this many runs (default 20)")
-    p.add_argument("--runs", type=int, default=1000, help="timed runs, at least (default 1000)")
-    p.add_argument("--min-seconds", type=float, default=2.0, help="time for at least this long (default 2)")
-    p.add_argument("--max-seconds", type=float, default=60.0, help="stop timing after this long (default 60)")
-    p.add_argument("--cov-threshold", type=float, default=0.10, help="repeat when std/mean is above this (default 0.10)")
-    p.add_argument("--repeats", type=int, default=3, help="measurements at most, when unstable (default 3)")
-    p.add_argument("--meter", default="auto", help="energy meter: auto | none | rapl | nvml | jetson-ina3221 | android-battery | powermetrics")
-    p.add_argument("--energy-windows", type=int, default=5, help="energy windows (default 5; 0 turns energy off)")
-    p.add_argument("--energy-window-s", type=float, default=10.0, help="seconds per energy window (default 10)")
+    # defaults: edgekd.ondevice.settings, shared with the pipeline YAML's profile section
+    p.add_argument("--warmup-s", type=float, default=LATENCY.warmup_s, help="warm up for at least this many seconds (default %(default)g)")
+    p.add_argument("--warmup-runs", type=int, default=LATENCY.warmup_runs, help="... and at least this many runs (default %(default)d)")
+    p.add_argument("--runs", type=int, default=LATENCY.runs, help="timed runs, at least (default %(default)d)")
+    p.add_argument("--min-seconds", type=float, default=LATENCY.min_seconds, help="time for at least this long (default %(default)g)")
+    p.add_argument("--max-seconds", type=float, default=LATENCY.max_seconds, help="stop timing after this long (default %(default)g)")
+    p.add_argument("--cov-threshold", type=float, default=LATENCY.cov_threshold, help="repeat when std/mean is above this (default %(default)g)")
+    p.add_argument("--repeats", type=int, default=LATENCY.max_repeats, help="measurements at most, when unstable (default %(default)d)")
+    p.add_argument("--meter", default=ENERGY.meter, help="energy meter: auto | none | rapl | nvml | jetson-ina3221 | android-battery | powermetrics")
+    p.add_argument("--energy-windows", type=int, default=ENERGY.windows, help="energy windows (default %(default)d; 0 turns energy off)")
+    p.add_argument("--energy-window-s", type=float, default=ENERGY.window_s, help="seconds per energy window (default %(default)g)")
     p.add_argument("--pin", help="CPU cores to pin to, e.g. 4,5,6,7 (the big cores of a phone)")
     return p
 

@@ -11,21 +11,14 @@ variation above a threshold) repeated and, if still unstable, flagged.
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from typing import Callable
 
 import numpy as np
 
+from .settings import LatencySettings
 
-@dataclass
-class LatencySettings:
-    warmup_s: float = 2.0  # warm-up lasts at least this long ...
-    warmup_runs: int = 20  # ... and at least this many runs
-    runs: int = 1000  # timed runs: at least this many ...
-    min_seconds: float = 2.0  # ... and for at least this long
-    max_seconds: float = 60.0  # but never longer than this
-    cov_threshold: float = 0.10  # std/mean above this repeats the measurement
-    max_repeats: int = 3
+__all__ = ["LatencySettings", "measure_latency", "summarize", "settings_dict"]
 
 
 def summarize(samples_ms: np.ndarray, bins: int = 40) -> dict:

@@ -24,18 +24,18 @@ from __future__ import annotations
 import math
 import re
 import shlex
-import statistics
 import subprocess
 import uuid
 from pathlib import Path
 from typing import Any
 
-from ..ondevice.meters.android import REFUSED_STATUS
+from ..ondevice.meters.android import POLL_S, REFUSED_STATUS, BatteryReading, check_status, recorded_energy
+from ..ondevice.meters.base import MeterUnavailable
+from ..ondevice.settings import EnergySettings, LatencySettings
 from .base import RUNNERS, DeviceFailed, DeviceRunner, DeviceUnreachable, ProfileJob, pin_mask, tail, tool_latency, tool_result
 
 REMOTE_ROOT = "/data/local/tmp"
 BATTERY = "/sys/class/power_supply/battery"
-POLL_S = 0.25
 
 _NUMBER = r"[-+]?\d+(?:\.\d+)?(?:[eE][-+]?\d+)?"
 _STATS = re.compile(rf"count=(?P<count>\d+)(?P<rest>(?:\s+\w+={_NUMBER})+)")
@@ -106,11 +106,12 @@ def benchmark_model_args(tool: str, graph: str, options: dict[str, Any], setting
                          min_seconds: float | None = None) -> list[str]:
     """benchmark_model's command line for the profile section's protocol: warm-up by count and time, timed runs
     by count and time (both must be met), bounded by max_seconds; XNNPACK as the LiteRT Python runtime uses it."""
-    min_secs = settings.get("min_seconds", 2.0) if min_seconds is None else min_seconds
+    s = LatencySettings.from_profile(settings)
+    min_secs = s.min_seconds if min_seconds is None else min_seconds
     args = [tool, f"--graph={graph}",
-            f"--warmup_runs={int(settings.get('warmup_runs', 20))}", f"--warmup_min_secs={float(settings.get('warmup_s', 2.0)):g}",
-            f"--num_runs={int(settings.get('runs', 1000))}", f"--min_secs={float(min_secs):g}",
-            f"--max_secs={float(max(settings.get('max_seconds', 60.0), min_secs)):g}", "--use_xnnpack=true"]
+            f"--warmup_runs={int(s.warmup_runs)}", f"--warmup_min_secs={float(s.warmup_s):g}",
+            f"--num_runs={int(s.runs)}", f"--min_secs={float(min_secs):g}",
+            f"--max_secs={float(max(s.max_seconds, min_secs)):g}", "--use_xnnpack=true"]
     if options.get("threads"):
         args.append(f"--num_threads={int(options['threads'])}")
     return args + [str(a) for a in extra]
@@ -119,7 +120,7 @@ def benchmark_model_args(tool: str, graph: str, options: dict[str, Any], setting
 # Runs on the phone: host facts, the battery sampler (when asked), the tool (pinned when asked), end markers.
 # Every value arrives as a quoted positional argument; nothing is pasted into this text.
 RUN_SCRIPT = r"""
-d=$1; mask=$2; energy=$3; idle=$4; bat=$5; shift 5
+d=$1; mask=$2; energy=$3; idle=$4; bat=$5; poll=$6; shift 6
 cd "$d" || { echo "edgekd: no directory $d on the device" >&2; exit 86; }
 echo "edgekd-model $(getprop ro.product.model 2>/dev/null)"
 echo "edgekd-soc $(getprop ro.soc.model 2>/dev/null)"
@@ -127,7 +128,7 @@ echo "edgekd-uname $(uname -srm 2>/dev/null)"
 echo "edgekd-cores $(grep -c ^processor /proc/cpuinfo 2>/dev/null)"
 sampler=
 if [ "$energy" = 1 ]; then
-  (while :; do read up rest < /proc/uptime; echo "edgekd-battery $up $(cat "$bat/current_now") $(cat "$bat/voltage_now") $(cat "$bat/status")"; sleep 0.25; done) > battery.txt 2>/dev/null &
+  (while :; do read up rest < /proc/uptime; echo "edgekd-battery $up $(cat "$bat/current_now") $(cat "$bat/voltage_now") $(cat "$bat/status")"; sleep "$poll"; done) > battery.txt 2>/dev/null &
   sampler=$!
   sleep "$idle"
 fi
@@ -146,9 +147,9 @@ def shell_line(words: list[str]) -> str:
     return " ".join(shlex.quote(str(w)) for w in words)
 
 
-def parse_battery(output: str) -> tuple[list[tuple[float, float, str]], float | None, float | None]:
-    """(uptime, watts, status) samples, and the uptimes at which the tool started and ended."""
-    samples, start, end = [], None, None
+def parse_battery(output: str) -> tuple[list[BatteryReading], float | None, float | None]:
+    """The battery readings (uptime, µA, µV, status), and the uptimes at which the tool started and ended."""
+    readings, start, end = [], None, None
     for line in output.splitlines():
         word, _, rest = line.strip().partition(" ")
         if word == "edgekd-start":
@@ -161,43 +162,50 @@ def parse_battery(output: str) -> tuple[list[tuple[float, float, str]], float | 
                 up, current_ua, voltage_uv = float(parts[0]), float(parts[1]), float(parts[2])
             except (IndexError, ValueError):
                 continue  # an unreadable gauge leaves the reading empty
-            samples.append((up, abs(current_ua) * voltage_uv * 1e-12, " ".join(parts[3:]) or "unknown"))
-    return samples, start, end
+            readings.append(BatteryReading(up, current_ua, voltage_uv, " ".join(parts[3:]) or "unknown"))
+    return readings, start, end
 
 
 def battery_energy(output: str, latency: dict[str, Any]) -> tuple[dict[str, Any] | None, dict[str, str]]:
-    """Energy per inference from the battery readings of the timed runs (|I| x V, µA x µV), or None and why.
+    """Energy per inference from the battery readings of the timed runs, or None and why.
 
-    The timed runs are the last ``runs x mean`` seconds before the tool ended (benchmark_model
-    prints no timestamps); readings before the start are the idle power.
+    The arithmetic is the android-battery meter's own (``recorded_energy``): the same power
+    per reading, the same status refusal, the same integration over time. The timed runs are
+    the last ``runs x mean`` seconds before the tool ended (benchmark_model prints no
+    timestamps); readings before the start give the idle power.
     """
-    samples, start, end = parse_battery(output)
-    if not samples or start is None or end is None:
+    readings, start, end = parse_battery(output)
+    if not readings or start is None or end is None:
         return None, {"android-battery": f"no readable {BATTERY}/current_now, voltage_now and status on the device"}
-    statuses = sorted({s for _, _, s in samples})
-    refused = [s for s in statuses if s in REFUSED_STATUS]
-    if refused:
-        return None, {"android-battery": f"battery status was {refused[0]!r}: a connected charger powers the phone, so the "
-                                         "battery current does not measure consumption; unplug USB and use adb over Wi-Fi"}
     timed_s = latency["runs"] * latency["mean"] / 1000.0
-    during = [w for up, w, _ in samples if end - timed_s <= up <= end] or [w for up, w, _ in samples if start <= up <= end]
-    idle = [w for up, w, _ in samples if up < start]
-    if len(during) < 2:
-        return None, {"android-battery": f"{len(during)} battery reading(s) during the timed runs; raise the energy windows "
-                                         f"(profile.energy) so the runs last several {POLL_S:g} s polls"}
-    power = statistics.fmean(during)
-    idle_power = statistics.fmean(idle) if idle else None
-    mj = power * latency["mean"]  # W x ms = mJ
+    during = [r for r in readings if end - timed_s <= r.time_s <= end] or [r for r in readings if start <= r.time_s <= end]
+    idle = [r for r in readings if r.time_s < start]
+    try:
+        for reading in readings:  # a charger plugged in at any point, idle or after the runs too
+            check_status(reading.status)
+        if len(during) < 2 or during[-1].time_s <= during[0].time_s:
+            return None, {"android-battery": f"{len(during)} battery reading(s) during the timed runs; raise the energy windows "
+                                             f"(profile.energy) so the runs last several {POLL_S:g} s polls"}
+        joules, seconds, describe = recorded_energy(during, supply=Path(BATTERY))
+        idle_power = None
+        if len(idle) >= 2 and idle[-1].time_s > idle[0].time_s:
+            idle_j, idle_s, _ = recorded_energy(idle, supply=Path(BATTERY))
+            idle_power = idle_j / idle_s
+    except MeterUnavailable as why:
+        return None, {"android-battery": why.reason}
+    power = joules / seconds
+    inferences = seconds * 1000.0 / latency["mean"]  # the runs that fell between the first and last reading
+    mj = 1000.0 * joules / inferences  # = power x mean latency (W x ms = mJ)
+    net_mj = 1000.0 * (joules - idle_power * seconds) / inferences if idle_power is not None else None
+    describe["notes"] = (f"read by a shell loop on the phone every {POLL_S:g} s during benchmark_model's timed runs; "
+                         + describe["notes"])
     return {
         "source": "measured", "meter": "android-battery", "boundary": "battery",
         "mj_per_inference": mj, "avg_power_w": power, "inferences_per_joule": 1000.0 / mj if mj > 0 else math.inf,
-        "idle_power_w": idle_power,
-        "net_mj_per_inference": (power - idle_power) * latency["mean"] if idle_power is not None else None,
-        "windows": [{"seconds": timed_s, "readings": len(during), "power_w": power}],
-        "describe": {"meter": "android-battery", "boundary": "battery", "update_period_s": POLL_S,
-                     "sources": [f"{BATTERY}/current_now", f"{BATTERY}/voltage_now"],
-                     "notes": f"|current_now| x voltage_now read by a shell loop on the phone every {POLL_S:g} s during "
-                              f"benchmark_model's timed runs; status {', '.join(statuses)}; whole-phone power"},
+        "idle_power_w": idle_power, "net_mj_per_inference": net_mj,
+        "windows": [{"seconds": seconds, "inferences": inferences, "joules": joules, "power_w": power, "readings": len(during),
+                     "mj_per_inference": mj, "net_mj_per_inference": net_mj}],
+        "describe": describe,
     }, {}
 
 
@@ -212,9 +220,8 @@ def parse_host(output: str) -> dict[str, Any]:
     return {"cpu": cpu or "android", "cores": int(cores) if cores.isdigit() else None, "machine": facts.get("uname", "")}
 
 
-def _energy_wanted(settings: dict[str, Any]) -> bool:
-    energy = settings.get("energy") or {}
-    return energy.get("meter", "auto") in ("auto", "android-battery") and int(energy.get("windows", 5)) > 0
+def _energy_wanted(energy: EnergySettings) -> bool:
+    return energy.meter in ("auto", "android-battery") and energy.windows > 0
 
 
 @RUNNERS.register("adb")
@@ -256,12 +263,12 @@ class AdbRunner(DeviceRunner):
         self._online()
         workdir = f"{REMOTE_ROOT}/edgekd-{uuid.uuid4().hex[:12]}"
         settings, options = job.settings, job.options
-        energy = _energy_wanted(settings)
-        energy_cfg = settings.get("energy") or {}
-        min_secs = float(settings.get("min_seconds", 2.0))
+        energy_cfg = EnergySettings.from_profile(settings)
+        energy = _energy_wanted(energy_cfg)
+        min_secs = LatencySettings.from_profile(settings).min_seconds
         if energy:  # the battery gauge needs long runs: as long as the energy windows would be
-            min_secs = max(min_secs, int(energy_cfg.get("windows", 5)) * float(energy_cfg.get("window_s", 10.0)))
-        idle_s = min(10.0, float(energy_cfg.get("window_s", 10.0)))
+            min_secs = max(min_secs, energy_cfg.windows * energy_cfg.window_s)
+        idle_s = min(10.0, energy_cfg.window_s)
         pin = self.device.get("pin")
         tool_words = benchmark_model_args("./benchmark_model", f"{workdir}/{job.artifact.name}", options, settings,
                                           list(self.device.get("tool_args") or []), min_seconds=min_secs)
@@ -272,7 +279,7 @@ class AdbRunner(DeviceRunner):
                 self._adb("push", str(file), f"{workdir}/{file.name}", timeout=job.timeout_s)
             self._shell(["chmod", "755", f"{workdir}/benchmark_model"])
             output = self._shell(["sh", "-c", RUN_SCRIPT, "edgekd", workdir, pin_mask(pin) if pin else "",
-                                  "1" if energy else "0", f"{idle_s:g}", BATTERY, *tool_words], timeout=job.timeout_s)
+                                  "1" if energy else "0", f"{idle_s:g}", BATTERY, f"{POLL_S:g}", *tool_words], timeout=job.timeout_s)
         finally:
             try:
                 self._shell(["rm", "-rf", workdir], timeout=60)

@@ -1,0 +1,32 @@
+"""The profile protocol's defaults are declared once (edgekd.ondevice.settings) and read everywhere else."""
+
+from __future__ import annotations
+
+from edgekd.config import ProfileConfig
+from edgekd.ondevice.bench import parser
+from edgekd.ondevice.settings import ENERGY, LATENCY, EnergySettings, LatencySettings
+from edgekd.runners.adb import benchmark_model_args
+from edgekd.runners.base import bench_args
+
+
+def test_the_profile_section_the_benchmark_flags_and_the_settings_agree():
+    section = ProfileConfig()
+    assert LatencySettings.from_profile(section.model_dump()) == LATENCY
+    assert EnergySettings.from_profile(section.model_dump()) == ENERGY
+    flags = parser().parse_args(["--artifact", "m.onnx", "--backend", "onnxruntime", "--data", "d.npz"])
+    assert (flags.warmup_s, flags.warmup_runs, flags.runs, flags.min_seconds, flags.max_seconds, flags.cov_threshold,
+            flags.repeats) == (LATENCY.warmup_s, LATENCY.warmup_runs, LATENCY.runs, LATENCY.min_seconds,
+                               LATENCY.max_seconds, LATENCY.cov_threshold, LATENCY.max_repeats)
+    assert (flags.meter, flags.energy_windows, flags.energy_window_s) == (ENERGY.meter, ENERGY.windows, ENERGY.window_s)
+    # what the host passes is what the benchmark would have taken by itself
+    passed = parser().parse_args(["--artifact", "m.onnx", "--backend", "onnxruntime", "--data", "d.npz", *bench_args(section)])
+    assert vars(passed) == vars(flags)
+
+
+def test_a_device_tool_without_settings_runs_the_default_protocol():
+    args = benchmark_model_args("benchmark_model", "m.tflite", {}, {}, [])
+    assert args[2:7] == [f"--warmup_runs={LATENCY.warmup_runs}", f"--warmup_min_secs={LATENCY.warmup_s:g}",
+                         f"--num_runs={LATENCY.runs}", f"--min_secs={LATENCY.min_seconds:g}", f"--max_secs={LATENCY.max_seconds:g}"]
+    partial = LatencySettings.from_profile({"runs": 50, "repeats": 7, "energy": {"windows": 0}})
+    assert (partial.runs, partial.max_repeats, partial.warmup_s) == (50, 7, LATENCY.warmup_s)
+    assert EnergySettings.from_profile({"energy": {"windows": 0}}) == EnergySettings(windows=0)
