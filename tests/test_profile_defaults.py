@@ -30,3 +30,17 @@ def test_a_device_tool_without_settings_runs_the_default_protocol():
     partial = LatencySettings.from_profile({"runs": 50, "repeats": 7, "energy": {"windows": 0}})
     assert (partial.runs, partial.max_repeats, partial.warmup_s) == (50, 7, LATENCY.warmup_s)
     assert EnergySettings.from_profile({"energy": {"windows": 0}}) == EnergySettings(windows=0)
+
+
+def test_settings_and_the_writer_need_only_the_standard_library():
+    """Both are copied to devices with the ondevice package, where only Python and numpy exist."""
+    import ast
+    import sys
+    from pathlib import Path
+
+    package = Path(__file__).parents[1] / "edgekd" / "ondevice"
+    for path in (package / "settings.py", package / "atomic.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, (ast.Import, ast.ImportFrom)) and getattr(node, "level", 0) == 0:
+                names = [a.name for a in node.names] if isinstance(node, ast.Import) else [node.module or ""]
+                assert all(n.split(".")[0] in sys.stdlib_module_names for n in names if n != "__future__"), (path.name, names)
