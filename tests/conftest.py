@@ -104,9 +104,9 @@ def base_run(tiny_config, tmp_path_factory, edgekd_cache_dir, single_thread):
 @pytest.fixture(scope="session")
 def teacher_weights(base_run) -> Path:
     """The base run's trained teacher, for configs that load instead of train it."""
-    rec = base_run["teacher"]["members"][0]
-    assert rec["weights_in_run"]
-    path = base_run.run_dir / rec["weights"]
+    ref = base_run["teacher"].members[0]
+    assert ref.weights_in_run
+    path = base_run.run_dir / ref.weights
     assert path.is_file()
     return path
 
