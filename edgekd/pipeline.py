@@ -24,7 +24,7 @@ from pydantic import ValidationError
 from rich.console import Console
 from rich.table import Table
 
-from . import __version__, distributed
+from . import __version__, distributed, preflight
 from .config import PipelineConfig, load_config, parse_config
 from .errors import ConfigError, EdgekdError
 from .io import read_json, sha256_json, write_json
@@ -133,6 +133,7 @@ def run(
     ctx = StageContext(config=cfg, run_dir=run_dir, resume=resume)
     result = PipelineResult(run_dir=run_dir)
     stages_ = {name: STAGES.get(name)() for name in order}
+    preflight.check(ctx)  # every config problem at once, before anything trains
     for stage in stages_.values():
         stage.validate(ctx)
     keys: dict[str, str] = {}

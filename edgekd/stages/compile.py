@@ -12,12 +12,9 @@ import traceback
 from pathlib import Path
 from typing import Any
 
-from .. import onnx_export as ox
 from ..backends import BACKENDS, CompileSources, NotRunnable
-from ..errors import ConfigError
 from ..metrics import evaluate_logits, predict
 from ..parity import compare
-from ..quantize import load_quantized
 from ..records import CompiledArtifact, CompileRecord, ExportRecord, QuantizedRecord, StudentRecord
 from ..targets import load_target
 from .base import STAGES, Stage, StageContext
@@ -49,16 +46,6 @@ class CompileStage(Stage):
     requires = ("teacher", STUDENT, QUANTIZED, EXPORTED)
     summary = "build and check one artifact per target, backend and precision"
 
-    def validate(self, ctx: StageContext) -> None:
-        for i, name in enumerate(ctx.config.targets):
-            target = load_target(name, ctx.config.base_dir, key=f"targets[{i}]")
-            for spec in target.artifacts:
-                backend = BACKENDS.get(spec.backend, key=f"{target.source}: artifacts.backend")
-                unknown = [p for p in spec.precisions if p not in backend.precisions]
-                if unknown:
-                    raise ConfigError(f"{target.source}: {spec.backend} has no precision {', '.join(map(repr, unknown))}; "
-                                      f"it offers {', '.join(backend.precisions)}")
-
     def cache_inputs(self, ctx: StageContext) -> dict[str, Any]:
         targets = [load_target(t, ctx.config.base_dir, key=f"targets[{i}]") for i, t in enumerate(ctx.config.targets)]
         backends = sorted({a.backend for t in targets for a in t.artifacts if a.backend in BACKENDS})
@@ -69,9 +56,13 @@ class CompileStage(Stage):
         return {"compile": ctx.config.section("compile"), "targets": artifacts, "toolchains": toolchains}
 
     def run(self, ctx: StageContext, out_dir: Path) -> CompileRecord:
+        from .. import onnx_export as ox  # onnx and onnxruntime: imported when compiling, not to plan a run
+
         cfg, data = ctx.config.compile, ctx.data
         export, quant = ctx.record(EXPORTED, ExportRecord).artifacts, ctx.record(QUANTIZED, QuantizedRecord)
         student = ctx.record(STUDENT, StudentRecord).model
+        from ..quantize import load_quantized  # torchao: imported when compiling, not to plan a run
+
         sources = CompileSources(
             input_shape=tuple(data.input_shape),
             fp32_onnx=ctx.absolute(export["fp32"].path),

@@ -7,11 +7,9 @@ from pathlib import Path
 from typing import Any
 
 from .. import __version__
-from .. import onnx_export as ox
 from ..io import sha256_file
 from ..metrics import evaluate_logits, predict
 from ..parity import compare, require
-from ..quantize import load_quantized
 from ..records import ExportRecord, OnnxArtifact, QuantizedRecord, StudentRecord, TeacherRecord
 from .base import STAGES, Stage, StageContext
 
@@ -47,6 +45,8 @@ class ExportStage(Stage):
             ctx, student, out_dir / "student_fp32.onnx", x_check, meta, atol=cfg.fp32_atol, reference=predict(student, x_check)
         )
         if quant_rec.mode != "none":
+            from ..quantize import load_quantized  # torchao: imported when exporting, not to plan a run
+
             prepared = load_quantized(quant_rec, ctx)
             reference = predict(prepared, x_check)
             converted = prepared.converted(fold_quantize=True)
@@ -58,6 +58,8 @@ class ExportStage(Stage):
 
     def _export_one(self, ctx, model, path: Path, x_check, meta: dict, *, atol: float | None, reference) -> OnnxArtifact:
         """Export, simplify and verify under a temporary name; only a verified file gets the final name."""
+        from .. import onnx_export as ox  # onnx and onnxruntime: imported when exporting, not to plan a run
+
         cfg, data = ctx.config.export, ctx.data
         work = path.with_name(f".{path.name}.unverified")
         try:

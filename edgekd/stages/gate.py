@@ -12,7 +12,6 @@ from typing import Any
 
 from ..gate import evaluate, gate_table, load_budgets, write_junit, write_markdown
 from ..records import GateRecord
-from ..report.outputs import run_report
 from .base import STAGES, Stage, StageContext
 
 
@@ -29,11 +28,6 @@ class GateStage(Stage):
             return None
         return Path(path) if Path(path).is_absolute() else ctx.config.base_dir / path
 
-    def validate(self, ctx: StageContext) -> None:
-        path = self._budgets_path(ctx)
-        if path is not None:
-            load_budgets(path)  # a malformed budgets file fails before any training
-
     def cache_inputs(self, ctx: StageContext) -> dict[str, Any]:
         path = self._budgets_path(ctx)
         return {"gate": ctx.config.section("gate"), "budgets": ctx.file_hash(str(path)) if path else None}
@@ -42,6 +36,8 @@ class GateStage(Stage):
         path = self._budgets_path(ctx)
         if path is None:
             return GateRecord(applied=False)
+        from ..report.outputs import run_report  # matplotlib and friends: imported when gating, not to plan a run
+
         result = evaluate(run_report(ctx), load_budgets(path), str(ctx.config.gate.budgets))
         write_junit(result, out_dir / "junit.xml")
         write_markdown(result, out_dir / "summary.md")

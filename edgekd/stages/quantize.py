@@ -19,7 +19,7 @@ import torch
 
 from .. import calibration, distributed
 from ..distillation import distill_into
-from ..quantize import prepare, save_state
+from ..losses import logit_only
 from ..records import Figures, QuantizedRecord, StudentRecord
 from ..train.evaluation import evaluate
 from .base import STAGES, Stage, StageContext
@@ -45,6 +45,8 @@ class QuantizeStage(Stage):
             distributed.check_batch_size("quantize.train.batch_size", ctx.config.quantize.train.batch_size)
 
     def run(self, ctx: StageContext, out_dir: Path) -> QuantizedRecord:
+        from ..quantize import prepare, save_state  # torchao: imported when quantizing, not to plan a run
+
         cfg, data = ctx.config.quantize, ctx.data
         upstream = ctx.record(STUDENT, StudentRecord)
         if cfg.mode == "none":
@@ -76,7 +78,7 @@ class QuantizeStage(Stage):
                 prepared.freeze_batch_norm()
             losses = cfg.losses
             if losses is None:  # feature terms need named layers, which the captured graph no longer has
-                losses = [spec for spec in ctx.config.distill.losses if spec["name"] not in ("fitnet", "at", "sp")]
+                losses = logit_only(ctx.config.distill.losses)
             train, _ = distill_into(
                 ctx, prepared, out_dir, train_config=cfg.train, description="qad",
                 run_key=ctx.train_key("quantize"), batch_key="quantize.train.batch_size", step_hook=freeze, losses=losses,
