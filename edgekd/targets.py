@@ -10,10 +10,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal, Union
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 from typing_extensions import TypedDict
 
+from . import yamlfile
 from .errors import ConfigError
 
 PACKAGE_TARGETS = Path(__file__).resolve().parents[1] / "targets"
@@ -107,14 +107,7 @@ def load_target(name: str, base_dir: Path | None = None, key: str = "targets") -
             known = ", ".join(t.name for t in list_targets(base_dir)) or "none"
             raise ConfigError(f"{key}: unknown target {name!r}; known targets: {known}")
         path = found[0]
-    try:
-        data = yaml.safe_load(path.read_text())
-        return Target.model_validate({**(data or {}), "source": str(path)})
-    except yaml.YAMLError as error:
-        raise ConfigError(f"target file {path} is not valid YAML: {error}") from None
-    except ValidationError as error:
-        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in error.errors())
-        raise ConfigError(f"target file {path}: {problems}") from None
+    return yamlfile.load(path, Target, what="target file", extra={"source": str(path)})
 
 
 def list_targets(base_dir: Path | None = None) -> list[Target]:
