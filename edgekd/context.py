@@ -18,6 +18,7 @@ from .data import DataBundle, prepare_data
 from .errors import StageError
 from .io import sha256_file, state_dict_hash
 from .records import ModelRef, Record
+from .userimport import source_hash
 
 R = TypeVar("R", bound=Record)
 
@@ -65,12 +66,9 @@ class StageContext:
     def spec_hashes(self, spec) -> dict[str, str | None]:
         """File hashes behind a ModelSpec: its weights and, for file-based schemes, the model file."""
         scheme, _, rest = spec.model.partition(":")
-        model_file = None
-        if scheme in ("torchscript", "export", "onnx"):
-            model_file = rest
-        elif scheme == "python":
-            module = rest.split(":")[0]
-            model_file = module if module.endswith(".py") else module.replace(".", "/") + ".py"
+        if scheme == "python":  # the module's source wherever it is imported from (beside the config, PYTHONPATH)
+            return {"model": source_hash(spec.model, self.config.base_dir), "weights": self.file_hash(spec.weights)}
+        model_file = rest if scheme in ("torchscript", "export", "onnx") else None
         return {"model": self.file_hash(model_file), "weights": self.file_hash(spec.weights)}
 
     def stage_dir(self, name: str) -> Path:

@@ -29,6 +29,8 @@ from .config import PipelineConfig, load_config, parse_config
 from .errors import ConfigError, EdgekdError
 from .io import read_json, sha256_json, write_json
 from .records import Record
+from .runlock import run_lock
+from .runlog import LOG_NAME, run_log
 from .stages import STAGES, StageContext
 
 
@@ -114,12 +116,14 @@ def run(
     stages: list[str] | None = None,
     force: str | None = None,
     resume: bool = False,
+    wait: bool = False,
     console: Console | None = None,
 ) -> PipelineResult:
     """Run ``stages`` (default: all) and what they require; return every stage's record.
 
     ``force`` re-runs that stage and all later ones even when cached; ``resume``
-    continues an interrupted training from its last epoch checkpoint.
+    continues an interrupted training from its last epoch checkpoint. Another run holding the run
+    folder fails this one at once naming it, or with ``wait`` this one waits for it (``edgekd.runlock``).
     """
     cfg = as_config(config)
     console = console or Console(stderr=True)
@@ -132,6 +136,17 @@ def run(
         raise ConfigError(f"--force {force!r}: not a stage of this run; expected one of: {', '.join(order)}")
     ctx = StageContext(config=cfg, run_dir=run_dir, resume=resume)
     result = PipelineResult(run_dir=run_dir)
+    with run_lock(run_dir, wait=wait, console=console), run_log(run_dir / LOG_NAME):  # one writer per run folder
+        _run_stages(ctx, order, force, result, console)
+        from .report.outputs import write_outputs
+
+        result.report = distributed.on_writer(lambda: write_outputs(ctx), "writing the report on rank 0")
+    return result
+
+
+def _run_stages(ctx: StageContext, order: list[str], force: str | None, result: PipelineResult, console: Console) -> None:
+    """Check the config, then run each stage unless its marker holds the same key."""
+    run_dir = ctx.run_dir
     stages_ = {name: STAGES.get(name)() for name in order}
     preflight.check(ctx)  # every config problem at once, before anything trains
     for stage in stages_.values():
@@ -174,10 +189,6 @@ def run(
         result.stages[name] = StageOutcome(name, False, seconds, record)
         for label, value in stage.describe(record):
             console.print(f"  {label}: {value}")
-    from .report.outputs import write_outputs
-
-    result.report = distributed.on_writer(lambda: write_outputs(ctx), "writing the report on rank 0")
-    return result
 
 
 def summary_table(result: PipelineResult) -> Table:

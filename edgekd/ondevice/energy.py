@@ -13,6 +13,7 @@ import statistics
 import time
 from typing import Callable
 
+from .settings import ENERGY
 from .meters.base import Meter
 
 
@@ -36,8 +37,8 @@ def measure_energy(
     run_once: Callable[[], None],
     meter: Meter,
     *,
-    windows: int = 5,
-    window_s: float = 10.0,
+    windows: int = ENERGY.windows,
+    window_s: float = ENERGY.window_s,
     idle_s: float | None = None,
 ) -> dict:
     """Idle power, then ``windows`` windows each calling ``run_once`` until ``window_s`` elapsed.

@@ -19,15 +19,14 @@ Pareto lists ``ol#pareto-latency`` and ``ol#pareto-energy``; ``#largest-drop``; 
 
 from __future__ import annotations
 
-import contextlib
 import html
 import math
 import os
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from ..io import write_text
 from . import plots
 from .schema import ArtifactReport, Report
 
@@ -443,17 +442,5 @@ def write_html(report: Mapping[str, Any] | Report, path: str | os.PathLike, *, t
     """
     path = Path(path)
     text = render_html(report, title=title)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)  # mkstemp makes it 0600; a report is meant to be read
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
+    write_text(path, text)
     return path
