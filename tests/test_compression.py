@@ -608,7 +608,7 @@ def e2e(tmp_path_factory):
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("EDGEKD_CACHE_DIR", str(root / "cache"))
         qad = edgekd.run(copy.deepcopy(E2E), root / "run", stages=["export"])
-        qad_meta = {k: ox.metadata(qad.run_dir / a["path"]) for k, a in qad["export"]["artifacts"].items()}
+        qad_meta = {k: ox.metadata(qad.run_dir / a.path) for k, a in qad["export"].artifacts.items()}
         results = {"qad": qad}
         for mode in ("ptq", "none"):
             shutil.copytree(root / "run", root / mode)
@@ -618,49 +618,49 @@ def e2e(tmp_path_factory):
 
 def test_pipeline_prunes_quantizes_and_exports(e2e):
     run = e2e.qad
-    prune = run["prune"]["compression"]
-    assert prune["pruned"] and prune["macs_reduction"] > 0
-    assert prune["after"]["macs"] < prune["before"]["macs"]
-    assert run["quantize"]["mode"] == "qad" and run["quantize"]["observer"] == "moving_average"
-    artifacts = run["export"]["artifacts"]
+    prune = run["prune"].compression
+    assert prune.pruned and prune.macs_reduction > 0
+    assert prune.after.macs < prune.before.macs
+    assert run["quantize"].mode == "qad" and run["quantize"].observer == "moving_average"
+    artifacts = run["export"].artifacts
     assert set(artifacts) == {"fp32", "int8"}
     for name, art in artifacts.items():
-        path = run.run_dir / art["path"]
+        path = run.run_dir / art.path
         assert path.is_file() and path.suffix == ".onnx", name
-        assert sha256_file(path) == art["sha256"]
-        assert art["parity"]["ok"] is True and art["parity"]["samples"] > 0, name
-        assert art["parity"]["max_abs_diff"] <= art["parity"]["atol"]
+        assert sha256_file(path) == art.sha256
+        assert art.parity.ok is True and art.parity.samples > 0, name
+        assert art.parity.max_abs_diff <= art.parity.atol
         meta = e2e.qad_meta[name]
         assert json.loads(meta["class_names"]) == [str(i) for i in range(10)]
         pre = json.loads(meta["preprocessing"])
         assert pre["input_shape"] == [1, 8, 8] and pre["layout"] == "NCHW" and "normalize" in pre
         prov = json.loads(meta["provenance"])
         assert prov["data_hash"] == prepare_data("builtin:digits", seed=0).data_hash
-        assert prov["student"] == run["prune"]["model"]["sha256"]
-    assert artifacts["fp32"]["parity"]["atol"] == pytest.approx(1e-4)
+        assert prov["student"] == run["prune"].model.sha256
+    assert artifacts["fp32"].parity.atol == pytest.approx(1e-4)
     assert e2e.qad_meta["int8"]["quantization"] == "qad"
     # the exported INT8 model behaves like the fake-quantized one
-    assert abs(artifacts["int8"]["accuracy"] - run["quantize"]["figures"]["accuracy"]) <= 0.1
-    assert abs(artifacts["fp32"]["accuracy"] - run["prune"]["figures"]["accuracy"]) < 1e-9
-    assert artifacts["int8"]["size_bytes"] < artifacts["fp32"]["size_bytes"]
+    assert abs(artifacts["int8"].accuracy - run["quantize"].figures.accuracy) <= 0.1
+    assert abs(artifacts["fp32"].accuracy - run["prune"].figures.accuracy) < 1e-9
+    assert artifacts["int8"].size_bytes < artifacts["fp32"].size_bytes
 
 
 def test_pipeline_ptq(e2e):
     run = e2e.ptq
     assert run.stages["prune"].cached and not run.stages["quantize"].cached
-    assert run["quantize"]["mode"] == "ptq" and run["quantize"]["observer"] == "minmax"
-    assert run["quantize"]["train"] == {}
-    int8 = run["export"]["artifacts"]["int8"]
-    path = run.run_dir / int8["path"]
-    assert path.is_file() and int8["parity"]["ok"] is True
+    assert run["quantize"].mode == "ptq" and run["quantize"].observer == "minmax"
+    assert run["quantize"].train is None  # calibrated, not trained
+    int8 = run["export"].artifacts["int8"]
+    path = run.run_dir / int8.path
+    assert path.is_file() and int8.parity.ok is True
     assert ox.metadata(path)["quantization"] == "ptq"
-    assert abs(int8["accuracy"] - run["quantize"]["figures"]["accuracy"]) <= 0.1
+    assert abs(int8.accuracy - run["quantize"].figures.accuracy) <= 0.1
 
 
 def test_pipeline_without_quantization(e2e):
     run = e2e.none
-    assert run["quantize"]["mode"] == "none" and run["quantize"]["state"] is None
-    artifacts = run["export"]["artifacts"]
+    assert run["quantize"].mode == "none" and run["quantize"].state is None
+    artifacts = run["export"].artifacts
     assert set(artifacts) == {"fp32"}
-    assert artifacts["fp32"]["parity"]["ok"] is True
-    assert (run.run_dir / artifacts["fp32"]["path"]).is_file()
+    assert artifacts["fp32"].parity.ok is True
+    assert (run.run_dir / artifacts["fp32"].path).is_file()
