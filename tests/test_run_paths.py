@@ -17,4 +17,4 @@ def test_relative_out_dir_with_config_elsewhere(tiny_config, tmp_path, monkeypat
     monkeypatch.chdir(tmp_path)
     result = edgekd.run(config_dir / "p.yaml", "runs/rel", stages=["distill"])
     assert (tmp_path / "runs" / "rel" / "teacher" / "member0.safetensors").is_file()
-    assert result["distill"]["figures"]["accuracy"] > 0.3
+    assert result["distill"].figures.accuracy > 0.3

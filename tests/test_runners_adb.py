@@ -18,6 +18,8 @@ from pathlib import Path
 
 import pytest
 
+from edgekd.records import CompiledArtifact, CompileRecord, Figures, ProfileRecord
+from edgekd.report.schema import Report
 from edgekd.runners import DeviceFailed, DeviceUnreachable, ProfileJob, runner_for
 from edgekd.runners.adb import AdbRunner, battery_energy, benchmark_model_args, parse_benchmark_model, parse_memory
 from edgekd.runners.base import pin_mask
@@ -186,12 +188,13 @@ def test_a_charging_phone_gets_no_energy_figure_and_says_why(phone):
     out = runner_for(DeviceSpec(**phone.device())).profile(job_for(phone.model))
     assert out["status"] == "ok" and out["energy"] is None
     assert "charger" in out["meters_unavailable"]["android-battery"]
-    row = result_row({"target": "pixel", "backend": "litert", "precision": "int8", "accuracy": 0.93,
-                      "per_class_accuracy": [0.9, 0.96]}, out, {"model": "tdp-fraction", "tdp_w": 5.0}, "adb:R5CT10ABCDE")
-    assert row["energy"]["source"] == "estimated" and "charger" in row["energy"]["meters_unavailable"]["android-battery"]
+    compiled = CompiledArtifact(target="pixel", backend="litert", precision="int8", status="ok", accuracy=0.93,
+                                per_class_accuracy=[0.9, 0.96])
+    row = result_row(compiled, out, {"model": "tdp-fraction", "tdp_w": 5.0}, "adb:R5CT10ABCDE")
+    assert row.energy.source == "estimated" and "charger" in row.energy.meters_unavailable["android-battery"]
     # accuracy comes from the compile check of this artifact, and the row says so
-    assert row["accuracy"] == 0.93 and row["accuracy_source"].startswith("build machine")
-    assert row["measured_by"] == "benchmark_model"
+    assert row.accuracy == 0.93 and row.accuracy_source.startswith("build machine")
+    assert row.measured_by == "benchmark_model"
 
 
 def test_names_and_paths_cannot_run_commands_on_the_phone(phone, tmp_path):
@@ -212,8 +215,9 @@ def test_an_absent_or_unauthorized_phone_is_unreachable(phone, monkeypatch, stat
     with pytest.raises(DeviceUnreachable) as caught:
         runner.profile(job_for(phone.model))
     assert caught.value.retry is retried
-    row = ProfileStage._attempt(runner, job_for(phone.model), {"target": "pixel", "backend": "litert", "precision": "int8"}, None, 0)
-    assert row["status"] == "unreachable" and "R5CT10ABCDE" in row["reason"]
+    compiled = CompiledArtifact(target="pixel", backend="litert", precision="int8", status="ok")
+    row = ProfileStage._attempt(runner, job_for(phone.model), compiled, None, 0)
+    assert row.status == "unreachable" and "R5CT10ABCDE" in row.reason
     check = runner.check()
     assert check["reachable"] is False
 
@@ -257,14 +261,15 @@ def test_a_phone_row_reaches_report_json_with_only_what_the_tool_printed():
     from edgekd.report.build import build_report
 
     bench = AdbRunner.result((FIXTURES / "newer.txt").read_text() + "\nedgekd-rc 0\n", {"cov_threshold": 0.1}, energy_on=False)
-    compiled = {"target": "pixel-8", "backend": "litert", "precision": "int8", "status": "ok", "reason": "", "path": "m.tflite",
-                "accuracy": 0.93, "per_class_accuracy": [0.9, 0.96]}
+    compiled = CompiledArtifact(target="pixel-8", backend="litert", precision="int8", status="ok", path="m.tflite",
+                                accuracy=0.93, per_class_accuracy=[0.9, 0.96])
     row = result_row(compiled, bench, {"model": "tdp-fraction", "tdp_w": 5.0}, "adb:R5CT10ABCDE")
-    assert row["latency_ms"]["p50"] == pytest.approx(2.48) and row["latency_ms"]["p99"] is None
-    assert row["latency_ms"]["measured_by"] == "benchmark_model"
-    figures = {"accuracy": 0.95, "per_class_accuracy": [0.94, 0.96]}
-    report = build_report({"profile": {"artifacts": [row]}, "compile": {"artifacts": [compiled]},
-                           "prune": {"class_names": ["0", "1"], "figures": figures}, "teacher": {"figures": figures}}, "t")
+    assert row.latency_ms.p50 == pytest.approx(2.48) and row.latency_ms.p99 is None
+    assert row.latency_ms.measured_by == "benchmark_model"
+    figures = Figures(accuracy=0.95, per_class_accuracy=[0.94, 0.96])
+    report = build_report(CompileRecord(artifacts=[compiled]), ProfileRecord(artifacts=[row], test_samples=100),
+                          figures, figures, ["0", "1"], "t")
+    Report.model_validate(report)
     (artifact,) = report["artifacts"]
     assert artifact["status"] == "ok" and artifact["accuracy"] == 0.93
     assert artifact["latency_ms"]["p50"] == pytest.approx(2.48) and artifact["latency_ms"]["p99"] is None
