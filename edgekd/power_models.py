@@ -10,19 +10,23 @@ from __future__ import annotations
 from typing import Any, Callable
 
 from .errors import ConfigError
+from .registry import Registry
 
-POWER_MODELS: dict[str, Callable[[dict[str, Any], dict[str, Any]], dict[str, Any]]] = {}
+# name -> fn(the target's power block, one benchmark result) -> energy dict
+POWER_MODELS: Registry[Callable[[dict[str, Any], dict[str, Any]], dict[str, Any]]] = Registry("power model")
 
 
-def power_model(name: str):
+def power_model(name: str, *, example: dict[str, Any]):
+    """Register ``fn(params, bench)`` as ``name``; ``example`` is a valid power block (without ``model``), for the contract tests."""
+
     def register(fn):
-        POWER_MODELS[name] = fn
-        return fn
+        fn.example = dict(example)
+        return POWER_MODELS.register(name, fn)
 
     return register
 
 
-@power_model("tdp-fraction")
+@power_model("tdp-fraction", example={"tdp_w": 15.0, "idle_fraction": 0.3, "cores": 2})
 def tdp_fraction(params: dict[str, Any], bench: dict[str, Any]) -> dict[str, Any]:
     """P = TDP x (idle_fraction + (1 - idle_fraction) x utilization).
 
@@ -53,7 +57,4 @@ def estimate(power: dict[str, Any] | None, bench: dict[str, Any]) -> dict[str, A
     """The target's power model applied to one benchmark result; None when the target has none."""
     if not power:
         return None
-    name = power.get("model")
-    if name not in POWER_MODELS:
-        raise ConfigError(f"power.model {name!r} is not a known power model; expected one of {', '.join(POWER_MODELS)}")
-    return POWER_MODELS[name](power, bench)
+    return POWER_MODELS.get(power.get("model"), key="power.model")(power, bench)

@@ -1,47 +1,24 @@
-"""A tiny name -> factory registry, shared by models, losses, stages, backends and meters.
+"""The registry of edgekd's plug-ins (models, losses, stages, backends, runners, power models).
 
-Adding a model, loss, backend or meter is one new module that decorates its
-factory with ``@REGISTRY.register("name")``.
+It is ``edgekd.ondevice.registry.Registry`` (which the device side uses too) with ``ConfigError``
+as its error, so an unknown name in a config exits 2, names the key and suggests the near miss.
+Adding a plug-in is one module that decorates it with ``@REGISTRY.register("name")``; a registry
+created with ``plugins=lambda: discover(package)`` finds such modules by themselves.
 """
 
 from __future__ import annotations
 
-from typing import Callable, Generic, Iterator, TypeVar
+from typing import Callable, TypeVar
 
 from .errors import ConfigError
+from .ondevice.registry import Registry as _Registry
+from .ondevice.registry import discover
 
 T = TypeVar("T")
 
+__all__ = ["Registry", "discover"]
 
-class Registry(Generic[T]):
-    def __init__(self, kind: str) -> None:
-        self.kind = kind
-        self._entries: dict[str, T] = {}
 
-    def register(self, name: str) -> Callable[[T], T]:
-        def decorator(obj: T) -> T:
-            if name in self._entries:
-                raise ValueError(f"{self.kind} {name!r} is registered twice")
-            self._entries[name] = obj
-            return obj
-
-        return decorator
-
-    def get(self, name: str, *, key: str | None = None) -> T:
-        """Look ``name`` up; ``key`` is the config key path named in the error."""
-        try:
-            return self._entries[name]
-        except KeyError:
-            where = f"{key}: " if key else ""
-            raise ConfigError(
-                f"{where}unknown {self.kind} {name!r}; expected one of: {', '.join(sorted(self._entries))}"
-            ) from None
-
-    def names(self) -> list[str]:
-        return sorted(self._entries)
-
-    def __contains__(self, name: object) -> bool:
-        return name in self._entries
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self.names())
+class Registry(_Registry[T]):
+    def __init__(self, kind: str, *, error: type[Exception] = ConfigError, plugins: Callable[[], object] | None = None) -> None:
+        super().__init__(kind, error=error, plugins=plugins)

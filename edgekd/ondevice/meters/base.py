@@ -16,6 +16,8 @@ from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import Callable, ClassVar, Sequence, TypeVar
 
+from ..registry import Registry
+
 
 class MeterUnavailable(Exception):
     """This meter cannot measure here; ``reason`` says why (missing device, permissions, ...)."""
@@ -25,14 +27,14 @@ class MeterUnavailable(Exception):
         self.reason = reason
 
 
-METERS: "dict[str, type[Meter]]" = {}
+# Each module of the meters package registers its meter when the package is imported (discover).
+METERS: "Registry[type[Meter]]" = Registry("meter")
 M = TypeVar("M", bound="type[Meter]")
 
 
 def register(cls: M) -> M:
     """Class decorator: make a meter reachable by its ``name`` through ``open_meter`` and ``detect``."""
-    METERS[cls.name] = cls
-    return cls
+    return METERS.register(cls.name, cls)
 
 
 def read_text(path: Path, hint: str = "") -> str:
