@@ -240,9 +240,9 @@ def build_openvino(model: torch.nn.Module, calib: torch.Tensor, work: Path) -> d
 
 def litert_timed(name: str, path: Path, threads: int, x: np.ndarray) -> Timed:
     """``set_tensor`` + ``invoke`` on an input already in the model's input dtype (quantized once, untimed)."""
-    from edgekd.backends.litert import LiteRtRunner
+    from edgekd.backends.litert.runtime import LiteRtModel
 
-    runner = LiteRtRunner(path, {"threads": threads})  # for its interpreter and operator report
+    runner = LiteRtModel(path, {"threads": threads})  # for its interpreter and operator report
     interp, detail = runner.interpreter, runner.input
     if detail["dtype"] == np.float32:
         data = np.ascontiguousarray(x, dtype=np.float32)
@@ -265,10 +265,10 @@ def litert_timed(name: str, path: Path, threads: int, x: np.ndarray) -> Timed:
 
 
 def litert_runner_timed(name: str, path: Path, threads: int, x: np.ndarray) -> Timed:
-    """edgekd's LiteRtRunner.predict: float32 in and out, int8 IO (de)quantized in numpy inside the call."""
-    from edgekd.backends.litert import LiteRtRunner
+    """edgekd's LiteRtModel.predict: float32 in and out, int8 IO (de)quantized in numpy inside the call."""
+    from edgekd.backends.litert.runtime import LiteRtModel
 
-    runner = LiteRtRunner(path, {"threads": threads})
+    runner = LiteRtModel(path, {"threads": threads})
     data = np.ascontiguousarray(x, dtype=np.float32)
     return Timed(name, lambda: runner.predict(data), {"path": str(path)})
 
@@ -279,7 +279,6 @@ def build_litert(model: torch.nn.Module, calib: torch.Tensor, work: Path) -> dic
     out.mkdir(parents=True, exist_ok=True)
     paths: dict[str, Any] = {}
     try:
-        import edgekd.backends.litert  # noqa: F401  (registers "litert" if the package does not yet)
         from edgekd.backends import BACKENDS, CompileSources
         from edgekd.quantize import prepare
 
@@ -401,7 +400,7 @@ def main() -> None:
         section: dict[str, Any] = {
             "runtime": "LiteRT XNNPACK", "ours": "edgekd_int8", "reference": "litert_torch_int8",
             "labels": {"edgekd_int8": "edgekd INT8 .tflite", "litert_torch_int8": "litert-torch PT2E INT8 .tflite",
-                       "edgekd_int8_runner": "edgekd INT8 via LiteRtRunner.predict (numpy IO quantize, context)"},
+                       "edgekd_int8_runner": "edgekd INT8 via LiteRtModel.predict (numpy IO quantize, context)"},
             "build": {k: str(v) for k, v in paths.items()}, "tool_name": "litert-benchmark",
         }
         raw["sections"]["litert"] = section

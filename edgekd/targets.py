@@ -58,8 +58,9 @@ class DeviceSpec(_Strict):
     host_key_checking: Literal["yes", "accept-new"] = Field(
         "yes", description="ssh StrictHostKeyChecking: yes refuses unknown hosts; accept-new trusts a first key; never off")
     connect_timeout_s: int = Field(10, ge=1, description="ssh/adb: seconds to wait for the connection")
-    tool: Literal["benchmark_model", "trtexec", "benchmark_app"] | None = Field(
-        None, description="ssh: time the artifact with the device's own tool instead of the Python benchmark")
+    tool: str | None = Field(
+        None, description="ssh: time the artifact with the device's own tool instead of the Python benchmark "
+                          "(one a backend declares: benchmark_app, benchmark_model, trtexec)")
     tool_path: str | None = Field(None, description="ssh: the tool on the device (default: its name, found on PATH)")
     tool_args: list[str] = Field(default_factory=list, description="extra arguments for the tool (each quoted)")
     benchmark_model: str | None = Field(None, description="adb: this machine's path of an Android benchmark_model binary, pushed to the phone")
@@ -73,6 +74,16 @@ class DeviceSpec(_Strict):
         """A destination starting with '-' would be read as an option; whitespace is never part of one."""
         if value is not None and (not value or value.startswith("-") or any(c.isspace() for c in value)):
             raise ValueError(f"{value!r} is not a device address (no leading '-', no spaces)")
+        return value
+
+    @field_validator("tool")
+    @classmethod
+    def _tool(cls, value: str | None) -> str | None:
+        """A tool some backend declares (edgekd/backends/<name>/__init__.py), which the SSH runner can drive."""
+        from .ondevice.backend_info import device_tools
+
+        if value is not None:
+            device_tools().get(value)  # ValueError naming the near miss and the declared tools
         return value
 
 

@@ -1,6 +1,9 @@
-"""Compile backends. Importing this package registers every backend module."""
+"""Compile backends, one folder each (see ``base``); the registries find the folders, no list names them.
 
-from . import coreml, litert, onnxruntime, openvino, tensorrt  # noqa: F401  (registration)
-from .base import BACKENDS, Backend, CompileSources, NotRunnable, Runner
+Light on purpose: importing a backend's declaration or runtime imports this package, and the local
+profiler's fresh process (whose peak memory is reported) must not pull in torch or a converter.
+"""
 
-__all__ = ["BACKENDS", "Backend", "CompileSources", "NotRunnable", "Runner"]
+from .base import BACKENDS, DEVICE_TOOLS, Backend, CompileSources, DeviceTool, Model, NotRunnable
+
+__all__ = ["BACKENDS", "DEVICE_TOOLS", "Backend", "CompileSources", "DeviceTool", "Model", "NotRunnable"]

@@ -1,9 +1,17 @@
-"""The backend interface: build an artifact for one precision, then run it in its own runtime.
+"""The converter side of a backend: build an artifact for one precision, inspect it, load it.
 
-A backend is one module that subclasses ``Backend`` and registers itself in
-``BACKENDS``. The compile stage gives it a ``CompileSources`` (the verified
-ONNX files and the PyTorch models they came from) and gets back a file it can
-load into a ``Runner`` that predicts logits and reports which operators ran where.
+A backend is one folder, ``edgekd/backends/<name>/``:
+
+* ``__init__.py`` declares it (``edgekd.ondevice.backend_info.declare``: the modules that provide its
+  runtime, its pip packages, an optional device tool) and imports nothing heavier;
+* ``runtime.py`` is its loaded artifact, an ``edgekd.ondevice.runtimes.Model`` registered in ``RUNTIMES``
+  (standard library, numpy and the vendor runtime only: it is copied to devices);
+* ``backend.py`` subclasses ``Backend`` and registers it in ``BACKENDS`` (it may import torch);
+* ``tool.py`` (optional) drives the device tool it declared, registered in ``DEVICE_TOOLS``.
+
+No list names the folders: the registries discover them on first lookup. The compile stage gives a
+backend a ``CompileSources`` (the verified ONNX files and the PyTorch models they came from) and
+gets back a file that ``load`` turns into a ``Model``.
 """
 
 from __future__ import annotations
@@ -11,12 +19,18 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, ClassVar
+from typing import TYPE_CHECKING, Any, Callable, ClassVar
 
-import numpy as np
-import torch
+from ..ondevice.runtimes import Model, Unavailable, load, package_version
+from ..registry import Registry, discover
 
-from ..registry import Registry
+if TYPE_CHECKING:  # torch only for the annotations: importing a backend's declaration must stay light
+    import torch
+
+__all__ = ["BACKENDS", "DEVICE_TOOLS", "Backend", "CompileSources", "DeviceTool", "Model", "NotRunnable", "package_version"]
+
+# Raised by ``Backend.load`` where the runtime does not exist here (the artifact is still built and checked).
+NotRunnable = Unavailable
 
 
 @dataclass
@@ -26,28 +40,9 @@ class CompileSources:
     input_shape: tuple[int, int, int]
     fp32_onnx: Path  # verified FP32 ONNX (export stage)
     int8_onnx: Path | None  # verified QDQ ONNX with the learned scales (export stage), None without quantization
-    fp32_model: Callable[[], torch.nn.Module]  # the FP32 PyTorch student, built on demand
-    int8_graph: Callable[[], torch.fx.GraphModule] | None  # converted PT2E graph (QDQ ops, weights not folded)
+    fp32_model: Callable[[], "torch.nn.Module"]  # the FP32 PyTorch student, built on demand
+    int8_graph: Callable[[], "torch.fx.GraphModule"] | None  # converted PT2E graph (QDQ ops, weights not folded)
     metadata: dict[str, Any] = field(default_factory=dict)
-
-
-class Runner(ABC):
-    """A loaded artifact. ``predict`` takes float32 NCHW inputs and returns float32 logits."""
-
-    @abstractmethod
-    def predict(self, x: np.ndarray) -> np.ndarray: ...
-
-    def predict_batched(self, x: np.ndarray) -> np.ndarray:
-        """Batch-1 calls, as deployed artifacts are built and profiled at batch 1."""
-        return np.concatenate([self.predict(x[i : i + 1]) for i in range(len(x))])
-
-    def operator_report(self) -> dict[str, Any]:
-        """Op types and where they ran (delegate, accelerator, precision) or fell back."""
-        return {}
-
-
-class NotRunnable(Exception):
-    """Raised by ``Backend.load`` where the runtime does not exist here (the artifact is still built and checked)."""
 
 
 class Backend(ABC):
@@ -66,22 +61,31 @@ class Backend(ABC):
     def build(self, sources: CompileSources, precision: str, out_dir: Path, options: dict[str, Any]) -> Path:
         """Write the artifact for ``precision`` under ``out_dir`` (atomically) and return its path."""
 
-    @abstractmethod
-    def load(self, path: Path, options: dict[str, Any]) -> Runner:
-        """Load the artifact in its own runtime; raise NotRunnable with the reason where it cannot run here."""
+    def load(self, path: Path, options: dict[str, Any]) -> Model:
+        """The artifact in its own runtime (the backend's registered ``Model``); NotRunnable says why it cannot run here."""
+        return load(self.name, path, options)
 
     def inspect(self, path: Path) -> dict[str, Any]:
         """Static checks of the artifact (inputs, outputs, op types, precision) that need no runtime."""
         return {}
 
 
-BACKENDS: Registry[type[Backend]] = Registry("backend")
+BACKENDS: Registry[type[Backend]] = Registry("backend", plugins=lambda: discover(__package__, "backend"))
 
 
-def package_version(name: str) -> str:
-    from importlib.metadata import PackageNotFoundError, version
+class DeviceTool(ABC):
+    """A device's own benchmark (benchmark_app, trtexec, ...) that a target's ``device.tool`` names."""
 
-    try:
-        return f"{name} {version(name)}"
-    except PackageNotFoundError:
-        return ""
+    @abstractmethod
+    def command(self, path: str, artifact: str, options: dict[str, Any], settings: dict[str, Any], extra: list[str]) -> list[str]:
+        """The tool's command line (``path``: the tool; ``artifact``: the artifact's path on the device)."""
+
+    @abstractmethod
+    def parse(self, output: str, cov_threshold: float | None = None) -> dict[str, Any]:
+        """Its printed statistics as a latency dict (see ``edgekd.runners.base.tool_latency``); ValueError without them."""
+
+    def peak_memory_mb(self, output: str) -> float | None:
+        return None
+
+
+DEVICE_TOOLS: Registry[type[DeviceTool]] = Registry("device tool", plugins=lambda: discover(__package__, "tool"))

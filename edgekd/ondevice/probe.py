@@ -14,15 +14,8 @@ import platform
 import shutil
 import sys
 
-# backend -> the modules that provide it, first importable wins (as runtimes.py loads them)
-RUNTIMES = {
-    "onnxruntime": ("onnxruntime",),
-    "openvino": ("openvino",),
-    "litert": ("ai_edge_litert.interpreter", "tflite_runtime.interpreter"),
-    "tensorrt": ("tensorrt",),
-    "coreml": ("coremltools",),
-}
-TOOLS = ("benchmark_model", "trtexec", "benchmark_app", "taskset", "tar")
+# Beside the backends' own tools (each backend declares its runtime's modules and its tool).
+TOOLS = ("taskset", "tar")
 
 
 def _version(module_name: str) -> str:
@@ -31,13 +24,15 @@ def _version(module_name: str) -> str:
 
 
 def runtimes() -> dict[str, dict[str, str | bool]]:
+    from .backend_info import BACKEND_INFO  # standard library only, as this module
+
     found: dict[str, dict[str, str | bool]] = {}
-    for backend, modules in RUNTIMES.items():
-        if backend == "coreml" and platform.system() != "Darwin":  # importing coremltools elsewhere takes seconds, for nothing
-            found[backend] = {"ok": False, "reason": f"Core ML runs only on macOS (this is {platform.system()})"}
+    for backend, info in BACKEND_INFO.items():
+        if info.systems and platform.system() not in info.systems:  # e.g. importing coremltools off macOS: seconds, for nothing
+            found[backend] = {"ok": False, "reason": f"{backend} runs only on {', '.join(info.systems)} (this is {platform.system()})"}
             continue
         errors = []
-        for name in modules:
+        for name in info.modules:
             try:
                 importlib.import_module(name)
                 found[backend] = {"ok": True, "version": _version(name)}
@@ -47,6 +42,12 @@ def runtimes() -> dict[str, dict[str, str | bool]]:
         else:
             found[backend] = {"ok": False, "reason": "; ".join(errors)}
     return found
+
+
+def tools() -> dict[str, str | None]:
+    from .backend_info import device_tools
+
+    return {tool: shutil.which(tool) for tool in [*device_tools().names(), *TOOLS]}
 
 
 def meters() -> dict[str, object]:
@@ -80,7 +81,7 @@ def probe() -> dict[str, object]:
         "numpy": numpy_version,
         "runtimes": runtimes(),
         "meters": meters(),
-        "tools": {tool: shutil.which(tool) for tool in TOOLS},
+        "tools": tools(),
     }
 
 

@@ -1,13 +1,16 @@
 """A Linux (or macOS) device over SSH: the same benchmark as here, run there, brought back as JSON.
 
 One ``ssh`` session per artifact streams a tar of the self-contained
-``edgekd/ondevice`` package (as ``edgekd_ondevice``, so an edgekd installed on
-the device is never imported instead), the artifact's files and the test slice
-into a ``mktemp -d`` directory, runs ``python -m edgekd_ondevice.bench`` there
+``edgekd/ondevice`` package and each backend's runtime, in edgekd's own layout
+under the name ``edgekd_ondevice`` (so an edgekd installed on the device is never
+imported instead, and the runtimes' relative imports resolve as they do here),
+the artifact's files and the test slice into a ``mktemp -d`` directory, runs
+``python -m edgekd_ondevice.ondevice.bench`` there
 (latency protocol, on-device accuracy, the device's energy meter) and prints
 the result; a shell trap removes the directory however the run ends. With
-``device.tool`` the device's own ``benchmark_model``, ``trtexec`` or
-``benchmark_app`` times the artifact instead and its output is parsed.
+``device.tool`` the device's own tool that a backend declares (``benchmark_model``,
+``trtexec``, ``benchmark_app``; ``edgekd/backends/<name>/tool.py``) times the
+artifact instead and its output is parsed.
 
 The system ``ssh`` client is used, so ``~/.ssh/config``, agents and keys work as
 they do for the user. Host keys are always checked (``StrictHostKeyChecking=yes``,
@@ -30,10 +33,11 @@ from pathlib import Path
 from typing import Any
 
 from .. import ondevice
-from .adb import benchmark_model_args, parse_benchmark_model, parse_memory
-from .base import RUNNERS, DeviceFailed, DeviceRunner, DeviceUnreachable, HostKeyRefused, ProfileJob, tail, tool_latency, tool_result
+from ..backends import DEVICE_TOOLS
+from .base import RUNNERS, DeviceFailed, DeviceRunner, DeviceUnreachable, HostKeyRefused, ProfileJob, tail, tool_result
 
-PACKAGE = "edgekd_ondevice"  # the ondevice package's name on the device
+PACKAGE = "edgekd_ondevice"  # edgekd's name on the device: the ondevice package and the backends' runtimes only
+DEVICE_SIDE = ("__init__.py", "runtime.py")  # what a backend folder holds for the device: its declaration and its runtime
 NO_RESULT = 86  # the remote script's exit status when it stopped before the tool ran
 MARKER = "@@edgekd-result@@"
 
@@ -116,13 +120,24 @@ def remote_command(limit_s: float, argv: list[str]) -> str:
     return " ".join(shlex.quote(w) for w in ["sh", "-c", RUN_SCRIPT, "edgekd", str(int(math.ceil(limit_s))), *argv])
 
 
+def _empty(tar: tarfile.TarFile, arcname: str) -> None:
+    tar.addfile(tarfile.TarInfo(arcname))  # a package marker: edgekd's own __init__ files import the host side
+
+
 def pack(tar_path: Path, files: list[Path], data: Path | None) -> None:
-    """The ondevice package (no caches), the artifact's files under files/ and the test slice as data/test.npz."""
+    """edgekd_ondevice/ (edgekd/ondevice without caches, and each backend folder's declaration and runtime),
+    the artifact's files under files/ and the test slice as data/test.npz."""
     source = Path(ondevice.__file__).parent
+    backends = source.parent / "backends"
     with tarfile.open(tar_path, "w") as tar:
+        _empty(tar, f"{PACKAGE}/__init__.py")
         for path in sorted(source.rglob("*")):
             if path.is_file() and "__pycache__" not in path.parts and path.suffix != ".pyc":
-                tar.add(path, arcname=f"{PACKAGE}/{path.relative_to(source).as_posix()}", recursive=False)
+                tar.add(path, arcname=f"{PACKAGE}/ondevice/{path.relative_to(source).as_posix()}", recursive=False)
+        _empty(tar, f"{PACKAGE}/backends/__init__.py")
+        for folder in sorted(p for p in backends.iterdir() if (p / "runtime.py").is_file()):
+            for name in DEVICE_SIDE:
+                tar.add(folder / name, arcname=f"{PACKAGE}/backends/{folder.name}/{name}", recursive=False)
         for file in files:
             tar.add(file, arcname=f"files/{file.name}")
         if data is not None:
@@ -139,70 +154,6 @@ def classify(returncode: int, stderr: str, label: str) -> None:
         raise DeviceUnreachable(f"{label}: login refused ({tail(stderr, 1)}); set up key login (ssh-copy-id) or device.identity_file",
                                 retry=False)
     raise DeviceUnreachable(f"{label}: {tail(stderr, 2) or f'ssh exited {returncode}'}")
-
-
-def parse_trtexec(output: str, cov_threshold: float | None = None) -> dict[str, Any]:
-    """trtexec's performance summary: the end-to-end ``Latency:`` line (not H2D, D2H or GPU compute), in ms."""
-    found = None
-    for line in output.splitlines():
-        text = re.sub(r"^(\[[^\]]*\]\s*)+", "", line.strip())
-        if text.startswith("Latency:"):
-            found = text
-    if found is None or "&&&& FAILED" in output:
-        raise ValueError(f"no trtexec 'Latency:' summary line: {tail(output)}")
-    values = dict(re.findall(r"(min|max|mean|median|percentile\(\d+%\)) = ([-+\d.eE]+) ms", found))
-    trace = re.search(r"Timing trace has (\d+) queries", output)
-    load = re.search(r"Engine (?:loaded|deserialized) in ([\d.]+) sec", output)
-    number = lambda key: float(values[key]) if key in values else None  # noqa: E731
-    return tool_latency("trtexec", cov_threshold, p50=number("median"), p90=number("percentile(90%)"),
-                        p95=number("percentile(95%)"), p99=number("percentile(99%)"), mean=number("mean"),
-                        min=number("min"), max=number("max"), runs=int(trace.group(1)) if trace else None,
-                        load_ms=float(load.group(1)) * 1000 if load else None)
-
-
-def parse_benchmark_app(output: str, cov_threshold: float | None = None) -> dict[str, Any]:
-    """OpenVINO benchmark_app's statistics report (Median or an N-percentile, Average, Min, Max; ms or us)."""
-
-    def ms(label: str) -> float | None:
-        match = re.search(rf"^\[ INFO \]\s+{label}:\s+([\d.]+) (ms|us)\s*$", output, re.M)
-        return None if match is None else float(match.group(1)) / (1000.0 if match.group(2) == "us" else 1.0)
-
-    count = re.search(r"Count:\s+(\d+) iterations", output)
-    if count is None or ms("Average") is None:
-        raise ValueError(f"no benchmark_app statistics (Count, Latency) in its output: {tail(output)}")
-    percentile = re.search(r"^\[ INFO \]\s+(\d+) percentile:", output, re.M)
-    extra = {f"p{percentile.group(1)}": ms(rf"{percentile.group(1)} percentile")} if percentile else {}
-    load = [float(m) for m in re.findall(r"(?:Read|Compile) model took ([\d.]+) ms", output)]
-    first = re.search(r"First inference took ([\d.]+) ms", output)
-    return tool_latency("benchmark_app", cov_threshold, p50=ms("Median"), mean=ms("Average"), min=ms("Min"), max=ms("Max"),
-                        runs=int(count.group(1)), load_ms=sum(load) if load else None,
-                        first_inference_ms=float(first.group(1)) if first else None,
-                        warmup_runs=1 if first else None, **extra)
-
-
-def tool_command(tool: str, path: str, job: ProfileJob, extra: list[str]) -> list[str]:
-    """The device tool's command line for the profile section's protocol."""
-    s, artifact = job.settings, f"files/{job.artifact.name}"
-    threads = job.options.get("threads")
-    if tool == "benchmark_model":
-        return benchmark_model_args(path, artifact, job.options, s, extra)
-    if tool == "trtexec":
-        # --avgRuns=1: statistics over single inferences, not over averages of 10.
-        return [path, f"--loadEngine={artifact}", f"--warmUp={int(float(s.get('warmup_s', 2.0)) * 1000)}",
-                f"--iterations={int(s.get('runs', 1000))}", f"--duration={int(math.ceil(float(s.get('min_seconds', 2.0))))}",
-                "--avgRuns=1", "--useSpinWait", *extra]
-    if tool == "benchmark_app":
-        command = [path, "-m", artifact, "-d", str(job.options.get("device", "CPU")), "-api", "sync",
-                   "-niter", str(int(s.get("runs", 1000))), "-t", str(max(1, int(math.ceil(float(s.get("min_seconds", 2.0))))))]
-        # benchmark_app takes thread and stream counts only without a performance hint
-        command += ["-hint", "none", "-nthreads", str(int(threads)), "-nstreams", "1"] if threads else ["-hint", "latency"]
-        if job.options.get("inference_precision"):  # as the Python runtime: no silent bf16 on AMX CPUs
-            command += ["-infer_precision", str(job.options["inference_precision"])]
-        return command + extra
-    raise ValueError(f"device.tool {tool!r}: expected benchmark_model, trtexec or benchmark_app")
-
-
-PARSERS = {"benchmark_model": parse_benchmark_model, "trtexec": parse_trtexec, "benchmark_app": parse_benchmark_app}
 
 
 @RUNNERS.register("ssh")
@@ -242,7 +193,7 @@ class SshRunner(DeviceRunner):
         if tool:
             return self._profile_with_tool(tool, job)
         python = str(self.device.get("python") or "python3")
-        argv = [python, "-m", f"{PACKAGE}.bench", "--artifact", f"files/{job.artifact.name}", "--backend", job.backend,
+        argv = [python, "-m", f"{PACKAGE}.ondevice.bench", "--artifact", f"files/{job.artifact.name}", "--backend", job.backend,
                 "--data", "data/test.npz", "--options", json.dumps(job.options), "--out", "result.json", *job.bench_args]
         if self.device.get("pin"):
             argv += ["--pin", ",".join(map(str, self.device["pin"]))]
@@ -256,24 +207,25 @@ class SshRunner(DeviceRunner):
 
     def _profile_with_tool(self, tool: str, job: ProfileJob) -> dict[str, Any]:
         path = str(self.device.get("tool_path") or tool)
-        argv = tool_command(tool, path, job, [str(a) for a in self.device.get("tool_args") or []])
+        driver = DEVICE_TOOLS.get(tool, key=f"{self.label}: device.tool")()
+        argv = driver.command(path, f"files/{job.artifact.name}", job.options, job.settings,
+                              [str(a) for a in self.device.get("tool_args") or []])
         output, _, _ = self.run(argv, job.files, None, job.timeout_s)
         output, _, rc = output.rpartition("edgekd-rc ")
         if rc.strip() != "0":
             raise DeviceFailed(f"{self.label}: {tool} exited {rc.strip()}: {tail(output)}")
         try:
-            latency = PARSERS[tool](output, job.settings.get("cov_threshold"))
+            latency = driver.parse(output, job.settings.get("cov_threshold"))
         except ValueError as why:
             raise DeviceFailed(f"{self.label}: {why}") from None
-        memory = parse_memory(output) if tool == "benchmark_model" else {"peak_memory_mb": None}
         return tool_result(tool, latency, {"cpu": "", "threads": job.options.get("threads")}, output,
-                           peak_memory_mb=memory["peak_memory_mb"])
+                           peak_memory_mb=driver.peak_memory_mb(output))
 
     def check(self) -> dict[str, Any]:
         """Connect, copy the ondevice package and run its probe: Python, runtimes, meters, tools."""
         python = str(self.device.get("python") or "python3")
         try:
-            output, _, _ = self.run([python, "-m", f"{PACKAGE}.probe"], [], None, 120)
+            output, _, _ = self.run([python, "-m", f"{PACKAGE}.ondevice.probe"], [], None, 120)
         except (DeviceUnreachable, DeviceFailed) as why:
             return {"reachable": False, "reason": str(why), "host_key_refused": isinstance(why, HostKeyRefused)}
         body, _, rc = output.rpartition("edgekd-rc ")

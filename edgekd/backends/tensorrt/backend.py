@@ -1,79 +1,21 @@
-"""TensorRT (.engine) from the verified ONNX files: FP16, and INT8 from the explicit QDQ model.
-
-* fp16: the FP32 ONNX with ``BuilderFlag.FP16`` (TensorRT picks fp16 or fp32 per layer).
-* int8: the QDQ ONNX (learned scales, explicit quantization) with ``BuilderFlag.INT8`` and FP16
-  for the layers the Q/DQ pairs leave in float. Nothing is calibrated.
-
-Options: ``workspace`` (MiB, default 1024), ``timing_cache`` (a file, loaded if present and saved
-after the build), ``max_batch`` (upper bound of the optimization profile for a dynamic batch,
-default 1), ``device`` (CUDA device index, default 0).
-
-The engine is specific to the GPU and the TensorRT version that built it. ``tensorrt`` is imported
-only inside the methods, so this module imports (and registers) without it; ``unavailable``
-says why it cannot build here.
-"""
+"""Builds TensorRT engines from the verified ONNX files (see the package's docstring)."""
 
 from __future__ import annotations
 
-import json
-from collections import Counter
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
-from ..errors import ModelError
-from ..io import atomic_path
-from .base import BACKENDS, Backend, CompileSources, Runner, package_version
+from ...errors import ModelError
+from ...io import atomic_path
+from ..base import BACKENDS, Backend, CompileSources, package_version
 
 
 def _trt():
     import tensorrt
 
     return tensorrt
-
-
-def _layer_precision(layer: dict[str, Any]) -> str:
-    """The output precision of one layer from the inspector's JSON ("Row major linear FP16 format", "Int8 ...")."""
-    formats = " ".join(str(o.get("Format/Datatype", "")) for o in layer.get("Outputs", []) if isinstance(o, dict))
-    for token, name in (("Int8", "int8"), ("FP8", "fp8"), ("FP16", "fp16"), ("Half", "fp16"), ("BF16", "bf16"), ("FP32", "fp32"), ("Float", "fp32"), ("Int32", "int32")):
-        if token in formats:
-            return name
-    return "unknown"
-
-
-class TensorRtRunner(Runner):
-    def __init__(self, path: Path, options: dict[str, Any]) -> None:
-        from ..ondevice._tensorrt import TensorRtModel
-
-        self.model = TensorRtModel(path, options)
-        self.trt, self.engine, self.context = self.model.trt, self.model.engine, self.model.context
-
-    def predict(self, x: np.ndarray) -> np.ndarray:
-        return self.model.predict(x)
-
-    def operator_report(self) -> dict[str, Any]:
-        """Layers, their types and output precisions from the engine inspector (needs a DETAILED build)."""
-        trt = self.trt
-        inspector = self.engine.create_engine_inspector()
-        for attribute in ("execution_context", "context"):  # renamed across TensorRT 10 releases
-            if hasattr(inspector, attribute):
-                try:
-                    setattr(inspector, attribute, self.context)
-                    break
-                except Exception:
-                    continue
-        info = json.loads(inspector.get_engine_information(trt.LayerInformationFormat.JSON))
-        layers = info.get("Layers", []) if isinstance(info, dict) else []
-        detailed = [layer for layer in layers if isinstance(layer, dict)]
-        return {
-            "layers": len(layers),
-            "layer_types": dict(Counter(layer.get("LayerType", "?") for layer in detailed)),
-            "layer_precisions": dict(Counter(_layer_precision(layer) for layer in detailed)),
-            "tactics": dict(Counter(str(layer.get("TacticName", "")) for layer in detailed if layer.get("TacticName"))),
-            "fallback_ops": [],  # TensorRT either builds every layer on the GPU or fails the build
-        }
 
 
 @BACKENDS.register("tensorrt")
@@ -157,9 +99,6 @@ class TensorRtBackend(Backend):
             profile.set_shape(tensor.name, (1, *rest), (1, *rest), (max(1, max_batch), *rest))
         if dynamic:
             config.add_optimization_profile(profile)
-
-    def load(self, path: Path, options: dict[str, Any]) -> Runner:
-        return TensorRtRunner(path, options)
 
     def inspect(self, path: Path) -> dict[str, Any]:
         return {"engine_bytes": Path(path).stat().st_size}

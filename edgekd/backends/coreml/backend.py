@@ -1,52 +1,22 @@
-"""Core ML (.mlpackage, ML Program) with coremltools: FP16, and INT8 weights on top of FP16.
-
-* fp16: the FP32 PyTorch student captured with ``torch.export`` (decomposed to ATen, the path
-  coremltools 8+ converts; TorchScript tracing is the fallback), converted with
-  ``compute_precision=FLOAT16``. Input and output stay float32 (a cast at each end).
-* int8: the fp16 program with ``linear_quantize_weights`` (int8, symmetric, per output channel):
-  **weights only**. Weights are stored as int8 and dequantized to fp16 when the model loads
-  (``constexpr_affine_dequantize``); activations and compute stay fp16. This is not the
-  learned PT2E activation quantization the other INT8 artifacts use.
-
-Core ML runs only on macOS: elsewhere ``load`` raises ``NotRunnable`` and ``inspect`` verifies the
-program without running it (IO names and shapes, MIL op types, precision, weight dtypes).
-"""
+"""Builds Core ML programs with coremltools (see the package's docstring); they are verified here and run on macOS."""
 
 from __future__ import annotations
 
 import json
 import os
-import platform
 import shutil
 import tempfile
-import warnings
-from collections import Counter
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from ..errors import ModelError, StageError
-from ..ondevice import runtimes
-from .base import BACKENDS, Backend, CompileSources, NotRunnable, Runner, package_version
+from ...errors import ModelError, StageError
+from ..base import BACKENDS, Backend, CompileSources, package_version
+from .runtime import INPUT_NAME, OUTPUT_NAME, _ct, _first_line, _program_summary
 
-INPUT_NAME, OUTPUT_NAME = "input", "logits"
-WEIGHT_INPUTS = {"conv": "weight", "conv_transpose": "weight", "linear": "weight", "matmul": "y"}
 _META = "edgekd."  # prefix of the metadata keys this backend writes
-
-
-def _ct():
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # version-compatibility chatter (torch, scikit-learn) on import
-        import coremltools
-
-    return coremltools
-
-
-def _first_line(error: BaseException) -> str:
-    text = str(error).strip()
-    return next((line.strip() for line in text.splitlines() if line.strip()), type(error).__name__)
 
 
 def _capture(model: torch.nn.Module, example: tuple[torch.Tensor, ...]):
@@ -79,78 +49,10 @@ def _save_package(model, path: Path) -> None:
         shutil.rmtree(staging, ignore_errors=True)
 
 
-def _dtype_name(ct, value: int) -> str:
-    return ct.proto.MIL_pb2.DataType.Name(value)
-
-
 def _feature(ct, feature) -> dict[str, Any]:
     array = feature.type.multiArrayType
     data_type = ct.proto.FeatureTypes_pb2.ArrayFeatureType.ArrayDataType.Name(array.dataType)
     return {"name": feature.name, "shape": [int(d) for d in array.shape], "dtype": data_type}
-
-
-def _main_block(spec):
-    function = spec.mlProgram.functions["main"]
-    return function.block_specializations[function.opset]
-
-
-def _program_summary(ct, spec) -> dict[str, Any]:
-    operations = list(_main_block(spec).operations)
-    producers = {out.name: op for op in operations for out in op.outputs}
-    constants = {"const", "constexpr_affine_dequantize", "constexpr_blockwise_shift_scale", "constexpr_lut_to_dense"}
-    compute = [op for op in operations if op.type not in constants]
-    ops = Counter(op.type for op in compute)
-    # Precision of the compute ops (the casts at the IO boundary excluded).
-    precision = Counter(_dtype_name(ct, op.outputs[0].type.tensorType.dataType) for op in compute if op.type != "cast" and op.outputs)
-    weights: Counter = Counter()
-    for op in compute:
-        name = WEIGHT_INPUTS.get(op.type)
-        argument = op.inputs.get(name) if name else None
-        if argument is None or not argument.arguments or not argument.arguments[0].name:
-            continue
-        producer = producers.get(argument.arguments[0].name)
-        if producer is None:
-            continue
-        if producer.type == "const":
-            weights[_dtype_name(ct, producer.attributes["val"].type.tensorType.dataType)] += 1
-        elif any(key in producer.attributes for key in ("quantized_data", "data")):  # constexpr_* (compressed weights)
-            key = "quantized_data" if "quantized_data" in producer.attributes else "data"
-            weights[_dtype_name(ct, producer.attributes[key].type.tensorType.dataType)] += 1
-        else:
-            weights[producer.type] += 1
-    return {"ops": dict(ops), "const_ops": len(operations) - len(compute), "compute_dtypes": dict(precision), "weight_dtypes": dict(weights)}
-
-
-class CoreMlRunner(Runner):
-    def __init__(self, path: Path, options: dict[str, Any]) -> None:
-        self.path = Path(path)
-        self._runtime_model = runtimes.load("coreml", path, options)
-        self.model = self._runtime_model.model
-        self.compute_units = self.model.compute_unit
-
-    def predict(self, x: np.ndarray) -> np.ndarray:
-        return self._runtime_model.predict(x)
-
-    def operator_report(self) -> dict[str, Any]:
-        """Where each MIL op is planned to run (CPU/GPU/Neural Engine), from Core ML's compute plan (macOS 14.4+)."""
-        ct = _ct()
-        report: dict[str, Any] = {"ops": _program_summary(ct, self.model.get_spec())["ops"], "fallback_ops": []}
-        try:
-            from coremltools.models.compute_plan import MLComputePlan
-
-            plan = MLComputePlan.load_from_path(path=self.model.get_compiled_model_path(), compute_units=self.compute_units)
-            devices: dict[str, Counter] = {}
-            for operation in plan.model_structure.program.functions["main"].block.operations:
-                if operation.operator_name.startswith("const"):
-                    continue
-                usage = plan.get_compute_device_usage_for_mlprogram_operation(operation)
-                device = type(usage.preferred_compute_device).__name__ if usage is not None else "unknown"
-                devices.setdefault(device, Counter())[operation.operator_name] += 1
-            report["ops_by_device"] = {d: dict(c) for d, c in devices.items()}
-            report["fallback_ops"] = sorted({op for d, c in devices.items() if "NeuralEngine" not in d for op in c})
-        except Exception as error:  # older macOS or coremltools: the op list alone
-            report["compute_plan_error"] = _first_line(error)
-        return report
 
 
 @BACKENDS.register("coreml")
@@ -221,11 +123,6 @@ class CoreMlBackend(Backend):
         actual = ([{k: f[k] for k in ("name", "shape")} for f in inputs], [{k: f[k] for k in ("name", "shape")} for f in outputs])
         if actual != expected:
             raise StageError(f"coreml: the program's IO {actual} does not match the student's {expected}")
-
-    def load(self, path: Path, options: dict[str, Any]) -> Runner:
-        if platform.system() != "Darwin":
-            raise NotRunnable(f"Core ML runs only on macOS (this is {platform.system()}); the spec was verified here")
-        return CoreMlRunner(path, options)
 
     def inspect(self, path: Path) -> dict[str, Any]:
         """The program without running it; raises StageError when IO differs from the shapes recorded at build."""

@@ -1,19 +1,4 @@
-"""LiteRT (.tflite) with litert-torch: FP32, FP16 (float16 weights) and full-integer INT8, run with XNNPACK.
-
-* fp32: the FP32 PyTorch student, converted as is.
-* fp16: the FP32 student with litert-torch's FP16 weight recipe (ai-edge-quantizer float casting):
-  weights are stored as float16 and a DEQUANTIZE op turns each into float32 before its consumer,
-  so the file is about half the size and compute stays float32 (XNNPACK may still pick fp16
-  kernels on CPUs that have them). This is TFLite's classic "float16 quantization".
-* int8: the converted PT2E graph (``fold_quantize=False``: litert-torch cannot lower folded int8
-  weights). A litert ``QuantConfig`` in STATIC mode makes the converter lower the graph's own
-  Q/DQ ops into int8 tensors with int8 IO; the quantizer inside it is only a mode flag, nothing is
-  re-calibrated, so every scale in the .tflite is the learned one.
-
-The interpreter is ai-edge-litert's, with its default XNNPACK delegate. The INT8 model's input and
-output are int8: ``predict`` quantizes with the input tensor's (scale, zero point) and dequantizes
-the output with the output's, so callers always pass and get float32.
-"""
+"""Builds LiteRT artifacts with litert-torch (see the package's docstring for what each precision is)."""
 
 from __future__ import annotations
 
@@ -27,10 +12,12 @@ from typing import Any, Iterator
 import numpy as np
 import torch
 
-from ..errors import ModelError
-from ..io import atomic_path
-from ..ondevice import runtimes
-from .base import BACKENDS, Backend, CompileSources, Runner, package_version
+from ...errors import ModelError
+from ...io import atomic_path
+from ..base import BACKENDS, Backend, CompileSources, package_version
+from .runtime import dtype_name as _dtype_name
+from .runtime import io_entry as _io_entry
+from .runtime import litert_interpreter as _interpreter
 
 
 @contextlib.contextmanager
@@ -54,21 +41,6 @@ def _first_line(error: BaseException) -> str:
     return next((line.strip() for line in text.splitlines() if line.strip()), type(error).__name__)
 
 
-_interpreter = runtimes.litert_interpreter
-
-
-def _dtype_name(dtype: Any) -> str:
-    return np.dtype(dtype).name
-
-
-def _io_entry(detail: dict[str, Any]) -> dict[str, Any]:
-    scale, zero_point = detail["quantization"]
-    entry = {"name": detail["name"], "shape": [int(d) for d in detail["shape"]], "dtype": _dtype_name(detail["dtype"])}
-    if scale:
-        entry["quantization"] = {"scale": float(scale), "zero_point": int(zero_point)}
-    return entry
-
-
 def quantized_tensors(path: Path) -> list[dict[str, Any]]:
     """Every per-channel quantized tensor (the weights): name, shape, dtype, scales, quantized dimension."""
     interpreter = _interpreter(path, delegates=False)
@@ -87,67 +59,6 @@ def quantized_tensors(path: Path) -> list[dict[str, Any]]:
                 }
             )
     return result
-
-
-def _delegated_node_indices(ops: list[dict[str, Any]]) -> set[int]:
-    """Original nodes replaced by a DELEGATE node.
-
-    ai-edge-litert lists every node of the model and, after delegation, one DELEGATE node per
-    partition whose inputs/outputs are the partition's boundary tensors. A partition is the set of
-    nodes reached walking back from its outputs until its inputs; nodes outside every partition
-    run on the builtin kernels.
-    """
-    producers: dict[int, dict[str, Any]] = {}
-    for op in ops:
-        if op["op_name"] != "DELEGATE":
-            for tensor in op["outputs"]:
-                producers[int(tensor)] = op
-    delegated: set[int] = set()
-    for op in ops:
-        if op["op_name"] != "DELEGATE":
-            continue
-        boundary = {int(t) for t in op["inputs"]}
-        stack = [int(t) for t in op["outputs"]]
-        seen: set[int] = set()
-        while stack:
-            tensor = stack.pop()
-            if tensor in seen or tensor in boundary or tensor not in producers:
-                continue
-            seen.add(tensor)
-            node = producers[tensor]
-            if node["index"] not in delegated:
-                delegated.add(node["index"])
-                stack.extend(int(t) for t in node["inputs"] if int(t) >= 0)
-    return delegated
-
-
-class LiteRtRunner(Runner):
-    def __init__(self, path: Path, options: dict[str, Any]) -> None:
-        self.path = Path(path)
-        self.model = runtimes.load("litert", path, options)
-        self.interpreter = self.model.interpreter
-
-    def predict(self, x: np.ndarray) -> np.ndarray:
-        return self.model.predict(x)
-
-    def operator_report(self) -> dict[str, Any]:
-        ops = self.interpreter._get_ops_details()  # no public API lists nodes; this one is stable across tflite/litert
-        model_ops = [op for op in ops if op["op_name"] != "DELEGATE"]
-        partitions = len(ops) - len(model_ops)
-        delegated = _delegated_node_indices(ops)
-        fallback = Counter(op["op_name"] for op in model_ops if op["index"] not in delegated)
-        tensors = Counter(_dtype_name(d["dtype"]) for d in _interpreter(self.path, delegates=False).get_tensor_details())
-        return {
-            "ops": dict(Counter(op["op_name"] for op in model_ops)),
-            "delegate": "XNNPACK" if partitions else None,
-            "delegate_partitions": partitions,
-            "delegated_nodes": len(delegated),
-            "total_nodes": len(model_ops),
-            "fallback_ops": sorted(fallback),
-            "fallback_op_counts": dict(fallback),
-            "tensor_dtypes": dict(tensors),
-            "io": {"input": _io_entry(self.model.input), "output": _io_entry(self.model.output)},
-        }
 
 
 @BACKENDS.register("litert")
@@ -203,9 +114,6 @@ class LiteRtBackend(Backend):
             raise ModelError("litert fp16: the converter wrote no float16 tensors; FP16 weights are not supported by the installed litert-torch")
         if precision == "int8" and "int8" not in dtypes:
             raise ModelError("litert int8: the converter wrote no int8 tensors; the graph's Q/DQ ops were not lowered")
-
-    def load(self, path: Path, options: dict[str, Any]) -> Runner:
-        return LiteRtRunner(path, options)
 
     def inspect(self, path: Path) -> dict[str, Any]:
         """IO dtypes and quantization, op counts and tensor dtypes, read without delegates or allocation."""

@@ -1,0 +1,79 @@
+"""An ONNX Runtime session on the CPU provider (or the providers the options name)."""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from collections import Counter
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from ...ondevice.runtimes import RUNTIMES, Model, package_version
+
+LEVELS = {"disable": "ORT_DISABLE_ALL", "basic": "ORT_ENABLE_BASIC", "extended": "ORT_ENABLE_EXTENDED", "all": "ORT_ENABLE_ALL"}
+
+
+@RUNTIMES.register("onnxruntime")
+class OnnxRuntimeModel(Model):
+    def __init__(self, path: Path, options: dict[str, Any]) -> None:
+        import onnxruntime as ort
+
+        self.path = Path(path)
+        so = ort.SessionOptions()
+        if options.get("threads"):
+            so.intra_op_num_threads = int(options["threads"])
+        level = options.get("optimization", "all")
+        if level not in LEVELS:
+            raise ValueError(f"onnxruntime option optimization={level!r}; expected one of {', '.join(LEVELS)}")
+        so.graph_optimization_level = getattr(ort.GraphOptimizationLevel, LEVELS[level])
+        self.session = ort.InferenceSession(str(path), so, providers=options.get("providers") or ["CPUExecutionProvider"])
+        self.input_name = self.session.get_inputs()[0].name
+        self.output_names = [o.name for o in self.session.get_outputs()]
+        first = self.session.get_inputs()[0].shape[0]
+        self.batch = first if isinstance(first, int) and first > 0 else None
+        self.runtime = package_version("onnxruntime", "onnxruntime-gpu")
+
+    def infer(self, x: np.ndarray) -> np.ndarray:
+        return self.session.run(None, {self.input_name: x})[0]
+
+    def bind(self, x: np.ndarray) -> Callable[[], object]:
+        staged = np.ascontiguousarray(x, dtype=np.float32)
+        binding = self.session.io_binding()
+        binding.bind_cpu_input(self.input_name, staged)
+        for name in self.output_names:
+            binding.bind_output(name, "cpu")
+        session = self.session
+
+        def infer(_keep_alive: np.ndarray = staged) -> None:  # the binding points into ``staged``'s memory
+            session.run_with_iobinding(binding)
+
+        return infer
+
+    def operator_report(self) -> dict[str, Any]:
+        """Provider per node, from one profiled inference (ONNX Runtime's own record of where nodes ran)."""
+        import onnx  # the build machine's: operator reports are made where artifacts are built
+        import onnxruntime as ort
+
+        options = ort.SessionOptions()
+        options.enable_profiling = True
+        with tempfile.TemporaryDirectory() as tmp:
+            options.profile_file_prefix = str(Path(tmp) / "profile")
+            sess = ort.InferenceSession(str(self.path), options, providers=["CPUExecutionProvider"])
+            shape = [d if isinstance(d, int) else 1 for d in sess.get_inputs()[0].shape]
+            sess.run(None, {self.input_name: np.zeros(shape, dtype=np.float32)})
+            events = json.loads(Path(sess.end_profiling()).read_text())
+        nodes = {  # one entry per executed node (each node logs several timing events)
+            e["name"].rsplit("_", 2)[0]: (e["args"]["op_name"], e["args"].get("provider", "?"))
+            for e in events
+            if e.get("cat") == "Node" and "op_name" in e.get("args", {})
+        }
+        by_provider: dict[str, Counter] = {}
+        for op, provider in nodes.values():
+            by_provider.setdefault(provider, Counter())[op] += 1
+        return {
+            "optimized_ops": dict(Counter(n.op_type for n in onnx.load(str(self.path)).graph.node)),
+            "executed_ops_by_provider": {p: dict(c) for p, c in by_provider.items()},
+            "fallback_ops": [],  # a CPU-only session has nothing to fall back to
+        }
