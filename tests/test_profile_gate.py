@@ -87,12 +87,14 @@ def test_report_follows_the_schema_and_percentiles_are_ordered(profiled):
 def test_profiled_accuracy_is_the_artifacts_own(profiled):
     """The benchmark process scores the whole test split in the artifact's runtime: same as the compile check."""
     result, _, _ = profiled
-    for row in result["compile"]["artifacts"]:
-        if row["status"] != "ok":
-            continue
-        a = artifact(result.report, f"{row['target']}/{row['backend']}/{row['precision']}")
-        assert a["accuracy"] == pytest.approx(row["accuracy"], abs=1e-9)
-        assert a["per_class_accuracy"] == pytest.approx(row["per_class_accuracy"], abs=1e-9)
+    checked = [row for row in result["compile"].artifacts if row.status == "ok"]
+    assert len(checked) == 3
+    for row in checked:
+        a = artifact(result.report, f"{row.target}/{row.backend}/{row.precision}")
+        assert a["accuracy"] == pytest.approx(row.accuracy, abs=1e-9)
+        assert a["per_class_accuracy"] == pytest.approx(row.per_class_accuracy, abs=1e-9)
+        profiled_row = next(p for p in result["profile"].artifacts if p.id == row.id)
+        assert profiled_row.accuracy_source == "device" and profiled_row.accuracy == a["accuracy"]
 
 
 def test_energy_without_a_meter_is_an_estimate_named_by_its_model(profiled):
