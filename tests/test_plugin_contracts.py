@@ -1,0 +1,351 @@
+"""Contracts generated from the registries: every backend, power model and energy meter that registers
+is tested here the day it is added, and nothing here lists them.
+
+Backends build a tiny CNN's artifacts from the sources the compile stage gives them (the FP32 ONNX,
+the QDQ ONNX, the PyTorch student and its converted PT2E graph), load them in their own runtime and
+must match the reference as the compile stage requires; a backend whose runtime is missing here
+skips with its own reason. ``numpy-onnx-ref``, defined below and nowhere else, shows that a backend
+registered from any module goes through the compile stage.
+
+``tiny()`` and ``built()`` are cached per process: test_backends_mobile.py reuses them, so the
+(slow, ~25 s) PT2E conversion and every artifact are made once.
+"""
+
+from __future__ import annotations
+
+import ast
+import atexit
+import copy
+import functools
+import shutil
+import subprocess
+import sys
+import tempfile
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+import yaml
+
+import edgekd
+from edgekd import onnx_export
+from edgekd.backends import BACKENDS, DEVICE_TOOLS, Backend, CompileSources, Model, NotRunnable
+from edgekd.config import CompileConfig
+from edgekd.errors import ConfigError
+from edgekd.ondevice.backend_info import BACKEND_INFO, BACKENDS_PACKAGE
+from edgekd.ondevice.meters import METERS, MeterUnavailable
+from edgekd.ondevice.registry import Registry, discover
+from edgekd.ondevice.runtimes import RUNTIMES
+from edgekd.parity import compare
+from edgekd.power_models import POWER_MODELS, estimate
+
+INPUT_SHAPE = (1, 28, 28)
+ROOT = Path(__file__).resolve().parents[1]
+SYSFS = Path(__file__).parent / "fixtures" / "sysfs"
+
+
+# ---------------------------------------------------------------- a backend registered from this module
+
+
+@RUNTIMES.register("numpy-onnx-ref")
+class ReferenceOnnxModel(Model):
+    """The FP32 ONNX as exported, run by ONNX Runtime with no graph optimization."""
+
+    def __init__(self, path: Path, options: dict[str, Any]) -> None:
+        import onnxruntime as ort
+
+        so = ort.SessionOptions()
+        so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+        self.path, self.session = path, ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+        self.runtime = f"onnxruntime {ort.__version__}"
+
+    def infer(self, x: np.ndarray) -> np.ndarray:
+        return self.session.run(None, {self.session.get_inputs()[0].name: x})[0]
+
+    def operator_report(self) -> dict[str, Any]:
+        import onnx
+
+        return {"ops": dict(Counter(n.op_type for n in onnx.load(str(self.path)).graph.node)), "fallback_ops": []}
+
+
+@BACKENDS.register("numpy-onnx-ref")
+class ReferenceOnnxBackend(Backend):
+    name = "numpy-onnx-ref"
+    precisions = ("fp32",)
+    suffix = ".onnx"
+
+    def toolchain_version(self) -> str:
+        import onnxruntime
+
+        return f"onnxruntime {onnxruntime.__version__}"
+
+    def build(self, sources: CompileSources, precision: str, out_dir: Path, options: dict[str, Any]) -> Path:
+        path = Path(out_dir) / f"model_{precision}.onnx"
+        shutil.copyfile(sources.fp32_onnx, path)
+        return path
+
+
+# ---------------------------------------------------------------- the tiny model, its sources and references
+
+
+@dataclass
+class Tiny:
+    student: torch.nn.Module
+    prepared: Any  # the fake-quant model the INT8 artifacts carry the scales of
+    int8_graph: torch.fx.GraphModule  # converted, weights not folded (what litert-torch lowers)
+    sources: CompileSources
+    inputs: np.ndarray
+    references: dict[str, np.ndarray]
+    tolerance: dict[str, float]
+    min_top1_agreement: float
+    work: Path
+
+
+@functools.lru_cache(maxsize=None)
+def tiny() -> Tiny:
+    """A half-width tiny CNN with a random classifier (logits far apart, so argmax is not decided by ties)."""
+    from edgekd import quantize
+    from edgekd.models import create_model
+
+    work = Path(tempfile.mkdtemp(prefix="edgekd-contracts-"))
+    atexit.register(shutil.rmtree, work, True)
+    torch.manual_seed(0)
+    student = create_model("tiny_cnn", num_classes=10, in_channels=1, width=0.5)
+    torch.nn.init.normal_(student.classifier.weight, std=1.0)
+    student.train()
+    with torch.no_grad():
+        for _ in range(3):
+            student(torch.randn(32, *INPUT_SHAPE))
+    student.eval()
+    prepared = quantize.prepare(student, INPUT_SHAPE, observer="minmax")
+    prepared.calibrate(torch.randn(128, *INPUT_SHAPE, generator=torch.Generator().manual_seed(1)))
+    prepared.freeze_observers()
+    prepared.eval()
+    int8_graph = prepared.converted(fold_quantize=False)
+    fp32_onnx = onnx_export.export(student, INPUT_SHAPE, work / "fp32.onnx", opset=18, dynamic_batch=False)
+    # The unfolded graph exports to the same QDQ ONNX (float weights behind QuantizeLinear) without a second conversion.
+    int8_onnx = onnx_export.export(copy.deepcopy(int8_graph), INPUT_SHAPE, work / "int8.onnx", opset=18, dynamic_batch=False)
+    sources = CompileSources(input_shape=INPUT_SHAPE, fp32_onnx=fp32_onnx, int8_onnx=int8_onnx,
+                             fp32_model=lambda: copy.deepcopy(student), int8_graph=lambda: copy.deepcopy(int8_graph))
+    inputs = torch.randn(64, *INPUT_SHAPE, generator=torch.Generator().manual_seed(2)).numpy()
+    with torch.no_grad():
+        fp32 = student(torch.from_numpy(inputs)).numpy()
+    # As the compile stage: FP32 and FP16 against PyTorch, INT8 against the QDQ ONNX, with its tolerances.
+    cfg = CompileConfig()
+    references = {"fp32": fp32, "fp16": fp32, "int8": onnx_export.run_session(onnx_export.session(int8_onnx), inputs)}
+    tolerance = {"fp32": cfg.fp32_atol, "fp16": cfg.fp16_atol, "int8": cfg.int8_atol_steps * onnx_export.output_scale(int8_onnx)}
+    return Tiny(student, prepared, int8_graph, sources, inputs, references, tolerance, cfg.min_top1_agreement, work)
+
+
+@functools.lru_cache(maxsize=None)
+def built(backend_name: str, precision: str) -> Path:
+    """The artifact ``backend_name`` builds for ``precision`` from the tiny sources, built once per process."""
+    out = tiny().work / backend_name
+    out.mkdir(exist_ok=True)
+    return BACKENDS.get(backend_name)().build(tiny().sources, precision, out, {})
+
+
+def backend_or_skip(name: str) -> Backend:
+    backend = BACKENDS.get(name)()
+    reason = backend.unavailable()
+    if reason:
+        pytest.skip(f"{name}: {reason}")
+    return backend
+
+
+# Generated at collection from what registered; the backend folders are found by discovery.
+PAIRS = [(name, precision) for name in BACKENDS.names() for precision in BACKENDS.get(name).precisions]
+
+
+# ---------------------------------------------------------------- backends
+
+
+@pytest.mark.parametrize("name, precision", PAIRS, ids=[f"{n}-{p}" for n, p in PAIRS])
+def test_backend_builds_loads_and_matches_the_reference(name, precision):
+    backend = backend_or_skip(name)
+    path = built(name, precision)
+    assert path.exists() and path.suffix == backend.suffix
+    assert isinstance(backend.inspect(path), dict)
+    try:
+        model = backend.load(path, {})
+    except NotRunnable as why:  # built and inspected here; its runtime is elsewhere (Core ML off macOS)
+        pytest.skip(f"{name} {precision}: {why}")
+    t = tiny()
+    parity = compare(t.references[precision], model.predict_batched(t.inputs), atol=t.tolerance[precision],
+                     min_top1_agreement=t.min_top1_agreement)
+    assert parity.ok, f"{name} {precision}: {parity.describe()}"
+    report = model.operator_report()
+    assert report and isinstance(report.get("fallback_ops"), list), report
+
+
+def _weights_encodings(student: torch.nn.Module) -> list[tuple[bytes, bytes]]:
+    """The first classifier row's leading weights as stored in float artifacts, and a copy with those weights x -8."""
+    row = student.classifier.weight.detach().numpy()[0, :8]
+    return [(row.astype(dtype).tobytes(), (row * -8).astype(dtype).tobytes()) for dtype in (np.float32, np.float16)]
+
+
+def tamper(path: Path, target: Path, student: torch.nn.Module) -> bool:
+    """Copy the artifact (a file, an .xml and its .bin, or a package folder) to ``target`` with some weights changed."""
+    if path.is_dir():
+        shutil.copytree(path, target)
+        files = [p for p in target.rglob("*") if p.is_file()]
+    else:
+        shutil.copy(path, target)
+        files = [target]
+        if path.suffix == ".xml":
+            shutil.copy(path.with_suffix(".bin"), target.with_suffix(".bin"))
+            files.append(target.with_suffix(".bin"))
+    for file in files:
+        data = file.read_bytes()
+        for honest, changed in _weights_encodings(student):
+            if honest in data:
+                file.write_bytes(data.replace(honest, changed, 1))
+                return True
+    return False
+
+
+@pytest.mark.parametrize("name", BACKENDS.names())
+def test_a_tampered_backend_artifact_fails_parity_or_loading(name, tmp_path):
+    backend = backend_or_skip(name)
+    float_precisions = [p for p in backend.precisions if p in ("fp32", "fp16")]
+    if not float_precisions:
+        pytest.skip(f"{name} builds no float artifact whose weights this test can find")
+    precision = float_precisions[0]
+    path = built(name, precision)
+    target = tmp_path / path.name
+    if not tamper(path, target, tiny().student):
+        pytest.fail(f"{name} {precision}: the classifier's weights are in none of the artifact's files (float32 or float16)")
+    t = tiny()
+    try:
+        out = backend.load(target, {}).predict_batched(t.inputs)
+    except NotRunnable as why:
+        pytest.skip(f"{name}: {why}")
+    except Exception:
+        return  # refused to load or run: the tampering was noticed
+    parity = compare(t.references[precision], out, atol=t.tolerance[precision], min_top1_agreement=t.min_top1_agreement)
+    assert not parity.ok, f"{name} {precision}: a tampered artifact passed parity ({parity.describe()})"
+
+
+@pytest.mark.parametrize("name", BACKEND_INFO.names())
+def test_backend_folders_declare_a_runtime_and_their_tools(name):
+    info = BACKEND_INFO.get(name)
+    assert name in BACKENDS and name in RUNTIMES, f"{name} is declared but has no backend.py or runtime.py registered under its name"
+    assert info.modules and all(isinstance(m, str) for m in info.modules)
+    if info.tool:
+        assert info.tool in DEVICE_TOOLS, f"{name} declares device tool {info.tool!r} but no tool.py registers it"
+
+
+@pytest.mark.parametrize("folder", sorted(p.name for p in (ROOT / "edgekd" / "backends").iterdir() if (p / "runtime.py").is_file()))
+def test_device_side_of_a_backend_imports_only_stdlib_numpy_and_its_runtime(folder):
+    """__init__.py and runtime.py are copied to devices: relative imports of the ondevice base, else stdlib and numpy
+    at the top; the vendor runtime only inside functions (so listing the runtimes imports none of them)."""
+    allowed = set(sys.stdlib_module_names) | {"numpy"}
+    for path in (ROOT / "edgekd" / "backends" / folder / "__init__.py", ROOT / "edgekd" / "backends" / folder / "runtime.py"):
+        tree = ast.parse(path.read_text())
+        for node in tree.body:  # top level only
+            if isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom):
+                if node.level:
+                    assert node.level == 3 and (node.module or "").startswith("ondevice"), f"{path}: from {'.' * node.level}{node.module}"
+                    continue
+                names = [node.module or ""]
+            else:
+                continue
+            assert all(n.split(".")[0] in allowed for n in names), f"{path} imports {names} at the top"
+
+
+def test_the_profiler_process_imports_no_torch(tmp_path):
+    """The local profiler's fresh process reports its peak memory: importing the benchmark and loading an
+    ONNX Runtime artifact through the runtime registry must not pull in torch or a converter."""
+    code = ("import sys; from edgekd.ondevice.bench import load; import numpy as np; "
+            f"m = load('onnxruntime', {str(tiny().sources.fp32_onnx)!r}); m.predict(np.zeros((2, 1, 28, 28), np.float32)); "
+            "print(sorted(k for k in sys.modules if k.split('.')[0] in ('torch', 'onnx', 'openvino', 'ai_edge_litert', 'litert_torch')))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=True)
+    assert done.stdout.strip() == "[]", done.stdout
+
+
+def test_a_backend_registered_from_a_test_module_goes_through_the_compile_stage(pretrained_config, tmp_path):
+    target = tmp_path / "reference-host.yaml"
+    target.write_text(yaml.safe_dump({"name": "reference-host", "artifacts": [{"backend": "numpy-onnx-ref", "precisions": ["fp32"]}]}))
+    cfg = pretrained_config({"prune": {"enabled": False}, "quantize": {"mode": "none"}, "targets": [str(target)],
+                             "distill": {"train": {"epochs": 1}}})
+    result = edgekd.run(cfg, tmp_path / "run", stages=["compile"])
+    (row,) = [r for r in result["compile"].artifacts if r.backend == "numpy-onnx-ref"]
+    assert row.status == "ok", row.reason
+    assert row.parity.ok and row.operators["ops"] and row.toolchain.startswith("onnxruntime")
+
+
+# ---------------------------------------------------------------- registries
+
+
+def test_a_registry_refuses_duplicates_and_suggests_near_misses():
+    registry: Registry[int] = Registry("widget", error=KeyError)
+    registry.register("sprocket", 1)
+    with pytest.raises(ValueError, match="registered twice"):
+        registry.register("sprocket", 2)
+    with pytest.raises(KeyError, match=r"unknown widget 'sprockt' \(did you mean 'sprocket'\?\); expected one of: sprocket"):
+        registry.get("sprockt")
+    with pytest.raises(ConfigError, match="unknown backend 'openvno'.*did you mean 'openvino'"):
+        BACKENDS.get("openvno", key="targets[0].artifacts.backend")
+
+
+def test_discover_imports_every_plugin_folder():
+    assert set(discover(BACKENDS_PACKAGE, "runtime")) == {f"{BACKENDS_PACKAGE}.{p.name}.runtime"
+                                                          for p in (ROOT / "edgekd" / "backends").iterdir() if (p / "runtime.py").is_file()}
+
+
+# ---------------------------------------------------------------- power models
+
+
+BENCH = {"latency_ms": {"mean": 2.0}, "cpu_utilization": 1.0}
+
+
+@pytest.mark.parametrize("name", POWER_MODELS.names())
+def test_power_model_estimates_energy_and_says_so(name):
+    example = POWER_MODELS.get(name).example
+    energy = estimate({"model": name, **example}, BENCH)
+    assert energy["source"] == "estimated" and energy["boundary"] and name in energy["meter"]
+    assert energy["mj_per_inference"] > 0 and energy["avg_power_w"] > 0
+    slower = estimate({"model": name, **example}, {**BENCH, "latency_ms": {"mean": 4.0}})
+    assert slower["mj_per_inference"] > energy["mj_per_inference"]  # a longer inference costs more energy
+    with pytest.raises(ConfigError):
+        estimate({"model": name, "no_such_parameter": 1}, BENCH)
+
+
+def test_an_unknown_power_model_is_a_config_error():
+    with pytest.raises(ConfigError, match="power.model: unknown power model 'tdp'"):
+        estimate({"model": "tdp"}, BENCH)
+
+
+# ---------------------------------------------------------------- energy meters
+
+
+@pytest.mark.parametrize("name", METERS.names())
+def test_meter_opens_on_a_recorded_tree_and_measures(name, tmp_path, monkeypatch):
+    """Each meter against the recorded sysfs trees (tests/fixtures/sysfs); one that opens on none of them skips with why."""
+    monkeypatch.setitem(sys.modules, "pynvml", None)  # a GPU on this machine must not stand in for a recorded tree
+    cls, reasons = METERS.get(name), {}
+    for tree in sorted(p for p in SYSFS.iterdir() if p.is_dir()):
+        root = tmp_path / tree.name
+        shutil.copytree(tree, root, symlinks=True)
+        try:
+            meter = cls.open(root)
+        except MeterUnavailable as why:
+            reasons[tree.name] = why.reason
+            continue
+        assert meter.name == name and meter.update_period_s > 0 and meter.boundary
+        meter.start()
+        try:
+            assert meter.joules() >= 0.0
+        finally:
+            meter.stop()
+        assert meter.joules() >= 0.0
+        assert {"meter", "boundary", "update_period_s"} <= set(meter.describe())
+        return
+    assert all(reasons.values())  # every refusal says why
+    pytest.skip(f"{name} opens on none of the recorded trees: " + "; ".join(sorted(set(reasons.values()))))
