@@ -89,10 +89,10 @@ def teacher_run_config() -> dict[str, Any]:
     }
 
 
-def trained_teacher(workdir: Path) -> tuple[dict[str, Any], Path, dict[str, Any]]:
+def trained_teacher(workdir: Path) -> tuple[Any, Path, dict[str, Any]]:
     """Train (or reuse: the stage is cached in ``workdir/teacher``) the example teacher.
 
-    Returns the teacher record, its weights file, and the teacher spec to put in
+    Returns the teacher record (``edgekd.records.TeacherRecord``), its weights file, and the teacher spec to put in
     other configs so they load these weights instead of training.
     """
     import edgekd
@@ -101,9 +101,9 @@ def trained_teacher(workdir: Path) -> tuple[dict[str, Any], Path, dict[str, Any]
     run_dir = workdir / "teacher"
     result = edgekd.run(cfg, run_dir, stages=["teacher"])
     record = result["teacher"]
-    member = record["members"][0]
-    weights = (run_dir / member["weights"]).resolve()
-    spec = {"model": member["model"], "kwargs": dict(member["kwargs"]), "weights": str(weights), "augment": False}
+    member = record.members[0]
+    weights = (run_dir / member.weights).resolve()
+    spec = {"model": member.model, "kwargs": dict(member.kwargs), "weights": str(weights), "augment": False}
     return record, weights, spec
 
 

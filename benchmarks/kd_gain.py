@@ -67,7 +67,7 @@ def fmt_acc(mean: float, std: float) -> str:
     return f"{100 * mean:.2f} ± {100 * std:.2f}"
 
 
-def report(info: dict, settings: dict, teacher: dict, runs: list[dict], methods: list[str], seeds: list[int]) -> str:
+def report(info: dict, settings: dict, teacher, runs: list[dict], methods: list[str], seeds: list[int]) -> str:
     base = [r["test_accuracy"] for r in runs if r["method"] == "hard"]
     base_mean = mean_std(base)[0]
     rows = []
@@ -86,11 +86,11 @@ def report(info: dict, settings: dict, teacher: dict, runs: list[dict], methods:
         ["method", "loss", "seeds", "test acc % (mean ± std)", "Δ vs hard (pp)", "val acc %", "per seed", "s/run"], rows,
         align=["l", "l", "r", "r", "r", "r", "l", "r"],
     )
-    tf = teacher["figures"]
+    tf = teacher.figures
     return "\n".join([
         header("KD gain: student test accuracy per distillation recipe", info, settings),
         f"Teacher (examples/mnist.yaml ResNet, trained once, then loaded from its weights): "
-        f"test accuracy {100 * tf['accuracy']:.2f} %, {tf['params']:,} params, {tf['macs']:,} MACs.",
+        f"test accuracy {100 * tf.accuracy:.2f} %, {tf.params:,} params, {tf.macs:,} MACs.",
         f"Student: zoo:tiny_cnn width {settings['student width']}; {runs[0]['params']:,} params, "
         f"{runs[0]['macs']:,} MACs." if runs else "",
         "",
@@ -129,7 +129,7 @@ def main(argv: list[str] | None = None) -> int:
     info = machine_info()
     started = time.perf_counter()
     teacher, weights, teacher_spec = trained_teacher(args.workdir)
-    print(f"teacher: {weights} (test acc {teacher['figures']['accuracy']:.4f})", flush=True)
+    print(f"teacher: {weights} (test acc {teacher.figures.accuracy:.4f})", flush=True)
 
     quiet = Console(stderr=True, quiet=True)
     runs: list[dict] = []
@@ -151,20 +151,20 @@ def main(argv: list[str] | None = None) -> int:
             rec = result["distill"]
             outcome = result.stages["distill"]
             runs.append({
-                "method": method, "seed": seed, "test_accuracy": rec["figures"]["accuracy"],
-                "val_accuracy": rec["val_accuracy"], "ece": rec["figures"]["ece"],
-                "params": rec["figures"]["params"], "macs": rec["figures"]["macs"],
-                "best_epoch": rec["train"]["best_epoch"], "final_train_loss": rec["train"]["final_train_loss"],
+                "method": method, "seed": seed, "test_accuracy": rec.figures.accuracy,
+                "val_accuracy": rec.val_accuracy, "ece": rec.figures.ece,
+                "params": rec.figures.params, "macs": rec.figures.macs,
+                "best_epoch": rec.train.best_epoch, "final_train_loss": rec.train.final_train_loss,
                 "seconds": read_json(run_dir / "distill" / "stage.json")["seconds"],  # also when cached
-                "cached": outcome.cached, "teacher_cache": rec["teacher_cache"].get("hit"), "run_dir": str(run_dir),
+                "cached": outcome.cached, "teacher_cache": rec.teacher_cache.hit, "run_dir": str(run_dir),
                 "losses": cfg["distill"]["losses"], "features": cfg["distill"]["features"],
             })
-            print(f"{method:14s} seed {seed}: test acc {rec['figures']['accuracy']:.4f} "
+            print(f"{method:14s} seed {seed}: test acc {rec.figures.accuracy:.4f} "
                   f"({'cached' if outcome.cached else f'{time.perf_counter() - t0:.0f}s'})", flush=True)
 
     settings["total wall time"] = f"{time.perf_counter() - started:.0f} s"
     markdown = report(info, settings, teacher, runs, methods, seeds)
-    raw = {"machine": info, "settings": settings, "teacher": teacher, "runs": runs}
+    raw = {"machine": info, "settings": settings, "teacher": teacher.to_dict(), "runs": runs}
     md, js = write_results("kd_gain", markdown, raw, args.out)
     print(markdown)
     print(f"wrote {md} and {js}")

@@ -59,23 +59,23 @@ def main() -> None:
     rows = []
     cfg["prune"] = {"enabled": False}
     base = edgekd.run(cfg, args.out, stages=["export"])
-    input_shape = base["distill"]["input_shape"]
+    input_shape = base["distill"].input_shape
 
     def keep(result, ratio: float) -> Path:
         # One run directory (teacher and student are distilled once); keep each ratio's ONNX file aside.
         kept = args.out / "sweep" / f"fp32_ratio{ratio}_round{args.round_to}.onnx"
         kept.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(args.out / result["export"]["artifacts"]["fp32"]["path"], kept)
+        shutil.copyfile(args.out / result["export"].artifacts["fp32"].path, kept)
         return kept
 
-    rows.append({"ratio": 0.0, "macs": base["distill"]["figures"]["macs"], "params": base["distill"]["figures"]["params"],
-                 "accuracy": base["export"]["artifacts"]["fp32"]["accuracy"], "onnx": keep(base, 0.0)})
+    rows.append({"ratio": 0.0, "macs": base["distill"].figures.macs, "params": base["distill"].figures.params,
+                 "accuracy": base["export"].artifacts["fp32"].accuracy, "onnx": keep(base, 0.0)})
     for ratio in args.ratios:
         cfg["prune"] = {"ratio": ratio, "steps": 1, "round_to": args.round_to,
                         "recovery": {"epochs": args.recovery_epochs, "lr": 0.005, "batch_size": 64}}
         result = edgekd.run(cfg, args.out, stages=["export"])
-        rows.append({"ratio": ratio, "macs": result["prune"]["figures"]["macs"], "params": result["prune"]["figures"]["params"],
-                     "accuracy": result["export"]["artifacts"]["fp32"]["accuracy"], "onnx": keep(result, ratio)})
+        rows.append({"ratio": ratio, "macs": result["prune"].figures.macs, "params": result["prune"].figures.params,
+                     "accuracy": result["export"].artifacts["fp32"].accuracy, "onnx": keep(result, ratio)})
     for row in rows:  # measured last, back to back, so every ratio sees the same machine state
         row["p50_ms"] = p50_latency_ms(row["onnx"], input_shape)
     base_latency, base_macs = rows[0]["p50_ms"], rows[0]["macs"]

@@ -50,8 +50,8 @@ def main() -> None:
         for mode in ("ptq", "qad"):
             cfg["quantize"] = {**base["quantize"], "mode": mode}
             result = edgekd.run(cfg, args.out / f"seed{seed}", stages=["export"])
-            rows[mode].append(result["export"]["artifacts"]["int8"]["accuracy"])
-        rows["fp32"].append(result["export"]["artifacts"]["fp32"]["accuracy"])
+            rows[mode].append(result["export"].artifacts["int8"].accuracy)
+        rows["fp32"].append(result["export"].artifacts["fp32"].accuracy)
         teacher_weights = teacher_weights or (args.out / f"seed{seed}" / "teacher" / "member0.safetensors")
 
     lines = [

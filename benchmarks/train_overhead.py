@@ -118,8 +118,8 @@ def edgekd_run(cfg: dict, run_dir: Path, console) -> tuple[list[float], dict]:
     rows = _metrics(run_dir / "distill" / "metrics.jsonl")
     assert not result.stages["distill"].cached
     stage = read_json(run_dir / "distill" / "stage.json")
-    return [r["seconds"] for r in rows], {"stage_seconds": stage["seconds"], "teacher_cache": result["distill"]["teacher_cache"],
-                                          "test_accuracy": result["distill"]["figures"]["accuracy"]}
+    return [r["seconds"] for r in rows], {"stage_seconds": stage["seconds"], "teacher_cache": result["distill"].teacher_cache.to_dict(),
+                                          "test_accuracy": result["distill"].figures.accuracy}
 
 
 def _metrics(path: Path) -> list[dict]:
