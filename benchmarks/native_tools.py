@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from edgekd.runners.ssh import parse_benchmark_app
+from edgekd.backends.openvino.tool import parse_benchmark_app
 
 VENV_BIN = Path(sys.executable).parent
 
