@@ -58,51 +58,51 @@ def compiled(pretrained_config, tmp_path_factory):
 
 
 def rows(result, **match):
-    return [r for r in result["compile"]["artifacts"] if all(r[k] == v for k, v in match.items())]
+    return [r for r in result["compile"].artifacts if all(getattr(r, k) == v for k, v in match.items())]
 
 
 def test_every_host_artifact_is_ok_and_accurate(compiled):
-    export = compiled["export"]["artifacts"]
+    export = compiled["export"].artifacts
     host = rows(compiled, target="test-host")
-    assert [(r["backend"], r["precision"]) for r in host] == [
+    assert [(r.backend, r.precision) for r in host] == [
         ("onnxruntime", "fp32"), ("onnxruntime", "int8"), ("openvino", "fp32"), ("openvino", "fp16"), ("openvino", "int8"),
     ]
     for row in host:
-        assert row["status"] == "ok", row["reason"]
-        assert row["parity"]["ok"] and row["parity"]["top1_agreement"] >= 0.98
-        reference = export["int8" if row["precision"] == "int8" else "fp32"]["accuracy"]
-        assert abs(row["accuracy"] - reference) <= 0.005, (row["backend"], row["precision"], row["accuracy"], reference)
-        assert len(row["per_class_accuracy"]) == 10
-        path = compiled.run_dir / row["path"]
-        assert path.is_file() and row["size_bytes"] > 0 and row["compile_seconds"] >= 0
-        assert row["toolchain"]
+        assert row.status == "ok", row.reason
+        assert row.parity.ok and row.parity.top1_agreement >= 0.98
+        reference = export["int8" if row.precision == "int8" else "fp32"].accuracy
+        assert abs(row.accuracy - reference) <= 0.005, (row.backend, row.precision, row.accuracy, reference)
+        assert len(row.per_class_accuracy) == 10
+        path = compiled.run_dir / row.path
+        assert path.is_file() and row.size_bytes > 0 and row.compile_seconds >= 0
+        assert row.toolchain
 
 
 def test_artifact_hash_is_of_the_file(compiled):
     row = rows(compiled, backend="onnxruntime", precision="fp32")[0]
-    assert row["sha256"] == hashlib.sha256((compiled.run_dir / row["path"]).read_bytes()).hexdigest()
-    assert (compiled.run_dir / row["path"]).with_suffix(".ort").is_file()  # ONNX Runtime Mobile format
+    assert row.sha256 == hashlib.sha256((compiled.run_dir / row.path).read_bytes()).hexdigest()
+    assert (compiled.run_dir / row.path).with_suffix(".ort").is_file()  # ONNX Runtime Mobile format
 
 
 def test_operator_reports(compiled):
-    ort_int8 = rows(compiled, backend="onnxruntime", precision="int8")[0]["operators"]
+    ort_int8 = rows(compiled, backend="onnxruntime", precision="int8")[0].operators
     assert set(ort_int8["executed_ops_by_provider"]) == {"CPUExecutionProvider"}
     assert any(op.startswith("QLinear") or op == "QGemm" for op in ort_int8["optimized_ops"])
-    ov_int8 = rows(compiled, backend="openvino", precision="int8")[0]["operators"]
+    ov_int8 = rows(compiled, backend="openvino", precision="int8")[0].operators
     assert ov_int8["inference_precision"] == "f32"
     assert {"i8", "u8"} & set(ov_int8["runtime_precision_per_layer"])  # integer kernels really ran
-    ov_fp16 = rows(compiled, backend="openvino", precision="fp16")[0]["operators"]
+    ov_fp16 = rows(compiled, backend="openvino", precision="fp16")[0].operators
     assert "f16" in ov_fp16["runtime_precision_per_layer"]
 
 
 def test_a_converter_failure_keeps_the_other_artifacts(compiled):
     (broken,) = rows(compiled, target="broken")
-    assert broken["status"] == "failed"
-    assert "unsupported operator 'Foo'" in broken["reason"]
-    assert compiled["compile"]["counts"]["failed"] == 1
-    assert compiled["compile"]["counts"]["ok"] == 5
+    assert broken.status == "failed"
+    assert "unsupported operator 'Foo'" in broken.reason
+    assert compiled["compile"].counts()["failed"] == 1
+    assert compiled["compile"].counts()["ok"] == 5
     for row in rows(compiled, target="test-host"):
-        assert (compiled.run_dir / row["path"]).is_file()
+        assert (compiled.run_dir / row.path).is_file()
 
 
 def tamper_weight_scale(source: Path, target: Path, factor: float = 8.0) -> None:
@@ -122,7 +122,7 @@ def tamper_weight_scale(source: Path, target: Path, factor: float = 8.0) -> None
 
 @pytest.mark.parametrize("backend_name", ["onnxruntime", "openvino"])
 def test_tampered_int8_scales_fail_parity(compiled, tmp_path, backend_name):
-    int8 = compiled.run_dir / compiled["export"]["artifacts"]["int8"]["path"]
+    int8 = compiled.run_dir / compiled["export"].artifacts["int8"].path
     tampered = tmp_path / "tampered.onnx"
     tamper_weight_scale(int8, tampered)
     x = np.random.default_rng(0).normal(size=(64, 1, 8, 8)).astype(np.float32)
@@ -158,6 +158,6 @@ def test_unsupported_precision_is_refused_before_training(pretrained_config, tmp
     from edgekd.errors import ConfigError
 
     bad = write_target(tmp_path, {"name": "typo", "artifacts": [{"backend": "openvino", "precisions": ["fp61"]}]})
-    with pytest.raises(ConfigError, match="openvino has no precision 'fp61'"):
+    with pytest.raises(ConfigError, match="unknown precision of openvino 'fp61'; did you mean 'fp16'"):
         edgekd.run(pretrained_config({"targets": [bad]}), tmp_path / "run", stages=["compile"])
     assert not (tmp_path / "run" / "teacher").exists()

@@ -512,7 +512,7 @@ def test_nvml_unavailable_reasons(monkeypatch, module, reason):
 
 
 def test_registry_and_open_meter(tmp_path):
-    assert set(METERS) == set(DETECT_ORDER) == {"rapl", "nvml", "jetson-ina3221", "android-battery", "powermetrics"}
+    assert set(DETECT_ORDER) <= set(METERS)  # every meter detection prefers is registered (not a fixed list)
     with pytest.raises(ValueError, match="unknown meter 'wattmeter'.*android-battery.*rapl"):
         open_meter("wattmeter")
     assert isinstance(open_meter("rapl", tree(tmp_path, LAPTOP), poll_s=60), RaplMeter)
