@@ -1,12 +1,14 @@
-"""Device runners, one module each. Importing this package registers them."""
+"""Device runners, one module each; importing this package finds and registers them (no list to edit)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from . import adb, local, ssh  # noqa: F401  (registration)
+from ..registry import discover
 from .base import (RUNNERS, DeviceFailed, DeviceRunner, DeviceUnreachable, HostKeyRefused, ProfileJob, bench_args,
                    tool_latency, tool_result)
+
+discover(__name__)
 
 __all__ = ["RUNNERS", "DeviceFailed", "DeviceRunner", "DeviceUnreachable", "HostKeyRefused", "ProfileJob", "bench_args",
            "runner_for", "tool_latency", "tool_result"]

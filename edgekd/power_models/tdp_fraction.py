@@ -1,29 +1,11 @@
-"""Energy estimates for targets without a meter, from the target's ``power:`` block.
-
-An estimate is labelled ``estimated`` and names its model and parameters
-wherever it appears; it is never reported as measured, and a budget can
-require measured energy.
-"""
+"""``tdp-fraction``: a CPU's thermal design power scaled by its measured utilization."""
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Any
 
-from .errors import ConfigError
-from .registry import Registry
-
-# name -> fn(the target's power block, one benchmark result) -> energy dict
-POWER_MODELS: Registry[Callable[[dict[str, Any], dict[str, Any]], dict[str, Any]]] = Registry("power model")
-
-
-def power_model(name: str, *, example: dict[str, Any]):
-    """Register ``fn(params, bench)`` as ``name``; ``example`` is a valid power block (without ``model``), for the contract tests."""
-
-    def register(fn):
-        fn.example = dict(example)
-        return POWER_MODELS.register(name, fn)
-
-    return register
+from ..errors import ConfigError
+from . import power_model
 
 
 @power_model("tdp-fraction", example={"tdp_w": 15.0, "idle_fraction": 0.3, "cores": 2})
@@ -51,10 +33,3 @@ def tdp_fraction(params: dict[str, Any], bench: dict[str, Any]) -> dict[str, Any
         "meter": f"tdp-fraction(tdp_w={tdp:g}, idle_fraction={idle:g}, cores={cores}, utilization={utilization:.2f})",
         "boundary": "estimate",
     }
-
-
-def estimate(power: dict[str, Any] | None, bench: dict[str, Any]) -> dict[str, Any] | None:
-    """The target's power model applied to one benchmark result; None when the target has none."""
-    if not power:
-        return None
-    return POWER_MODELS.get(power.get("model"), key="power.model")(power, bench)
