@@ -317,7 +317,7 @@ def test_feature_recorder_errors(tmp_path):
     with pytest.raises(ModelError, match=r"distill\.features.*'layer22'.*layer2"):
         FeatureRecorder(make("resnet"), ["layer22"])
     export_onnx(make("tiny_cnn"), tmp_path / "m.onnx")
-    with pytest.raises(ModelError, match="features need a PyTorch teacher"):
+    with pytest.raises(ModelError, match=r"features need a PyTorch model; 'features\.block1' is inside an ONNX model"):
         FeatureRecorder(OnnxModule(tmp_path / "m.onnx"), ["features.block1"])
     ens = Ensemble([make("resnet"), make("tiny_cnn")])
     assert feature_shapes(ens, ["members.0.layer3"], (1, 28, 28))["members.0.layer3"] == (2, 96, 7, 7)
