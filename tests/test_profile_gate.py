@@ -33,8 +33,10 @@ TARGET = {
 # A target whose artifacts cannot run here: its rows must be skipped by the gate, not failed.
 MAC = {"name": "test-mac", "artifacts": [{"backend": "coreml", "precisions": ["fp16"]}]}
 QUICK = {"warmup_s": 0.2, "warmup_runs": 5, "runs": 200, "min_seconds": 0.2, "repeats": 2}
+# allow_unstable_latency: this 2-core VM flags most timings unstable (tests/test_gate_latency.py covers the default)
 LOOSE = {"budgets": [{"target": "*", "min_accuracy": 0.5, "max_latency_ms": {"p95": 1000.0}, "max_energy_mj": 1000.0,
-                      "min_accuracy_per_watt": 0.001, "max_size_mb": 50.0, "max_peak_memory_mb": 4000}]}
+                      "min_accuracy_per_watt": 0.001, "max_size_mb": 50.0, "max_peak_memory_mb": 4000,
+                      "allow_unstable_latency": True}]}
 
 
 def write_yaml(path: Path, data: dict) -> Path:
@@ -154,7 +156,8 @@ def test_gate_exits_1_when_tightened_past_the_measurement_and_0_when_loosened(pr
     assert isinstance(cases[0].result[0], Failure)
     assert "FAILED" in summary.read_text()
 
-    loose = {"budgets": [{"target": "test-cpu", "precision": "int8", "max_latency_ms": {"p95": p95 * 2}}]}
+    loose = {"budgets": [{"target": "test-cpu", "precision": "int8", "max_latency_ms": {"p95": p95 * 2},
+                          "allow_unstable_latency": True}]}
     passed, junit = gate_cli(report, loose, tmp_path)
     assert passed.exit_code == 0, passed.output
     cases = [case for suite in JUnitXml.fromfile(str(junit)) for case in suite]

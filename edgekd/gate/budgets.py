@@ -44,6 +44,8 @@ class Budget(BaseModel):
     max_peak_memory_mb: float | None = Field(None, gt=0)
     require_measured_energy: bool | None = None
     require_stable_latency: bool | None = None
+    allow_unstable_latency: bool | None = Field(
+        None, description="judge max_latency_ms on a measurement flagged unstable (default false: such a check fails)")
     allow_not_run: bool | None = Field(None, description="artifacts not run here are skipped, not failed (default true)")
 
     def matches(self, target: str, backend: str, precision: str) -> bool:

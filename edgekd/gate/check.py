@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Mapping, Sequence
+from typing import Any, Literal
 
 from .budgets import BudgetsFile, effective
 
@@ -10,6 +11,9 @@ from .budgets import BudgetsFile, effective
 # Accuracies are ratios of counts (0.97 - 0.94 is not exactly 0.03 in floating point): a measurement equal
 # to its limit up to this tolerance meets it.
 TOLERANCE = 1e-9
+
+# Budget keys that change how the others are judged; they are not checks themselves.
+OPTIONS = ("against", "class_drop_against", "allow_not_run", "allow_unstable_latency")
 
 LIMITS = {
     "min_accuracy": "min",
@@ -51,9 +55,39 @@ def _check(artifact, budget, limit, measured, passed, message) -> dict[str, Any]
             "measured": measured, "passed": bool(passed), "message": message, "skipped": False}
 
 
+def _latency_checks(artifact: dict[str, Any], bounds: dict[str, float], allow_unstable: bool) -> list[dict[str, Any]]:
+    """One check per percentile. A number flagged unstable (its CoV stayed above the threshold after the
+    repeats) fails unless the budgets allow it: on a busy machine it says more about the machine than the model."""
+    latency = artifact.get("latency_ms") or {}
+    unstable = latency.get("stable") is False
+    cov, threshold = latency.get("cov"), latency.get("cov_threshold")
+    spread = f"CoV {_num(cov)} above threshold {_num(threshold)}"
+    checks = []
+    for percentile, bound in sorted(bounds.items()):
+        value = latency.get(percentile)
+        meets = value is not None and value <= bound + TOLERANCE
+        if value is None:
+            ok, text = False, f"not measured ({latency.get('measured_by', 'the benchmark')} gave no {percentile})"
+        elif unstable and not allow_unstable:
+            ok = False
+            text = (f"unstable: {spread} ({percentile} {value:.4g} ms {'<=' if meets else '>'} {bound:g} ms); "
+                    "re-measure on a quieter machine or set `allow_unstable_latency: true`")
+        else:
+            ok = meets
+            text = f"{percentile} {value:.4g} ms {'<=' if ok else '>'} {bound:g} ms"
+            if unstable:
+                text += f" (unstable: {spread}; allowed by allow_unstable_latency)"
+        checks.append(_check(artifact, f"max_latency_ms.{percentile}", bound, value, ok, text))
+    return checks
+
+
+def _num(value: float | None) -> str:
+    return "unknown" if value is None else f"{value:.3g}"
+
+
 def check_artifact(artifact: dict[str, Any], report: dict[str, Any], budgets: BudgetsFile) -> list[dict[str, Any]]:
     limits = effective(budgets, artifact["target"], artifact["backend"], artifact["precision"])
-    gated = [k for k in limits if k not in ("against", "class_drop_against", "allow_not_run")]
+    gated = [k for k in limits if k not in OPTIONS]
     if not gated:
         return []
     if artifact["status"] == "not run here" and limits.get("allow_not_run", True):
@@ -66,12 +100,7 @@ def check_artifact(artifact: dict[str, Any], report: dict[str, Any], budgets: Bu
     for key in gated:
         limit = limits[key]
         if key == "max_latency_ms":
-            for percentile, bound in sorted(limit.items()):
-                value = (artifact.get("latency_ms") or {}).get(percentile)
-                ok = value is not None and value <= bound + TOLERANCE
-                text = (f"not measured ({(artifact.get('latency_ms') or {}).get('measured_by', 'the benchmark')} gave no {percentile})"
-                        if value is None else f"{percentile} {value:.4g} ms {'<=' if ok else '>'} {bound:g} ms")
-                checks.append(_check(artifact, f"max_latency_ms.{percentile}", bound, value, ok, text))
+            checks += _latency_checks(artifact, limit, allow_unstable=bool(limits.get("allow_unstable_latency")))
         elif key == "require_measured_energy":
             source = (artifact.get("energy") or {}).get("source")
             ok = not limit or source == "measured"
@@ -91,6 +120,19 @@ def check_artifact(artifact: dict[str, Any], report: dict[str, Any], budgets: Bu
             text = "not measured" if value is None else f"{value:.4g} {sign} {limit:g}"
             checks.append(_check(artifact, key, limit, value, ok, text))
     return checks
+
+
+def verdict(checks: Sequence[Mapping[str, Any]] | None) -> Literal["none", "skipped", "pass", "fail"]:
+    """What one artifact's checks add up to, one word for the terminal table and report.html alike.
+
+    ``none``: no budgets applied, or none applies to the artifact; ``skipped``: every check was skipped
+    (not run here, which the budgets allow); otherwise ``pass`` or ``fail``.
+    """
+    if not checks:
+        return "none"
+    if all(c["skipped"] for c in checks):
+        return "skipped"
+    return "pass" if all(c["passed"] for c in checks) else "fail"
 
 
 def evaluate(report: dict[str, Any], budgets: BudgetsFile, budgets_file: str = "") -> dict[str, Any]:

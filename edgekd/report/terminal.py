@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from ..gate.check import verdict
+
 
 def report_table(report: dict[str, Any]):
     from rich.table import Table
@@ -15,13 +17,9 @@ def report_table(report: dict[str, Any]):
     for a in report["artifacts"]:
         lat, energy = a.get("latency_ms") or {}, a.get("energy") or {}
         gate = a.get("gate")
-        if gate is None:
-            gate_text = "-"
-        elif not gate or all(c["skipped"] for c in gate):
-            gate_text = "[yellow]skipped[/]" if gate else "-"
-        else:
-            failed = [c["budget"] for c in gate if not c["passed"]]
-            gate_text = "[green]pass[/]" if not failed else "[red]FAIL[/] " + ", ".join(failed)
+        word = verdict(gate)  # the same word report.html shows
+        failed = ", ".join(c["budget"] for c in gate or [] if not c["passed"])
+        gate_text = {"none": "-", "skipped": "[yellow]skipped[/]", "pass": "[green]pass[/]", "fail": f"[red]FAIL[/] {failed}"}[word]
         status = {"ok": "[green]ok[/]", "failed": "[red]failed[/]"}.get(a["status"], f"[yellow]{a['status']}[/]")
         num = lambda v, f: "-" if v is None else format(v, f)  # noqa: E731
         unstable = " [red]unstable[/]" if lat.get("stable") is False else ""
