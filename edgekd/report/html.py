@@ -12,7 +12,7 @@ Estimated energy (a power model's guess) is never shown like a measurement: its 
 Stable hooks for scripts and tests: ``#summary``, ``#verdict``, ``table#artifacts`` with
 ``tr[data-artifact=ID]`` (and ``tr[data-reference=teacher|student]``), cells classed ``status``,
 ``size``, ``accuracy``, ``latency p50|p95|p99``, ``energy measured|estimated``, ``apw``, ``memory``,
-``gate pass|fail|none``; figures ``#fig-accuracy-latency``, ``#fig-accuracy-energy``,
+``gate pass|fail|skipped|none``; figures ``#fig-accuracy-latency``, ``#fig-accuracy-energy``,
 ``#fig-per-class``, ``#fig-latency-histograms`` (one ``figure.hist[data-artifact]`` each); the
 Pareto lists ``ol#pareto-latency`` and ``ol#pareto-energy``; ``#largest-drop``; ``section#not-run``.
 """
@@ -22,10 +22,12 @@ from __future__ import annotations
 import html
 import math
 import os
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from ..gate.check import verdict
 from ..io import write_text
 from . import plots
 from .schema import ArtifactReport, Report
@@ -43,6 +45,11 @@ def _e(value: Any) -> str:
 
 
 _sig = plots.fmt_sig
+
+
+def _message(text: str) -> str:
+    """A gate message as HTML: escaped, with its `backticked` keys and values set as code."""
+    return re.sub(r"`([^`]+)`", r"<code>\1</code>", _e(text))
 
 
 def _pct(v: float | None) -> str:
@@ -122,11 +129,15 @@ dl.meta dt { color: var(--muted); } dl.meta dd { margin: 0; }
 ul#failed-checks { margin: .4rem 0 0; }
 nav { margin: 1rem 0; font-size: .92rem; } nav a { margin-right: 1rem; color: #0b5cad; }
 .note { color: var(--muted); font-size: .9rem; margin: .2rem 0 .6rem; }
+/* The table fits 1280 px windows whole: short headers that may wrap, long text wrapping inside its cell
+   (ids after each "/", reasons and gate messages anywhere), secondary detail in small type or a tooltip.
+   The scroller stays only for narrower windows. */
 .table-wrap { overflow-x: auto; }
 table#artifacts { border-collapse: collapse; width: 100%; font-size: 13px; }
 #artifacts caption { text-align: left; color: var(--muted); padding-bottom: .3rem; }
 #artifacts th, #artifacts td { border-bottom: 1px solid var(--line); padding: .35rem .4rem; vertical-align: top; text-align: left; }
-#artifacts thead th { background: var(--alt); position: sticky; top: 0; white-space: nowrap; }
+#artifacts thead th { background: var(--alt); position: sticky; top: 0; vertical-align: bottom; line-height: 1.25; }
+#artifacts th[title] { text-decoration: underline dotted var(--muted); text-underline-offset: 2px; cursor: help; }
 #artifacts td.num, #artifacts th.num { text-align: right; font-variant-numeric: tabular-nums; white-space: nowrap; }
 #artifacts tr.reference > * { background: var(--ref); }
 #artifacts tbody.artifacts tr:nth-child(even) > * { background: #f9fafb; }
@@ -135,19 +146,23 @@ table#artifacts { border-collapse: collapse; width: 100%; font-size: 13px; }
 .status.ok .badge { background: #e3f5e9; color: var(--ok); }
 .status.failed .badge { background: #fde8e7; color: var(--bad); }
 .status.not-run .badge { background: #eceff3; color: var(--muted); }
-#artifacts th code { white-space: nowrap; }
-#artifacts td.status { min-width: 10.5rem; }
-.reason { font-size: 12px; color: var(--muted); max-width: 26rem; white-space: normal; }
+#artifacts th code { font-size: 12px; }
+#artifacts td.status { min-width: 6.5rem; width: 9rem; }  /* a preferred width: long reasons wrap */
+.reason { display: block; font-size: 11.5px; line-height: 1.3; color: var(--muted); white-space: normal; overflow-wrap: anywhere; }
 .delta { display: block; font-size: 11px; color: var(--muted); }
 .unstable { display: block; font-size: 11px; color: var(--est); }
-td.energy .source { display: block; font-size: 11px; white-space: normal; min-width: 10rem; max-width: 14rem; margin-left: auto; }
+td.energy .source { display: block; font-size: 11px; line-height: 1.3; white-space: normal; overflow-wrap: anywhere;
+  min-width: 7rem; max-width: 9rem; margin-left: auto; }
 td.energy.measured .source { color: var(--ok); }
 td.energy.estimated .value, td.apw.estimated .value { font-style: italic; color: var(--est);
   text-decoration: underline dotted; }
 td.energy.estimated .source { color: var(--est); font-style: italic; }
 td.gate { font-weight: 700; }
 td.gate.pass { color: var(--ok); } td.gate.fail { color: var(--bad); } td.gate.none { color: var(--muted); font-weight: 400; }
-td.gate ul { margin: .2rem 0 0; padding-left: 1rem; font-weight: 400; min-width: 11rem; }
+td.gate.skipped { color: var(--muted); }
+td.gate { min-width: 8rem; width: 13rem; }
+td.gate ul { margin: .2rem 0 0; padding-left: 1rem; font-weight: 400; font-size: 12px; line-height: 1.3; overflow-wrap: anywhere; }
+td.gate .reason { font-weight: 400; } td.gate li code { font-size: 11px; }
 td.gate .budget { font-weight: 600; }
 figure { margin: 1.2rem 0; } figcaption { color: var(--muted); font-size: .9rem; margin-top: .3rem; max-width: 60rem; }
 figure svg { max-width: 100%; height: auto; display: block; }
@@ -189,7 +204,7 @@ def _header(rep: Report, title: str) -> str:
         failed = [c for a in rep.artifacts for c in (a.gate or []) if not c.passed]
         if failed:
             out.append('<ul id="failed-checks">')
-            out += [f"<li><code>{_e(c.artifact)}</code>: <strong>{_e(c.budget)}</strong>: {_e(c.message)}</li>"
+            out += [f"<li><code>{_e(c.artifact)}</code>: <strong>{_e(c.budget)}</strong>: {_message(c.message)}</li>"
                     for c in failed]
             out.append("</ul>")
     out.append("</header>")
@@ -213,7 +228,7 @@ def _energy_cells(a: ArtifactReport) -> str:
     else:
         net = ""
         if en.net_mj_per_inference is not None:
-            idle = f" over idle {_sig(en.idle_power_w)} W" if en.idle_power_w is not None else " over idle"
+            idle = f" over idle {_sig(en.idle_power_w)}\u00a0W" if en.idle_power_w is not None else " over idle"
             net = f'<span class="source">net {_sig(en.net_mj_per_inference)}{_e(idle)}</span>'
         energy = (f'<td class="num energy measured"><span class="value">{_sig(en.mj_per_inference)}</span>'
                   f'<span class="source">measured ({_e(en.meter)}, {_e(en.boundary)})</span>{net}</td>')
@@ -228,24 +243,47 @@ def _energy_cells(a: ArtifactReport) -> str:
 
 
 def _gate_cell(a: ArtifactReport) -> str:
-    if a.gate is None:
-        return '<td class="gate none" title="no budgets applied to this artifact">—</td>'
-    failed = [c for c in a.gate if not c.passed]
-    if not failed:
+    word = verdict(None if a.gate is None else [c.model_dump() for c in a.gate])  # the terminal's word too
+    if word == "none":
+        why = "no budgets applied" if a.gate is None else "no budget applies to this artifact"
+        return f'<td class="gate none" title="{why}">—</td>'
+    if word == "skipped":
+        # The reason from the checks, less the artifact's own reason, which the status cell already shows.
+        reasons = []
+        for c in a.gate:
+            text = c.message.removeprefix("skipped: ")
+            if a.reason:
+                text = text.replace(f" ({a.reason})", "")
+            if text not in reasons:
+                reasons.append(text)
+        full = "; ".join(c.message for c in a.gate)
+        return (f'<td class="gate skipped" title="{_e(full)}">skipped'
+                f'<span class="reason">{_e("; ".join(reasons))}</span></td>')
+    if word == "pass":
         return f'<td class="gate pass" title="{len(a.gate)} checks passed">pass</td>'
-    items = "".join(f'<li><span class="budget">{_e(c.budget)}</span>: {_e(c.message)}</li>' for c in failed)
+    items = "".join(f'<li><span class="budget">{_e(c.budget)}</span>: {_message(c.message)}</li>'
+                    for c in a.gate if not c.passed)
     return f'<td class="gate fail">fail<ul class="failed-budgets">{items}</ul></td>'
 
 
+def _artifact_id(ident: str) -> str:
+    """The id, breakable after each ``/`` so a long one wraps instead of widening the table."""
+    return "/<wbr>".join(_e(part) for part in ident.split("/"))
+
+
 def _table(rep: Report) -> str:
-    heads = [("Artifact", ""), ("Status", ""), ("Size", "num"), ("Accuracy", "num"), ("p50 (ms)", "num"),
-             ("p95 (ms)", "num"), ("p99 (ms)", "num"), ("Energy (mJ / inference)", "num"),
-             ("Accuracy / W", "num"), ("Peak memory", "num"), ("Gate", "")]
+    # (header, class, tooltip): short headers keep the numeric columns narrow; the tooltip spells them out.
+    heads = [("Artifact", "", ""), ("Status", "", ""), ("Size", "num", ""), ("Accuracy", "num", ""),
+             ("p50 ms", "num", "latency, 50th percentile (ms)"), ("p95 ms", "num", "latency, 95th percentile (ms)"),
+             ("p99 ms", "num", "latency, 99th percentile (ms)"), ("Energy mJ/inf.", "num", "energy per inference (mJ)"),
+             ("Acc. / W", "num", "accuracy per watt of average power"),
+             ("Peak mem.", "num", "peak resident memory of the process that ran the artifact"), ("Gate", "", "")]
     out = ['<div class="table-wrap"><table id="artifacts">',
            "<caption>Latency: single stream, batch 1, steady state. Accuracy on the held-out test set; "
            "the small line under it is the change vs the FP32 student. "
            "<em>≈ italic</em> numbers are estimates from a power model, not meter readings.</caption>",
-           "<thead><tr>" + "".join(f'<th class="{c}">{_e(h)}</th>' for h, c in heads) + "</tr></thead>",
+           "<thead><tr>" + "".join(f'<th class="{c}"' + (f' title="{_e(t)}"' if t else "") + f">{_e(h)}</th>"
+                                   for h, c, t in heads) + "</tr></thead>",
            '<tbody class="reference">']
     for key, label, m in (("teacher", "Teacher", rep.teacher), ("student", "Student (FP32, pruned)", rep.student)):
         out.append(
@@ -263,7 +301,7 @@ def _table(rep: Report) -> str:
                    f'<span class="delta">{"+" if delta >= 0 else "−"}{abs(delta):.2f} pp</span>')
         else:
             acc = "—"
-        cells = [f'<th scope="row"><code>{_e(a.id)}</code></th>', _status_cell(a),
+        cells = [f'<th scope="row"><code>{_artifact_id(a.id)}</code></th>', _status_cell(a),
                  f'<td class="num size">{_bytes(a.size_bytes)}</td>', f'<td class="num accuracy">{acc}</td>']
         for q in ("p50", "p95", "p99"):
             v = getattr(lat, q) if lat is not None else None
@@ -352,7 +390,7 @@ def _per_class_figure(rep: Report) -> str:
 
 def _histograms_figure(rep: Report) -> str:
     out = ['<figure id="fig-latency-histograms"><div class="hist-grid">']
-    missing = []
+    missing, linear = [], []
     n = 0
     for i, a in enumerate(rep.artifacts):
         lat = a.latency_ms
@@ -363,16 +401,28 @@ def _histograms_figure(rep: Report) -> str:
             missing.append(a.id)
             continue
         n += 1
+        if not plots.is_log_axis(h.edges_ms):
+            linear.append(a.id)
         svg = plots.histogram_svg(h.edges_ms, h.counts, p50=lat.p50, p99=lat.p99, title=a.id, salt=f"hist-{i}")
+        beyond = ""
+        if lat.max is not None and lat.max > h.edges_ms[-1] * (1 + 1e-9):
+            beyond = f"; slowest {_sig(lat.max)} ms, beyond the axis"
         out.append(f'<figure class="hist" data-artifact="{_e(a.id)}">{svg}<figcaption><code>{_e(a.id)}</code>: '
-                   f"p50 {_sig(lat.p50)} ms, p99 {_sig(lat.p99)} ms, {lat.runs} runs</figcaption></figure>")
+                   f"p50 {_sig(lat.p50)} ms, p99 {_sig(lat.p99)} ms, {lat.runs} runs{beyond}</figcaption></figure>")
     out.append("</div>")
     if n == 0:
         out.append('<p class="empty">No latency histograms were recorded.</p>')
     if missing:
         out.append(f'<p class="note">No histogram recorded for: {", ".join(f"<code>{_e(m)}</code>" for m in missing)}.</p>')
+    axis = ("<strong>The latency axis is logarithmic</strong>: latency has a long tail, and on a linear axis a few slow "
+            "runs (a preempted process, a page fault) stretch it until the rest is one bar.")
+    if linear:
+        axis += f" Linear for {', '.join(f'<code>{_e(m)}</code>' for m in linear)}: a bin edge at or below 0 ms."
     out.append("<figcaption><strong>Latency histograms</strong>, one per profiled artifact (steady state, batch 1); "
-               "solid green line: p50, dashed red line: p99. Each has its own x axis.</figcaption></figure>")
+               "solid green line: p50, dashed red line: p99. Each has its own x axis. "
+               f"{axis} edgekd's benchmark bins the runs from the fastest to the 99.9th percentile and counts the "
+               "slowest 0.1% in the last bin; the slowest run is named under a histogram when it lies beyond "
+               "the axis.</figcaption></figure>")
     return "\n".join(out)
 
 

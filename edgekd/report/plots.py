@@ -21,6 +21,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.patches import Rectangle
+from matplotlib.ticker import FixedFormatter, FixedLocator, NullLocator
 
 _RC = {
     "svg.fonttype": "none",
@@ -289,6 +290,41 @@ def per_class_svg(
         return _svg(fig, salt)
 
 
+def log_ticks(lo: float, hi: float, most: int = 5) -> list[float]:
+    """Round tick positions from ``lo`` to ``hi`` (both > 0) for a log axis, at least two where the range
+    allows and at most ``most``, spread out: powers of ten when three of them fit, else 1-2-5 steps, else
+    every digit, else two-digit steps (a narrow range such as 0.031 to 0.046 ms still gets labels)."""
+    if not (_finite(lo) and _finite(hi)) or lo <= 0 or hi <= lo:
+        return []
+    decades = range(math.floor(math.log10(lo)) - 1, math.ceil(math.log10(hi)) + 1)
+    ticks: list[float] = []
+    for mantissas in ((1,), (1, 2, 5), range(1, 10), [m / 10 for m in range(10, 100)]):
+        ticks = sorted(_between(lo, hi, decades, mantissas))
+        if len(ticks) >= 3 or (len(ticks) >= 2 and mantissas != (1,)):
+            break
+    if len(ticks) < 2:  # narrower than two-digit steps: the ends themselves
+        return [lo, hi]
+    if len(ticks) > most:
+        step = (len(ticks) - 1) / (most - 1)
+        ticks = [ticks[round(i * step)] for i in range(most)]
+    return ticks
+
+
+def _between(lo: float, hi: float, decades: range, mantissas) -> set[float]:
+    return {v for v in (float(f"{m * 10.0 ** k:.6g}") for k in decades for m in mantissas) if lo <= v <= hi}
+
+
+def tick_labels(ticks: Sequence[float]) -> list[str]:
+    """Tick values without trailing zeros or scientific notation (0.04, 1, 200), with as many significant
+    figures as it takes to tell neighbours apart."""
+    for digits in (2, 3, 4, 6):
+        labels = [fmt_sig(v, digits) for v in ticks]
+        labels = [t.rstrip("0").rstrip(".") if "." in t else t for t in labels]
+        if len(set(labels)) == len(labels):
+            break
+    return labels
+
+
 def histogram_svg(
     edges_ms: Sequence[float],
     counts: Sequence[int],
@@ -298,8 +334,14 @@ def histogram_svg(
     title: str,
     salt: str,
 ) -> str:
-    """One latency histogram (a small multiple) with p50 and p99 marked."""
+    """One latency histogram (a small multiple) with p50 and p99 marked, on a logarithmic latency axis.
+
+    Latency has a long right tail (a preempted run takes 100x the median): on a linear axis a few slow
+    runs stretch the axis and squash the rest into one bar. The axis is linear only when an edge is not
+    positive (a log axis cannot show it).
+    """
     fig = _new_figure(3.3, 2.3)
+    log = is_log_axis(edges_ms)
     with matplotlib.rc_context(_RC):
         ax = fig.add_subplot()
         ax.stairs(list(counts), list(edges_ms), fill=True, color=MEASURED_COLOR, alpha=0.55)
@@ -309,11 +351,25 @@ def histogram_svg(
         if _finite(p99):
             ax.axvline(p99, color=PARETO_COLOR, lw=1.3, ls="--", label=f"p99 {fmt_sig(p99)} ms")
         ax.set_title(title, fontsize=8)
-        ax.set_xlabel("latency (ms)", fontsize=7.5)
         ax.set_ylabel("runs", fontsize=7.5)
         ax.tick_params(labelsize=6.5)
-        ax.xaxis.get_major_locator().set_params(nbins=5)
+        if log:
+            ax.set_xscale("log")
+            ax.set_xlim(edges_ms[0], edges_ms[-1])
+            ticks = log_ticks(edges_ms[0], edges_ms[-1])
+            ax.xaxis.set_major_locator(FixedLocator(ticks))
+            ax.xaxis.set_major_formatter(FixedFormatter(tick_labels(ticks)))
+            ax.xaxis.set_minor_locator(NullLocator())
+            ax.set_xlabel("latency (ms, log scale)", fontsize=7.5)
+        else:
+            ax.xaxis.get_major_locator().set_params(nbins=5)
+            ax.set_xlabel("latency (ms)", fontsize=7.5)
         if _finite(p50) or _finite(p99):
             ax.legend(fontsize=6.5, frameon=True, framealpha=0.85, edgecolor="none", loc="upper right")
         ax.grid(True, alpha=0.25)
         return _svg(fig, salt)
+
+
+def is_log_axis(edges_ms: Sequence[float]) -> bool:
+    """Whether :func:`histogram_svg` draws these bin edges on a log axis (every edge positive and finite)."""
+    return bool(edges_ms) and all(_finite(e) and e > 0 for e in edges_ms)
