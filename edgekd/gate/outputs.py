@@ -79,10 +79,13 @@ def gate_table(result: dict[str, Any], *, all_checks: bool = False):
         table.add_column(column)
     for checks in result["per_artifact"].values():
         for c in checks:
-            if not all_checks and c["passed"]:
+            if not all_checks and c["passed"] and not c["skipped"]:  # a skipped check is worth seeing
                 continue
             verdict = "[yellow]skipped[/]" if c["skipped"] else ("[green]pass[/]" if c["passed"] else "[red]FAIL[/]")
             table.add_row(c["artifact"], c["budget"], _fmt(c["limit"]), _fmt(c["measured"]), verdict, c["message"])
     if not table.rows:
         table.add_row("(all)", "-", "-", "-", "[green]pass[/]", f"all {s['checks']} checks hold")
+    elif s["failures"] == 0:
+        evaluated = sum(not c["skipped"] for checks in result["per_artifact"].values() for c in checks)
+        table.add_row("(others)", "-", "-", "-", "[green]pass[/]", f"all {evaluated} evaluated checks hold")
     return table

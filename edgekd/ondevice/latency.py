@@ -25,9 +25,12 @@ def summarize(samples_ms: np.ndarray, bins: int = 40) -> dict:
     samples = np.asarray(samples_ms, dtype=np.float64)
     mean, std = float(samples.mean()), float(samples.std(ddof=1)) if len(samples) > 1 else 0.0
     p50, p90, p95, p99 = (float(v) for v in np.percentile(samples, [50, 90, 95, 99]))
-    # The histogram spans min..p99.9 so one outlier does not squash every other bin into one.
-    top = float(np.percentile(samples, 99.9))
-    counts, edges = np.histogram(np.clip(samples, None, top), bins=bins, range=(float(samples.min()), max(top, float(samples.min()) + 1e-6)))
+    # The histogram spans min..p99.9 so one outlier does not squash every other bin into one, and its bins
+    # are log-spaced: latency's tail is long, so equal-width bins would put the bulk of the runs in one bin.
+    lo = float(samples.min())
+    top = max(float(np.percentile(samples, 99.9)), lo * (1 + 1e-6), lo + 1e-9)
+    edges = np.geomspace(lo, top, bins + 1) if lo > 0 else np.linspace(lo, top, bins + 1)
+    counts, edges = np.histogram(np.clip(samples, None, top), bins=edges)
     return {
         "p50": p50, "p90": p90, "p95": p95, "p99": p99, "mean": mean, "std": std,
         "min": float(samples.min()), "max": float(samples.max()), "cov": std / mean if mean > 0 else 0.0,
