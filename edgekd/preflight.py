@@ -173,10 +173,11 @@ def model_problems(ctx, *, losses_ok: bool) -> list[Problem]:
         if teachers and teachers[0] is not None:
             found += _layer(teachers[0], pair.teacher, f"distill.features[{i}].teacher", "teacher.members[0]")
     if student is not None and cfg.prune.enabled:
-        from .prune import ignore_problems  # Torch-Pruning is imported only when pruning is on
+        from .prune import dry_run_problems, ignore_problems  # Torch-Pruning is imported only when pruning is on
 
         found += ignore_problems(student, list(cfg.prune.ignore), key="prune.ignore")
         found += _prune_target_problems(student, cfg, data.input_shape)
+        found += dry_run_problems(student, cfg.prune, data.input_shape)  # a ratio that prunes nothing
     if losses_ok and not found and student is not None and all(t is not None for t in teachers):
         found += _loss_run_problems(student, teachers, pairs, cfg, data)
     return found

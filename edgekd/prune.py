@@ -3,8 +3,11 @@
 Torch-Pruning's dependency graph keeps residual additions, depthwise
 convolutions and concatenations consistent; this module only chooses the
 importance, resolves layer names and finds the ratio that meets a MACs or
-parameter target. Pruned models are saved as safetensors plus the changed
-layer attributes as JSON metadata, so loading never unpickles anything.
+parameter target. The output layers (whose channels are the classes) are found
+on the model's own graph and never pruned, whatever they are called; a ratio
+that would prune nothing is an error before any training, not a record saying
+``pruned``. Pruned models are saved as safetensors plus the changed layer
+attributes as JSON metadata, so loading never unpickles anything.
 """
 
 from __future__ import annotations
@@ -18,10 +21,9 @@ import torch_pruning as tp
 from safetensors import safe_open
 from safetensors.torch import save_file
 
-from .errors import ModelError
+from .errors import ConfigError, ModelError
 from .io import atomic_path
-from .models.hooks import missing_layer
-from .problems import Problem, raise_problems
+from .problems import Problem, close_matches, raise_problems
 from .registry import Registry
 
 IMPORTANCES: Registry = Registry("pruning importance")
@@ -35,14 +37,55 @@ NEEDS_GRADIENTS = {"taylor"}
 STRUCTURE_ATTRS = ("in_channels", "out_channels", "groups", "num_features", "in_features", "out_features")
 
 
+# Layers whose output channels Torch-Pruning removes (the roots of its pruning groups).
+PRUNABLE = (tp.ops.TORCH_CONV, tp.ops.TORCH_LINEAR)
+# Ratios tried, largest first, to say what would prune when the configured one prunes nothing.
+FALLBACK_RATIOS = (0.9, 0.75, 0.5, 0.3, 0.1)
+
+
+def prunable_layers(model: torch.nn.Module) -> list[str]:
+    return [name for name, module in model.named_modules() if name and isinstance(module, PRUNABLE)]
+
+
+def output_layers(model: torch.nn.Module, example: torch.Tensor) -> list[str]:
+    """Names of the layers whose output channels reach the model's output: the classes.
+
+    Torch-Pruning's dependency graph couples every layer whose out-channels are pruned together; a group
+    that reaches a node with no successor (the output itself, or the layer that returns the logits) would
+    change the class count, so its layers are the output layers: a Linear head by any name, a 1x1 conv
+    head and its BatchNorm before pooling, both heads of a concatenation. Traced on an eval-mode copy, so
+    the model's BatchNorm statistics stay as they are.
+    """
+    trial = copy.deepcopy(model).eval()
+    graph = tp.DependencyGraph().build_dependency(trial, example_inputs=example)
+    names = {module: name for name, module in trial.named_modules()}
+    last = {node for node in graph.module2node.values() if not node.outputs}
+    found: dict[str, None] = {}
+    for group in graph.get_all_groups(root_module_types=PRUNABLE):
+        deps = [dep for dep, _ in group]
+        if any(d.target in last and (d.target.type == tp.ops.OPTYPE.OUTPUT or graph.is_out_channel_pruning_fn(d.handler))
+               for d in deps):
+            found.update((names[d.target.module], None) for d in deps
+                         if graph.is_out_channel_pruning_fn(d.handler) and names.get(d.target.module))
+    return list(found)
+
+
 def ignore_problems(model: torch.nn.Module, names: list[str], *, key: str) -> list[Problem]:
-    """Every entry of ``prune.ignore`` that names no layer of ``model``, with close matches."""
+    """Every entry of ``prune.ignore`` that names no layer of ``model``, with close matches and the layers
+    that would fit (those with channels to prune)."""
+    modules = [n for n, _ in model.named_modules() if n]
+    fit = prunable_layers(model)
+    listing = ", ".join(fit[:20]) + (f" (and {len(fit) - 20} more)" if len(fit) > 20 else "") if fit else "(none)"
     problems = []
     for i, name in enumerate(names):
         try:
             model.get_submodule(name)
         except AttributeError:
-            problems.append(missing_layer(model, name, f"{key}[{i}]", what="the student"))
+            problems.append(Problem(
+                f"{key}[{i}]", f"the student has no module {name!r}",
+                f"a layer with channels to prune: {listing} (the output layers are kept in any case)",
+                close_matches(name, modules, n=3, cutoff=0.5),
+            ))
     return problems
 
 
@@ -60,10 +103,12 @@ def make_pruner(
     steps: int = 1,
     global_pruning: bool = False,
     round_to: int | None = None,
-    ignore: list[str] = ("classifier",),
+    ignore: list[str] = (),
     key: str = "prune",
 ) -> tp.pruner.MetaPruner:
+    """A pruner that leaves the output layers and the ``ignore`` layers alone."""
     ignored = resolve_layers(model, list(ignore), key=f"{key}.ignore")
+    ignored += [model.get_submodule(name) for name in output_layers(model, example) if name not in ignore]
     return tp.pruner.MetaPruner(
         model,
         example,
@@ -74,6 +119,57 @@ def make_pruner(
         round_to=round_to,
         ignored_layers=ignored,
     )
+
+
+def pruned_macs(model: torch.nn.Module, example: torch.Tensor, *, ratio: float, importance: str, **options) -> int:
+    """MACs after one-shot pruning of a copy at ``ratio`` (``model`` stays as it is). Gradient-based
+    importance ranks channels without changing how many each layer loses, so a copy is ranked by l2."""
+    trial = copy.deepcopy(model)
+    make_pruner(trial, example, ratio=ratio, importance="l2" if importance in NEEDS_GRADIENTS else importance,
+                **{k: v for k, v in options.items() if k != "steps"}).step()
+    return count(trial, example)[0]
+
+
+def noop_problem(model: torch.nn.Module, example: torch.Tensor, *, ratio: float, key: str = "prune.ratio",
+                 **options) -> Problem | None:
+    """A Problem when pruning a copy at ``ratio`` does not lower the MACs, naming ratios that do.
+
+    Torch-Pruning skips a layer whose pruned channel count would reach zero (or whose ``round_to``
+    multiple would), so a ratio near 1, or a small model under ``round_to``, can prune nothing at all.
+    """
+    before = count(model, example)[0]
+    after = pruned_macs(model, example, ratio=ratio, **options)
+    if after < before:
+        return None
+    working = next(((r, m) for r in FALLBACK_RATIOS if r < ratio
+                    for m in [pruned_macs(model, example, ratio=r, **options)] if m < before), None)
+    hints = [f"ratio {working[0]} prunes MACs {before:,} -> {working[1]:,}" if working else "no smaller ratio prunes either"]
+    if options.get("round_to"):
+        hints.append(f"a smaller prune.round_to than {options['round_to']}")
+    if options.get("ignore"):
+        hints.append("fewer layers in prune.ignore")
+    hints.append("prune.enabled: false to keep the model as it is")
+    return Problem(key, f"pruning at ratio {ratio:.3g} removes nothing: MACs {before:,} -> {after:,}", "; ".join(hints))
+
+
+def dry_run_problems(model: torch.nn.Module, cfg, input_shape, *, key: str = "prune") -> list[Problem]:
+    """Prune a copy of the (untrained) student once as configured, before any training: a ratio that
+    removes nothing is found in seconds. Global pruning ranks channels across layers by their trained
+    weights, so only the prune stage can tell for it (it checks again after each step)."""
+    if not cfg.enabled or cfg.effective_ratio is None or cfg.global_pruning or ignore_problems(model, list(cfg.ignore), key=key):
+        return []
+    problem = noop_problem(model, torch.zeros(1, *input_shape), ratio=cfg.effective_ratio, key=f"{key}.ratio",
+                           importance=cfg.importance, round_to=cfg.round_to, ignore=list(cfg.ignore))
+    return [problem] if problem is not None else []
+
+
+def require_pruned(before: int, after: int, *, ratio: float, key: str = "prune.ratio") -> None:
+    """Refuse pruning that removed nothing, before the last recovery trains a model recorded as pruned."""
+    if after >= before:
+        raise ConfigError(
+            f"{key}: pruning at ratio {ratio:.3g} removed nothing (MACs {before:,} -> {after:,}); "
+            "expected a smaller ratio or target, fewer prune.ignore layers or a smaller prune.round_to"
+        )
 
 
 def count(model: torch.nn.Module, example: torch.Tensor) -> tuple[int, int]:

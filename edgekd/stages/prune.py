@@ -13,9 +13,10 @@ import torch
 
 from .. import distributed
 from ..distillation import distill_into, student_record
+from ..errors import ConfigError
 from ..io import state_dict_hash
 from ..models import model_stats
-from ..prune import NEEDS_GRADIENTS, count, make_pruner, ratio_for_target, save_pruned
+from ..prune import NEEDS_GRADIENTS, count, make_pruner, noop_problem, ratio_for_target, require_pruned, save_pruned
 from ..records import Compression, ModelSize, PruneStep, StudentRecord, TeacherCache
 from .base import STAGES, Stage, StageContext
 
@@ -51,6 +52,11 @@ class PruneStage(Stage):
         ratio = cfg.effective_ratio
         if ratio is None:
             ratio = ratio_for_target(student, example, target_macs=cfg.target_macs, target_params=cfg.target_params, **options)
+        # A ratio that prunes nothing fails here, before any recovery trains a model that would be recorded as pruned.
+        noop = noop_problem(student, example, ratio=ratio, key="prune.target_macs" if cfg.target_macs else
+                            "prune.target_params" if cfg.target_params else "prune.ratio", **options)
+        if noop is not None:
+            raise ConfigError(str(noop))
         pruner = make_pruner(student, example, ratio=ratio, steps=cfg.steps, **options)
         steps, train = [], None
         for step in range(cfg.steps):
@@ -59,6 +65,8 @@ class PruneStage(Stage):
             pruner.step()
             student.zero_grad(set_to_none=True)
             macs, params = count(student, example)
+            if step == cfg.steps - 1:  # global or gradient-ranked pruning can differ from the dry run: check the outcome
+                require_pruned(macs_before, macs, ratio=ratio)
             # DDP needs the same shapes everywhere; a tie broken differently on another machine must not go unseen
             distributed.check_same([tuple(p.shape) for p in student.parameters()], f"the channels kept by pruning step {step + 1}")
             train, _ = distill_into(
