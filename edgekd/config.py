@@ -26,6 +26,8 @@ class DataConfig(Section):
     split: tuple[float, float, float] = (0.7, 0.1, 0.2)
     split_seed: int = Field(0, description="seeds the train/val/test split only, so runs with other seeds share a test set")
     augment: bool = Field(False, description="random shifts of up to 2 pixels; turns the teacher cache off")
+    num_classes: int | None = Field(None, ge=2, description="classes expected; a label outside 0..num_classes-1 is an "
+                                    "error (default: the source's class names, else the largest label + 1)")
 
 
 class TrainConfig(Section):
@@ -108,7 +110,8 @@ class PruneConfig(Section):
     target_params: int | None = Field(None, ge=1, description="prune until parameters are at most this")
     steps: int = Field(2, ge=1, description="iterative steps, each followed by recovery")
     round_to: int | None = Field(None, ge=1, description="keep channel counts multiples of this (8 or 16 suit SIMD)")
-    ignore: list[str] = Field(default_factory=lambda: ["classifier"], description="layers left alone")
+    ignore: list[str] = Field(default_factory=list, description="layers left alone, besides the output layers (found "
+                              "on the model's graph and never pruned)")
     recovery: TrainConfig = TrainConfig(epochs=4, lr=5e-3, warmup_epochs=0.5)
 
     @model_validator(mode="after")
@@ -153,7 +156,8 @@ class CompileConfig(Section):
     parity_samples: int = Field(256, ge=1, description="held-out test inputs compared against the reference")
     fp32_atol: float = Field(1e-3, gt=0, description="FP32 artifacts vs the PyTorch student")
     fp16_atol: float = Field(5e-2, gt=0, description="FP16 artifacts vs the PyTorch student")
-    int8_atol_steps: float = Field(4.0, gt=0, description="INT8 artifacts vs the QDQ ONNX model, in output steps")
+    int8_atol_steps: float | None = Field(None, gt=0, description="INT8 artifacts vs the QDQ ONNX model, in output "
+                                          "steps; default: export.int8_atol_steps")
     min_top1_agreement: float = Field(0.98, gt=0, le=1)
 
 

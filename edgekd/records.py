@@ -148,11 +148,19 @@ class Parity(Record):
     atol: float | None = None
     min_top1_agreement: float | None = None
     mean_abs_diff: float | None = None
+    max_diff_steps: float | None = None  # INT8: max |diff| in output quantization steps (compared with atol / step)
+    step: float | None = None  # INT8: the output quantizer's step
 
     def describe(self) -> str:
+        if self.step is not None and self.max_diff_steps is not None:
+            # enough digits to tell 3.0000014 steps from 4
+            diff = (f"max |diff| {self.max_abs_diff:.3g} = {self.max_diff_steps:.8g} output steps of {self.step:.3g} "
+                    f"(limit {self.atol / self.step:.6g})")
+        else:
+            diff = f"max |diff| {self.max_abs_diff:.3g} (tolerance {self.atol:.3g})"
         return (
-            f"max |diff| {self.max_abs_diff:.3g} (tolerance {self.atol:.3g}), "
-            f"top-1 agreement {self.top1_agreement:.2%} (required {self.min_top1_agreement:.2%}) on {self.samples} inputs"
+            f"{diff}, top-1 agreement {self.top1_agreement:.2%} (required {self.min_top1_agreement:.2%}) "
+            f"on {self.samples} inputs"
         )
 
 

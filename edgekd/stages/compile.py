@@ -34,6 +34,11 @@ def digest(path: Path) -> tuple[int, str]:
     return sum(f.stat().st_size for f in files), sha.hexdigest()
 
 
+def int8_limit(config) -> float:
+    """INT8 tolerance in output steps: compile's own, else the export's (one tolerance unless set apart)."""
+    return config.compile.int8_atol_steps if config.compile.int8_atol_steps is not None else config.export.int8_atol_steps
+
+
 def first_lines(error: BaseException, limit: int = 3) -> str:
     text = str(error).strip() or type(error).__name__
     return f"{type(error).__name__}: " + " | ".join(line.strip() for line in text.splitlines()[:limit] if line.strip())
@@ -53,7 +58,8 @@ class CompileStage(Stage):
         toolchains = {b: BACKENDS.get(b)().toolchain_version() or BACKENDS.get(b)().unavailable() for b in backends}
         # Only what shapes the artifacts: how a device is reached or its power model re-runs profile, not this.
         artifacts = [{"name": t.name, "artifacts": [a.model_dump(mode="json") for a in t.artifacts]} for t in targets]
-        return {"compile": ctx.config.section("compile"), "targets": artifacts, "toolchains": toolchains}
+        return {"compile": ctx.config.section("compile"), "int8_atol_steps": int8_limit(ctx.config),
+                "targets": artifacts, "toolchains": toolchains}
 
     def run(self, ctx: StageContext, out_dir: Path) -> CompileRecord:
         from .. import onnx_export as ox  # onnx and onnxruntime: imported when compiling, not to plan a run
@@ -72,11 +78,11 @@ class CompileStage(Stage):
         )
         x_check = data.x_test[: cfg.parity_samples].numpy()
         references = {"fp32": predict(sources.fp32_model(), data.x_test[: cfg.parity_samples]).numpy()}
-        int8_atol = None
+        tolerance = {"fp32": dict(atol=cfg.fp32_atol), "fp16": dict(atol=cfg.fp16_atol)}
         if sources.int8_onnx is not None:
             references["int8"] = ox.run_session(ox.session(sources.int8_onnx), x_check)
-            int8_atol = cfg.int8_atol_steps * ox.output_scale(sources.int8_onnx)
-        tolerance = {"fp32": cfg.fp32_atol, "fp16": cfg.fp16_atol, "int8": int8_atol}
+            # whole steps of the output quantizer, as the export checked the QDQ model
+            tolerance["int8"] = dict(step=ox.output_scale(sources.int8_onnx), limit_steps=int8_limit(ctx.config))
 
         rows: list[CompiledArtifact] = []
         for i, name in enumerate(ctx.config.targets):
@@ -126,7 +132,7 @@ class CompileStage(Stage):
         try:
             x_check = data.x_test[: cfg.parity_samples].numpy()
             parity = compare(references[reference_key], runner.predict_batched(x_check),
-                             atol=tolerance[row.precision], min_top1_agreement=cfg.min_top1_agreement)
+                             min_top1_agreement=cfg.min_top1_agreement, **tolerance[row.precision])
             row.parity = parity
             test = evaluate_logits(runner.predict_batched(data.x_test.numpy()), data.y_test, data.num_classes)
             row.accuracy, row.per_class_accuracy = test.accuracy, test.per_class_accuracy

@@ -68,10 +68,10 @@ class ExportStage(Stage):
                 ox.simplify(work)
             ox.set_metadata(work, meta)
             sess = ox.session(work)
-            if atol is None:  # INT8: tolerance in steps of the output quantizer, since logits are quantized
-                atol = cfg.int8_atol_steps * ox.output_scale(work)
+            # INT8: logits are quantized, so the tolerance counts whole steps of the output quantizer
+            tolerance = dict(atol=atol) if atol is not None else dict(step=ox.output_scale(work), limit_steps=cfg.int8_atol_steps)
             parity = require(
-                compare(reference.numpy(), ox.run_session(sess, x_check), atol=atol, min_top1_agreement=cfg.min_top1_agreement),
+                compare(reference.numpy(), ox.run_session(sess, x_check), min_top1_agreement=cfg.min_top1_agreement, **tolerance),
                 f"export of {path.name}",
             )
             test = evaluate_logits(ox.run_session(sess, data.x_test), data.y_test, data.num_classes)
