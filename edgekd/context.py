@@ -51,6 +51,7 @@ class StageContext:
             fractions=cfg.data.split,
             image_size=cfg.data.image_size,
             base_dir=cfg.base_dir,
+            num_classes=cfg.data.num_classes,
         )
 
     def file_hash(self, path: str | None) -> str | None:

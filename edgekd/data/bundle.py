@@ -31,10 +31,21 @@ class DataBundle:
     split: Split
     data_hash: str
     source: str
+    classes_from: str = "names"  # see RawData.classes_from
 
     @property
     def num_classes(self) -> int:
         return len(self.class_names)
+
+    def classes_note(self) -> str:
+        """One line saying how many classes there are and what decided it (printed once per run)."""
+        n = self.num_classes
+        if self.classes_from == "labels":
+            return (f"{n} classes, inferred from the labels 0..{n - 1} ({self.source} has no class names); "
+                    "set data.num_classes to have the labels checked against the count you expect")
+        if self.classes_from == "data.num_classes":
+            return f"{n} classes, as data.num_classes states; every label of {self.source} is below {n}"
+        return f"{n} classes, named by {self.source}"
 
     def provenance(self) -> dict[str, Any]:
         """Everything that decides these tensors; stages put it in cache keys and records."""
@@ -47,6 +58,7 @@ class DataBundle:
             "fractions": list(self.split.fractions),
             "input_shape": list(self.input_shape),
             "num_classes": self.num_classes,
+            "classes_from": self.classes_from,
             "normalization": self.normalization.to_dict(),
         }
 
@@ -58,9 +70,13 @@ def prepare_data(
     fractions: Sequence[float] = (0.7, 0.1, 0.2),
     image_size: tuple[int, int] | None = None,
     base_dir: Path = Path("."),
+    num_classes: int | None = None,
 ) -> DataBundle:
-    """Load + validate + split, then fit normalisation on the train split only and apply it to all."""
-    raw = load_source(spec, image_size=image_size, base_dir=base_dir)
+    """Load + validate + split, then fit normalisation on the train split only and apply it to all.
+
+    ``num_classes`` (``data.num_classes``): the class count expected; a label outside it is a DataError.
+    """
+    raw = load_source(spec, image_size=image_size, base_dir=base_dir, num_classes=num_classes)
     split = stratified_split(raw.y, fractions=fractions, seed=seed)
     norm = Normalization.fit(raw.x[split.train])
 
@@ -77,4 +93,5 @@ def prepare_data(
         split=split,
         data_hash=content_hash(raw),
         source=spec,
+        classes_from=raw.classes_from,
     )

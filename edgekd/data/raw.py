@@ -15,6 +15,9 @@ class RawData:
     y: np.ndarray  # int64 (N,)
     class_names: list[str]
     source: str  # the spec string it came from
+    # where the class count came from: "names" (the source's class names), "labels" (largest label + 1),
+    # or "data.num_classes" (the config stated it and the labels were checked against it)
+    classes_from: str = "names"
 
     @property
     def num_classes(self) -> int:

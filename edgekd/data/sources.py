@@ -19,7 +19,7 @@ from PIL import Image, UnidentifiedImageError
 from ..errors import ConfigError, DataError
 from ..registry import Registry
 from .raw import RawData
-from .validate import check_arrays, validate
+from .validate import check_arrays, check_class_count, validate
 from ..userimport import import_user_module, parse_python_spec
 
 Loader = Callable[[str, "tuple[int, int] | None", Path], RawData]
@@ -34,8 +34,12 @@ def load_source(
     image_size: tuple[int, int] | None = None,
     base_dir: Path = Path("."),
     key: str = "data.source",
+    num_classes: int | None = None,
 ) -> RawData:
-    """Load, validate and (if ``image_size`` differs from the data) resize a data source."""
+    """Load, validate and (if ``image_size`` differs from the data) resize a data source.
+
+    ``num_classes`` (``data.num_classes``) is the class count the user expects: labels are checked against it.
+    """
     scheme, sep, arg = spec.partition(":")
     if not sep or not arg:
         raise ConfigError(f"{key}: {spec!r} is not SCHEME:ARG; expected one of the schemes: {', '.join(SOURCES.names())}")
@@ -45,6 +49,7 @@ def load_source(
         raw = loader(arg, size, Path(base_dir))
     except (DataError, ConfigError) as exc:  # loaders name the spec; the config key is added here
         raise type(exc)(f"{key}: {exc}") from exc
+    raw = check_class_count(raw, num_classes, key=key)
     validate(raw, key=key)  # before resizing, so reported indices refer to the original data
     if size is not None and tuple(raw.x.shape[-2:]) != size:
         raw.x = resize(raw.x, size)
@@ -66,9 +71,10 @@ def make_raw(x: Any, y: Any, class_names: list[str] | None, spec: str) -> RawDat
     # uint8 means 0..255 pixels; any other dtype is taken at face value
     x = x.astype(np.float32) / 255.0 if x.dtype == np.uint8 else x.astype(np.float32)
     y = y.astype(np.int64)
-    if class_names is None:
-        class_names = [str(i) for i in range(max(int(y.max()) + 1, 0))]
-    return RawData(np.ascontiguousarray(x), y, [str(n) for n in class_names], spec)
+    classes_from = "names"
+    if class_names is None:  # no names: as many classes as the largest label says, and the user is told so
+        class_names, classes_from = [str(i) for i in range(max(int(y.max()) + 1, 0))], "labels"
+    return RawData(np.ascontiguousarray(x), y, [str(n) for n in class_names], spec, classes_from)
 
 
 def _to_numpy(a: Any) -> np.ndarray:

@@ -43,6 +43,31 @@ def check_arrays(x: np.ndarray, y: np.ndarray, *, where: str) -> None:
             )
 
 
+def check_class_count(raw: RawData, num_classes: int | None, *, key: str = "data.source") -> RawData:
+    """``raw`` with the class count the config states (``data.num_classes``), or a DataError naming the label
+    or the class names that disagree with it. Without it, the count is the source's (names or labels)."""
+    if num_classes is None:
+        return raw
+    where, names = f"{key}: {raw.source}", list(raw.class_names)
+    if raw.classes_from == "names":
+        if len(names) != num_classes:
+            shown = ", ".join(names[:12]) + (", ..." if len(names) > 12 else "")
+            raise DataError(f"{where}: {len(names)} class names ({shown}), but data.num_classes is {num_classes}; "
+                            f"expected {num_classes} names, or data.num_classes: {len(names)}")
+        return raw
+    labels = np.asarray(raw.y).astype(np.int64)
+    out = np.flatnonzero((labels < 0) | (labels >= num_classes))
+    if out.size:
+        i = int(out[0])
+        raise DataError(
+            f"{where}: label {int(labels[i])} at index {i} is outside 0..{num_classes - 1}, the {num_classes} classes "
+            f"data.num_classes states ({out.size} such label(s)); expected labels below {num_classes}, or "
+            f"data.num_classes: {int(labels.max()) + 1}"
+        )
+    raw.class_names, raw.classes_from = [str(c) for c in range(num_classes)], "data.num_classes"
+    return raw
+
+
 def validate(raw: RawData, *, key: str = "data.source") -> None:
     """Raise ``DataError`` if ``raw`` cannot be trained on."""
     where = f"{key}: {raw.source}"
