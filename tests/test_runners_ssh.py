@@ -26,9 +26,12 @@ import yaml
 from typer.testing import CliRunner
 
 import edgekd
+from edgekd.backends.openvino.tool import parse_benchmark_app
+from edgekd.backends.tensorrt.tool import parse_trtexec
 from edgekd.cli import app
+from edgekd.records import ProfiledArtifact
 from edgekd.runners import HostKeyRefused, ProfileJob, runner_for
-from edgekd.runners.ssh import SshRunner, parse_address, parse_benchmark_app, parse_trtexec, remote_command, ssh_command
+from edgekd.runners.ssh import SshRunner, parse_address, remote_command, ssh_command
 from edgekd.stages.profile import ProfileStage
 from edgekd.targets import DeviceSpec
 
@@ -191,8 +194,13 @@ def fleet(pretrained_config, servers, tmp_path_factory):
     return result, cfg, tmp, spans
 
 
-def rows(result, target_name: str) -> dict[str, dict]:
-    return {r["id"].split("/", 1)[1]: r for r in result["profile"]["artifacts"] if r["target"] == target_name}
+def rows(result, target_name: str) -> dict[str, ProfiledArtifact]:
+    return {f"{r.backend}/{r.precision}": r for r in result["profile"].artifacts if r.target == target_name}
+
+
+def measured(block) -> set[str]:
+    """The fields a row or block carries (null ones left out): the form of what was measured."""
+    return set(block.model_dump(exclude_none=True))
 
 
 def test_two_devices_at_once_give_the_local_run_in_form_and_accuracy(fleet, servers):
@@ -200,18 +208,18 @@ def test_two_devices_at_once_give_the_local_run_in_form_and_accuracy(fleet, serv
     here, a, b = rows(result, "here"), rows(result, "dev-a"), rows(result, "dev-b")
     assert set(here) == set(a) == set(b) == {"onnxruntime/fp32", "onnxruntime/int8", "openvino/fp32"}
     for name, local in here.items():
-        assert local["status"] == "ok", local["reason"]
+        assert local.status == "ok", local.reason
         for remote, server in ((a[name], servers[0]), (b[name], servers[1])):
-            assert remote["status"] == "ok", remote["reason"]
-            assert set(remote) == set(local) and set(remote["latency_ms"]) == set(local["latency_ms"])
-            assert set(remote["host"]) == set(local["host"])
-            assert remote["host"]["runner"] == f"ssh:{getpass.getuser()}@127.0.0.1:{server.port}"
-            assert remote["accuracy_source"] == local["accuracy_source"] == "device"
+            assert remote.status == "ok", remote.reason
+            assert measured(remote) == measured(local) and measured(remote.latency_ms) == measured(local.latency_ms)
+            assert measured(remote.host) == measured(local.host)
+            assert remote.host.runner == f"ssh:{getpass.getuser()}@127.0.0.1:{server.port}"
+            assert remote.accuracy_source == local.accuracy_source == "device"
             # the device scored the same test slice in the same runtime: same accuracy, same logits
-            assert remote["samples"] == local["samples"] == 200
-            assert remote["accuracy"] == local["accuracy"] and remote["per_class_accuracy"] == local["per_class_accuracy"]
-            assert remote["logits_sha256"] == local["logits_sha256"]
-            assert remote["latency_ms"]["runs"] >= QUICK["runs"] and remote["latency_ms"]["p50"] > 0
+            assert remote.samples == local.samples == 200
+            assert remote.accuracy == local.accuracy and remote.per_class_accuracy == local.per_class_accuracy
+            assert remote.logits_sha256 == local.logits_sha256
+            assert remote.latency_ms.runs >= QUICK["runs"] and remote.latency_ms.p50 > 0
     # the two devices ran at the same time: their benchmark intervals overlap
     (span_a, span_b) = (spans[f"ssh:{getpass.getuser()}@127.0.0.1:{s.port}"] for s in servers)
     assert max(s for s, _ in span_a) < max(e for _, e in span_b) and max(s for s, _ in span_b) < max(e for _, e in span_a)
@@ -233,7 +241,7 @@ def test_a_device_stopped_mid_run_is_unreachable_and_the_other_finishes(fleet, s
     def stop_a_once_it_benchmarks():
         deadline = time.time() + 120
         while time.time() < deadline and not killed.is_set():
-            if any("edgekd_ondevice.bench" in line for line in a.sessions()):
+            if any("edgekd_ondevice.ondevice.bench" in line for line in a.sessions()):
                 time.sleep(0.5)
                 a.stop()
                 killed.set()
@@ -251,13 +259,13 @@ def test_a_device_stopped_mid_run_is_unreachable_and_the_other_finishes(fleet, s
         a.start()  # back for the other tests
     assert killed.is_set(), "device a was never seen benchmarking"
     on_a, on_b = rows(second, "dev-a"), rows(second, "dev-b")
-    assert {r["status"] for r in on_a.values()} == {"unreachable"}, on_a
-    first = second["profile"]["artifacts"][[r["id"] for r in second["profile"]["artifacts"]].index("dev-a/onnxruntime/fp32")]
-    assert "closed" in first["reason"] or "refused" in first["reason"] or "reset" in first["reason"], first["reason"]
-    assert "after 2 attempts" in first["reason"]  # dev-a has retries: 1, and the retry found nothing listening
-    assert all(r["reason"].startswith("not tried:") for k, r in on_a.items() if k != "onnxruntime/fp32")
-    assert {r["status"] for r in on_b.values()} == {"ok"} and {r["status"] for r in rows(second, "here").values()} == {"ok"}
-    assert second["profile"]["counts"] == {"ok": 6, "failed": 0, "not run here": 0, "unreachable": 3}
+    assert {r.status for r in on_a.values()} == {"unreachable"}, on_a
+    first = on_a["onnxruntime/fp32"]
+    assert "closed" in first.reason or "refused" in first.reason or "reset" in first.reason, first.reason
+    assert "after 2 attempts" in first.reason  # dev-a has retries: 1, and the retry found nothing listening
+    assert all(r.reason.startswith("not tried:") for k, r in on_a.items() if k != "onnxruntime/fp32")
+    assert {r.status for r in on_b.values()} == {"ok"} and {r.status for r in rows(second, "here").values()} == {"ok"}
+    assert second["profile"].counts() == {"ok": 6, "failed": 0, "not run here": 0, "unreachable": 3}
     report = {x["id"]: x for x in second.report["artifacts"]}
     assert report["dev-a/openvino/fp32"]["status"] == "failed" and "unreachable" in report["dev-a/openvino/fp32"]["reason"]
     print(f"profile with one device stopped: {seconds:.1f}s")
@@ -265,8 +273,8 @@ def test_a_device_stopped_mid_run_is_unreachable_and_the_other_finishes(fleet, s
 
 def test_an_unknown_or_changed_host_key_is_refused_and_not_retried(fleet, servers, keys, tmp_path):
     result, _, _, _ = fleet
-    row = next(r for r in result["compile"]["artifacts"] if r["target"] == "dev-b" and r["precision"] == "fp32" and r["backend"] == "onnxruntime")
-    path = result.run_dir / row["path"]
+    row = next(r for r in result["compile"].artifacts if r.id == "dev-b/onnxruntime/fp32")
+    path = result.run_dir / row.path
     job = ProfileJob(artifact=path, files=[path], backend="onnxruntime", precision="fp32", options={}, data=path, timeout_s=60)
     server = servers[1]
     other = tmp_path / "other_host_key"
@@ -281,8 +289,8 @@ def test_an_unknown_or_changed_host_key_is_refused_and_not_retried(fleet, server
         runner.profile = lambda job: calls.append(1) or original(job)  # noqa: E731
         with pytest.raises(HostKeyRefused, match=words):
             original(job)
-        row_out = ProfileStage._attempt(runner, job, {**row, "target": "dev-b"}, None, retries=3)
-        assert row_out["status"] == "unreachable" and "host key refused" in row_out["reason"]
+        row_out = ProfileStage._attempt(runner, job, row, None, retries=3)
+        assert row_out.status == "unreachable" and "host key refused" in row_out.reason
         assert len(calls) == 1  # a security refusal is not retried
     assert leftovers(server) == []  # nothing reached the device
 
@@ -292,9 +300,9 @@ def test_names_paths_and_options_cannot_run_commands_on_the_device(fleet, server
     server = servers[1]
     canary = Path.home() / f"edgekd-pwned-{server.port}"  # what an injected `cd; touch ...` would create
     name = canary.name
-    row = next(r for r in result["compile"]["artifacts"] if r["target"] == "dev-b" and r["backend"] == "onnxruntime" and r["precision"] == "fp32")
+    row = next(r for r in result["compile"].artifacts if r.id == "dev-b/onnxruntime/fp32")
     evil = tmp_path / f"m'; cd; touch {name}; echo '$(cd; touch {name}) `cd; touch {name}`.onnx"
-    shutil.copy(result.run_dir / row["path"], evil)
+    shutil.copy(result.run_dir / row.path, evil)
     data = result.run_dir / "profile" / "test.npz"
     job = ProfileJob(artifact=evil, files=[evil], backend="onnxruntime", precision="fp32",
                      options={"threads": 1, "note": f"$(cd; touch {name})"}, data=data, timeout_s=120,
@@ -336,21 +344,21 @@ def test_benchmark_app_on_the_device_instead_of_the_python_benchmark(fleet, serv
     tool = Path(sys.executable).parent / "benchmark_app"
     if not tool.is_file():
         pytest.skip("openvino's benchmark_app is not installed in this environment")
-    row = next(r for r in result["compile"]["artifacts"] if r["target"] == "dev-b" and r["backend"] == "openvino")
-    path = result.run_dir / row["path"]
+    row = next(r for r in result["compile"].artifacts if r.target == "dev-b" and r.backend == "openvino")
+    path = result.run_dir / row.path
     server = servers[1]
     spec = DeviceSpec(**server.device(tool="benchmark_app", tool_path=str(tool)))
     runner = runner_for(spec)
     job = ProfileJob(artifact=path, files=[path, path.with_suffix(".bin")], backend="openvino", precision="fp32",
                      options={"threads": 1}, data=path, timeout_s=120, settings={**QUICK, "runs": 50, "cov_threshold": 0.1})
     out = ProfileStage._attempt(runner, job, row, {"model": "tdp-fraction", "tdp_w": 10.0}, retries=0)
-    assert out["status"] == "ok", out["reason"]
-    lat = out["latency_ms"]
-    assert out["measured_by"] == "benchmark_app" and lat["measured_by"] == "benchmark_app"
-    assert lat["runs"] >= 50 and 0 < lat["min"] <= lat["p50"] <= lat["max"] and lat["min"] <= lat["mean"] <= lat["max"]
-    assert lat["load_ms"] > 0 and lat["first_inference_ms"] > 0
-    assert {"p90", "p95", "p99", "std"} <= set(lat["unknown"]) and lat["p99"] is None  # nothing is made up
-    assert out["accuracy"] == row["accuracy"] and out["accuracy_source"].startswith("build machine")
+    assert out.status == "ok", out.reason
+    lat = out.latency_ms
+    assert out.measured_by == "benchmark_app" and lat.measured_by == "benchmark_app"
+    assert lat.runs >= 50 and 0 < lat.min <= lat.p50 <= lat.max and lat.min <= lat.mean <= lat.max
+    assert lat.load_ms > 0 and lat.first_inference_ms > 0
+    assert {"p90", "p95", "p99", "std"} <= set(lat.unknown) and lat.p99 is None  # nothing is made up
+    assert out.accuracy == row.accuracy and out.accuracy_source.startswith("build machine")
     assert leftovers(server) == []
 
 
