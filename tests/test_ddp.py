@@ -35,6 +35,7 @@ import yaml
 
 import edgekd
 from edgekd.io import read_json
+from edgekd.records import StudentRecord, TeacherCache
 
 EPOCHS = 12  # long enough to kill a process mid-run (an epoch takes ~0.2 s here)
 TIMEOUT_S = 60  # EDGEKD_DIST_TIMEOUT_S for runs that should succeed (a busy 2-core CI machine)
@@ -70,16 +71,17 @@ def open_(file, mode="r", *args, **kwargs):
 
 os.replace, builtins.open = replace, open_
 
-import edgekd.stages.distill as distill_stage
-_save = distill_stage.save_ref_once
+from edgekd.context import StageContext
+_save = StageContext.save_model
 
-def save_ref_once(model, *args, **kwargs):
-    ref = _save(model, *args, **kwargs)
-    with _open(os.path.join(spy, f"student-rank{rank}.txt"), "a") as f:
-        f.write(ref.sha256 + "\n")
+def save_model(self, model, spec, kwargs, path):
+    ref = _save(self, model, spec, kwargs, path)
+    if os.path.basename(os.fspath(path)) == "student.safetensors":  # the distilled student, not a teacher member
+        with _open(os.path.join(spy, f"student-rank{rank}.txt"), "a") as f:
+            f.write(ref.sha256 + "\n")
     return ref
 
-distill_stage.save_ref_once = save_ref_once
+StageContext.save_model = save_model
 sys.argv = ["edgekd", *sys.argv[1:]]
 runpy.run_module("edgekd", run_name="__main__", alter_sys=True)
 '''
@@ -137,8 +139,9 @@ def write_config(cfg: dict, path: Path) -> Path:
     return path
 
 
-def record(run_dir: Path, stage: str = "distill") -> dict:
-    return read_json(run_dir / stage / "stage.json")["record"]
+def record(run_dir: Path) -> StudentRecord:
+    """The distill stage's record as written (rank 0) and as the next run loads it."""
+    return StudentRecord.model_validate(read_json(run_dir / "distill" / "stage.json")["record"])
 
 
 def metrics(run_dir: Path) -> list[dict]:
@@ -230,16 +233,16 @@ def two(ddp_config, tmp_path_factory):
 
 def test_two_processes_match_one(single, two):
     one, dist = record(single), record(two["out"])
-    acc_1, acc_2 = one["figures"]["accuracy"], dist["figures"]["accuracy"]
-    loss_1, loss_2 = one["train"]["final_train_loss"], dist["train"]["final_train_loss"]
+    acc_1, acc_2 = one.figures.accuracy, dist.figures.accuracy
+    loss_1, loss_2 = one.train.final_train_loss, dist.train.final_train_loss
     assert abs(acc_2 - acc_1) <= ACC_TOL, (acc_1, acc_2)
     assert abs(loss_2 - loss_1) <= LOSS_REL_TOL * loss_1, (loss_1, loss_2)
-    assert acc_2 > 0.8 and dist["val_accuracy"] > 0.8
+    assert acc_2 > 0.8 and dist.val_accuracy > 0.8
     rows = metrics(two["out"])
     assert [r["epoch"] for r in rows] == list(range(EPOCHS))  # one line per epoch, from one writer
     assert all(r["world_size"] == 2 for r in rows) and "world_size" not in metrics(single)[0]
     assert all(math.isfinite(r["train_loss"]) for r in rows) and rows[-1]["train_loss"] < rows[0]["train_loss"]
-    assert dist["train"]["epochs_run"] == EPOCHS and dist["train"]["resumed_from_epoch"] == 0
+    assert dist.train.epochs_run == EPOCHS and dist.train.resumed_from_epoch == 0
 
     # rank 0 reports once: one summary table, one line per epoch, nothing from rank 1
     said = two["job"].stdout + two["job"].stderr
@@ -249,10 +252,11 @@ def test_two_processes_match_one(single, two):
 
 def test_one_checkpoint_set_written_by_rank_0_only(single, two):
     out, spy, cache = two["out"], two["spy"], two["cache"]
-    # the run directory holds exactly what a single-process run writes: one checkpoint, one student, one marker each
+    # the run directory holds exactly what a single-process run writes: one checkpoint, one student, one marker each,
+    # and the run's log of third-party output (edgekd.runlog)
     assert files(out) == files(single) == {
         "teacher/stage.json", "distill/stage.json", "distill/checkpoints/last.pt", "distill/metrics.jsonl",
-        "distill/student.safetensors",
+        "distill/student.safetensors", "edgekd.log",
     }
     writes = {rank: (spy / f"writes-rank{rank}.txt").read_text().splitlines() for rank in (0, 1)}
     # rank 1 wrote nothing; it only opened the cache's lock file to take the lock (the file holds nothing)
@@ -264,10 +268,10 @@ def test_one_checkpoint_set_written_by_rank_0_only(single, two):
     cached = sorted((cache / "teacher").glob("*.safetensors"))
     assert len(cached) == 1
     assert sum(p == cached[0] for p in rank0) == 1
-    assert record(out)["teacher_cache"] == {"used": True, "hit": False, "path": str(cached[0])}
+    assert record(out).teacher_cache == TeacherCache(used=True, hit=False, path=str(cached[0]))
     # both processes ended with the same student: the one rank 0 saved and scored
     hashes = {rank: (spy / f"student-rank{rank}.txt").read_text().split() for rank in (0, 1)}
-    assert hashes[0] == hashes[1] == [record(out)["model"]["sha256"]]
+    assert hashes[0] == hashes[1] == [record(out).model.sha256]
 
 
 def test_parity_is_exact_without_batch_norm_and_one_process_is_bitwise(pretrained_config, tmp_path):
@@ -289,17 +293,17 @@ def test_parity_is_exact_without_batch_norm_and_one_process_is_bitwise(pretraine
     job = run_job(torchrun("-m", "edgekd", "distill", config_path, "--out", tmp_path / "two"), env)
     assert job.returncode == 0, job.stderr[-5000:]
     one, dist = record(tmp_path / "single"), record(tmp_path / "two")
-    assert abs(dist["figures"]["accuracy"] - one["figures"]["accuracy"]) <= EXACT_ACC_TOL
+    assert abs(dist.figures.accuracy - one.figures.accuracy) <= EXACT_ACC_TOL
     rows_1, rows_2 = metrics(tmp_path / "single"), metrics(tmp_path / "two")
     for r1, r2 in zip(rows_1, rows_2, strict=True):
         assert r2["train_loss"] == pytest.approx(r1["train_loss"], rel=EXACT_LOSS_REL_TOL), (r1, r2)
         assert r2["train_accuracy"] == pytest.approx(r1["train_accuracy"], abs=0.003)
-    assert dist["model"]["sha256"] != one["model"]["sha256"]  # really trained apart, in two processes
+    assert dist.model.sha256 != one.model.sha256  # really trained apart, in two processes
 
     job = run_job(torchrun("-m", "edgekd", "distill", config_path, "--out", tmp_path / "one", nproc=1), env)
     assert job.returncode == 0, job.stderr[-5000:]
     assert metrics(tmp_path / "one")[0]["world_size"] == 1
-    assert record(tmp_path / "one")["model"]["sha256"] == one["model"]["sha256"]
+    assert record(tmp_path / "one").model.sha256 == one.model.sha256
     assert [r["train_loss"] for r in metrics(tmp_path / "one")] == [r["train_loss"] for r in rows_1]
 
 
@@ -351,10 +355,10 @@ def test_killed_process_ends_the_other_with_a_message_then_resume_matches(ddp_co
     job = run_job(torchrun("-m", "edgekd", "distill", config_path, "--out", out, "--resume"), job_env(two["cache"]))
     assert job.returncode == 0, job.stderr[-5000:]
     resumed = record(out)
-    assert resumed["train"]["resumed_from_epoch"] >= done
-    assert resumed["train"]["epochs_run"] == EPOCHS
+    assert resumed.train.resumed_from_epoch >= done
+    assert resumed.train.epochs_run == EPOCHS
     assert [r["epoch"] for r in metrics(out)] == list(range(EPOCHS))
-    assert resumed["model"]["sha256"] == record(two["out"])["model"]["sha256"]
+    assert resumed.model.sha256 == record(two["out"]).model.sha256
     assert [r["train_loss"] for r in metrics(out)] == [r["train_loss"] for r in metrics(two["out"])]
 
 
@@ -460,7 +464,7 @@ def test_two_machines_each_with_its_own_cache(ddp_config, two, tmp_path):
         assert p.returncode == 0, err[-5000:]
     for node in (0, 1):
         assert len(list((tmp_path / f"cache{node}" / "teacher").glob("*.safetensors"))) == 1
-    assert record(out)["model"]["sha256"] == record(two["out"])["model"]["sha256"]
+    assert record(out).model.sha256 == record(two["out"]).model.sha256
 
 
 # ---------------------------------------------------------------- without torchrun
