@@ -13,6 +13,7 @@ the rest wait for its record.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 from dataclasses import dataclass, field
@@ -64,6 +65,19 @@ def as_config(config: str | Path | dict | PipelineConfig) -> PipelineConfig:
     if isinstance(config, dict):
         return parse_config(config)
     return load_config(config)
+
+
+def make_run_dir(run_dir: Path, what: str) -> None:
+    """Create ``run_dir``; a file where it or a folder above it should be is bad input, named, not an OSError."""
+    blocker = next((p for p in (run_dir, *run_dir.parents) if p.exists()), None)
+    if blocker is not None and not blocker.is_dir():
+        where = "is" if blocker == run_dir else f"lies under {blocker}, which is"
+        raise ConfigError(f"{what} {run_dir} {where} a file, not a directory; expected a folder for the run "
+                          "(created if missing)")
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise ConfigError(f"{what} {run_dir}: cannot create the run folder ({error.strerror})") from None
 
 
 def stage_order(names: list[str] | None = None) -> list[str]:
@@ -130,13 +144,15 @@ def run(
     if not distributed.is_writer():
         console = Console(stderr=True, quiet=True)  # rank 0 reports progress; errors still reach every process
     run_dir = Path(out) if out is not None else Path("runs") / cfg.name
-    run_dir.mkdir(parents=True, exist_ok=True)
+    make_run_dir(run_dir, "--out" if out is not None else "the run folder (runs/<config name>)")
     order = stage_order(stages)
     if force is not None and force not in order:
         raise ConfigError(f"--force {force!r}: not a stage of this run; expected one of: {', '.join(order)}")
     ctx = StageContext(config=cfg, run_dir=run_dir, resume=resume)
     result = PipelineResult(run_dir=run_dir)
-    with run_lock(run_dir, wait=wait, console=console), run_log(run_dir / LOG_NAME):  # one writer per run folder
+    # One writer per run folder: rank 0 holds the lock and the log (under torchrun the other processes write nothing).
+    log = run_log(run_dir / LOG_NAME) if distributed.is_writer() else contextlib.nullcontext()
+    with run_lock(run_dir, wait=wait, console=console), log:
         _run_stages(ctx, order, force, result, console)
         from .report.outputs import write_outputs
 

@@ -131,9 +131,18 @@ def load_npz(arg: str, image_size: tuple[int, int] | None, base_dir: Path) -> Ra
     spec, path = f"npz:{arg}", _resolve(arg, base_dir)
     if not path.is_file():
         raise DataError(f"{spec}: file {path} not found; expected an .npz with arrays x and y")
+    # Told apart by their first bytes, before numpy reads them: np.load takes anything else for a pickle, and
+    # its error then advises allow_pickle, which would run whatever the file holds.
+    with open(path, "rb") as fh:
+        magic = fh.read(6)
+    if magic == b"\x93NUMPY":
+        raise DataError(f"{spec}: {path} is a single .npy array{_npy_shape(path)}; expected an .npz archive with "
+                        "arrays x and y (np.savez(path, x=x, y=y))")
+    if not magic.startswith(b"PK"):
+        raise DataError(f"{spec}: {path} is not an .npz archive (not a zip file: it starts with {magic!r}); "
+                        "expected np.savez's output with arrays x and y")
     try:
-        # allow_pickle=False: a data file must never run code
-        with np.load(path, allow_pickle=False) as archive:
+        with np.load(path, allow_pickle=False) as archive:  # allow_pickle=False: a data file must never run code
             found = sorted(archive.files)
             missing = [name for name in ("x", "y") if name not in found]
             if missing:
@@ -141,15 +150,32 @@ def load_npz(arg: str, image_size: tuple[int, int] | None, base_dir: Path) -> Ra
                     f"{spec}: {path} has no array {missing[0]!r} (found: {', '.join(found) or 'none'}); "
                     "expected arrays x (N,C,H,W) or (N,H,W), y (N,) and optional class_names"
                 )
-            x, y = archive["x"], archive["y"]
-            names = [str(n) for n in archive["class_names"].tolist()] if "class_names" in found else None
+            x, y = _npz_array(archive, "x", spec, path), _npz_array(archive, "y", spec, path)
+            names = ([str(n) for n in _npz_array(archive, "class_names", spec, path).tolist()]
+                     if "class_names" in found else None)
     except DataError:
         raise
-    except AttributeError:  # np.load returned a plain array: an .npy, not an archive
-        raise DataError(f"{spec}: {path} is a single .npy array; expected an .npz archive with x and y") from None
     except (OSError, ValueError, EOFError, zipfile.BadZipFile, KeyError) as exc:
         raise DataError(f"{spec}: {path} is not a readable .npz archive ({exc}); expected arrays x and y") from exc
     return make_raw(x, y, names, spec)
+
+
+def _npz_array(archive: Any, name: str, spec: str, path: Path) -> np.ndarray:
+    try:
+        return archive[name]
+    except ValueError as exc:
+        if "allow_pickle" not in str(exc):
+            raise
+        raise DataError(f"{spec}: {path}: array {name!r} holds Python objects (dtype object), which are never "
+                        "unpickled (a data file must not run code); expected numeric arrays, and strings for "
+                        "class_names") from None
+
+
+def _npy_shape(path: Path) -> str:
+    try:
+        return f" of shape {tuple(np.load(path, mmap_mode='r', allow_pickle=False).shape)}"
+    except (OSError, ValueError):
+        return ""
 
 
 # ---------------------------------------------------------------- imagefolder
@@ -211,13 +237,20 @@ def load_python(arg: str, image_size: tuple[int, int] | None, base_dir: Path) ->
     func = getattr(module, func_name, None)
     if not callable(func):
         raise DataError(f"{spec}: module {module_name!r} has no function {func_name!r}")
-    result = func()
-    if isinstance(result, torch.utils.data.Dataset):
-        x, y, names = _stack_dataset(result, spec)
-        return make_raw(x, y, names, spec)
-    if isinstance(result, (tuple, list)) and len(result) in (2, 3):
-        names = [str(n) for n in result[2]] if len(result) == 3 else None
-        return make_raw(result[0], result[1], names, spec)
+    try:  # the user's code: its own exception, named, instead of a traceback through edgekd
+        result = func()
+    except Exception as exc:
+        raise DataError(f"{spec}: {func_name}() raised {type(exc).__name__}: {exc}") from exc
+    try:
+        if isinstance(result, torch.utils.data.Dataset):
+            x, y, names = _stack_dataset(result, spec)
+            return make_raw(x, y, names, spec)
+        if isinstance(result, (tuple, list)) and len(result) in (2, 3):
+            names = [str(n) for n in result[2]] if len(result) == 3 else None
+            return make_raw(result[0], result[1], names, spec)
+    except (ValueError, TypeError) as exc:  # ragged or non-numeric arrays: numpy cannot stack them
+        raise DataError(f"{spec}: {func_name}() returned arrays numpy cannot read as x and y ({exc}); expected "
+                        "(x, y) with x (N, C, H, W) or (N, H, W) and y (N,) integer labels") from exc
     raise DataError(
         f"{spec}: {func_name}() returned {type(result).__name__}; "
         "expected (x, y) arrays, (x, y, class_names) or a torch Dataset of (x, y) items"

@@ -86,9 +86,12 @@ def validate(raw: RawData, *, key: str = "data.source") -> None:
                 f"first in sample {first[0]} at index {first}; expected finite pixel values"
             )
     names = list(raw.class_names)
+    labels = y.astype(np.int64)
+    if labels.min() < 0:  # before the class count, which a negative label makes meaningless
+        i = int(np.flatnonzero(labels < 0)[0])
+        raise DataError(f"{where}: label {int(labels[i])} at index {i} is negative; expected class labels 0..C-1")
     if len(names) < 2:
         raise DataError(f"{where}: {len(names)} class(es) {names}; expected at least 2")
-    labels = y.astype(np.int64)
     out = np.flatnonzero((labels < 0) | (labels >= len(names)))
     if out.size:
         i = int(out[0])

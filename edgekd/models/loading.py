@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import inspect
 import pickle
+import re
 import warnings
 from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
@@ -23,7 +25,7 @@ from .onnx_module import OnnxModule
 from .zoo import create_model
 from ..userimport import import_user_module, parse_python_spec
 
-__all__ = ["load_model", "load_weights", "read_state_dict", "save_weights", "OnnxModule", "Ensemble"]
+__all__ = ["load_model", "load_tensors", "load_weights", "read_state_dict", "save_weights", "OnnxModule", "Ensemble"]
 
 SCHEMES = ("zoo", "python", "torchscript", "export", "onnx")
 _SHOW = 10  # how many missing/unexpected/mismatched keys an error lists
@@ -62,7 +64,11 @@ def load_model(
     elif scheme == "onnx":
         if weights is not None:
             raise ConfigError(f"{key}: an ONNX model carries its own weights; remove 'weights'")
-        return OnnxModule(_existing(target, base_dir, key, "ONNX model"))
+        try:
+            return OnnxModule(_existing(target, base_dir, key, "ONNX model"))
+        except ModelError as exc:  # onnxruntime's message names the file; the config key that named it goes first
+            message = str(exc)
+            raise ModelError(message if message.startswith(f"{key}: ") else f"{key}: {message}") from None
     else:
         path = _existing(target, base_dir, key, f"{scheme} model")
         try:
@@ -124,20 +130,17 @@ def read_state_dict(path: Path, *, key: str = "model") -> dict[str, torch.Tensor
     if not path.is_file():
         raise ModelError(f"{key}: weights file {path} not found")
     suffix = path.suffix.lower()
-    try:
-        if suffix == ".safetensors":
+    if suffix == ".safetensors":
+        try:
             state: Any = load_file(str(path), device="cpu")
-        elif suffix in (".pt", ".pth"):
-            state = torch.load(str(path), map_location="cpu", weights_only=True)
-        else:
-            raise ConfigError(f"{key}: weights {path} must be .safetensors, .pt or .pth")
-    except pickle.UnpicklingError as exc:
-        raise ModelError(
-            f"{key}: {path} holds more than tensors and is refused (arbitrary objects are never unpickled); "
-            "save model.state_dict() or use .safetensors"
-        ) from exc
-    except (RuntimeError, OSError, ValueError, EOFError) as exc:  # truncated or foreign files
-        raise ModelError(f"{key}: cannot read weights {path}: {exc}") from exc
+        except (SafetensorError, OSError, ValueError) as exc:  # a foreign or cut-short file
+            raise ModelError(f"{key}: {path} is not a readable weights file ({exc}); expected a .safetensors "
+                             "file as safetensors.torch.save_file writes it") from None
+    elif suffix in (".pt", ".pth"):
+        state = load_tensors(path, f"{key}: {path}",
+                             "save model.state_dict() with torch.save, or use .safetensors")
+    else:
+        raise ConfigError(f"{key}: weights {path} must be .safetensors, .pt or .pth")
     for wrapper in ("state_dict", "model"):
         if isinstance(state, dict) and isinstance(state.get(wrapper), dict):
             state = state[wrapper]
@@ -148,6 +151,26 @@ def read_state_dict(path: Path, *, key: str = "model") -> dict[str, torch.Tensor
     if bad:
         raise ModelError(f"{key}: {path} has non-tensor entries {bad[:_SHOW]}; expected a state dict")
     return state
+
+
+def load_tensors(path: Path, what: str, advice: str, kind: str = "weights file") -> Any:
+    """``torch.load(path, weights_only=True)``: tensors and plain containers, never other objects.
+
+    A file that is not torch's format, or was cut short, is "not readable"; one that holds other objects
+    (classes, functions: what a pickle runs code with) is refused as untrusted. torch's own message is not
+    shown: it advises ``weights_only=False``, which would run whatever the file holds.
+    """
+    try:
+        return torch.load(str(path), map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        found = re.search(r"Unsupported global: GLOBAL (\S+)", str(exc))
+        if found:
+            raise ModelError(f"{what} is refused as untrusted: it holds Python objects other than tensors ({found[1]}), "
+                             f"which are never unpickled; {advice}") from None
+        raise ModelError(f"{what} is not a readable {kind} (not torch.save's format); {advice}") from None
+    except (RuntimeError, OSError, ValueError, EOFError) as exc:  # truncated or foreign files
+        reason = str(exc).split(". ")[0].splitlines()[0][:200] if str(exc) else type(exc).__name__  # torch's first sentence
+        raise ModelError(f"{what} is not a readable {kind} ({reason}); {advice}") from None
 
 
 def load_weights(model: nn.Module, path: Path, *, key: str = "model") -> None:

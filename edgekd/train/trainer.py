@@ -36,11 +36,12 @@ from tqdm.auto import tqdm
 from .. import distributed
 from ..config import TrainConfig
 from ..data import DataBundle, augment_batch
-from ..errors import StageError
+from ..errors import ModelError, StageError
 from ..io import torch_save, write_text
 from ..losses import CompositeLoss, FeaturePair, LossInputs
 from ..metrics import evaluate
 from ..models import FeatureRecorder
+from ..models.loading import load_tensors
 from .evaluation import evaluate as evaluate_split
 from .teacher_outputs import LiveTeacher, TeacherOutputs, TeacherSource
 
@@ -179,20 +180,27 @@ class Trainer:
         }
 
     def _read_checkpoint(self) -> dict | None:
-        if not self.checkpoint_path.exists():
+        """The checkpoint to resume from; None when there is none or it is another configuration's.
+
+        Read as tensors only: a damaged or planted file is an error naming it, never unpickled."""
+        path = self.checkpoint_path
+        if not path.exists():
             return None
-        state = torch.load(self.checkpoint_path, weights_only=True, map_location="cpu")
-        if state.get("run_key") != self.run_key:
+        advice = "edgekd writes it after each epoch: delete it, or run without --resume to train from the first epoch"
+        what = f"{self.description}: checkpoint {path}"
+        state = load_tensors(path, what, advice, kind="checkpoint")
+        if not isinstance(state, dict) or not {"run_key", "epoch", "model"} <= state.keys():
+            raise ModelError(f"{what} is not an edgekd checkpoint (a {type(state).__name__} without run_key, epoch "
+                             f"and model); {advice}")
+        if state["run_key"] != self.run_key:
             return None
         return state
 
     def _load_checkpoint(self) -> dict | None:
         if self.dist is None:
             state = self._read_checkpoint()
-        else:  # rank 0 reads it; every process resumes from that same state, on any machine
-            state = distributed.broadcast_object(
-                self._read_checkpoint() if self.writer else None, what=f"{self.description}: sharing the checkpoint"
-            )
+        else:  # rank 0 reads it (its error ends every process); all resume from that same state, on any machine
+            state = distributed.on_writer(self._read_checkpoint, what=f"{self.description}: sharing the checkpoint")
         if state is None:
             return None
         self.model.load_state_dict(state["model"])
