@@ -7,6 +7,7 @@ from typing import Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from .errors import EdgekdError
 
@@ -35,7 +36,7 @@ def _run_stages(config: Path, out: Optional[Path], stages: list[str] | None, for
             cfg = cfg.model_copy(update={"profile": cfg.profile.model_copy(update={"devices": devices.split(",")})})
         result = run(cfg, out, stages=stages, force=force, resume=resume, console=console)
     except EdgekdError as error:
-        console.print(f"[red]error:[/red] {error}")
+        console.print(f"[red]error:[/red] {escape(str(error))}")  # a value may hold [brackets]
         raise typer.Exit(2) from None
     if not is_writer():
         return  # under torchrun, rank 0 prints the tables
@@ -99,8 +100,6 @@ def gate_command(
     show_all: bool = typer.Option(False, "--all", help="List every check, not only the violations."),
 ) -> None:
     """Check a report against budgets. Exit 0 when every budget holds, 1 when any fails, 2 on bad input."""
-    from rich.markup import escape
-
     from .gate import evaluate, gate_table, load_budgets, write_junit, write_markdown
     from .gate.inputs import check_budgets_apply, check_output, read_report
 
@@ -193,7 +192,7 @@ def devices_check_command(
         chosen = ([load_target(t.strip(), base_dir, key="--targets") for t in targets.split(",") if t.strip()] if targets
                   else [t for t in list_targets(base_dir) if t.device.ssh or t.device.adb])
     except EdgekdError as error:
-        console.print(f"[red]error:[/red] {error}")
+        console.print(f"[red]error:[/red] {escape(str(error))}")  # a value may hold [brackets]
         raise typer.Exit(2) from None
     if not chosen:
         console.print("no target has a device: block (device: {ssh: user@host} or {adb: SERIAL}); see docs/devices.md")

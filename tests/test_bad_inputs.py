@@ -442,6 +442,8 @@ CASES = [
     case("weights-wrong-keys", run_with(teacher(weights="w.safetensors"), {"w.safetensors": ZOO_SAFETENSORS}), "teacher.members[0]", "missing", "unexpected", "conv.weight"),
     case("weights-student-corrupt", run_with({"student": {"weights": "s.safetensors"}}, {"s.safetensors": RANDOM}), "student", "s.safetensors"),
     # ---- data: sources, npz
+    case("data-markup-in-path", run_with(data("npz:[/x].npz")), "data.source", "[/x].npz", "not found"),
+    case("model-markup-in-name", run_with({"student": {"model": "zoo:[bold]net"}}), "student", "[bold]net"),
     case("data-no-scheme", run_with(data("digits")), "data.source", "'digits'", "SCHEME:ARG"),
     case("data-unknown-scheme", run_with(data("csv:d.csv")), "data.source", "csv", "npz"),
     case("data-unknown-builtin", run_with(data("builtin:mnist")), "data.source", "mnist", "mnist5k"),
