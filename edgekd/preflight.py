@@ -23,6 +23,7 @@ from .backends import BACKENDS
 from .config import ModelSpec, PipelineConfig
 from .errors import ConfigError, EdgekdError
 from .gate import load_budgets
+from .gate.inputs import unmatched_budgets
 from .losses import LOSSES, FeaturePair, LossInputs, build_loss, check_specs, logit_only
 from .models import FeatureRecorder, load_model
 from .models.hooks import layer_problem
@@ -139,16 +140,7 @@ def budget_problems(cfg: PipelineConfig, artifacts: list[tuple[str, str, str]] |
         budgets = load_budgets(path)
     except ConfigError as error:
         return [Problem.from_error("gate.budgets", error)]
-    if artifacts is None:
-        return []
-    names = ", ".join("/".join(a) for a in artifacts) or "(none)"
-    return [
-        Problem(f"{path}: budgets[{i}]",
-                f"target {b.target!r}, backend {b.backend!r}, precision {b.precision!r} match no artifact of this run",
-                f"globs matching one of {names}")
-        for i, b in enumerate(budgets.budgets)
-        if not any(b.matches(*a) for a in artifacts)
-    ]
+    return [] if artifacts is None else unmatched_budgets(budgets, artifacts, str(path), "this run")
 
 
 # ---------------------------------------------------------------- models and layer names
@@ -160,7 +152,9 @@ def model_problems(ctx, *, losses_ok: bool) -> list[Problem]:
     try:
         data = ctx.data
     except EdgekdError as error:
-        return [Problem.from_error("data.source", error)]  # the models need its class count and input shape
+        # the models need its class count and input shape; a message that names its own data.* key keeps it
+        key = str(error).split(":", 1)[0] if str(error).startswith("data.") else "data.source"
+        return [Problem.from_error(key, error)]
     found: list[Problem] = []
     # Building models draws random weights: leave the global generator as the stages expect to find it.
     with torch.random.fork_rng(devices=[]):

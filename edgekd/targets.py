@@ -7,6 +7,7 @@ device of a known backend is only a new YAML file.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Literal, Union
 
@@ -16,6 +17,7 @@ from typing_extensions import TypedDict
 from . import yamlfile
 from .errors import ConfigError
 
+_ADDRESS = re.compile(r"[A-Za-z0-9_.%@:\[\]+-]+")  # user@host:port, [ipv6], a serial, an alias
 PACKAGE_TARGETS = Path(__file__).resolve().parents[1] / "targets"
 
 
@@ -71,9 +73,12 @@ class DeviceSpec(_Strict):
     @field_validator("ssh", "adb", "macos_runner")
     @classmethod
     def _address(cls, value: str | None) -> str | None:
-        """A destination starting with '-' would be read as an option; whitespace is never part of one."""
-        if value is not None and (not value or value.startswith("-") or any(c.isspace() for c in value)):
-            raise ValueError(f"{value!r} is not a device address (no leading '-', no spaces)")
+        """A destination starting with '-' would be read as an option; an address has no spaces or shell characters.
+
+        (Addresses reach a shell only quoted; refusing ``host;reboot`` here names the mistake instead.)"""
+        if value is not None and (value.startswith("-") or not _ADDRESS.fullmatch(value)):
+            raise ValueError(f"{value!r} is not a device address: letters, digits and . _ - @ : % + [ ] only, "
+                             "no leading '-'")
         return value
 
     @field_validator("tool")

@@ -504,6 +504,7 @@ CASES = [
     case("target-ssh-option-injection", devices_with(target(device={"ssh": "-oProxyCommand=x"})), "device.ssh", "-oProxyCommand=x"),
     case("target-ssh-spaces", devices_with(target(device={"ssh": "user@host touch pwned"})), "device.ssh", "user@host touch pwned"),
     case("target-ssh-empty", devices_with(target(device={"ssh": ""})), "device.ssh"),
+    case("target-ssh-semicolon", devices_with(target(device={"ssh": "host;reboot"})), "device.ssh", "host;reboot"),
     case("target-adb-option", devices_with(target(device={"adb": "-s x shell reboot"})), "device.adb"),
     case("target-macos-runner-newline", devices_with(target(device={"macos_runner": "mac\nrm -rf ~"})), "device.macos_runner"),
     case("target-device-unknown-key", devices_with(target(device={"host": "pi@pi"})), "device.host", "ssh"),
