@@ -34,7 +34,7 @@ import yaml
 import edgekd
 from edgekd import onnx_export
 from edgekd.backends import BACKENDS, DEVICE_TOOLS, Backend, CompileSources, Model, NotRunnable
-from edgekd.config import CompileConfig
+from edgekd.config import CompileConfig, ExportConfig
 from edgekd.errors import ConfigError
 from edgekd.ondevice.backend_info import BACKEND_INFO, BACKENDS_PACKAGE
 from edgekd.ondevice.meters import METERS, MeterUnavailable
@@ -130,14 +130,16 @@ def tiny() -> Tiny:
     # The unfolded graph exports to the same QDQ ONNX (float weights behind QuantizeLinear) without a second conversion.
     int8_onnx = onnx_export.export(copy.deepcopy(int8_graph), INPUT_SHAPE, work / "int8.onnx", opset=18, dynamic_batch=False)
     sources = CompileSources(input_shape=INPUT_SHAPE, fp32_onnx=fp32_onnx, int8_onnx=int8_onnx,
-                             fp32_model=lambda: copy.deepcopy(student), int8_graph=lambda: copy.deepcopy(int8_graph))
+                             fp32_model=lambda: copy.deepcopy(student), int8_graph=lambda: copy.deepcopy(int8_graph),
+                             int8_graph_folded=lambda: prepared.converted(fold_quantize=True))
     inputs = torch.randn(64, *INPUT_SHAPE, generator=torch.Generator().manual_seed(2)).numpy()
     with torch.no_grad():
         fp32 = student(torch.from_numpy(inputs)).numpy()
     # As the compile stage: FP32 and FP16 against PyTorch, INT8 against the QDQ ONNX, with its tolerances.
     cfg = CompileConfig()
+    steps = cfg.int8_atol_steps if cfg.int8_atol_steps is not None else ExportConfig().int8_atol_steps  # as int8_limit
     references = {"fp32": fp32, "fp16": fp32, "int8": onnx_export.run_session(onnx_export.session(int8_onnx), inputs)}
-    tolerance = {"fp32": cfg.fp32_atol, "fp16": cfg.fp16_atol, "int8": cfg.int8_atol_steps * onnx_export.output_scale(int8_onnx)}
+    tolerance = {"fp32": cfg.fp32_atol, "fp16": cfg.fp16_atol, "int8": steps * onnx_export.output_scale(int8_onnx)}
     return Tiny(student, prepared, int8_graph, sources, inputs, references, tolerance, cfg.min_top1_agreement, work)
 
 
@@ -188,7 +190,24 @@ def _weights_encodings(student: torch.nn.Module) -> list[tuple[bytes, bytes]]:
     return [(row.astype(dtype).tobytes(), (row * -8).astype(dtype).tobytes()) for dtype in (np.float32, np.float16)]
 
 
-def tamper(path: Path, target: Path, student: torch.nn.Module) -> bool:
+@functools.lru_cache(maxsize=None)
+def _int8_classifier_row() -> np.ndarray:
+    """The classifier's first row of int8 weights, as the learned scales fold them (what INT8 artifacts store)."""
+    graph, shape = tiny().prepared.converted(fold_quantize=True), tuple(tiny().student.classifier.weight.shape)
+    for node in graph.graph.nodes:
+        value = functools.reduce(getattr, node.target.split("."), graph) if node.op == "get_attr" else None
+        if isinstance(value, torch.Tensor) and value.dtype == torch.int8 and tuple(value.shape) == shape:
+            return value[0].numpy()
+    raise AssertionError(f"no int8 tensor of the classifier's shape {shape} in the folded graph")
+
+
+def _int8_weights_encodings(student: torch.nn.Module) -> list[tuple[bytes, bytes]]:
+    """The first classifier row's int8 weights (the whole row: a few bytes alone may occur anywhere), negated."""
+    row = _int8_classifier_row()
+    return [(row.tobytes(), np.clip(-row.astype(np.int16), -127, 127).astype(np.int8).tobytes())]
+
+
+def tamper(path: Path, target: Path, student: torch.nn.Module, encodings=_weights_encodings) -> bool:
     """Copy the artifact (a file, an .xml and its .bin, or a package folder) to ``target`` with some weights changed."""
     if path.is_dir():
         shutil.copytree(path, target)
@@ -201,7 +220,7 @@ def tamper(path: Path, target: Path, student: torch.nn.Module) -> bool:
             files.append(target.with_suffix(".bin"))
     for file in files:
         data = file.read_bytes()
-        for honest, changed in _weights_encodings(student):
+        for honest, changed in encodings(student):
             if honest in data:
                 file.write_bytes(data.replace(honest, changed, 1))
                 return True
@@ -228,6 +247,25 @@ def test_a_tampered_backend_artifact_fails_parity_or_loading(name, tmp_path):
         return  # refused to load or run: the tampering was noticed
     parity = compare(t.references[precision], out, atol=t.tolerance[precision], min_top1_agreement=t.min_top1_agreement)
     assert not parity.ok, f"{name} {precision}: a tampered artifact passed parity ({parity.describe()})"
+
+
+@pytest.mark.parametrize("name", [n for n in BACKENDS.names() if "int8" in BACKENDS.get(n).precisions])
+def test_a_tampered_int8_artifact_fails_parity_or_loading(name, tmp_path):
+    """The same with the classifier's int8 weights; a backend that re-lays them out (packed, transposed) skips."""
+    backend = backend_or_skip(name)
+    path = built(name, "int8")
+    target = tmp_path / path.name
+    if not tamper(path, target, tiny().student, _int8_weights_encodings):
+        pytest.skip(f"{name} int8: the classifier's int8 weights are not stored as one plain row (packed or re-laid out)")
+    t = tiny()
+    try:
+        out = backend.load(target, {}).predict_batched(t.inputs)
+    except NotRunnable as why:
+        pytest.skip(f"{name}: {why}")
+    except Exception:
+        return  # refused to load or run: the tampering was noticed
+    parity = compare(t.references["int8"], out, atol=t.tolerance["int8"], min_top1_agreement=t.min_top1_agreement)
+    assert not parity.ok, f"{name} int8: a tampered artifact passed parity ({parity.describe()})"
 
 
 @pytest.mark.parametrize("name", BACKEND_INFO.names())

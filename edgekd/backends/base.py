@@ -42,6 +42,7 @@ class CompileSources:
     int8_onnx: Path | None  # verified QDQ ONNX with the learned scales (export stage), None without quantization
     fp32_model: Callable[[], "torch.nn.Module"]  # the FP32 PyTorch student, built on demand
     int8_graph: Callable[[], "torch.fx.GraphModule"] | None  # converted PT2E graph (QDQ ops, weights not folded)
+    int8_graph_folded: Callable[[], "torch.fx.GraphModule"] | None = None  # the same with int8 weights folded (ExecuTorch)
     metadata: dict[str, Any] = field(default_factory=dict)
 
 

@@ -1,0 +1,111 @@
+"""Builds ExecuTorch programs: torch.export, lowered to XNNPACK, written as a .pte (see the package's docstring)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ...errors import ModelError
+from ...io import read_json, write_bytes, write_json
+from ..base import BACKENDS, Backend, CompileSources, package_version
+from .runtime import operators_path
+
+# get_delegation_info counts the ``getitem`` that unpacks each delegate's outputs as a non-delegated
+# node; it is plumbing, not an operator that runs on the portable kernels.
+PLUMBING = {"getitem"}
+
+
+class _Float16(torch.nn.Module):
+    """The student in float16 behind a float32 boundary, so the program's IO is float32 like every artifact's."""
+
+    def __init__(self, model: torch.nn.Module) -> None:
+        super().__init__()
+        self.model = model.half()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(x.half()).float()
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip()
+    return next((line.strip() for line in text.splitlines() if line.strip()), type(error).__name__)
+
+
+def delegation_report(graph_module: torch.fx.GraphModule) -> dict[str, Any]:
+    """Delegated and portable-kernel nodes by op type, as ExecuTorch's own devtools count them."""
+    from executorch.devtools.backend_debug import get_delegation_info
+
+    info = get_delegation_info(graph_module)
+    ops = {op: {"delegated": row.delegated, "portable": row.non_delegated}
+           for op, row in sorted(info.delegation_by_operator.items()) if op not in PLUMBING}
+    fallback = {op: n["portable"] for op, n in ops.items() if n["portable"]}
+    delegated = sum(n["delegated"] for n in ops.values())
+    return {
+        "delegate": "XNNPACK" if info.num_delegated_subgraphs else None,
+        "delegate_partitions": info.num_delegated_subgraphs,
+        "delegated_nodes": delegated,
+        "total_nodes": delegated + sum(fallback.values()),
+        "ops": ops,
+        "fallback_ops": sorted(fallback),
+        "fallback_op_counts": fallback,
+    }
+
+
+@BACKENDS.register("executorch")
+class ExecuTorchBackend(Backend):
+    name = "executorch"
+    precisions = ("fp32", "fp16", "int8")
+    suffix = ".pte"
+
+    def unavailable(self) -> str | None:
+        try:
+            from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner  # noqa: F401
+            from executorch.exir import to_edge_transform_and_lower  # noqa: F401
+        except ImportError as error:
+            return f"executorch is not installed or does not import (pip install executorch): {_first_line(error)}"
+        return None
+
+    def toolchain_version(self) -> str:
+        return package_version("executorch")
+
+    def build(self, sources: CompileSources, precision: str, out_dir: Path, options: dict[str, Any]) -> Path:
+        from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
+        from executorch.exir import to_edge_transform_and_lower
+
+        if precision not in self.precisions:
+            raise ValueError(f"executorch: unknown precision {precision!r}; expected one of {', '.join(self.precisions)}")
+        if precision == "int8":
+            if sources.int8_graph_folded is None:
+                raise ValueError("no INT8 model: the quantize stage ran with mode none")
+            import executorch.kernels.quantized  # noqa: F401  out variants for quantize ops left outside XNNPACK
+
+            model = sources.int8_graph_folded()
+        else:
+            model = sources.fp32_model().eval()
+            if precision == "fp16":
+                model = _Float16(model).eval()
+        example = (torch.zeros(1, *sources.input_shape),)
+        try:
+            lowered = to_edge_transform_and_lower(torch.export.export(model, example), partitioner=[XnnpackPartitioner()])
+            operators = delegation_report(lowered.exported_program().graph_module)
+            program = lowered.to_executorch()
+        except Exception as error:
+            raise ModelError(f"executorch {precision}: lowering to XNNPACK failed: {_first_line(error)}") from error
+        path = Path(out_dir) / f"model_{precision}{self.suffix}"
+        write_bytes(path, program.buffer)
+        write_json(operators_path(path), operators)
+        return path
+
+    def inspect(self, path: Path) -> dict[str, Any]:
+        """File size and the delegation the build recorded (the delegated part of a .pte is an opaque blob)."""
+        report = operators_path(path)
+        operators = read_json(report) if report.is_file() else {}
+        return {
+            "file_bytes": Path(path).stat().st_size,
+            "delegate": operators.get("delegate"),
+            "delegate_partitions": operators.get("delegate_partitions"),
+            "delegated_nodes": operators.get("delegated_nodes"),
+            "total_nodes": operators.get("total_nodes"),
+        }
