@@ -216,6 +216,7 @@ def test_inferred_class_count_is_recorded(tmp_path):
 # ---------------------------------------------------------------- end to end
 
 
+# at least these (host-cpu.yaml may list more runtimes; each of them must be ok as well)
 HOST_CPU = [("onnxruntime", "fp32"), ("onnxruntime", "int8"), ("openvino", "fp32"), ("openvino", "fp16"),
             ("openvino", "int8"), ("litert", "fp32"), ("litert", "fp16"), ("litert", "int8")]
 
@@ -226,15 +227,15 @@ def user_run(tmp_path_factory):
     folder = tmp_path_factory.mktemp("user-model")
     write_module(folder)
     npz = digits_npz(folder / "digits.npz")  # 600 images, 16x16, labels 0..9, no class names
-    train = {"batch_size": 64, "lr": 0.01, "warmup_epochs": 0}
+    train = {"batch_size": 32, "lr": 0.01, "warmup_epochs": 0}
     cfg = parse_config({
         "name": "user-model",
         "data": {"source": "npz:digits.npz"},
         "teacher": {"model": "python:usernet:EdgeNet", "kwargs": {"width": 24}, "augment": False,
-                    "train": {"epochs": 4, **train}},
+                    "train": {"epochs": 8, **train}},
         "student": {"model": "python:usernet:EdgeNet", "kwargs": {"width": 16}},
-        "distill": {"train": {"epochs": 4, **train}},
-        "prune": {"ratio": 0.3, "steps": 1, "recovery": {"epochs": 1, **train}},
+        "distill": {"train": {"epochs": 8, **train}},
+        "prune": {"ratio": 0.3, "steps": 1, "recovery": {"epochs": 2, **train}},
         "quantize": {"mode": "ptq", "calibration_size": 128},
         "targets": ["host-cpu"],
     }, base_dir=folder)
@@ -256,13 +257,16 @@ def test_every_host_cpu_artifact_is_ok_with_ten_outputs(user_run):
     from edgekd.backends import BACKENDS
 
     rows = user_run["compile"].artifacts
-    assert [(r.backend, r.precision) for r in rows] == HOST_CPU
+    assert set(HOST_CPU) <= {(r.backend, r.precision) for r in rows}
     x = np.zeros((3, *SHAPE), np.float32)
     for row in rows:
         assert row.status == "ok", (row.backend, row.precision, row.reason)
         assert row.parity.ok, row.parity.describe()
+        assert row.accuracy >= 0.6, (row.backend, row.precision, row.accuracy)  # it learned (about 0.8 here)
         if row.precision == "int8":  # counted in whole output steps, within the export's limit
-            assert row.parity.step > 0 and row.parity.max_diff_steps <= 3 + 1e-3, row.parity.describe()
+            steps = row.parity.max_diff_steps
+            assert row.parity.step > 0 and steps <= 3 + 1e-3, row.parity.describe()
+            assert abs(steps - round(steps)) < 1e-3, row.parity.describe()  # differences sit on step multiples
         model = BACKENDS.get(row.backend)().load(user_run.run_dir / row.path, dict(row.options))
         assert np.asarray(model.predict_batched(x)).shape == (3, 10), (row.backend, row.precision)
     export = user_run["export"].artifacts
