@@ -56,7 +56,7 @@ def kl_by_hand(s, t, T):
 
 
 def test_registry_names():
-    assert LOSSES.names() == sorted(["ce", "kd", "logit_mse", "fitnet", "at", "rkd", "sp", "multi_teacher"])
+    assert {"ce", "kd", "logit_mse", "fitnet", "at", "rkd", "sp", "multi_teacher"} <= set(LOSSES.names())  # more may be added
 
 
 @pytest.mark.parametrize("smoothing", [0.0, 0.2])

@@ -54,7 +54,7 @@ HAND_MACS = 4 * 28 * 28 * (1 * 3 * 3) + 4 * 28 * 28 + 10 * 4 * 28 * 28 + 10  # c
 
 
 def test_zoo_registers_the_three_models():
-    assert MODELS.names() == ZOO
+    assert set(ZOO) <= set(MODELS.names())  # the shipped zoo is registered (more may be added)
 
 
 @pytest.mark.parametrize("name", ZOO)
