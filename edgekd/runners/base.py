@@ -51,6 +51,9 @@ class ProfileJob:
     # The same settings as a dict (the profile section), for runners that drive a device's own tool
     # (benchmark_model, trtexec, benchmark_app) instead of the Python benchmark.
     settings: dict[str, Any] = field(default_factory=dict)
+    # Where the runner keeps temporary files: the run folder's scratch space (edgekd.runlock.scratch_dir), so a
+    # killed run leaves nothing in /tmp and the next run removes it. None: the system's temporary folder.
+    work_dir: Path | None = None
 
 
 class DeviceRunner(ABC):
