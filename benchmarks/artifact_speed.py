@@ -10,15 +10,22 @@ and the same calibration inputs.
 (b) LiteRT, XNNPACK: the litert backend's ``int8`` build (PT2E graph, fold_quantize=False)
     against litert-torch's PT2EQuantizer recipe (per-channel symmetric, PTQ).
 
+(c) ExecuTorch, XNNPACK: the executorch backend's ``int8`` build (PT2E graph, fold_quantize=True)
+    against ExecuTorch's own ``XNNPACKQuantizer`` PTQ recipe (per-channel symmetric), with edgekd's
+    LiteRT INT8 .tflite from the same learned scales in the same loop for context. No cross-check
+    tool: the executorch wheel ships no benchmark binary.
+
 Timing: one loop for every artifact (time.perf_counter around one synchronous inference on
 a pre-set input), warm-up >= 2 s by time, then interleaved rounds (order alternates per
 round) of N timed runs; reported: median of all samples, and the median over rounds of the
 per-round ratio edgekd / reference. Cross-checks: OpenVINO's ``benchmark_app`` and
 ``litert-benchmark`` from the venv, runs alternated between the two files.
 
-    .venv/bin/python benchmarks/artifact_speed.py [--threads 1] [--rounds 10] [--runs 100]
+    .venv/bin/python benchmarks/artifact_speed.py [--threads 1] [--rounds 10] [--runs 100] [--parts executorch]
+    .venv/bin/python benchmarks/artifact_speed.py --quick --parts executorch   # a smoke run: few rounds
 
-Writes benchmarks/results/artifact_speed.md and .json; artifacts go to --workdir.
+Writes benchmarks/results/artifact_speed.md and .json (artifact_speed_quick.* with --quick, so a
+smoke run never replaces a full one); artifacts go to --workdir.
 """
 
 from __future__ import annotations
@@ -322,6 +329,77 @@ def litert_torch_reference(model: torch.nn.Module, calib: torch.Tensor, path: Pa
     return path
 
 
+# ---------------------------------------------------------------- ExecuTorch
+
+
+def executorch_timed(name: str, path: Path, threads: int, x: np.ndarray) -> Timed:
+    """``Method.execute`` on a pre-made torch tensor (edgekd's ExecuTorchModel.bind), delegation from the build."""
+    from edgekd.backends.executorch.runtime import ExecuTorchModel
+
+    runner = ExecuTorchModel(path, {"threads": threads})
+    report = runner.operator_report()
+    info = {"path": str(path), "pte_bytes": path.stat().st_size, "delegate": report.get("delegate"),
+            "delegate_partitions": report.get("delegate_partitions"),
+            "delegated_nodes": f"{report.get('delegated_nodes')}/{report.get('total_nodes')}",
+            "fallback_ops": report.get("fallback_op_counts")}
+    return Timed(name, runner.bind(np.ascontiguousarray(x, dtype=np.float32)), info)
+
+
+def build_executorch(model: torch.nn.Module, calib: torch.Tensor, work: Path) -> dict[str, Any]:
+    """edgekd's INT8 .pte and .tflite from one set of learned scales, and ExecuTorch's own PTQ .pte."""
+    out = work / "executorch"
+    out.mkdir(parents=True, exist_ok=True)
+    paths: dict[str, Any] = {}
+    try:
+        from edgekd.backends import BACKENDS, CompileSources
+        from edgekd.quantize import prepare
+
+        student = prepare(model, SHAPE, observer="minmax")
+        student.calibrate(calib, batch_size=8)
+        student.freeze_observers()
+        student.eval()
+        sources = CompileSources(
+            input_shape=SHAPE, fp32_onnx=work / "student_fp32.onnx", int8_onnx=work / "student_int8_qdq.onnx",
+            fp32_model=lambda: model, int8_graph=lambda: student.converted(fold_quantize=False),
+            int8_graph_folded=lambda: student.converted(fold_quantize=True),
+        )
+        paths["edgekd_int8"] = BACKENDS.get("executorch")().build(sources, "int8", out, {})
+        paths["edgekd_litert_int8"] = BACKENDS.get("litert")().build(sources, "int8", out, {})
+    except Exception as error:
+        traceback.print_exc()
+        paths.setdefault("edgekd_int8", first_error(error))
+    try:
+        paths["xnnpack_quantizer_int8"] = executorch_reference(model, calib, out / "xnnpack_quantizer_ptq_int8.pte")
+    except Exception as error:
+        traceback.print_exc()
+        paths["xnnpack_quantizer_int8"] = first_error(error)
+    return paths
+
+
+def executorch_reference(model: torch.nn.Module, calib: torch.Tensor, path: Path) -> Path:
+    """ExecuTorch's documented XNNPACK PTQ recipe: XNNPACKQuantizer (per-channel symmetric), lowered as edgekd lowers."""
+    from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
+    from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import XNNPACKQuantizer, get_symmetric_quantization_config
+    from executorch.exir import to_edge_transform_and_lower
+    from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
+
+    from edgekd.backends.executorch.backend import delegation_report
+    from edgekd.backends.executorch.runtime import operators_path
+    from edgekd.io import write_bytes, write_json
+
+    sample = (torch.zeros(1, *SHAPE),)
+    quantizer = XNNPACKQuantizer().set_global(get_symmetric_quantization_config(is_per_channel=True))
+    graph = prepare_pt2e(torch.export.export(model.eval(), sample).module(), quantizer)
+    with torch.no_grad():
+        for i in range(len(calib)):  # batch 1: the graph was captured with a static batch of 1
+            graph(calib[i : i + 1])
+    graph = convert_pt2e(graph)
+    lowered = to_edge_transform_and_lower(torch.export.export(graph, sample), partitioner=[XnnpackPartitioner()])
+    write_json(operators_path(path), delegation_report(lowered.exported_program().graph_module))
+    write_bytes(path, lowered.to_executorch().buffer)
+    return path
+
+
 # ---------------------------------------------------------------- report
 
 
@@ -358,10 +436,14 @@ def main() -> None:
     parser.add_argument("--tool-seconds", type=int, default=10, help="benchmark_app -t")
     parser.add_argument("--tool-runs", type=int, default=300, help="litert-benchmark --num_runs")
     parser.add_argument("--tool-repeats", type=int, default=4, help="alternated cross-check runs per file")
-    parser.add_argument("--parts", nargs="+", default=["openvino", "litert"], choices=["openvino", "litert"])
+    parser.add_argument("--parts", nargs="+", default=["openvino", "litert", "executorch"], choices=["openvino", "litert", "executorch"])
+    parser.add_argument("--quick", action="store_true",
+                        help="smoke run: 3 rounds of 20 runs, short warm-ups, one tool repeat; writes artifact_speed_quick.*")
     parser.add_argument("--workdir", type=Path, default=Path("/tmp/edgekd-artifact-speed"))
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
+    if args.quick:
+        args.rounds, args.runs, args.warmup, args.rewarm, args.tool_repeats, args.tool_seconds, args.tool_runs = 3, 20, 0.5, 0.1, 1, 2, 50
 
     logging.getLogger("nncf").setLevel(logging.WARNING)
     warnings.filterwarnings("ignore")
@@ -369,7 +451,7 @@ def main() -> None:
     work.mkdir(parents=True, exist_ok=True)
     info = machine_info()
     info.update(threads=args.threads, versions={p: version(p) for p in (
-        "openvino", "nncf", "ai-edge-litert", "litert-torch", "torchao", "torch", "onnx", "onnxslim")})
+        "openvino", "nncf", "ai-edge-litert", "litert-torch", "executorch", "torchao", "torch", "onnx", "onnxslim")})
 
     model = build_model(args.seed)
     calib = calibration_inputs(args.calib, args.seed + 1)
@@ -419,6 +501,27 @@ def main() -> None:
             section["tool"] = cross_check(("edgekd_int8", "litert_torch_int8"), tool)
             print(json.dumps(section["loop"]["ratios"], indent=1), flush=True)
 
+    if "executorch" in args.parts:
+        print("[executorch] building ...", flush=True)
+        paths = build_executorch(model, calib, work)
+        section = {
+            "runtime": "ExecuTorch XNNPACK", "ours": "edgekd_int8", "reference": "xnnpack_quantizer_int8",
+            "labels": {"edgekd_int8": "edgekd INT8 .pte", "xnnpack_quantizer_int8": "XNNPACKQuantizer PTQ INT8 .pte",
+                       "edgekd_litert_int8": "edgekd INT8 .tflite, LiteRT XNNPACK (same scales, context)"},
+            "build": {k: str(v) for k, v in paths.items()},
+            "tool_name": "none (the executorch wheel has no benchmark binary)", "tool": {},
+        }
+        raw["sections"]["executorch"] = section
+        ok = {k: v for k, v in paths.items() if isinstance(v, Path)}
+        entries = [executorch_timed(k, ok[k], args.threads, x) for k in ("edgekd_int8", "xnnpack_quantizer_int8") if k in ok]
+        if "edgekd_litert_int8" in ok:
+            entries.append(litert_timed("edgekd_litert_int8", ok["edgekd_litert_int8"], args.threads, x))
+        section["artifacts"] = {t.name: t.info for t in entries}
+        if "edgekd_int8" in ok and "xnnpack_quantizer_int8" in ok:
+            print("[executorch] timing ...", flush=True)
+            section["loop"] = interleaved(entries, "xnnpack_quantizer_int8", args.rounds, args.runs, args.warmup, args.rewarm)
+            print(json.dumps(section["loop"]["ratios"], indent=1), flush=True)
+
     write_report(raw, info, args)
 
 
@@ -429,7 +532,7 @@ def write_report(raw, info, args) -> None:
         labels, ours, ref = section["labels"], section["ours"], section["reference"]
         loop = section.get("loop")
         if loop is None:  # a build failed: its error goes in the table instead of numbers
-            cells = {k: (v if not v.endswith((".tflite", ".xml")) else "built") for k, v in section["build"].items()}
+            cells = {k: (v if not v.endswith((".tflite", ".xml", ".pte")) else "built") for k, v in section["build"].items()}
             table.append([section["runtime"], f"{labels[ours]}: {cells.get(ours)}", f"{labels[ref]}: {cells.get(ref)}",
                           "-", "-", "-", "-", "-", "not measured"])
             continue
@@ -455,7 +558,10 @@ def write_report(raw, info, args) -> None:
     details = []
     for section in raw["sections"].values():
         for name, art in section.get("artifacts", {}).items():
-            if "compiled_properties" in art:
+            if "pte_bytes" in art:
+                details.append(f"- `{name}`: {art['pte_bytes'] / 1e6:.2f} MB; {art['delegate']} partitions "
+                               f"{art['delegate_partitions']}, delegated nodes {art['delegated_nodes']}, fallback {art['fallback_ops'] or 'none'}")
+            elif "compiled_properties" in art:
                 details.append(f"- `{name}`: weights {art['bin_bytes'] / 1e6:.2f} MB; compiled as {art['compiled_properties']}; "
                                f"conv/FC layers by runtime precision {art['conv_fc_layers_by_precision']}")
             elif "ops" in art:
@@ -490,6 +596,11 @@ def write_report(raw, info, args) -> None:
         "Reference: litert-torch `PT2EQuantizer().set_global(get_symmetric_quantization_config(is_per_channel=True))`, "
         "`torch.export` -> torchao `prepare_pt2e` -> calibration -> `convert_pt2e(fold_quantize=False)` -> "
         "`litert_torch.convert(..., quant_config=QuantConfig(pt2e_quantizer=...))`.",
+        "- **(c) ExecuTorch**: `executorch.runtime` with the XNNPACK delegate, timed `Method.execute` on a pre-made tensor. "
+        "edgekd: `BACKENDS[\"executorch\"].build(..., \"int8\")` from `converted(fold_quantize=True)`; the LiteRT row beside it is "
+        "edgekd's .tflite from the same calibrated student. Reference: `XNNPACKQuantizer().set_global("
+        "get_symmetric_quantization_config(is_per_channel=True))`, torchao `prepare_pt2e` -> calibration -> `convert_pt2e` -> "
+        "`to_edge_transform_and_lower(XnnpackPartitioner())`.",
         f"- **loop**: the same Python loop for every artifact: warm-up {args.warmup:g} s each, then {args.rounds} interleaved rounds "
         f"(order reversed every round) of {args.runs} timed batch-1 calls, each round after a {args.rewarm:g} s re-warm. "
         "p50 = median of all samples; per-round ratio = median over rounds of (edgekd round p50 / reference round p50), range in brackets.",
@@ -512,9 +623,9 @@ def write_report(raw, info, args) -> None:
         "",
         *details,
         "",
-        "Raw per-round numbers: benchmarks/results/artifact_speed.json.",
+        f"Raw per-round numbers: benchmarks/results/{'artifact_speed_quick' if args.quick else 'artifact_speed'}.json.",
     ]
-    path_md, _ = write_results("artifact_speed", "\n".join(md) + "\n", raw)
+    path_md, _ = write_results("artifact_speed_quick" if args.quick else "artifact_speed", "\n".join(md) + "\n", raw)
     print("\n".join(md))
     print(f"wrote {path_md}")
 
