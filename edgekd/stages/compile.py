@@ -75,6 +75,7 @@ class CompileStage(Stage):
             int8_onnx=ctx.absolute(export["int8"].path) if "int8" in export else None,
             fp32_model=lambda: ctx.load_model(student, key="compile").eval(),
             int8_graph=(lambda: load_quantized(quant, ctx).converted(fold_quantize=False)) if "int8" in export else None,
+            int8_graph_folded=(lambda: load_quantized(quant, ctx).converted(fold_quantize=True)) if "int8" in export else None,
         )
         x_check = data.x_test[: cfg.parity_samples].numpy()
         references = {"fp32": predict(sources.fp32_model(), data.x_test[: cfg.parity_samples]).numpy()}
