@@ -46,3 +46,15 @@ def test_a_failed_write_leaves_the_old_file_and_no_temporary(tmp_path):
 def test_the_writer_and_io_do_not_import_torch():
     code = "import sys, edgekd.io, edgekd.ondevice.atomic; sys.exit('torch' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code]).returncode == 0
+
+
+@pytest.mark.parametrize("mask, mode", [(0o022, 0o644), (0o027, 0o640)])
+def test_weights_get_the_mode_new_files_get_though_safetensors_writes_0600(tmp_path, umask, mask, mode):
+    """safetensors' save_file replaces the temporary file with its own, created 0600; the writer restores the mode."""
+    torch = pytest.importorskip("torch")
+    from edgekd.models import save_weights
+
+    umask(mask)
+    path = tmp_path / "distill" / "student.safetensors"
+    save_weights(torch.nn.Linear(2, 3), path)
+    assert stat.S_IMODE(path.stat().st_mode) == mode

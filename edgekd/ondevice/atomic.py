@@ -7,7 +7,9 @@ looks complete but is not. The temporary file is created the way ``open()``
 creates files, mode 0666 less the umask (0644 under the usual 022), not
 ``mkstemp``'s 0600: results are meant to be read by other users and by CI
 artifact uploads. The umask itself is never read or changed (that is not
-thread-safe); the kernel applies it.
+thread-safe); the kernel applies it. A writer that replaces the temporary file
+with one of its own (safetensors' ``save_file`` creates its files 0600) gets
+the mode the kernel gave ours back before the rename.
 
 Standard library only, so the device-side benchmark (see ``edgekd.ondevice``)
 writes its result with it too; importing it never imports torch.
@@ -18,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import os
 import secrets
+import stat
 from pathlib import Path
 from typing import Iterator
 
@@ -42,8 +45,12 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = _create_beside(path)
+    mode = stat.S_IMODE(tmp.stat().st_mode)  # 0666 less the umask, as the kernel applied it
     try:
         yield tmp
+        written = tmp.stat().st_mode
+        if stat.S_ISREG(written) and stat.S_IMODE(written) != mode:
+            os.chmod(tmp, mode)
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
