@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import pytest
+
+from edgekd.backends import DEVICE_TOOLS
 from edgekd.config import ProfileConfig
 from edgekd.ondevice.bench import parser
 from edgekd.ondevice.settings import ENERGY, LATENCY, EnergySettings, LatencySettings
@@ -30,6 +33,16 @@ def test_a_device_tool_without_settings_runs_the_default_protocol():
     partial = LatencySettings.from_profile({"runs": 50, "repeats": 7, "energy": {"windows": 0}})
     assert (partial.runs, partial.max_repeats, partial.warmup_s) == (50, 7, LATENCY.warmup_s)
     assert EnergySettings.from_profile({"energy": {"windows": 0}}) == EnergySettings(windows=0)
+
+
+@pytest.mark.parametrize("name", DEVICE_TOOLS.names())
+def test_every_device_tool_without_settings_runs_the_profile_sections_protocol(name):
+    """A tool given no settings (or None for one) times as the profile section's defaults say, not by its own numbers."""
+    tool = DEVICE_TOOLS.get(name)()
+    section = ProfileConfig().model_dump()
+    expected = tool.command("tool", "model", {}, section, [])
+    assert tool.command("tool", "model", {}, {}, []) == expected
+    assert tool.command("tool", "model", {}, {key: None for key in section}, []) == expected
 
 
 def test_settings_and_the_writer_need_only_the_standard_library():

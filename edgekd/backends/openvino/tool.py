@@ -6,6 +6,7 @@ import math
 import re
 from typing import Any
 
+from ...ondevice.settings import LatencySettings
 from ...runners.base import tail, tool_latency
 from ..base import DEVICE_TOOLS, DeviceTool
 
@@ -33,10 +34,9 @@ def parse_benchmark_app(output: str, cov_threshold: float | None = None) -> dict
 @DEVICE_TOOLS.register("benchmark_app")
 class BenchmarkApp(DeviceTool):
     def command(self, path: str, artifact: str, options: dict[str, Any], settings: dict[str, Any], extra: list[str]) -> list[str]:
-        threads = options.get("threads")
+        threads, s = options.get("threads"), LatencySettings.from_profile(settings)
         command = [path, "-m", artifact, "-d", str(options.get("device", "CPU")), "-api", "sync",
-                   "-niter", str(int(settings.get("runs", 1000))),
-                   "-t", str(max(1, int(math.ceil(float(settings.get("min_seconds", 2.0))))))]
+                   "-niter", str(int(s.runs)), "-t", str(max(1, int(math.ceil(float(s.min_seconds)))))]
         # benchmark_app takes thread and stream counts only without a performance hint
         command += ["-hint", "none", "-nthreads", str(int(threads)), "-nstreams", "1"] if threads else ["-hint", "latency"]
         if options.get("inference_precision"):  # as the Python runtime: no silent bf16 on AMX CPUs

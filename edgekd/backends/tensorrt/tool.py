@@ -6,6 +6,7 @@ import math
 import re
 from typing import Any
 
+from ...ondevice.settings import LatencySettings
 from ...runners.base import tail, tool_latency
 from ..base import DEVICE_TOOLS, DeviceTool
 
@@ -32,10 +33,10 @@ def parse_trtexec(output: str, cov_threshold: float | None = None) -> dict[str, 
 @DEVICE_TOOLS.register("trtexec")
 class Trtexec(DeviceTool):
     def command(self, path: str, artifact: str, options: dict[str, Any], settings: dict[str, Any], extra: list[str]) -> list[str]:
+        s = LatencySettings.from_profile(settings)
         # --avgRuns=1: statistics over single inferences, not over averages of 10.
-        return [path, f"--loadEngine={artifact}", f"--warmUp={int(float(settings.get('warmup_s', 2.0)) * 1000)}",
-                f"--iterations={int(settings.get('runs', 1000))}",
-                f"--duration={int(math.ceil(float(settings.get('min_seconds', 2.0))))}",
+        return [path, f"--loadEngine={artifact}", f"--warmUp={int(float(s.warmup_s) * 1000)}",
+                f"--iterations={int(s.runs)}", f"--duration={int(math.ceil(float(s.min_seconds)))}",
                 "--avgRuns=1", "--useSpinWait", *extra]
 
     def parse(self, output: str, cov_threshold: float | None = None) -> dict[str, Any]:
