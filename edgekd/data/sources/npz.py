@@ -62,6 +62,3 @@ def _npy_shape(path: Path) -> str:
         return f" of shape {tuple(np.load(path, mmap_mode='r', allow_pickle=False).shape)}"
     except (OSError, ValueError):
         return ""
-
-
-# ---------------------------------------------------------------- imagefolder
