@@ -150,8 +150,8 @@ def run(args: argparse.Namespace) -> dict:
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m edgekd.ondevice.bench", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--artifact", required=True, help="the compiled model file (.onnx, .ort, .xml, .tflite, .mlpackage, .engine)")
-    p.add_argument("--backend", required=True, help="onnxruntime | openvino | litert | coreml | tensorrt")
+    p.add_argument("--artifact", required=True, help="the compiled model file (e.g. .onnx, .xml, .tflite, .pte)")
+    p.add_argument("--backend", required=True, help="the backend that built it: a folder of edgekd/backends with a runtime.py (e.g. onnxruntime)")
     p.add_argument("--data", required=True, help=".npz with x (N,C,H,W float32) and y (N,) labels")
     p.add_argument("--options", default="{}", help="runtime options as JSON, e.g. '{\"threads\": 1}'")
     p.add_argument("--out", help="write the JSON here (default: stdout)")
@@ -163,7 +163,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--max-seconds", type=float, default=LATENCY.max_seconds, help="stop timing after this long (default %(default)g)")
     p.add_argument("--cov-threshold", type=float, default=LATENCY.cov_threshold, help="repeat when std/mean is above this (default %(default)g)")
     p.add_argument("--repeats", type=int, default=LATENCY.max_repeats, help="measurements at most, when unstable (default %(default)d)")
-    p.add_argument("--meter", default=ENERGY.meter, help="energy meter: auto | none | rapl | nvml | jetson-ina3221 | android-battery | powermetrics")
+    p.add_argument("--meter", default=ENERGY.meter, help="energy meter: auto | none | a meter's name (one module of ondevice/meters each, e.g. rapl, nvml)")
     p.add_argument("--energy-windows", type=int, default=ENERGY.windows, help="energy windows (default %(default)d; 0 turns energy off)")
     p.add_argument("--energy-window-s", type=float, default=ENERGY.window_s, help="seconds per energy window (default %(default)g)")
     p.add_argument("--pin", help="CPU cores to pin to, e.g. 4,5,6,7 (the big cores of a phone)")
