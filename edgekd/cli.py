@@ -23,10 +23,11 @@ CONFIG = typer.Argument(..., help="Pipeline YAML, e.g. examples/mnist.yaml.")
 OUT = typer.Option(None, "--out", "-o", help="Run directory (default: runs/<name from the config>).")
 RESUME = typer.Option(False, "--resume", help="Continue an interrupted training from its last epoch checkpoint.")
 FORCE = typer.Option(None, "--force", help="Re-run this stage and every later one even if cached.")
+WAIT = typer.Option(False, "--wait", help="If another edgekd run is using the run directory, wait for it to finish instead of failing.")
 
 
 def _run_stages(config: Path, out: Optional[Path], stages: list[str] | None, force: Optional[str], resume: bool,
-                devices: Optional[str] = None) -> None:
+                devices: Optional[str] = None, wait: bool = False) -> None:
     from .distributed import is_writer
     from .pipeline import as_config, run, stage_tables, summary_table  # heavy imports (torch) only when a command runs
 
@@ -34,7 +35,7 @@ def _run_stages(config: Path, out: Optional[Path], stages: list[str] | None, for
         cfg = as_config(config)
         if devices:
             cfg = cfg.model_copy(update={"profile": cfg.profile.model_copy(update={"devices": devices.split(",")})})
-        result = run(cfg, out, stages=stages, force=force, resume=resume, console=console)
+        result = run(cfg, out, stages=stages, force=force, resume=resume, wait=wait, console=console)
     except EdgekdError as error:
         console.print(f"[red]error:[/red] {escape(str(error))}")  # a value may hold [brackets]
         raise typer.Exit(2) from None
@@ -57,20 +58,23 @@ def _run_stages(config: Path, out: Optional[Path], stages: list[str] | None, for
 
 
 @app.command("run")
-def run_command(config: Path = CONFIG, out: Optional[Path] = OUT, force: Optional[str] = FORCE, resume: bool = RESUME) -> None:
+def run_command(config: Path = CONFIG, out: Optional[Path] = OUT, force: Optional[str] = FORCE, resume: bool = RESUME,
+                wait: bool = WAIT) -> None:
     """Run every stage of the pipeline; completed stages with unchanged inputs are reused."""
-    _run_stages(config, out, None, force, resume)
+    _run_stages(config, out, None, force, resume, wait=wait)
 
 
 @app.command("distill")
-def distill_command(config: Path = CONFIG, out: Optional[Path] = OUT, force: Optional[str] = FORCE, resume: bool = RESUME) -> None:
+def distill_command(config: Path = CONFIG, out: Optional[Path] = OUT, force: Optional[str] = FORCE, resume: bool = RESUME,
+                    wait: bool = WAIT) -> None:
     """Load or train the teacher, then distill it into the student."""
-    _run_stages(config, out, ["distill"], force, resume)
+    _run_stages(config, out, ["distill"], force, resume, wait=wait)
 
 
 def _stage_command(stage: str, help_text: str) -> None:
-    def command(config: Path = CONFIG, out: Optional[Path] = OUT, force: Optional[str] = FORCE, resume: bool = RESUME) -> None:
-        _run_stages(config, out, [stage], force, resume)
+    def command(config: Path = CONFIG, out: Optional[Path] = OUT, force: Optional[str] = FORCE, resume: bool = RESUME,
+                wait: bool = WAIT) -> None:
+        _run_stages(config, out, [stage], force, resume, wait=wait)
 
     command.__doc__ = help_text
     app.command(stage)(command)
@@ -84,11 +88,11 @@ _stage_command("compile", "Build every target's artifacts and check each in its 
 
 @app.command("profile")
 def profile_command(
-    config: Path = CONFIG, out: Optional[Path] = OUT, force: Optional[str] = FORCE, resume: bool = RESUME,
+    config: Path = CONFIG, out: Optional[Path] = OUT, force: Optional[str] = FORCE, resume: bool = RESUME, wait: bool = WAIT,
     devices: Optional[str] = typer.Option(None, "--devices", help="Comma-separated target names to profile (default: all); devices run concurrently."),
 ) -> None:
     """Latency percentiles, accuracy, memory and energy of every artifact, on each target's device; writes report.json/html."""
-    _run_stages(config, out, ["profile"], force, resume, devices)
+    _run_stages(config, out, ["profile"], force, resume, devices, wait=wait)
 
 
 @app.command("gate")

@@ -30,6 +30,7 @@ from rich.console import Console
 from ..errors import ConfigError
 from ..power_models import estimate
 from ..records import CompiledArtifact, CompileRecord, ProfiledArtifact, ProfileRecord
+from ..runlock import scratch_dir
 from ..runners import DeviceFailed, DeviceUnreachable, ProfileJob, bench_args, runner_for
 from ..targets import load_target
 from .base import STAGES, Stage, StageContext
@@ -135,7 +136,7 @@ class ProfileStage(Stage):
                 path = ctx.absolute(row.path)
                 job = ProfileJob(artifact=path, files=artifact_files(path), backend=row.backend, precision=row.precision,
                                  options=row.options, data=test_file, bench_args=bench_args(cfg), timeout_s=timeout_s,
-                                 settings=cfg.model_dump(mode="json"))
+                                 settings=cfg.model_dump(mode="json"), work_dir=scratch_dir(ctx.run_dir))
                 started = time.perf_counter()
                 rows.append(self._attempt(runner, job, row, target.power, retries))
                 if rows[-1].status == UNREACHABLE:
