@@ -167,7 +167,7 @@ class SshRunner(DeviceRunner):
 
     def run(self, argv: list[str], files: list[Path], data: Path | None, timeout_s: float) -> tuple[str, dict | None, str]:
         """Copy, run ``argv`` in the device's run directory, clean up; (the command's output, result.json, ssh's stderr)."""
-        with tempfile.TemporaryDirectory(prefix="edgekd-ssh-") as tmp:
+        with tempfile.TemporaryDirectory(prefix="edgekd-ssh-", dir=job.work_dir) as tmp:  # inside the run folder
             bundle = Path(tmp) / "bundle.tar"
             pack(bundle, files, data)
             command = ssh_command(str(self.address), self.device, remote_command(timeout_s, argv), self.base_dir)

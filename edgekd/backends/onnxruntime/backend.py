@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -31,6 +32,7 @@ class OnnxRuntimeBackend(Backend):
         # The saved file is the graph after ONNX Runtime's optimizations: what actually runs.
         with atomic_path(path) as tmp:
             ox.session(source, optimization=level, optimized_path=tmp)
+            canonical_node_names(tmp)
         if options.get("ort_format"):
             self._to_ort_format(path)
         return path
@@ -52,3 +54,17 @@ class OnnxRuntimeBackend(Backend):
     def inspect(self, path: Path) -> dict[str, Any]:
         model = onnx.load(str(path))
         return {"ops": dict(Counter(n.op_type for n in model.graph.node)), "opset": model.opset_import[0].version}
+
+
+def canonical_node_names(path: Path) -> None:
+    """ONNX Runtime names the nodes its NCHWc transformer adds in a varying order ('ReorderOutput' and
+    'ReorderOutput_token_9' swap between runs); the same names handed out in graph order make the file's
+    bytes, and so its hash, the same on every build (found by tests/test_kill.py)."""
+    model = onnx.load(str(path))
+    groups: dict[str, list] = {}
+    for node in model.graph.node:
+        groups.setdefault(re.sub(r"_token_\d+$", "", node.name), []).append(node)
+    for nodes in groups.values():
+        for node, name in zip(nodes, sorted(n.name for n in nodes)):
+            node.name = name
+    onnx.save(model, str(path))

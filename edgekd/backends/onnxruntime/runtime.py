@@ -58,7 +58,8 @@ class OnnxRuntimeModel(Model):
 
         options = ort.SessionOptions()
         options.enable_profiling = True
-        with tempfile.TemporaryDirectory() as tmp:
+        # beside the artifact, in the form a run holding the lock cleans up after a kill (edgekd.runlock)
+        with tempfile.TemporaryDirectory(prefix=f".{self.path.name}.", suffix=".part", dir=self.path.parent) as tmp:
             options.profile_file_prefix = str(Path(tmp) / "profile")
             sess = ort.InferenceSession(str(self.path), options, providers=["CPUExecutionProvider"])
             shape = [d if isinstance(d, int) else 1 for d in sess.get_inputs()[0].shape]
