@@ -21,13 +21,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, ClassVar
 
-from ..ondevice.runtimes import Model, Unavailable, load, package_version
+from ..ondevice.runtimes import Model, Unavailable, first_line, load, package_version
 from ..registry import Registry, discover
 
 if TYPE_CHECKING:  # torch only for the annotations: importing a backend's declaration must stay light
     import torch
 
-__all__ = ["BACKENDS", "DEVICE_TOOLS", "Backend", "CompileSources", "DeviceTool", "Model", "NotRunnable", "package_version"]
+__all__ = ["BACKENDS", "DEVICE_TOOLS", "Backend", "CompileSources", "DeviceTool", "Model", "NotRunnable", "first_line",
+           "package_version"]
 
 # Raised by ``Backend.load`` where the runtime does not exist here (the artifact is still built and checked).
 NotRunnable = Unavailable

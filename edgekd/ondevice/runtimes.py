@@ -69,6 +69,12 @@ def load(backend: str, path: str | Path, options: dict[str, Any] | None = None) 
     return RUNTIMES.get(backend, key="backend")(Path(path), dict(options or {}))
 
 
+def first_line(error: BaseException) -> str:
+    """The first non-empty line of ``error``'s message (vendor errors run to pages), else its type's name."""
+    text = str(error).strip()
+    return next((line.strip() for line in text.splitlines() if line.strip()), type(error).__name__)
+
+
 def package_version(*names: str) -> str:
     """``"<name> <version>"`` of the first installed distribution of ``names``, else ""."""
     for name in names:

@@ -20,7 +20,6 @@ Pareto lists ``ol#pareto-latency`` and ``ol#pareto-energy``; ``#largest-drop``; 
 from __future__ import annotations
 
 import html
-import math
 import os
 import re
 from collections.abc import Mapping

@@ -13,8 +13,8 @@ import numpy as np
 import torch
 
 from ...errors import ModelError, StageError
-from ..base import BACKENDS, Backend, CompileSources, package_version
-from .runtime import INPUT_NAME, OUTPUT_NAME, _ct, _first_line, _program_summary
+from ..base import BACKENDS, Backend, CompileSources, first_line, package_version
+from .runtime import INPUT_NAME, OUTPUT_NAME, _ct, _program_summary
 
 _META = "edgekd."  # prefix of the metadata keys this backend writes
 
@@ -29,8 +29,8 @@ def _capture(model: torch.nn.Module, example: tuple[torch.Tensor, ...]):
                 return torch.jit.trace(model, example), "torch.jit.trace"
         except Exception as trace_error:
             raise ModelError(
-                f"coreml: cannot capture {type(model).__name__}: torch.export: {_first_line(export_error)}; "
-                f"torch.jit.trace: {_first_line(trace_error)}"
+                f"coreml: cannot capture {type(model).__name__}: torch.export: {first_line(export_error)}; "
+                f"torch.jit.trace: {first_line(trace_error)}"
             ) from trace_error
 
 
@@ -65,7 +65,7 @@ class CoreMlBackend(Backend):
         try:
             _ct()
         except ImportError as error:
-            return f"coremltools is not installed (pip install coremltools): {_first_line(error)}"
+            return f"coremltools is not installed (pip install coremltools): {first_line(error)}"
         return None
 
     def toolchain_version(self) -> str:
@@ -94,7 +94,7 @@ class CoreMlBackend(Backend):
                 minimum_deployment_target=getattr(ct.target, target_name),
             )
         except Exception as error:
-            raise ModelError(f"coreml: coremltools cannot convert the {capture} program: {_first_line(error)}") from error
+            raise ModelError(f"coreml: coremltools cannot convert the {capture} program: {first_line(error)}") from error
         weights = "fp16"
         if precision == "int8":
             from coremltools.optimize.coreml import OpLinearQuantizerConfig, OptimizationConfig, linear_quantize_weights

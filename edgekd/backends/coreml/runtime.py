@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from ...ondevice.runtimes import RUNTIMES, Model, Unavailable, package_version
+from ...ondevice.runtimes import RUNTIMES, Model, Unavailable, first_line, package_version
 
 INPUT_NAME, OUTPUT_NAME = "input", "logits"
 WEIGHT_INPUTS = {"conv": "weight", "conv_transpose": "weight", "linear": "weight", "matmul": "y"}
@@ -22,11 +22,6 @@ def _ct():
         import coremltools
 
     return coremltools
-
-
-def _first_line(error: BaseException) -> str:
-    text = str(error).strip()
-    return next((line.strip() for line in text.splitlines() if line.strip()), type(error).__name__)
 
 
 def _dtype_name(ct, value: int) -> str:
@@ -99,5 +94,5 @@ class CoreMlModel(Model):
             report["ops_by_device"] = {d: dict(c) for d, c in devices.items()}
             report["fallback_ops"] = sorted({op for d, c in devices.items() if "NeuralEngine" not in d for op in c})
         except Exception as error:  # older macOS or coremltools: the op list alone
-            report["compute_plan_error"] = _first_line(error)
+            report["compute_plan_error"] = first_line(error)
         return report

@@ -14,7 +14,7 @@ import torch
 
 from ...errors import ModelError
 from ...io import atomic_path
-from ..base import BACKENDS, Backend, CompileSources, package_version
+from ..base import BACKENDS, Backend, CompileSources, first_line, package_version
 from .runtime import dtype_name as _dtype_name
 from .runtime import io_entry as _io_entry
 from .runtime import litert_interpreter as _interpreter
@@ -34,11 +34,6 @@ def _quiet_converter() -> Iterator[None]:
     finally:
         if previous is None:
             os.environ.pop(key, None)
-
-
-def _first_line(error: BaseException) -> str:
-    text = str(error).strip()
-    return next((line.strip() for line in text.splitlines() if line.strip()), type(error).__name__)
 
 
 def quantized_tensors(path: Path) -> list[dict[str, Any]]:
@@ -72,7 +67,7 @@ class LiteRtBackend(Backend):
             try:
                 __import__(module)
             except ImportError as error:
-                return f"{package} is not installed or does not import (pip install {package}): {_first_line(error)}"
+                return f"{package} is not installed or does not import (pip install {package}): {first_line(error)}"
         return None
 
     def toolchain_version(self) -> str:
@@ -100,7 +95,7 @@ class LiteRtBackend(Backend):
                 edge_model = litert_torch.convert(model, example, quant_config=quant_config)
         except Exception as error:
             what = "FP16 weights are not supported by the installed litert-torch" if precision == "fp16" else "conversion failed"
-            raise ModelError(f"litert {precision}: {what}: {_first_line(error)}") from error
+            raise ModelError(f"litert {precision}: {what}: {first_line(error)}") from error
         with atomic_path(path) as tmp, _quiet_converter():
             edge_model.export(str(tmp))
             self._check(tmp, precision)
@@ -157,4 +152,4 @@ def _fp16_weights_config():
 
         return quant_recipes.full_fp16_recipe()
     except Exception as error:  # the recipe lives in the generative API and needs ai-edge-quantizer
-        raise ModelError(f"litert fp16: FP16 weights are not supported by the installed litert-torch: {_first_line(error)}") from error
+        raise ModelError(f"litert fp16: FP16 weights are not supported by the installed litert-torch: {first_line(error)}") from error
