@@ -8,6 +8,7 @@ runtime. Standard library only: the probe reads them on devices where even numpy
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 from .registry import Registry, discover
 
@@ -23,6 +24,7 @@ class BackendInfo:
     packages: tuple[str, ...] = ()  # pip distributions of its converter and runtime (the manifest's toolchain)
     tool: str | None = None  # the device's own benchmark tool for its artifacts (a target's device.tool)
     systems: tuple[str, ...] = ()  # platform.system() names the runtime exists on; empty: any
+    beside: tuple[str, ...] = ()  # suffixes of files written beside the artifact that belong to it (an IR's .bin)
 
 
 BACKEND_INFO: Registry[BackendInfo] = Registry("backend", plugins=lambda: discover(BACKENDS_PACKAGE))
@@ -30,6 +32,13 @@ BACKEND_INFO: Registry[BackendInfo] = Registry("backend", plugins=lambda: discov
 
 def declare(name: str, modules: tuple[str, ...], **fields) -> BackendInfo:
     return BACKEND_INFO.register(name, BackendInfo(name, tuple(modules), **fields))
+
+
+def artifact_files(backend: str, path: Path) -> list[Path]:
+    """The artifact and the files its backend writes beside it: what is hashed and copied to a device.
+    A backend without a declaration (one registered from a test) has none."""
+    beside = BACKEND_INFO.get(backend).beside if backend in BACKEND_INFO else ()
+    return [path, *(path.with_suffix(suffix) for suffix in beside)]
 
 
 def device_tools() -> Registry[str]:

@@ -14,6 +14,7 @@ from typing import Any
 
 from ..backends import BACKENDS, CompileSources, NotRunnable
 from ..metrics import evaluate_logits, predict
+from ..ondevice.backend_info import artifact_files
 from ..parity import compare
 from ..records import CompiledArtifact, CompileRecord, ExportRecord, QuantizedRecord, StudentRecord
 from ..targets import load_target
@@ -23,11 +24,9 @@ OK, FAILED, NOT_RUN = "ok", "failed", "not run here"
 STUDENT, QUANTIZED, EXPORTED = "prune", "quantize", "export"
 
 
-def digest(path: Path) -> tuple[int, str]:
-    """Size and sha256 of a file, or of every file in a package directory (.mlpackage)."""
-    files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
-    if path.suffix == ".xml":
-        files.append(path.with_suffix(".bin"))
+def digest(paths: list[Path]) -> tuple[int, str]:
+    """Size and sha256 of an artifact's files (``artifact_files``), a package directory's (.mlpackage) file by file."""
+    files = [f for path in paths for f in (sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path])]
     sha = hashlib.sha256()
     for f in files:
         sha.update(f.read_bytes())
@@ -116,7 +115,7 @@ class CompileStage(Stage):
             path = backend.build(sources, row.precision, out_dir, dict(row.options))
             row.compile_seconds = time.perf_counter() - started
             row.path = ctx.relative(path)
-            row.size_bytes, row.sha256 = digest(path)
+            row.size_bytes, row.sha256 = digest(artifact_files(row.backend, path))
             row.inspect = backend.inspect(path)
         except Exception as error:  # a converter failure: keep its message, keep going
             row.reason = first_lines(error)

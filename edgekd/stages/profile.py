@@ -28,6 +28,7 @@ import numpy as np
 from rich.console import Console
 
 from ..errors import ConfigError
+from ..ondevice.backend_info import artifact_files
 from ..power_models import estimate
 from ..records import CompiledArtifact, CompileRecord, ProfiledArtifact, ProfileRecord
 from ..runlock import scratch_dir
@@ -37,14 +38,6 @@ from .base import STAGES, Stage, StageContext
 
 UNREACHABLE = "unreachable"
 COMPILED = "compile"  # the stage whose record lists the artifacts
-
-
-def artifact_files(path: Path) -> list[Path]:
-    """The artifact and the files it needs beside it."""
-    files = [path]
-    if path.suffix == ".xml":
-        files.append(path.with_suffix(".bin"))
-    return files
 
 
 def result_row(row: CompiledArtifact, bench: dict[str, Any], power: dict[str, Any] | None, runner: str | None) -> ProfiledArtifact:
@@ -134,7 +127,7 @@ class ProfileStage(Stage):
                     rows.append(result_row(row, {"status": UNREACHABLE, "reason": f"not tried: {gone}"}, None, runner.label))
                     continue
                 path = ctx.absolute(row.path)
-                job = ProfileJob(artifact=path, files=artifact_files(path), backend=row.backend, precision=row.precision,
+                job = ProfileJob(artifact=path, files=artifact_files(row.backend, path), backend=row.backend, precision=row.precision,
                                  options=row.options, data=test_file, bench_args=bench_args(cfg), timeout_s=timeout_s,
                                  settings=cfg.model_dump(mode="json"), work_dir=scratch_dir(ctx.run_dir))
                 started = time.perf_counter()

@@ -7,4 +7,4 @@ layer actually ran in is read back from the compiled model and reported.
 
 from ...ondevice.backend_info import declare
 
-declare("openvino", modules=("openvino",), packages=("openvino",), tool="benchmark_app")
+declare("openvino", modules=("openvino",), packages=("openvino",), tool="benchmark_app", beside=(".bin",))
