@@ -62,7 +62,7 @@ class DeviceSpec(_Strict):
     connect_timeout_s: int = Field(10, ge=1, description="ssh/adb: seconds to wait for the connection")
     tool: str | None = Field(
         None, description="ssh: time the artifact with the device's own tool instead of the Python benchmark "
-                          "(one a backend declares: benchmark_app, benchmark_model, trtexec)")
+                          "(one a backend declares in its folder, e.g. benchmark_app or trtexec)")
     tool_path: str | None = Field(None, description="ssh: the tool on the device (default: its name, found on PATH)")
     tool_args: list[str] = Field(default_factory=list, description="extra arguments for the tool (each quoted)")
     benchmark_model: str | None = Field(None, description="adb: this machine's path of an Android benchmark_model binary, pushed to the phone")
