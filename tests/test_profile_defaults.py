@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 
 from edgekd.backends import DEVICE_TOOLS
+from edgekd.backends.litert.tool import benchmark_model_args
 from edgekd.config import ProfileConfig
 from edgekd.ondevice.bench import parser
 from edgekd.ondevice.settings import ENERGY, LATENCY, EnergySettings, LatencySettings
-from edgekd.runners.adb import benchmark_model_args
 from edgekd.runners.base import bench_args
 
 

@@ -18,10 +18,11 @@ from pathlib import Path
 
 import pytest
 
+from edgekd.backends.litert.tool import benchmark_model_args, parse_benchmark_model, parse_memory
 from edgekd.records import CompiledArtifact, CompileRecord, Figures, ProfileRecord
 from edgekd.report.schema import Report
 from edgekd.runners import DeviceFailed, DeviceUnreachable, ProfileJob, runner_for
-from edgekd.runners.adb import AdbRunner, battery_energy, benchmark_model_args, parse_benchmark_model, parse_memory
+from edgekd.runners.adb import AdbRunner, battery_energy
 from edgekd.runners.base import pin_mask
 from edgekd.stages.profile import ProfileStage, result_row
 from edgekd.targets import DeviceSpec
@@ -234,7 +235,9 @@ def test_a_failing_benchmark_model_is_a_failed_row_with_its_message(phone, monke
 def test_what_the_adb_runner_cannot_run_is_said_plainly(phone, tmp_path):
     runner = runner_for(DeviceSpec(**phone.device()))
     onnx = ProfileJob(artifact=tmp_path / "m.onnx", files=[], backend="onnxruntime", precision="fp32", options={}, data=tmp_path)
-    assert runner.profile(onnx)["status"] == "not run here"
+    refused = runner.profile(onnx)
+    assert refused["status"] == "not run here" and "onnxruntime does not declare" in refused["reason"]
+    assert refused["reason"].endswith("backends that do: litert")  # the backends that declare benchmark_model, by name
     with pytest.raises(DeviceFailed, match="benchmark_model"):
         runner_for(DeviceSpec(adb="R5CT10ABCDE", adb_path=str(phone.adb))).profile(job_for(phone.model))
     check = runner.check()

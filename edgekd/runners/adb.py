@@ -4,12 +4,12 @@ A phone has no Python, so the device-side benchmark is the user's own
 ``benchmark_model`` binary (built for the phone's ABI; ``device.benchmark_model``),
 pushed with the artifact into a fresh directory under /data/local/tmp and
 removed afterwards. It runs pinned with ``taskset`` when ``device.pin`` names
-cores, with the profile section's warm-up and run settings. Its output is parsed
-in both forms it has had: the older statistics line (count, first, curr, min,
-max, avg, std) and the newer one that adds p5, median and p95. Numbers it does
-not print (p90, p99, and p50/p95 from older builds) stay None: nothing is
-interpolated. It feeds random inputs, so accuracy is not measured on the phone
-(see ``tool_result``). While it runs, a shell loop on the phone samples the
+cores, with the profile section's warm-up and run settings. Its command line and
+the parsing of its output are the driver of the backend that declares the tool
+(``DEVICE_TOOLS``; LiteRT's ``tool.py``), so this runner times the artifacts of
+whichever backend declares ``benchmark_model`` and refuses the others, naming
+the backends it can time. It feeds random inputs, so accuracy is not measured
+on the phone (see ``tool_result``). While it runs, a shell loop on the phone samples the
 battery's current, voltage and status; energy is reported only when the battery
 was discharging the whole time (a USB charger otherwise powers the phone).
 
@@ -29,92 +29,26 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+from ..backends import DEVICE_TOOLS, DeviceTool
+from ..ondevice.backend_info import BACKEND_INFO
 from ..ondevice.meters.android import POLL_S, REFUSED_STATUS, BatteryReading, check_status, recorded_energy
 from ..ondevice.meters.base import MeterUnavailable
 from ..ondevice.settings import EnergySettings, LatencySettings
-from .base import RUNNERS, DeviceFailed, DeviceRunner, DeviceUnreachable, ProfileJob, pin_mask, tail, tool_latency, tool_result
+from .base import RUNNERS, DeviceFailed, DeviceRunner, DeviceUnreachable, ProfileJob, pin_mask, tail, tool_result
 
 REMOTE_ROOT = "/data/local/tmp"
 BATTERY = "/sys/class/power_supply/battery"
-
-_NUMBER = r"[-+]?\d+(?:\.\d+)?(?:[eE][-+]?\d+)?"
-_STATS = re.compile(rf"count=(?P<count>\d+)(?P<rest>(?:\s+\w+={_NUMBER})+)")
-_PAIR = re.compile(rf"(\w+)=({_NUMBER})")
-_TIMINGS = re.compile(
-    rf"Inference timings in us: Init: (?P<init>{_NUMBER}), First inference: (?P<first>{_NUMBER}), "
-    rf"Warmup \(avg\): (?P<warmup>{_NUMBER}), Inference \(avg\): (?P<avg>{_NUMBER})")
-# older builds: "Peak memory footprint (MB): init=.. overall=.."; newer: "Memory footprint delta from the start of the tool (MB): .."
-_DELTA = re.compile(rf"(?:^|\s)(?:Peak memory footprint|Memory footprint delta from the start of the tool) \(MB\): "
-                    rf"init=(?P<init>{_NUMBER}) overall=(?P<overall>{_NUMBER})", re.M)
-_PEAK = re.compile(rf"Overall peak memory footprint \(MB\) via periodic monitoring: (?P<peak>{_NUMBER})")
+TOOL = "benchmark_model"  # the phone's benchmark: the binary device.benchmark_model names, driven by its backend's tool.py
 
 
-def _stats_lines(output: str) -> list[dict[str, float]]:
-    """Every ``count=... first=... avg=...`` statistics line, in order: warm-up first, then the timed runs."""
-    found = []
-    for line in output.splitlines():
-        match = _STATS.search(line)
-        if match and "avg=" in match.group("rest"):
-            values = {k: float(v) for k, v in _PAIR.findall(match.group(0))}
-            found.append(values)
-    return found
+def tool_backends() -> list[str]:
+    """The backends whose artifacts the phone's benchmark times: those that declare it as their device tool."""
+    return [name for name, info in BACKEND_INFO.items() if info.tool == TOOL]
 
 
-def parse_benchmark_model(output: str, cov_threshold: float | None = None) -> dict[str, Any]:
-    """benchmark_model's printed statistics as a latency dict in milliseconds (see ``tool_latency``).
-
-    Raises ``ValueError`` when the output has no timed statistics (the tool failed, or
-    this is not benchmark_model output); the message carries the tool's last lines.
-    """
-    stats = _stats_lines(output)
-    timings = _TIMINGS.search(output)
-    if not stats:
-        raise ValueError(f"no benchmark_model statistics line (count=... avg=...) in its output: {tail(output)}")
-    timed = stats[-1]
-    warmup = stats[-2] if len(stats) > 1 else None
-    ms = 1e-3  # benchmark_model prints microseconds
-    latency = tool_latency(
-        "benchmark_model", cov_threshold,
-        p50=timed["median"] * ms if "median" in timed else None,
-        p95=timed["p95"] * ms if "p95" in timed else None,
-        p5=timed["p5"] * ms if "p5" in timed else None,
-        mean=timed["avg"] * ms, std=timed["std"] * ms if "std" in timed else None,
-        min=timed["min"] * ms, max=timed["max"] * ms, runs=int(timed["count"]),
-        warmup_runs=int(warmup["count"]) if warmup else None,
-        # the sum of the warm-up inferences' times; the tool does not print the warm-up's wall time
-        warmup_seconds=warmup["count"] * warmup["avg"] * 1e-6 if warmup else None,
-        load_ms=float(timings.group("init")) * ms if timings else None,
-        first_inference_ms=float(timings.group("first")) * ms if timings else (warmup["first"] * ms if warmup and "first" in warmup else None),
-        format="newer (p5/median/p95)" if "median" in timed else "older (count/first/curr/min/max/avg/std)",
-    )
-    return latency
-
-
-def parse_memory(output: str) -> dict[str, float | None]:
-    """Memory in MB: the periodic peak (newer builds) and the footprint at init and overall (both forms).
-
-    The footprint lines are what the tool's own process added, not a process peak, so only the
-    periodic peak is reported as ``peak_memory_mb``.
-    """
-    peak, delta = _PEAK.search(output), _DELTA.search(output)
-    return {"peak_memory_mb": float(peak.group("peak")) if peak else None,
-            "memory_delta_init_mb": float(delta.group("init")) if delta else None,
-            "memory_delta_overall_mb": float(delta.group("overall")) if delta else None}
-
-
-def benchmark_model_args(tool: str, graph: str, options: dict[str, Any], settings: dict[str, Any], extra: list[str],
-                         min_seconds: float | None = None) -> list[str]:
-    """benchmark_model's command line for the profile section's protocol: warm-up by count and time, timed runs
-    by count and time (both must be met), bounded by max_seconds; XNNPACK as the LiteRT Python runtime uses it."""
-    s = LatencySettings.from_profile(settings)
-    min_secs = s.min_seconds if min_seconds is None else min_seconds
-    args = [tool, f"--graph={graph}",
-            f"--warmup_runs={int(s.warmup_runs)}", f"--warmup_min_secs={float(s.warmup_s):g}",
-            f"--num_runs={int(s.runs)}", f"--min_secs={float(min_secs):g}",
-            f"--max_secs={float(max(s.max_seconds, min_secs)):g}", "--use_xnnpack=true"]
-    if options.get("threads"):
-        args.append(f"--num_threads={int(options['threads'])}")
-    return args + [str(a) for a in extra]
+def tool_driver() -> DeviceTool:
+    """The declaring backend's driver of the tool: its command line and its output's parsers."""
+    return DEVICE_TOOLS.get(TOOL, key="adb runner: device tool")()
 
 
 # Runs on the phone: host facts, the battery sampler (when asked), the tool (pinned when asked), end markers.
@@ -255,8 +189,11 @@ class AdbRunner(DeviceRunner):
             raise DeviceUnreachable(f"{self.address} is {state or 'not connected'}")
 
     def profile(self, job: ProfileJob) -> dict[str, Any]:
-        if job.backend != "litert":
-            return {"status": "not run here", "reason": f"the adb runner times .tflite artifacts with benchmark_model; {job.backend} is not one"}
+        backends = tool_backends()
+        if job.backend not in backends:
+            return {"status": "not run here",
+                    "reason": f"the adb runner times artifacts with the phone's {TOOL}, which {job.backend} does not declare as its "
+                              f"device tool; backends that do: {', '.join(backends) or 'none'}"}
         binary = self.device.get("benchmark_model")
         if not binary or not Path(binary).is_file():
             raise DeviceFailed(f"device.benchmark_model must be this machine's path of an Android benchmark_model binary (got {binary!r})")
@@ -270,14 +207,14 @@ class AdbRunner(DeviceRunner):
             min_secs = max(min_secs, energy_cfg.windows * energy_cfg.window_s)
         idle_s = min(10.0, energy_cfg.window_s)
         pin = self.device.get("pin")
-        tool_words = benchmark_model_args("./benchmark_model", f"{workdir}/{job.artifact.name}", options, settings,
-                                          list(self.device.get("tool_args") or []), min_seconds=min_secs)
+        tool_words = tool_driver().command(f"./{TOOL}", f"{workdir}/{job.artifact.name}", options, {**settings, "min_seconds": min_secs},
+                                           [str(a) for a in self.device.get("tool_args") or []])
         try:
             self._shell(["mkdir", "-p", workdir])
-            self._adb("push", str(binary), f"{workdir}/benchmark_model", timeout=job.timeout_s)
+            self._adb("push", str(binary), f"{workdir}/{TOOL}", timeout=job.timeout_s)
             for file in job.files:
                 self._adb("push", str(file), f"{workdir}/{file.name}", timeout=job.timeout_s)
-            self._shell(["chmod", "755", f"{workdir}/benchmark_model"])
+            self._shell(["chmod", "755", f"{workdir}/{TOOL}"])
             output = self._shell(["sh", "-c", RUN_SCRIPT, "edgekd", workdir, pin_mask(pin) if pin else "",
                                   "1" if energy else "0", f"{idle_s:g}", BATTERY, f"{POLL_S:g}", *tool_words], timeout=job.timeout_s)
         finally:
@@ -294,16 +231,16 @@ class AdbRunner(DeviceRunner):
         if rc is None:
             raise DeviceFailed(f"the run on the phone ended early: {tail(output)}")
         tool_log = "\n".join(line for line in output.splitlines() if not line.startswith("edgekd-"))
-        if rc.group(1) != "0" or "Benchmarking failed" in output:
-            raise DeviceFailed(f"benchmark_model exited {rc.group(1)}: {tail(tool_log)}")
+        if rc.group(1) != "0":
+            raise DeviceFailed(f"{TOOL} exited {rc.group(1)}: {tail(tool_log)}")
+        driver = tool_driver()
         try:
-            latency = parse_benchmark_model(output, settings.get("cov_threshold"))
+            latency = driver.parse(output, settings.get("cov_threshold"))
         except ValueError as why:
             raise DeviceFailed(str(why)) from None
         energy, unavailable = battery_energy(output, latency) if energy_on else (None, {"all": "energy measurement turned off"})
-        memory = parse_memory(output)
-        return tool_result("benchmark_model", latency, {**parse_host(output), "threads": None}, tool_log,
-                           energy=energy, meters_unavailable=unavailable, peak_memory_mb=memory["peak_memory_mb"], memory=memory)
+        return tool_result(TOOL, latency, {**parse_host(output), "threads": None}, tool_log,
+                           energy=energy, meters_unavailable=unavailable, peak_memory_mb=driver.peak_memory_mb(output))
 
     def check(self) -> dict[str, Any]:
         """adb state, the phone's model and ABI, taskset, the battery gauge, and whether a benchmark_model is given."""
@@ -321,8 +258,8 @@ class AdbRunner(DeviceRunner):
         why_not = f"status {status or 'unreadable'!r}" + ("" if readable else f", current_now unreadable ({current or 'empty'})")
         return {
             "reachable": True, "machine": f"{facts.get('model', '').strip()} ({facts.get('abi', '').strip()})", "python": None,
-            "runtimes": {"litert": {"ok": True, "version": f"benchmark_model {binary}"} if have
-                         else {"ok": False, "reason": "device.benchmark_model is not set to a file here"}},
+            "runtimes": {name: {"ok": True, "version": f"{TOOL} {binary}"} if have
+                         else {"ok": False, "reason": f"device.{TOOL} is not set to a file here"} for name in tool_backends()},
             "meters": {"available": meter, "unavailable": {} if meter else {"android-battery": why_not}},
             "tools": {"taskset": facts.get("taskset", "").strip() or None},
         }

@@ -9,7 +9,7 @@ import torch
 
 from ...errors import ModelError
 from ...io import read_json, write_bytes, write_json
-from ..base import BACKENDS, Backend, CompileSources, package_version
+from ..base import BACKENDS, Backend, CompileSources, first_line, package_version
 from .runtime import operators_path
 
 # get_delegation_info counts the ``getitem`` that unpacks each delegate's outputs as a non-delegated
@@ -26,11 +26,6 @@ class _Float16(torch.nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.model(x.half()).float()
-
-
-def _first_line(error: BaseException) -> str:
-    text = str(error).strip()
-    return next((line.strip() for line in text.splitlines() if line.strip()), type(error).__name__)
 
 
 def delegation_report(graph_module: torch.fx.GraphModule) -> dict[str, Any]:
@@ -64,7 +59,7 @@ class ExecuTorchBackend(Backend):
             from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner  # noqa: F401
             from executorch.exir import to_edge_transform_and_lower  # noqa: F401
         except ImportError as error:
-            return f"executorch is not installed or does not import (pip install executorch): {_first_line(error)}"
+            return f"executorch is not installed or does not import (pip install executorch): {first_line(error)}"
         return None
 
     def toolchain_version(self) -> str:
@@ -92,7 +87,7 @@ class ExecuTorchBackend(Backend):
             operators = delegation_report(lowered.exported_program().graph_module)
             program = lowered.to_executorch()
         except Exception as error:
-            raise ModelError(f"executorch {precision}: lowering to XNNPACK failed: {_first_line(error)}") from error
+            raise ModelError(f"executorch {precision}: lowering to XNNPACK failed: {first_line(error)}") from error
         path = Path(out_dir) / f"model_{precision}{self.suffix}"
         write_bytes(path, program.buffer)
         write_json(operators_path(path), operators)

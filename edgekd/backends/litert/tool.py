@@ -1,14 +1,102 @@
-"""LiteRT's ``benchmark_model`` on a Linux device over SSH (a target's ``device.tool: benchmark_model``).
+"""LiteRT's ``benchmark_model``: its command line and its output, wherever it runs.
 
-The command line and the parsers are the ADB runner's, which always times .tflite files with it.
+Two runners drive it: the ADB runner on a phone (where it is the only benchmark: a phone has no
+Python) and the SSH runner on a Linux device whose target says ``device.tool: benchmark_model``.
+Both get this driver from ``DEVICE_TOOLS`` by the tool's name, so what the tool prints is known here,
+in the backend that declares it, and in no runner.
+
+Its output is parsed in both forms it has had: the older statistics line (count, first, curr, min,
+max, avg, std) and the newer one that adds p5, median and p95. Numbers it does not print (p90, p99,
+and p50/p95 from older builds) stay None: nothing is interpolated.
 """
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
-from ...runners.adb import benchmark_model_args, parse_benchmark_model, parse_memory
+from ...ondevice.settings import LatencySettings
+from ...runners.base import tail, tool_latency
 from ..base import DEVICE_TOOLS, DeviceTool
+
+_NUMBER = r"[-+]?\d+(?:\.\d+)?(?:[eE][-+]?\d+)?"
+_STATS = re.compile(rf"count=(?P<count>\d+)(?P<rest>(?:\s+\w+={_NUMBER})+)")
+_PAIR = re.compile(rf"(\w+)=({_NUMBER})")
+_TIMINGS = re.compile(
+    rf"Inference timings in us: Init: (?P<init>{_NUMBER}), First inference: (?P<first>{_NUMBER}), "
+    rf"Warmup \(avg\): (?P<warmup>{_NUMBER}), Inference \(avg\): (?P<avg>{_NUMBER})")
+# older builds: "Peak memory footprint (MB): init=.. overall=.."; newer: "Memory footprint delta from the start of the tool (MB): .."
+_DELTA = re.compile(rf"(?:^|\s)(?:Peak memory footprint|Memory footprint delta from the start of the tool) \(MB\): "
+                    rf"init=(?P<init>{_NUMBER}) overall=(?P<overall>{_NUMBER})", re.M)
+_PEAK = re.compile(rf"Overall peak memory footprint \(MB\) via periodic monitoring: (?P<peak>{_NUMBER})")
+
+
+def _stats_lines(output: str) -> list[dict[str, float]]:
+    """Every ``count=... first=... avg=...`` statistics line, in order: warm-up first, then the timed runs."""
+    found = []
+    for line in output.splitlines():
+        match = _STATS.search(line)
+        if match and "avg=" in match.group("rest"):
+            values = {k: float(v) for k, v in _PAIR.findall(match.group(0))}
+            found.append(values)
+    return found
+
+
+def parse_benchmark_model(output: str, cov_threshold: float | None = None) -> dict[str, Any]:
+    """benchmark_model's printed statistics as a latency dict in milliseconds (see ``tool_latency``).
+
+    Raises ``ValueError`` when the output has no timed statistics (the tool failed, or
+    this is not benchmark_model output); the message carries the tool's last lines.
+    """
+    stats = _stats_lines(output)
+    timings = _TIMINGS.search(output)
+    if not stats:
+        raise ValueError(f"no benchmark_model statistics line (count=... avg=...) in its output: {tail(output)}")
+    if "Benchmarking failed" in output:  # statistics printed before a failure are not a measurement
+        raise ValueError(f"benchmark_model says: Benchmarking failed: {tail(output)}")
+    timed = stats[-1]
+    warmup = stats[-2] if len(stats) > 1 else None
+    ms = 1e-3  # benchmark_model prints microseconds
+    latency = tool_latency(
+        "benchmark_model", cov_threshold,
+        p50=timed["median"] * ms if "median" in timed else None,
+        p95=timed["p95"] * ms if "p95" in timed else None,
+        p5=timed["p5"] * ms if "p5" in timed else None,
+        mean=timed["avg"] * ms, std=timed["std"] * ms if "std" in timed else None,
+        min=timed["min"] * ms, max=timed["max"] * ms, runs=int(timed["count"]),
+        warmup_runs=int(warmup["count"]) if warmup else None,
+        # the sum of the warm-up inferences' times; the tool does not print the warm-up's wall time
+        warmup_seconds=warmup["count"] * warmup["avg"] * 1e-6 if warmup else None,
+        load_ms=float(timings.group("init")) * ms if timings else None,
+        first_inference_ms=float(timings.group("first")) * ms if timings else (warmup["first"] * ms if warmup and "first" in warmup else None),
+        format="newer (p5/median/p95)" if "median" in timed else "older (count/first/curr/min/max/avg/std)",
+    )
+    return latency
+
+
+def parse_memory(output: str) -> dict[str, float | None]:
+    """Memory in MB: the periodic peak (newer builds) and the footprint at init and overall (both forms).
+
+    The footprint lines are what the tool's own process added, not a process peak, so only the
+    periodic peak is reported as ``peak_memory_mb``.
+    """
+    peak, delta = _PEAK.search(output), _DELTA.search(output)
+    return {"peak_memory_mb": float(peak.group("peak")) if peak else None,
+            "memory_delta_init_mb": float(delta.group("init")) if delta else None,
+            "memory_delta_overall_mb": float(delta.group("overall")) if delta else None}
+
+
+def benchmark_model_args(tool: str, graph: str, options: dict[str, Any], settings: dict[str, Any], extra: list[str]) -> list[str]:
+    """benchmark_model's command line for the profile section's protocol: warm-up by count and time, timed runs
+    by count and time (both must be met), bounded by max_seconds; XNNPACK as the LiteRT Python runtime uses it."""
+    s = LatencySettings.from_profile(settings)
+    args = [tool, f"--graph={graph}",
+            f"--warmup_runs={int(s.warmup_runs)}", f"--warmup_min_secs={float(s.warmup_s):g}",
+            f"--num_runs={int(s.runs)}", f"--min_secs={float(s.min_seconds):g}",
+            f"--max_secs={float(max(s.max_seconds, s.min_seconds)):g}", "--use_xnnpack=true"]
+    if options.get("threads"):
+        args.append(f"--num_threads={int(options['threads'])}")
+    return args + [str(a) for a in extra]
 
 
 @DEVICE_TOOLS.register("benchmark_model")
