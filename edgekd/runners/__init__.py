@@ -15,17 +15,16 @@ __all__ = ["RUNNERS", "DeviceFailed", "DeviceRunner", "DeviceUnreachable", "Host
 
 
 def runner_for(device, base_dir: Path | None = None) -> DeviceRunner:
-    """The runner a target's ``device:`` block asks for (ssh, adb), or this machine.
+    """The runner a target's ``device:`` block asks for by its address key (``ssh:``, ``adb:``, ...), else this machine.
 
     ``base_dir`` (the target file's folder) anchors relative paths in the block: an
     identity file, a known_hosts file, a benchmark_model binary.
     """
     spec = device.model_dump() if device is not None else {}
-    if spec.get("ssh"):
-        return RUNNERS.get("ssh")(spec["ssh"], spec, base_dir=base_dir)
-    if spec.get("adb"):
-        if spec.get("benchmark_model") and base_dir is not None:
-            path = Path(spec["benchmark_model"]).expanduser()
-            spec["benchmark_model"] = str(path if path.is_absolute() else base_dir / path)
-        return RUNNERS.get("adb")(spec["adb"], spec)
-    return RUNNERS.get("local")(None, spec)
+    asked = [name for name in RUNNERS.names() if name != LOCAL and spec.get(name)]
+    if len(asked) > 1:
+        raise ValueError(f"device: one way to reach a device, not {' and '.join(asked)}")
+    return RUNNERS.get(asked[0] if asked else LOCAL).from_device(spec, base_dir)
+
+
+LOCAL = "local"  # the runner for targets without a device address: this machine

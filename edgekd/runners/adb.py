@@ -162,6 +162,14 @@ def _energy_wanted(energy: EnergySettings) -> bool:
 class AdbRunner(DeviceRunner):
     kind = "adb"
 
+    @classmethod
+    def from_device(cls, device: dict[str, Any], base_dir: Path | None) -> "AdbRunner":
+        device = dict(device)
+        if device.get("benchmark_model") and base_dir is not None:  # this machine's binary, pushed to the phone
+            path = Path(device["benchmark_model"]).expanduser()
+            device["benchmark_model"] = str(path if path.is_absolute() else base_dir / path)
+        return cls(device["adb"], device)
+
     def _adb(self, *words: str, timeout: float = 120.0, stdin: str | None = None) -> subprocess.CompletedProcess:
         command = [self.device.get("adb_path") or "adb", "-s", str(self.address), *words]
         try:

@@ -62,6 +62,13 @@ class DeviceRunner(ABC):
     def __init__(self, address: str | None, device: dict[str, Any] | None = None) -> None:
         self.address, self.device = address, device or {}
 
+    @classmethod
+    def from_device(cls, device: dict[str, Any], base_dir: Path | None) -> "DeviceRunner":
+        """The runner for a target's ``device:`` block whose key ``kind`` holds the address (``ssh: pi@host``).
+
+        ``base_dir`` (the target file's folder) anchors relative paths in the block."""
+        return cls(device.get(cls.kind), device)
+
     @property
     def label(self) -> str:
         return self.kind if not self.address else f"{self.kind}:{self.address}"

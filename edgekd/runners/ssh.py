@@ -160,14 +160,19 @@ def classify(returncode: int, stderr: str, label: str) -> None:
 class SshRunner(DeviceRunner):
     kind = "ssh"
 
+    @classmethod
+    def from_device(cls, device: dict[str, Any], base_dir: Path | None) -> "SshRunner":
+        return cls(device["ssh"], device, base_dir=base_dir)  # identity and known_hosts files resolve against base_dir
+
     def __init__(self, address: str | None, device: dict[str, Any] | None = None, base_dir: Path | None = None) -> None:
         super().__init__(address, device)
         self.base_dir = base_dir
         parse_address(str(address))  # a malformed address fails here, before any connection
 
-    def run(self, argv: list[str], files: list[Path], data: Path | None, timeout_s: float) -> tuple[str, dict | None, str]:
+    def run(self, argv: list[str], files: list[Path], data: Path | None, timeout_s: float,
+            work_dir: Path | None = None) -> tuple[str, dict | None, str]:
         """Copy, run ``argv`` in the device's run directory, clean up; (the command's output, result.json, ssh's stderr)."""
-        with tempfile.TemporaryDirectory(prefix="edgekd-ssh-", dir=job.work_dir) as tmp:  # inside the run folder
+        with tempfile.TemporaryDirectory(prefix="edgekd-ssh-", dir=work_dir) as tmp:  # inside the run folder when given
             bundle = Path(tmp) / "bundle.tar"
             pack(bundle, files, data)
             command = ssh_command(str(self.address), self.device, remote_command(timeout_s, argv), self.base_dir)
@@ -197,7 +202,7 @@ class SshRunner(DeviceRunner):
                 "--data", "data/test.npz", "--options", json.dumps(job.options), "--out", "result.json", *job.bench_args]
         if self.device.get("pin"):
             argv += ["--pin", ",".join(map(str, self.device["pin"]))]
-        output, result, _ = self.run(argv, job.files, job.data, job.timeout_s)
+        output, result, _ = self.run(argv, job.files, job.data, job.timeout_s, job.work_dir)
         if result is None:
             code = re.search(r"^edgekd-rc (\d+)", output, re.M)
             if code and code.group(1) == "124":
@@ -210,7 +215,7 @@ class SshRunner(DeviceRunner):
         driver = DEVICE_TOOLS.get(tool, key=f"{self.label}: device.tool")()
         argv = driver.command(path, f"files/{job.artifact.name}", job.options, job.settings,
                               [str(a) for a in self.device.get("tool_args") or []])
-        output, _, _ = self.run(argv, job.files, None, job.timeout_s)
+        output, _, _ = self.run(argv, job.files, None, job.timeout_s, job.work_dir)
         output, _, rc = output.rpartition("edgekd-rc ")
         if rc.strip() != "0":
             raise DeviceFailed(f"{self.label}: {tool} exited {rc.strip()}: {tail(output)}")
