@@ -6,7 +6,7 @@ PIP := $(PY) -m pip install -q -c constraints.txt
 CONFIG ?= examples/mnist.yaml
 RUN ?= runs/mnist
 
-.PHONY: install install-test system-deps demo test benchmarks clean
+.PHONY: install install-test system-deps demo test benchmarks benchmarks-quick clean
 
 $(VENV)/.installed: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -41,6 +41,11 @@ benchmarks: install
 	$(PY) benchmarks/artifact_speed.py
 	$(PY) benchmarks/ddp_scaling.py
 	$(PY) benchmarks/profiler_fidelity.py
+
+# Every benchmark's --quick smoke run (tiny data, one round; tables under pytest's tmp folder), as `make test` runs them.
+benchmarks-quick: install-test
+	$(PIP) -e '.[bench]'
+	$(PY) -m pytest -q tests/test_benchmarks.py
 
 clean:
 	rm -rf runs .pytest_cache

@@ -24,13 +24,12 @@ per-round ratio edgekd / reference. Cross-checks: OpenVINO's ``benchmark_app`` a
     .venv/bin/python benchmarks/artifact_speed.py [--threads 1] [--rounds 10] [--runs 100] [--parts executorch]
     .venv/bin/python benchmarks/artifact_speed.py --quick --parts executorch   # a smoke run: few rounds
 
-Writes benchmarks/results/artifact_speed.md and .json (artifact_speed_quick.* with --quick, so a
-smoke run never replaces a full one); artifacts go to --workdir.
+Writes artifact_speed.md and .json to --out (default benchmarks/results/; artifact_speed_quick.* with --quick,
+so a smoke run never replaces a full one); artifacts go to --workdir.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import os
@@ -50,7 +49,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from common import machine_info, markdown_table, write_results  # noqa: E402
+from common import bench_parser, machine_info, markdown_table, parse_bench_args, results_stem, write_results  # noqa: E402
 from native_tools import benchmark_app, litert_benchmark  # noqa: E402
 
 import edgekd  # noqa: E402,F401
@@ -425,8 +424,8 @@ def cross_check(pair: tuple[str, str], results: list[dict[str, dict]]) -> dict[s
     return out
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def main(argv: list[str] | None = None) -> int:
+    parser = bench_parser(__doc__, workdir=Path("/tmp/edgekd-artifact-speed"))
     parser.add_argument("--threads", type=int, default=1, help="inference threads for every runtime (1 or 2)")
     parser.add_argument("--rounds", type=int, default=20)
     parser.add_argument("--runs", type=int, default=100, help="timed runs per artifact per round")
@@ -437,13 +436,10 @@ def main() -> None:
     parser.add_argument("--tool-runs", type=int, default=300, help="litert-benchmark --num_runs")
     parser.add_argument("--tool-repeats", type=int, default=4, help="alternated cross-check runs per file")
     parser.add_argument("--parts", nargs="+", default=["openvino", "litert", "executorch"], choices=["openvino", "litert", "executorch"])
-    parser.add_argument("--quick", action="store_true",
-                        help="smoke run: 3 rounds of 20 runs, short warm-ups, one tool repeat; writes artifact_speed_quick.*")
-    parser.add_argument("--workdir", type=Path, default=Path("/tmp/edgekd-artifact-speed"))
     parser.add_argument("--seed", type=int, default=0)
-    args = parser.parse_args()
-    if args.quick:
-        args.rounds, args.runs, args.warmup, args.rewarm, args.tool_repeats, args.tool_seconds, args.tool_runs = 3, 20, 0.5, 0.1, 1, 2, 50
+    # --quick: 3 rounds of 20 runs, short warm-ups, one tool repeat
+    args = parse_bench_args(parser, argv, quick={"rounds": 3, "runs": 20, "warmup": 0.5, "rewarm": 0.1, "tool_repeats": 1,
+                                                 "tool_seconds": 2, "tool_runs": 50})
 
     logging.getLogger("nncf").setLevel(logging.WARNING)
     warnings.filterwarnings("ignore")
@@ -523,6 +519,7 @@ def main() -> None:
             print(json.dumps(section["loop"]["ratios"], indent=1), flush=True)
 
     write_report(raw, info, args)
+    return 0
 
 
 def write_report(raw, info, args) -> None:
@@ -623,12 +620,12 @@ def write_report(raw, info, args) -> None:
         "",
         *details,
         "",
-        f"Raw per-round numbers: benchmarks/results/{'artifact_speed_quick' if args.quick else 'artifact_speed'}.json.",
+        f"Raw per-round numbers: {results_stem('artifact_speed', args.quick)}.json beside this file.",
     ]
-    path_md, _ = write_results("artifact_speed_quick" if args.quick else "artifact_speed", "\n".join(md) + "\n", raw)
+    path_md, _ = write_results(results_stem("artifact_speed", args.quick), "\n".join(md) + "\n", raw, args.out)
     print("\n".join(md))
     print(f"wrote {path_md}")
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

@@ -5,12 +5,14 @@ Run the benchmarks from the repository root, e.g. ``.venv/bin/python benchmarks/
 
 from __future__ import annotations
 
+import argparse
 import copy
 import datetime as _dt
 import json
 import os
 import platform
 import statistics
+import sys
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -21,6 +23,42 @@ ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
 EXAMPLE = ROOT / "examples" / "mnist.yaml"
 DEFAULT_WORKDIR = Path(os.environ.get("EDGEKD_BENCH_DIR", "/tmp/edgekd-bench"))
+# --quick: the data and teacher of tests/conftest.py's tiny config (8x8 digits, quarter-width ResNet)
+QUICK_DATA = "builtin:digits"
+QUICK_TEACHER_WIDTH = 0.25
+
+
+# ---------------------------------------------------------------- command line
+
+
+def bench_parser(doc: str, workdir: Path = DEFAULT_WORKDIR) -> argparse.ArgumentParser:
+    """The options every benchmark has: --quick, --workdir and --out."""
+    parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true",
+                        help="smoke run on builtin:digits with a tiny teacher, one seed/round and short timings, so a "
+                             "change that breaks the benchmark fails tests/test_benchmarks.py; writes <stem>_quick.md/.json")
+    parser.add_argument("--workdir", type=Path, default=workdir,
+                        help="run folders and caches (--quick: WORKDIR/quick, so quick and full runs never share a cached stage)")
+    parser.add_argument("--out", type=Path, default=RESULTS, help="folder for the .md/.json results")
+    return parser
+
+
+def parse_bench_args(parser: argparse.ArgumentParser, argv: list[str] | None, quick: dict[str, Any]) -> argparse.Namespace:
+    """Parse ``argv``; with --quick, ``quick`` replaces the defaults (options given on the command line still win)."""
+    args = parser.parse_args(argv)
+    if args.quick:
+        parser.set_defaults(**quick, workdir=parser.get_default("workdir") / "quick")
+        args = parser.parse_args(argv)
+    return args
+
+
+def results_stem(stem: str, quick: bool) -> str:
+    """Quick runs write ``<stem>_quick``: they never overwrite a published table, whatever --out says."""
+    return f"{stem}_quick" if quick else stem
+
+
+def command_line(script: str, argv: list[str] | None) -> str:
+    return f"python benchmarks/{script} " + " ".join(argv if argv is not None else sys.argv[1:])
 
 
 # ---------------------------------------------------------------- environment
@@ -75,29 +113,41 @@ def setup_environment(workdir: Path, threads: int | None) -> None:
 
 
 def example_config() -> dict[str, Any]:
-    return yaml.safe_load(EXAMPLE.read_text())
+    """examples/mnist.yaml, its relative paths (calibration set, budgets file) made absolute so that the config
+    runs from any folder, as edgekd resolves them against the YAML's own folder."""
+    cfg = yaml.safe_load(EXAMPLE.read_text())
+    for section, key in (("quantize", "calibration"), ("gate", "budgets")):
+        if isinstance(cfg.get(section, {}).get(key), str):
+            cfg[section][key] = str((EXAMPLE.parent / cfg[section][key]).resolve())
+    return cfg
 
 
-def teacher_run_config() -> dict[str, Any]:
-    """The teacher exactly as examples/mnist.yaml trains it (data and teacher sections)."""
-    example = example_config()
-    return {
-        "name": "bench-teacher",
-        "seed": 0,
-        "data": copy.deepcopy(example["data"]),
-        "teacher": copy.deepcopy(example["teacher"]),
-    }
+def bench_data(quick: bool) -> dict[str, Any]:
+    """The data section: examples/mnist.yaml's (builtin:mnist5k, pinned split), or builtin:digits for --quick."""
+    data = copy.deepcopy(example_config()["data"])
+    if quick:
+        data["source"] = QUICK_DATA
+    return data
 
 
-def trained_teacher(workdir: Path) -> tuple[Any, Path, dict[str, Any]]:
-    """Train (or reuse: the stage is cached in ``workdir/teacher``) the example teacher.
+def teacher_run_config(quick: bool = False) -> dict[str, Any]:
+    """The teacher exactly as examples/mnist.yaml trains it (data and teacher sections); --quick: a quarter-width
+    ResNet trained for one epoch on builtin:digits."""
+    teacher = copy.deepcopy(example_config()["teacher"])
+    if quick:
+        teacher.update(kwargs={"width": QUICK_TEACHER_WIDTH}, augment=False, train={**teacher["train"], "epochs": 1})
+    return {"name": "bench-teacher", "seed": 0, "data": bench_data(quick), "teacher": teacher}
+
+
+def trained_teacher(workdir: Path, quick: bool = False) -> tuple[Any, Path, dict[str, Any]]:
+    """Train (or reuse: the stage is cached in ``workdir/teacher``) the example teacher (``quick``: the tiny one).
 
     Returns the teacher record (``edgekd.records.TeacherRecord``), its weights file, and the teacher spec to put in
     other configs so they load these weights instead of training.
     """
     import edgekd
 
-    cfg = teacher_run_config()
+    cfg = teacher_run_config(quick)
     run_dir = workdir / "teacher"
     result = edgekd.run(cfg, run_dir, stages=["teacher"])
     record = result["teacher"]
@@ -107,19 +157,21 @@ def trained_teacher(workdir: Path) -> tuple[Any, Path, dict[str, Any]]:
     return record, weights, spec
 
 
-def timing_teacher(workdir: Path, num_classes: int, subdir: str) -> tuple[Path, dict[str, Any], str]:
+def timing_teacher(workdir: Path, num_classes: int, subdir: str, quick: bool = False) -> tuple[Path, dict[str, Any], str]:
     """The teacher for timing benchmarks: kd_gain's trained one when ``workdir`` holds it, else random weights
     (timing does not depend on the weights' values). Returns its weights file, teacher spec and a note."""
     if (workdir / "teacher" / "teacher" / "stage.json").exists():
-        _, weights, spec = trained_teacher(workdir)  # kd_gain's teacher (cached stage)
+        _, weights, spec = trained_teacher(workdir, quick)  # kd_gain's teacher (cached stage)
         return weights, spec, f"examples/mnist.yaml ResNet trained by kd_gain.py ({weights})"
     from edgekd.models import create_model, save_weights
 
+    kwargs = {"width": QUICK_TEACHER_WIDTH} if quick else {}
     weights = workdir / subdir / "random_resnet.safetensors"
     torch.manual_seed(0)
-    save_weights(create_model("resnet", num_classes=num_classes, in_channels=1), weights)
-    spec = {"model": "zoo:resnet", "weights": str(weights), "augment": False}
-    return weights, spec, "zoo:resnet with random weights (no trained teacher in --workdir; timing is unaffected)"
+    save_weights(create_model("resnet", num_classes=num_classes, in_channels=1, **kwargs), weights)
+    spec = {"model": "zoo:resnet", "kwargs": kwargs, "weights": str(weights), "augment": False}
+    name = f"zoo:resnet width {QUICK_TEACHER_WIDTH}" if quick else "zoo:resnet"
+    return weights, spec, f"{name} with random weights (no trained teacher in --workdir; timing is unaffected)"
 
 
 # ---------------------------------------------------------------- numbers and tables

@@ -26,11 +26,11 @@ own); a run during which they used more than ``--max-other`` cores is discarded 
 
     .venv/bin/python benchmarks/ddp_scaling.py                   # 2 repeats x 3 epochs, 3-4 minutes when the machine is quiet
     .venv/bin/python benchmarks/ddp_scaling.py --repeats 3 --epochs 4
+    .venv/bin/python benchmarks/ddp_scaling.py --quick          # 1 repeat x 2 epochs on builtin:digits, no waiting
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import resource
@@ -43,7 +43,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import (  # noqa: E402
-    DEFAULT_WORKDIR, RESULTS, header, machine_info, markdown_table, setup_environment, timing_teacher, write_results,
+    bench_data, bench_parser, command_line, header, machine_info, markdown_table, parse_bench_args, results_stem,
+    setup_environment, timing_teacher, write_results,
 )
 
 import torch  # noqa: E402
@@ -57,11 +58,11 @@ def label(procs: int, cache: bool) -> str:
     return f"{procs} process{'es' if procs > 1 else ''}, cache {'on' if cache else 'off'}"
 
 
-def config(teacher_spec: dict, epochs: int, width: float, cache: bool) -> dict:
+def config(teacher_spec: dict, source: str, epochs: int, width: float, cache: bool) -> dict:
     return {
         "name": "ddp-scaling",
         "seed": 0,
-        "data": {"source": "builtin:mnist5k", "augment": False},
+        "data": {"source": source, "augment": False},
         "teacher": teacher_spec,
         "student": {"model": "zoo:tiny_cnn", "kwargs": {"width": width}},
         "distill": {
@@ -122,17 +123,17 @@ def run(procs: int, config_path: Path, out: Path, env: dict[str, str]) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = bench_parser(__doc__)
     parser.add_argument("--epochs", type=int, default=3, help="epochs per run (the first is not timed)")
     parser.add_argument("--repeats", type=int, default=2, help="timed rounds over all variants")
     parser.add_argument("--width", type=float, default=0.5, help="student width multiplier")
-    parser.add_argument("--workdir", type=Path, default=DEFAULT_WORKDIR)
-    parser.add_argument("--out", type=Path, default=RESULTS, help="where the Markdown table goes")
     parser.add_argument("--stem", default="ddp_scaling", help="results file name (without .md/.json)")
     parser.add_argument("--max-other", type=float, default=0.25, help="discard a run during which other processes used more cores")
     parser.add_argument("--attempts", type=int, default=3, help="tries per run before keeping a disturbed one")
     parser.add_argument("--quiet-wait", type=float, default=30.0, help="seconds to wait for idle cores before each run")
-    args = parser.parse_args(argv)
+    # --quick does not wait for idle cores nor repeat a disturbed run: it checks the script, not the machine
+    args = parse_bench_args(parser, argv, quick={"epochs": 2, "repeats": 1, "attempts": 1, "quiet_wait": 0.0})
+    stem = results_stem(args.stem, args.quick)
     if args.epochs < 2:
         parser.error("--epochs must be >= 2 (the first epoch is dropped)")
 
@@ -140,23 +141,24 @@ def main(argv: list[str] | None = None) -> int:
     from edgekd.data import prepare_data
 
     info = machine_info()
-    data = prepare_data("builtin:mnist5k", seed=0)
+    source = bench_data(args.quick)["source"]
+    data = prepare_data(source, seed=0)
     n_train = len(data.x_train)
-    _, spec, teacher_note = timing_teacher(args.workdir, data.num_classes, "ddp")
+    _, spec, teacher_note = timing_teacher(args.workdir, data.num_classes, "ddp", args.quick)
 
     root = args.workdir / "ddp"
-    raw_path = root / f"{args.stem}.json"
+    raw_path = root / f"{stem}.json"
     env = {**os.environ, "OMP_NUM_THREADS": "1", "EDGEKD_CACHE_DIR": os.environ["EDGEKD_CACHE_DIR"], "COLUMNS": "200"}
     paths = {}
     for cache in (True, False):
         paths[cache] = root / f"cache-{'on' if cache else 'off'}.yaml"
         paths[cache].parent.mkdir(parents=True, exist_ok=True)
-        paths[cache].write_text(yaml.safe_dump(config(spec, args.epochs, args.width, cache), sort_keys=False))
+        paths[cache].write_text(yaml.safe_dump(config(spec, source, args.epochs, args.width, cache), sort_keys=False))
 
     started = time.perf_counter()
     print("warm-up: builds the teacher cache (not timed)", flush=True)
     warm = root / "warmup.yaml"
-    warm.write_text(yaml.safe_dump(config(spec, 1, args.width, True), sort_keys=False))
+    warm.write_text(yaml.safe_dump(config(spec, source, 1, args.width, True), sort_keys=False))
     run(1, warm, root / "warmup", env)
 
     samples: dict[tuple[int, bool], list[float]] = {v: [] for v in VARIANTS}  # samples/s of every kept epoch
@@ -201,7 +203,7 @@ def main(argv: list[str] | None = None) -> int:
         rows,
     )
     settings = {
-        "data": f"builtin:mnist5k, split seed 0, {n_train} training images {tuple(data.input_shape)}, augment off",
+        "data": f"{source}, split seed 0, {n_train} training images {tuple(data.input_shape)}, augment off",
         "teacher": teacher_note,
         "student": f"zoo:tiny_cnn width {args.width}",
         "training": f"global batch {BATCH} (32 per process on 2), AdamW lr {LR}, loss 0.1 CE + 0.9 KD (T={T:g})",
@@ -211,7 +213,7 @@ def main(argv: list[str] | None = None) -> int:
                     "variants interleaved (order reversed on odd repeats), after a warm-up run that builds the teacher cache; "
                     f"each run after idle cores (up to {args.quiet_wait:g} s of waiting), repeated while other processes "
                     f"used more than {args.max_other} cores (at most {args.attempts} tries)",
-        "command": "python benchmarks/ddp_scaling.py " + " ".join(argv if argv is not None else sys.argv[1:]),
+        "command": command_line("ddp_scaling.py", argv),
         "total wall time": f"{time.perf_counter() - started:.0f} s",
     }
     markdown = "\n".join([
@@ -233,8 +235,8 @@ def main(argv: list[str] | None = None) -> int:
         "speedup": {"cache on": speedup(True), "cache off": speedup(False)},
         "runs": {label(*v): runs[v] for v in VARIANTS},
     }
-    md, _ = write_results(args.stem, markdown, raw, args.out)
-    (args.out / f"{args.stem}.json").unlink()  # the raw numbers stay in the work directory
+    md, _ = write_results(stem, markdown, raw, args.out)
+    (args.out / f"{stem}.json").unlink()  # the raw numbers stay in the work directory
     raw_path.write_text(json.dumps(raw, indent=2, default=str) + "\n")
     print(markdown)
     print(f"wrote {md} and {raw_path}")

@@ -9,6 +9,7 @@ come from edgekd's teacher cache.
 
     .venv/bin/python benchmarks/kd_gain.py                 # 10 epochs, 3 seeds
     .venv/bin/python benchmarks/kd_gain.py --epochs 2 --seeds 1 --methods hard,kd
+    .venv/bin/python benchmarks/kd_gain.py --quick         # every method, 1 epoch, 1 seed, builtin:digits
 
 Writes benchmarks/results/kd_gain.md and kd_gain.json. Run directories (reused:
 a finished run is cached) live under --workdir.
@@ -16,7 +17,6 @@ a finished run is cached) live under --workdir.
 
 from __future__ import annotations
 
-import argparse
 import sys
 import time
 from pathlib import Path
@@ -24,8 +24,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import (  # noqa: E402
-    DEFAULT_WORKDIR, RESULTS, example_config, header, machine_info, markdown_table, mean_std,
-    setup_environment, trained_teacher, write_results,
+    bench_data, bench_parser, command_line, example_config, header, machine_info, markdown_table, mean_std,
+    parse_bench_args, results_stem, setup_environment, trained_teacher, write_results,
 )
 
 CE, KD = {"name": "ce", "weight": 0.1}, {"name": "kd", "weight": 0.9, "temperature": 4.0}
@@ -49,14 +49,13 @@ METHODS: dict[str, dict] = {
 DEFAULT_METHODS = ["hard", "kd", "kd+logit_mse", "kd+fitnet", "kd+at", "kd+sp", "kd+rkd"]
 
 
-def student_config(teacher_spec: dict, method: str, seed: int, epochs: int, width: float) -> dict:
-    example = example_config()
-    train = dict(example["distill"]["train"])  # lr 0.02, batch 64
+def student_config(teacher_spec: dict, method: str, seed: int, epochs: int, width: float, quick: bool) -> dict:
+    train = dict(example_config()["distill"]["train"])  # lr 0.02, batch 64
     train["epochs"] = epochs
     return {
         "name": f"kd-gain-{method}",
         "seed": seed,
-        "data": {**example["data"], "augment": False},
+        "data": {**bench_data(quick), "augment": False},
         "teacher": teacher_spec,
         "student": {"model": "zoo:tiny_cnn", "kwargs": {"width": width}},
         "distill": {**METHODS[method], "train": train, "cache_teacher": True},
@@ -89,32 +88,30 @@ def report(info: dict, settings: dict, teacher, runs: list[dict], methods: list[
     tf = teacher.figures
     return "\n".join([
         header("KD gain: student test accuracy per distillation recipe", info, settings),
-        f"Teacher (examples/mnist.yaml ResNet, trained once, then loaded from its weights): "
+        f"Teacher ({settings['teacher']}, trained once, then loaded from its weights): "
         f"test accuracy {100 * tf.accuracy:.2f} %, {tf.params:,} params, {tf.macs:,} MACs.",
         f"Student: zoo:tiny_cnn width {settings['student width']}; {runs[0]['params']:,} params, "
         f"{runs[0]['macs']:,} MACs." if runs else "",
         "",
         table,
         "",
-        "std is the sample standard deviation over seeds; the test split (1,000 images) is the same for every row.",
-        "fitnet/at/sp pair student `features.block2` with teacher `layer2` (both 14x14); rkd pairs the pooled "
+        "std is the sample standard deviation over seeds; the test split is the same for every row.",
+        "fitnet/at/sp pair student `features.block2` with teacher `layer2` (both 14x14 on MNIST); rkd pairs the pooled "
         "embeddings (student `pool`, teacher `pool`).",
         "",
     ])
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = bench_parser(__doc__)
     parser.add_argument("--epochs", type=int, default=10, help="distillation epochs per run")
     parser.add_argument("--seeds", type=int, default=3, help="seeds 0..N-1 per method")
     parser.add_argument("--methods", default=",".join(DEFAULT_METHODS), help=f"comma list of {', '.join(METHODS)}")
     parser.add_argument("--width", type=float, default=0.5, help="student width multiplier")
     parser.add_argument("--threads", type=int, default=1,
                         help="torch.set_num_threads; 1 avoids OpenMP stalls on a shared machine (tiny models gain little from more)")
-    parser.add_argument("--workdir", type=Path, default=DEFAULT_WORKDIR)
-    parser.add_argument("--out", type=Path, default=RESULTS)
     parser.add_argument("--note", default="", help="a line added to the results header")
-    args = parser.parse_args(argv)
+    args = parse_bench_args(parser, argv, quick={"epochs": 1, "seeds": 1})
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
     unknown = [m for m in methods if m not in METHODS]
     if unknown:
@@ -128,23 +125,24 @@ def main(argv: list[str] | None = None) -> int:
 
     info = machine_info()
     started = time.perf_counter()
-    teacher, weights, teacher_spec = trained_teacher(args.workdir)
+    teacher, weights, teacher_spec = trained_teacher(args.workdir, args.quick)
     print(f"teacher: {weights} (test acc {teacher.figures.accuracy:.4f})", flush=True)
 
     quiet = Console(stderr=True, quiet=True)
     runs: list[dict] = []
     settings = {
-        "data": "builtin:mnist5k, split 0.7/0.1/0.2 pinned at seed 0, augment off (teacher cache on)",
+        "data": f"{bench_data(args.quick)['source']}, split 0.7/0.1/0.2 pinned at seed 0, augment off (teacher cache on)",
+        "teacher": "ResNet width 0.25, 1 epoch (--quick)" if args.quick else "examples/mnist.yaml ResNet",
         "student width": args.width,
         "distill": f"{args.epochs} epochs, AdamW lr 0.02, batch 64, cosine with 1 warmup epoch (examples/mnist.yaml)",
         "seeds": ", ".join(map(str, seeds)),
-        "command": "python benchmarks/kd_gain.py " + " ".join(argv if argv is not None else sys.argv[1:]),
+        "command": command_line("kd_gain.py", argv),
     }
     if args.note:
         settings["note"] = args.note
     for seed in seeds:  # seeds outermost: an interrupted run still has every method at the first seeds
         for method in methods:
-            cfg = student_config(teacher_spec, method, seed, args.epochs, args.width)
+            cfg = student_config(teacher_spec, method, seed, args.epochs, args.width, args.quick)
             run_dir = args.workdir / f"{method}-s{seed}-e{args.epochs}-w{args.width}"
             t0 = time.perf_counter()
             result = edgekd.run(cfg, run_dir, stages=["distill"], console=quiet)  # data.split_seed stays 0
@@ -165,7 +163,7 @@ def main(argv: list[str] | None = None) -> int:
     settings["total wall time"] = f"{time.perf_counter() - started:.0f} s"
     markdown = report(info, settings, teacher, runs, methods, seeds)
     raw = {"machine": info, "settings": settings, "teacher": teacher.to_dict(), "runs": runs}
-    md, js = write_results("kd_gain", markdown, raw, args.out)
+    md, js = write_results(results_stem("kd_gain", args.quick), markdown, raw, args.out)
     print(markdown)
     print(f"wrote {md} and {js}")
     return 0

@@ -17,11 +17,11 @@ repeats); medians over all kept epochs are reported.
 
     .venv/bin/python benchmarks/train_overhead.py                    # 4 repeats x 3 epochs
     .venv/bin/python benchmarks/train_overhead.py --repeats 2 --epochs 2
+    .venv/bin/python benchmarks/train_overhead.py --quick            # 1 repeat x 2 epochs on builtin:digits
 """
 
 from __future__ import annotations
 
-import argparse
 import math
 import statistics
 import sys
@@ -31,7 +31,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import (  # noqa: E402
-    DEFAULT_WORKDIR, RESULTS, header, machine_info, markdown_table, setup_environment, timing_teacher, write_results,
+    bench_data, bench_parser, command_line, header, machine_info, markdown_table, parse_bench_args, results_stem,
+    setup_environment, timing_teacher, write_results,
 )
 
 import torch  # noqa: E402
@@ -94,11 +95,11 @@ def handwritten(student, teacher, data, epochs: int, seed: int, precomputed: boo
 # ---------------------------------------------------------------- edgekd
 
 
-def edgekd_config(teacher_spec: dict, epochs: int, seed: int, width: float, cache: bool) -> dict:
+def edgekd_config(teacher_spec: dict, source: str, epochs: int, seed: int, width: float, cache: bool) -> dict:
     return {
         "name": "overhead",
         "seed": seed,
-        "data": {"source": "builtin:mnist5k", "augment": False},
+        "data": {"source": source, "augment": False},
         "teacher": teacher_spec,
         "student": {"model": "zoo:tiny_cnn", "kwargs": {"width": width}},
         "distill": {
@@ -132,17 +133,15 @@ def _metrics(path: Path) -> list[dict]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = bench_parser(__doc__)
     parser.add_argument("--epochs", type=int, default=3, help="epochs per run (the first is not timed)")
     parser.add_argument("--repeats", type=int, default=4, help="timed rounds over all variants")
     parser.add_argument("--threads", type=int, default=1, help="torch.set_num_threads for every variant")
     parser.add_argument("--width", type=float, default=0.5, help="student width multiplier")
     parser.add_argument("--goal", type=float, default=1.05, help="acceptable edgekd / hand-written ratio")
-    parser.add_argument("--workdir", type=Path, default=DEFAULT_WORKDIR)
-    parser.add_argument("--out", type=Path, default=RESULTS)
     parser.add_argument("--variants", default=",".join(VARIANTS), help=f"comma list of {', '.join(VARIANTS)}")
     parser.add_argument("--stem", default="train_overhead", help="results file name (without .md/.json)")
-    args = parser.parse_args(argv)
+    args = parse_bench_args(parser, argv, quick={"epochs": 2, "repeats": 1})
     if args.epochs < 2:
         parser.error("--epochs must be >= 2 (the first epoch is dropped)")
     variants = [v.strip() for v in args.variants.split(",") if v.strip()]
@@ -157,16 +156,18 @@ def main(argv: list[str] | None = None) -> int:
 
     info = machine_info()
     quiet = Console(stderr=True, quiet=True)
-    data = prepare_data("builtin:mnist5k", seed=0)
+    source = bench_data(args.quick)["source"]
+    data = prepare_data(source, seed=0)
 
-    weights, spec, teacher_note = timing_teacher(args.workdir, data.num_classes, "overhead")
+    weights, spec, teacher_note = timing_teacher(args.workdir, data.num_classes, "overhead", args.quick)
 
     def fresh_student(seed: int):
         torch.manual_seed(seed)  # as the distill stage does, so both sides start from the same weights
         return create_model("tiny_cnn", num_classes=data.num_classes, in_channels=1, width=args.width)
 
     def fresh_teacher():
-        return load_model("zoo:resnet", weights=weights, num_classes=data.num_classes, in_channels=1).eval()
+        return load_model(spec["model"], kwargs=spec.get("kwargs"), weights=weights, num_classes=data.num_classes,
+                          in_channels=1).eval()
 
     seed = 0
     run_root = args.workdir / "overhead"
@@ -177,7 +178,7 @@ def main(argv: list[str] | None = None) -> int:
     def one(variant: str, epochs: int) -> list[float]:
         if variant.startswith("edgekd"):
             cache = variant == "edgekd-cached"
-            times, meta = edgekd_run(edgekd_config(spec, epochs, seed, args.width, cache), run_root / variant, quiet)
+            times, meta = edgekd_run(edgekd_config(spec, source, epochs, seed, args.width, cache), run_root / variant, quiet)
             if cache and meta["teacher_cache"].get("used") is not True:
                 raise RuntimeError(f"teacher cache not used: {meta['teacher_cache']}")
         else:
@@ -233,13 +234,13 @@ def main(argv: list[str] | None = None) -> int:
     )
     settings = {
         "torch.set_num_threads": args.threads,
-        "data": f"builtin:mnist5k, split seed 0, {len(data.x_train)} training images {tuple(data.input_shape)}, augment off",
+        "data": f"{source}, split seed 0, {len(data.x_train)} training images {tuple(data.input_shape)}, augment off",
         "teacher": teacher_note,
         "student": f"zoo:tiny_cnn width {args.width}",
         "training": f"batch {BATCH}, AdamW lr {LR} wd {WEIGHT_DECAY}, cosine with {WARMUP_EPOCHS:g} warmup epoch, loss 0.1 CE + 0.9 KD (T={T:g})",
         "protocol": f"{args.repeats} repeats x {args.epochs} epochs per variant, first epoch of each run dropped, "
                     "variants interleaved (order reversed on odd repeats), after a 1-epoch warm-up run that builds the teacher cache",
-        "command": "python benchmarks/train_overhead.py " + " ".join(argv if argv is not None else sys.argv[1:]),
+        "command": command_line("train_overhead.py", argv),
         "total wall time": f"{time.perf_counter() - started:.0f} s",
     }
     markdown = "\n".join([
@@ -254,7 +255,7 @@ def main(argv: list[str] | None = None) -> int:
     ])
     raw = {"machine": info, "settings": settings, "epoch_seconds": samples, "run_medians": per_repeat, "medians": med,
            "paired_ratios": paired_ratios, "edgekd_runs": extra}
-    md, js = write_results(args.stem, markdown, raw, args.out)
+    md, js = write_results(results_stem(args.stem, args.quick), markdown, raw, args.out)
     print(markdown)
     print(f"wrote {md} and {js}")
     return 0

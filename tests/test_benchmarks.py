@@ -1,0 +1,188 @@
+"""Every benchmark's ``--quick`` mode runs end to end, so a change that breaks a benchmark fails here.
+
+Each script runs in a subprocess as a user would run it (repository root, one OpenMP thread, a private teacher
+cache) with ``--workdir`` and ``--out`` in tmp_path, so the published tables in benchmarks/results/ are never
+touched. A test checks the table the script printed and saved: its header, one row per configured case, and
+numbers (not NaN, not blanks) in the cells that hold figures. The full runs (``make benchmarks``) stay out of the
+test suite; the slowest quick runs are marked slow (``-m "not slow"`` leaves them out).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+VENV_BIN = Path(sys.executable).parent
+
+# A figure as the tables print it: 12,098 / -1.39 / +7.52 / 78.83% / 1.39x, or two of them joined by
+# ± (mean ± std) or a dash (a range).
+_NUM = r"[-+]?\d{1,3}(?:,\d{3})+(?:\.\d+)?|[-+]?\d+(?:\.\d+)?"
+FIGURE = re.compile(rf"(?:{_NUM})[x%]?(?:\s*[±–-]\s*(?:{_NUM})[x%]?)?")
+
+
+def run_quick(script: str, tmp_path: Path, *extra: str) -> tuple[str, Path]:
+    """Run ``benchmarks/<script> --quick``; return its stdout and the results folder."""
+    out = tmp_path / "results"
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "EDGEKD_CACHE_DIR": str(tmp_path / "cache")}
+    cmd = [sys.executable, f"benchmarks/{script}", "--quick", "--workdir", str(tmp_path / "work"), "--out", str(out), *extra]
+    proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, stdin=subprocess.DEVNULL, timeout=1200)
+    assert proc.returncode == 0, f"{' '.join(cmd)} exited {proc.returncode}:\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}"
+    return proc.stdout, out
+
+
+def table(markdown: str, header: list[str]) -> list[dict[str, str]]:
+    """The rows (column name -> cell) of the Markdown table whose header row is exactly ``header``."""
+    lines = markdown.splitlines()
+    head = "| " + " | ".join(header) + " |"
+    assert head in lines, f"no table with header {head!r} in:\n{markdown}"
+    rows = []
+    for line in lines[lines.index(head) + 2:]:  # after the alignment row
+        if not line.startswith("|"):
+            break
+        cells = [cell.strip() for cell in line.strip().strip("|").split(" | ")]
+        assert len(cells) == len(header), f"row {line!r} has {len(cells)} cells, the header {len(header)}"
+        rows.append(dict(zip(header, cells)))
+    return rows
+
+
+def saved_table(stdout: str, out: Path, stem: str, header: list[str]) -> list[dict[str, str]]:
+    """The table as printed, checked equal to the one saved in ``<out>/<stem>_quick.md`` (with its .json beside it)."""
+    md = out / f"{stem}_quick.md"
+    assert md.is_file(), f"{md} was not written; the folder holds {sorted(p.name for p in out.glob('*'))}"
+    assert not (out / f"{stem}.md").exists(), "a quick run must not write the published table's name"
+    rows = table(stdout, header)
+    assert table(md.read_text(), header) == rows
+    return rows
+
+
+def assert_figures(rows: list[dict[str, str]], columns: list[str], allowed: tuple[str, ...] = ()) -> None:
+    for row in rows:
+        for column in columns:
+            cell = row[column]
+            assert FIGURE.fullmatch(cell) or cell in allowed, f"{column!r} is {cell!r}, not a figure, in row {row}"
+
+
+def assert_json(path: Path) -> dict:
+    assert path.is_file(), f"{path} was not written"
+    return json.loads(path.read_text())
+
+
+def missing_modules(*names: str) -> list[str]:
+    return [name for name in names if importlib.util.find_spec(name) is None]
+
+
+def skip_without(modules: tuple[str, ...] = (), tools: tuple[str, ...] = ()) -> None:
+    missing = missing_modules(*modules) + [str(VENV_BIN / t) for t in tools if not (VENV_BIN / t).exists()]
+    if missing:
+        pytest.skip(f"needs {', '.join(missing)} (not installed here)")
+
+
+# ---------------------------------------------------------------- training benchmarks
+
+
+def test_kd_gain_quick(tmp_path):
+    stdout, out = run_quick("kd_gain.py", tmp_path)
+    header = ["method", "loss", "seeds", "test acc % (mean ± std)", "Δ vs hard (pp)", "val acc %", "per seed", "s/run"]
+    rows = saved_table(stdout, out, "kd_gain", header)
+    assert [r["method"] for r in rows] == ["hard", "kd", "kd+logit_mse", "kd+fitnet", "kd+at", "kd+sp", "kd+rkd"]
+    assert_figures(rows, ["seeds", "test acc % (mean ± std)", "val acc %", "per seed", "s/run"])
+    assert_figures(rows[1:], ["Δ vs hard (pp)"])
+    assert {r["seeds"] for r in rows} == {"1"}
+    raw = assert_json(out / "kd_gain_quick.json")
+    assert [r["method"] for r in raw["runs"]] == [r["method"] for r in rows]
+
+
+def test_train_overhead_quick(tmp_path):
+    stdout, out = run_quick("train_overhead.py", tmp_path)
+    header = ["variant", "median s/epoch", "IQR", "min", "epochs timed", "edgekd stage wall s (median)"]
+    rows = saved_table(stdout, out, "train_overhead", header)
+    assert [r["variant"] for r in rows] == ["edgekd-live", "hand-live", "edgekd-cached", "hand-cached"]
+    assert_figures(rows, ["median s/epoch", "IQR", "min", "epochs timed"])
+    assert_figures([r for r in rows if r["variant"].startswith("edgekd")], ["edgekd stage wall s (median)"])
+    ratios = table(stdout, ["comparison", "paired median ratio", "ratio of medians", "ratio of minima", "goal ≤ 1.05 (paired)"])
+    assert len(ratios) == 4
+    assert_figures(ratios, ["paired median ratio", "ratio of medians", "ratio of minima"])
+    assert [r["goal ≤ 1.05 (paired)"] in ("met", "NOT met") for r in ratios] == [True, True, False, False]
+    assert_json(out / "train_overhead_quick.json")
+
+
+@pytest.mark.slow  # two exports with INT8 (torchao's conv-BN fold exports ~130 pattern graphs each): about 2.5 minutes
+def test_quant_compare_quick(tmp_path):
+    stdout, out = run_quick("quant_compare.py", tmp_path)
+    rows = saved_table(stdout, out, "quant_compare", ["model", "mean accuracy", "std", "per seed"])
+    assert [r["model"] for r in rows] == ["fp32", "ptq", "qad"]
+    assert_figures(rows, ["mean accuracy", "std", "per seed"])
+    assert re.search(r"QAD minus PTQ: [-+]\d+\.\d\d%", stdout)
+    assert set(assert_json(out / "quant_compare_quick.json")["accuracy"]) == {"fp32", "ptq", "qad"}
+
+
+def test_prune_sweep_quick(tmp_path):
+    stdout, out = run_quick("prune_sweep.py", tmp_path)
+    header = ["ratio", "MACs", "params", "MACs vs unpruned", "accuracy", "ORT p50 (ms)", "speed-up"]
+    rows = saved_table(stdout, out, "prune_sweep", header)
+    assert [r["ratio"] for r in rows] == ["0.0", "0.5"]  # the unpruned student and the one quick ratio
+    assert_figures(rows, header)
+    macs = [int(r["MACs"].replace(",", "")) for r in rows]
+    assert macs[1] < macs[0]
+    assert len(assert_json(out / "prune_sweep_quick.json")["rows"]) == 2
+
+
+def test_ddp_scaling_quick(tmp_path):
+    import torch.distributed
+
+    if not torch.distributed.is_available() or not torch.distributed.is_gloo_available():
+        pytest.skip("needs torch.distributed with the gloo backend")
+    skip_without(tools=("torchrun",))
+    stdout, out = run_quick("ddp_scaling.py", tmp_path)
+    header = ["processes", "teacher cache", "samples/s (median)", "range", "ms per global batch of 64",
+              "speed-up vs 1 process (paired)", "distill stage s (median)", "epochs timed", "other processes' cores (max)"]
+    rows = saved_table(stdout, out, "ddp_scaling", header)
+    assert [(r["processes"], r["teacher cache"]) for r in rows] == [("1", "on"), ("2", "on"), ("1", "off"), ("2", "off")]
+    assert_figures(rows, [h for h in header if h != "teacher cache"])
+    raw = json.loads((tmp_path / "work" / "ddp" / "ddp_scaling_quick.json").read_text())  # raw numbers stay in the workdir
+    assert all(run[0]["teacher_cache"]["hit"] for label, run in raw["runs"].items() if "cache on" in label)
+
+
+# ---------------------------------------------------------------- latency benchmarks
+
+
+def test_profiler_fidelity_quick(tmp_path):
+    skip_without(modules=("openvino", "ai_edge_litert", "litert_torch"), tools=("benchmark_app", "litert-benchmark"))
+    stdout, out = run_quick("profiler_fidelity.py", tmp_path)
+    header = ["artifact", "native tool", "edgekd p50 ms", "tool p50 ms", "ratio (median)", "range", "within 0.95-1.05"]
+    rows = saved_table(stdout, out, "profiler_fidelity", header)
+    assert [r["artifact"] for r in rows] == ["mobilenetv2-32/openvino/fp32", "mobilenetv2-32/litert/fp32"]
+    assert_figures(rows, ["edgekd p50 ms", "tool p50 ms", "ratio (median)", "range"])
+    assert {r["within 0.95-1.05"] for r in rows} <= {"yes", "no"}  # a timing verdict: never asserted on a busy machine
+
+
+ARTIFACT_SPEED = {  # part -> (modules, tools, the row's runtime)
+    "openvino": (("openvino", "nncf"), ("benchmark_app",), "OpenVINO CPU"),
+    "litert": (("ai_edge_litert", "litert_torch"), ("litert-benchmark",), "LiteRT XNNPACK"),
+    "executorch": (("executorch",), (), "ExecuTorch XNNPACK"),
+}
+
+
+@pytest.mark.slow  # converts a 224x224 MobileNetV2 through two INT8 toolchains: 2-3.5 minutes per part
+@pytest.mark.parametrize("part", list(ARTIFACT_SPEED))
+def test_artifact_speed_quick(tmp_path, part):
+    modules, tools, runtime = ARTIFACT_SPEED[part]
+    skip_without(modules, tools)
+    stdout, out = run_quick("artifact_speed.py", tmp_path, "--parts", part)
+    header = ["runtime", "edgekd", "reference", "edgekd p50 ms", "ref p50 ms", "ratio of p50s", "per-round ratio",
+              "cross-check median ms edgekd / ref; paired ratio", "goal"]
+    rows = saved_table(stdout, out, "artifact_speed", header)
+    assert [r["runtime"] for r in rows] == [runtime]
+    assert_figures(rows, ["edgekd p50 ms", "ref p50 ms", "ratio of p50s"])
+    assert re.fullmatch(rf"(?:{_NUM}) \((?:{_NUM})-(?:{_NUM})\)", rows[0]["per-round ratio"])  # median (range)
+    if tools:  # the native tool's cross-check gave figures, not an error
+        assert re.search(rf"paired ratio {_NUM}", rows[0]["cross-check median ms edgekd / ref; paired ratio"]), rows[0]
+    assert part in assert_json(out / "artifact_speed_quick.json")["sections"]
