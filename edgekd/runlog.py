@@ -15,7 +15,7 @@ import logging
 import os
 import sys
 import warnings
-from contextlib import contextmanager
+from contextlib import contextmanager, redirect_stderr
 from pathlib import Path
 from typing import Iterator
 
@@ -64,6 +64,19 @@ def run_log(path: Path) -> Iterator[Path]:
             if terminal is not None:
                 terminal.close()
         log.close()
+
+
+@contextmanager
+def vendor_output() -> Iterator[None]:
+    """While a vendor's converter or runtime runs, its Python-level output (coremltools' tqdm bars, ExecuTorch's
+    C++ log, which its binding routes through sys.stderr) goes where C-level output goes: under ``run_log`` the
+    run's log file; elsewhere nothing changes."""
+    if sys.__stderr__ is None or sys.stderr is sys.__stderr__:
+        yield
+        return
+    sys.stderr.flush()
+    with redirect_stderr(sys.__stderr__):
+        yield
 
 
 def _writes_to(stream, fd: int) -> bool:

@@ -16,6 +16,7 @@ from ..backends import BACKENDS, CompileSources, NotRunnable
 from ..metrics import evaluate_logits, predict
 from ..ondevice.backend_info import artifact_files
 from ..parity import compare
+from ..runlog import vendor_output
 from ..records import CompiledArtifact, CompileRecord, ExportRecord, QuantizedRecord, StudentRecord
 from ..targets import load_target
 from .base import STAGES, Stage, StageContext
@@ -92,7 +93,8 @@ class CompileStage(Stage):
                 for precision in spec.precisions:
                     row = CompiledArtifact(target=target.name, backend=spec.backend, precision=precision, options=spec.options)
                     rows.append(row)
-                    self._one(ctx, backend, sources, row, out_dir / target.name / spec.backend, references, tolerance)
+                    with vendor_output():  # converters' progress bars and runtimes' logs go to the run's log
+                        self._one(ctx, backend, sources, row, out_dir / target.name / spec.backend, references, tolerance)
         return CompileRecord(artifacts=rows)
 
     def _one(self, ctx, backend, sources, row: CompiledArtifact, out_dir: Path, references, tolerance) -> None:
