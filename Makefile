@@ -6,7 +6,7 @@ PIP := $(PY) -m pip install -q -c constraints.txt
 CONFIG ?= examples/mnist.yaml
 RUN ?= runs/mnist
 
-.PHONY: install install-test system-deps demo test benchmarks benchmarks-quick clean
+.PHONY: install install-test system-deps demo test test-slow benchmarks benchmarks-quick clean
 
 $(VENV)/.installed: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -29,8 +29,13 @@ demo: install
 system-deps:
 	bash .ci/system-deps.sh
 
+# The suite without the long end-to-end tests (marked slow), kept under 20 minutes on a 2-core machine.
 test: install-test system-deps
-	$(PY) -m pytest -q tests
+	$(PY) -m pytest -q -m "not slow" tests
+
+# The long end-to-end tests: kills at every stage, a user's own model on every backend, benchmark smoke runs.
+test-slow: install-test system-deps
+	$(PY) -m pytest -q -m slow tests
 
 benchmarks: install
 	$(PIP) -e '.[bench]'
