@@ -279,24 +279,42 @@ def litert_runner_timed(name: str, path: Path, threads: int, x: np.ndarray) -> T
     return Timed(name, lambda: runner.predict(data), {"path": str(path)})
 
 
+def edgekd_sources(model: torch.nn.Module, calib: torch.Tensor, work: Path):
+    """The compile sources edgekd's INT8 artifacts are built from: one calibrated student, its scales learned once."""
+    from edgekd.backends import CompileSources
+    from edgekd.quantize import prepare
+
+    student = prepare(model, SHAPE, observer="minmax")
+    student.calibrate(calib, batch_size=8)
+    student.freeze_observers()
+    student.eval()
+    return CompileSources(
+        input_shape=SHAPE, fp32_onnx=work / "student_fp32.onnx", int8_onnx=work / "student_int8_qdq.onnx",
+        fp32_model=lambda: model, int8_graph=lambda: student.converted(fold_quantize=False),
+        int8_graph_folded=lambda: student.converted(fold_quantize=True),
+    )
+
+
+def reference_ptq(model: torch.nn.Module, quantizer, calib: torch.Tensor, *, fold_quantize: bool) -> torch.nn.Module:
+    """A toolchain's own PT2E static PTQ recipe with ``quantizer``: export, prepare, calibrate, convert."""
+    from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
+
+    graph = prepare_pt2e(torch.export.export(model.eval(), (torch.zeros(1, *SHAPE),)).module(), quantizer)
+    with torch.no_grad():
+        for i in range(len(calib)):  # batch 1: the graph was captured with a static batch of 1
+            graph(calib[i : i + 1])
+    return convert_pt2e(graph, fold_quantize=fold_quantize)
+
+
 def build_litert(model: torch.nn.Module, calib: torch.Tensor, work: Path) -> dict[str, Any]:
     """Both .tflite files; a failure on either side is recorded as its error string."""
     out = work / "litert"
     out.mkdir(parents=True, exist_ok=True)
     paths: dict[str, Any] = {}
     try:
-        from edgekd.backends import BACKENDS, CompileSources
-        from edgekd.quantize import prepare
+        from edgekd.backends import BACKENDS
 
-        student = prepare(model, SHAPE, observer="minmax")
-        student.calibrate(calib, batch_size=8)
-        student.freeze_observers()
-        student.eval()
-        sources = CompileSources(
-            input_shape=SHAPE, fp32_onnx=work / "student_fp32.onnx", int8_onnx=work / "student_int8_qdq.onnx",
-            fp32_model=lambda: model, int8_graph=lambda: student.converted(fold_quantize=False),
-        )
-        paths["edgekd_int8"] = BACKENDS.get("litert")().build(sources, "int8", out, {})
+        paths["edgekd_int8"] = BACKENDS.get("litert")().build(edgekd_sources(model, calib, work), "int8", out, {})
     except Exception as error:
         traceback.print_exc()
         paths["edgekd_int8"] = first_error(error)
@@ -313,16 +331,10 @@ def litert_torch_reference(model: torch.nn.Module, calib: torch.Tensor, path: Pa
     import litert_torch
     from litert_torch.quantize.pt2e_quantizer import PT2EQuantizer, get_symmetric_quantization_config
     from litert_torch.quantize.quant_config import QuantConfig
-    from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
 
     sample = (torch.zeros(1, *SHAPE),)
     quantizer = PT2EQuantizer().set_global(get_symmetric_quantization_config(is_per_channel=True, is_dynamic=False))
-    graph = torch.export.export(model.eval(), sample).module()
-    graph = prepare_pt2e(graph, quantizer)
-    with torch.no_grad():
-        for i in range(len(calib)):  # batch 1: the graph was captured with a static batch of 1
-            graph(calib[i : i + 1])
-    graph = convert_pt2e(graph, fold_quantize=False)
+    graph = reference_ptq(model, quantizer, calib, fold_quantize=False)
     edge = litert_torch.convert(graph, sample, quant_config=QuantConfig(pt2e_quantizer=quantizer))
     edge.export(str(path))
     return path
@@ -350,18 +362,9 @@ def build_executorch(model: torch.nn.Module, calib: torch.Tensor, work: Path) ->
     out.mkdir(parents=True, exist_ok=True)
     paths: dict[str, Any] = {}
     try:
-        from edgekd.backends import BACKENDS, CompileSources
-        from edgekd.quantize import prepare
+        from edgekd.backends import BACKENDS
 
-        student = prepare(model, SHAPE, observer="minmax")
-        student.calibrate(calib, batch_size=8)
-        student.freeze_observers()
-        student.eval()
-        sources = CompileSources(
-            input_shape=SHAPE, fp32_onnx=work / "student_fp32.onnx", int8_onnx=work / "student_int8_qdq.onnx",
-            fp32_model=lambda: model, int8_graph=lambda: student.converted(fold_quantize=False),
-            int8_graph_folded=lambda: student.converted(fold_quantize=True),
-        )
+        sources = edgekd_sources(model, calib, work)
         paths["edgekd_int8"] = BACKENDS.get("executorch")().build(sources, "int8", out, {})
         paths["edgekd_litert_int8"] = BACKENDS.get("litert")().build(sources, "int8", out, {})
     except Exception as error:
@@ -380,19 +383,14 @@ def executorch_reference(model: torch.nn.Module, calib: torch.Tensor, path: Path
     from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
     from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import XNNPACKQuantizer, get_symmetric_quantization_config
     from executorch.exir import to_edge_transform_and_lower
-    from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
-
+    
     from edgekd.backends.executorch.backend import delegation_report
     from edgekd.backends.executorch.runtime import operators_path
     from edgekd.io import write_bytes, write_json
 
     sample = (torch.zeros(1, *SHAPE),)
     quantizer = XNNPACKQuantizer().set_global(get_symmetric_quantization_config(is_per_channel=True))
-    graph = prepare_pt2e(torch.export.export(model.eval(), sample).module(), quantizer)
-    with torch.no_grad():
-        for i in range(len(calib)):  # batch 1: the graph was captured with a static batch of 1
-            graph(calib[i : i + 1])
-    graph = convert_pt2e(graph)
+    graph = reference_ptq(model, quantizer, calib, fold_quantize=True)
     lowered = to_edge_transform_and_lower(torch.export.export(graph, sample), partitioner=[XnnpackPartitioner()])
     write_json(operators_path(path), delegation_report(lowered.exported_program().graph_module))
     write_bytes(path, lowered.to_executorch().buffer)
