@@ -41,3 +41,11 @@ def load_builtin(arg: str, image_size: tuple[int, int] | None, base_dir: Path) -
         raise ConfigError(f"builtin:{arg}: unknown builtin dataset {arg!r}; expected one of: {', '.join(sorted(BUILTINS))}")
     x, y, names = BUILTINS[arg]()
     return make_raw(x.astype(np.float32), y, names, f"builtin:{arg}")
+
+
+def _example(folder: Path) -> str:
+    """A valid argument for this source (the contract test in tests/test_data_source_contracts.py uses it)."""
+    return "digits"
+
+
+load_builtin.example = _example

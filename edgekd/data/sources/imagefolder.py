@@ -57,3 +57,16 @@ def _open_image(file: Path, spec: str) -> Image.Image:
             return img.copy()
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
         raise DataError(f"{spec}: cannot read image {file} ({exc}); expected a valid PNG or JPEG") from exc
+
+
+def _example(folder: Path) -> str:
+    """A valid argument for this source (the contract test in tests/test_data_source_contracts.py uses it)."""
+    rng = np.random.default_rng(0)
+    for name in ("cat", "dog", "fox"):
+        (folder / "images" / name).mkdir(parents=True, exist_ok=True)
+        for i in range(10):
+            Image.fromarray(rng.integers(0, 256, (8, 8), dtype=np.uint8), mode="L").save(folder / "images" / name / f"{i}.png")
+    return "images"
+
+
+load_imagefolder.example = _example

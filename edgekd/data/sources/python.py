@@ -57,3 +57,16 @@ def _stack_dataset(ds: Any, spec: str) -> tuple[np.ndarray, np.ndarray, list[str
     classes = getattr(ds, "classes", None)  # torchvision convention
     names = [str(c) for c in classes] if isinstance(classes, (list, tuple)) else None
     return np.stack(xs), np.stack(ys), names
+
+
+def _example(folder: Path) -> str:
+    """A valid argument for this source (the contract test in tests/test_data_source_contracts.py uses it)."""
+    (folder / "example_data.py").write_text(
+        "import numpy as np\n\n\ndef load():\n"
+        "    rng = np.random.default_rng(0)\n"
+        "    return rng.random((30, 1, 8, 8), dtype=np.float32), np.arange(30) % 3, ['a', 'b', 'c']\n"
+    )
+    return "example_data:load"
+
+
+load_python.example = _example
