@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
+from ..records import LatencyStats
 from ..registry import Registry
 
 
@@ -108,9 +109,9 @@ def bench_args(profile_cfg) -> list[str]:
     ]
 
 
-# The fields of edgekd.ondevice.latency's result; a device's own tool prints only some of them.
-LATENCY_FIELDS = ("p50", "p90", "p95", "p99", "mean", "std", "min", "max", "cov", "runs", "warmup_runs",
-                  "warmup_seconds", "load_ms", "first_inference_ms", "stable", "repeats", "histogram")
+# The statistics of a latency measurement (the report's LatencyStats, declared once in edgekd.records); a device's
+# own tool prints only some of them. The other fields say how they were taken.
+LATENCY_FIELDS = tuple(f for f in LatencyStats.model_fields if f not in ("cov_threshold", "measured_by", "unknown"))
 
 
 def tool_latency(tool: str, cov_threshold: float | None, **known: Any) -> dict[str, Any]:
