@@ -29,8 +29,16 @@ class LossInputs:
 
 @dataclass(frozen=True)
 class FeaturePair:
+    """A student module whose output is compared with a teacher module's.
+
+    ``kind`` says what the outputs are, for losses with one formula per part (TinyBERT):
+    ``"embedding"`` (B, L, H), ``"hidden"`` (B, L, H) or ``"attention"`` (B, heads, L, L) scores.
+    ``layer_pairs`` sets it; pairs listed by hand in ``distill.features`` leave it None.
+    """
+
     student: str
     teacher: str
+    kind: str | None = None
 
 
 class DistillLoss(nn.Module):
@@ -39,6 +47,9 @@ class DistillLoss(nn.Module):
     name: str = "?"  # set by ``register`` to the registry name, for error messages
     needs_teacher: bool = True  # False for plain cross-entropy
     needs_features: bool = False  # True for losses that only work on feature pairs
+    # Where the student matches the teacher the loss is at its minimum; False where that minimum is a
+    # constant above zero (soft cross-entropy keeps the teacher's entropy).
+    zero_where_matched: bool = True
 
     def __init__(self) -> None:
         super().__init__()
@@ -54,6 +65,13 @@ class DistillLoss(nn.Module):
         build learned parts (e.g. FitNets adapters). Default: store the pairs."""
         self.pairs = list(pairs)
 
+    @classmethod
+    def example_pairs(cls, batch: int) -> list[tuple[FeaturePair, torch.Size, torch.Size]]:
+        """Pairs with feature shapes (student, teacher) this loss accepts, for the contract tests generated
+        from the registry (tests/test_loss_contracts.py). Default: one 4-D feature map of equal shapes."""
+        shape = torch.Size((batch, 6, 5, 5))
+        return [(FeaturePair("s.block", "t.block"), shape, shape)]
+
     # -- helpers for subclasses ---------------------------------------------------------
     def teacher_logits(self, inputs: LossInputs) -> Tensor:
         if inputs.teacher_logits is None:
@@ -61,11 +79,14 @@ class DistillLoss(nn.Module):
         # Cached teacher outputs may be float16; compare in the student's precision.
         return inputs.teacher_logits.detach().to(inputs.student_logits.dtype)
 
-    def feature_pairs(self, inputs: LossInputs) -> Iterator[tuple[FeaturePair, Tensor, Tensor]]:
-        """Yield ``(pair, student_feature, teacher_feature)`` for each configured pair."""
-        if not self.pairs:
+    def feature_pairs(
+        self, inputs: LossInputs, pairs: list[FeaturePair] | None = None
+    ) -> Iterator[tuple[FeaturePair, Tensor, Tensor]]:
+        """Yield ``(pair, student_feature, teacher_feature)`` for each of ``pairs`` (default: every configured pair)."""
+        pairs = self.pairs if pairs is None else pairs
+        if not pairs:
             raise ConfigError(f"distill.features: loss {self.name!r} needs at least one student/teacher feature pair")
-        for pair in self.pairs:
+        for pair in pairs:
             s = inputs.student_features.get(pair.student)
             t = inputs.teacher_features.get(pair.teacher)
             if s is None or t is None:
