@@ -1,4 +1,4 @@
-"""Loading models from the zoo, user code, TorchScript, torch.export or ONNX, plus weights.
+"""Loading models from the zoo, user code, Hugging Face folders, TorchScript, torch.export or ONNX, plus weights.
 
 Weights are only ever read as tensors (safetensors, or ``torch.load`` with
 ``weights_only=True``): a checkpoint cannot run code on the machine that loads it.
@@ -6,12 +6,11 @@ Weights are only ever read as tensors (safetensors, or ``torch.load`` with
 
 from __future__ import annotations
 
-import inspect
 import pickle
 import re
 import warnings
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
 import torch
 from safetensors import SafetensorError
@@ -22,12 +21,12 @@ from ..errors import ConfigError, ModelError
 from ..io import atomic_path
 from .ensemble import Ensemble
 from .onnx_module import OnnxModule
-from .zoo import create_model
+from .zoo import create_model, data_arguments
 from ..userimport import import_user_module, parse_python_spec
 
 __all__ = ["load_model", "load_tensors", "load_weights", "read_state_dict", "save_weights", "OnnxModule", "Ensemble"]
 
-SCHEMES = ("zoo", "python", "torchscript", "export", "onnx")
+SCHEMES = ("zoo", "python", "hf", "torchscript", "export", "onnx")
 _SHOW = 10  # how many missing/unexpected/mismatched keys an error lists
 
 
@@ -37,30 +36,39 @@ def load_model(
     kwargs: dict[str, Any] | None = None,
     weights: str | Path | None = None,
     num_classes: int,
-    in_channels: int,
+    in_channels: int | None = None,
     base_dir: Path = Path("."),
     key: str = "model",
+    data_args: Mapping[str, Any] | None = None,
 ) -> nn.Module:
     """Build or load the model named by ``spec`` (``SCHEME:TARGET``), then load ``weights`` strictly.
 
     Schemes: ``zoo:NAME``, ``python:MODULE:CLASS`` (MODULE is an importable
     module or a ``.py`` file relative to ``base_dir``; CLASS may be any
-    callable returning an nn.Module and receives ``kwargs`` plus
-    ``num_classes``/``in_channels`` when it accepts them), ``torchscript:PATH``,
+    callable returning an nn.Module), ``hf:DIR`` (a local Hugging Face BERT
+    checkpoint, or a packaged name; see ``edgekd.models.hf``), ``torchscript:PATH``,
     ``export:PATH`` (torch.export) and ``onnx:PATH`` (inference only). Paths are
-    relative to ``base_dir``.
+    relative to ``base_dir``. zoo and python models receive ``num_classes``,
+    ``in_channels`` and the entries of ``data_args`` (text: ``vocab_size``,
+    ``pad_id``, ``max_length``) that their signature accepts; ``kwargs`` win.
     """
     scheme, sep, target = spec.partition(":")
     if not sep or scheme not in SCHEMES or not target:
         raise ConfigError(f"{key}: model spec {spec!r} must be SCHEME:TARGET with SCHEME one of {', '.join(SCHEMES)}")
     kwargs = dict(kwargs or {})
-    if kwargs and scheme not in ("zoo", "python"):
-        raise ConfigError(f"{key}: kwargs only apply to zoo: and python: models, not {scheme}:")
+    if kwargs and scheme not in ("zoo", "python", "hf"):
+        raise ConfigError(f"{key}: kwargs only apply to zoo:, python: and hf: models, not {scheme}:")
     base_dir = Path(base_dir)
     if scheme == "zoo":
-        model = create_model(target, num_classes=num_classes, in_channels=in_channels, key=key, **kwargs)
+        model = create_model(target, num_classes=num_classes, in_channels=in_channels, key=key,
+                             data_args=data_args, **kwargs)
     elif scheme == "python":
-        model = _load_python(target, kwargs, num_classes, in_channels, base_dir, key)
+        model = _load_python(target, kwargs, num_classes, in_channels, data_args, base_dir, key)
+    elif scheme == "hf":
+        from .hf import load_hf, resolve_hf_dir
+
+        folder = resolve_hf_dir(target, base_dir, key)
+        model = load_hf(folder, num_classes=num_classes, kwargs=kwargs, data_args=data_args, key=key)
     elif scheme == "onnx":
         if weights is not None:
             raise ConfigError(f"{key}: an ONNX model carries its own weights; remove 'weights'")
@@ -99,7 +107,8 @@ def _existing(target: str, base_dir: Path, key: str, what: str) -> Path:
 
 
 def _load_python(
-    target: str, kwargs: dict[str, Any], num_classes: int, in_channels: int, base_dir: Path, key: str
+    target: str, kwargs: dict[str, Any], num_classes: int, in_channels: int | None,
+    data_args: Mapping[str, Any] | None, base_dir: Path, key: str,
 ) -> nn.Module:
     module_name, attr = parse_python_spec(target, where=key, attr="CLASS")
     module = import_user_module(module_name, base_dir, where=key, error=ModelError, prefix="edgekd_user")
@@ -107,13 +116,9 @@ def _load_python(
     if not callable(factory):
         found = sorted(n for n, v in vars(module).items() if isinstance(v, type) and issubclass(v, nn.Module))
         raise ModelError(f"{key}: {module_name} has no class {attr!r}; nn.Module classes there: {found}")
-    try:
-        params = inspect.signature(factory).parameters
-    except (TypeError, ValueError):
-        params = {}
-    for name, value in (("num_classes", num_classes), ("in_channels", in_channels)):
-        if name in params and name not in kwargs:  # pass the dataset shape to models that want it
-            kwargs[name] = value
+    # pass what the data decides (classes, channels, vocabulary) to models that want it
+    kwargs.update(data_arguments(factory, num_classes=num_classes, in_channels=in_channels, data_args=data_args,
+                                 kwargs=kwargs))
     try:
         model = factory(**kwargs)
     except TypeError as exc:
