@@ -9,13 +9,13 @@ from PIL import Image, UnidentifiedImageError
 
 from ...errors import DataError
 from ..raw import RawData
-from . import SOURCES, _resolve, make_raw
+from . import SOURCES, SourceOptions, _resolve, make_raw
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg"}
 
 
 @SOURCES.register("imagefolder")
-def load_imagefolder(arg: str, image_size: tuple[int, int] | None, base_dir: Path) -> RawData:
+def load_imagefolder(arg: str, options: SourceOptions, base_dir: Path) -> RawData:
     spec, root = f"imagefolder:{arg}", _resolve(arg, base_dir)
     if not root.is_dir():
         raise DataError(f"{spec}: directory {root} not found; expected one subfolder per class")
@@ -30,6 +30,7 @@ def load_imagefolder(arg: str, image_size: tuple[int, int] | None, base_dir: Pat
                 labels.append(label)
     if not images:
         raise DataError(f"{spec}: no PNG/JPEG images under {root}; expected one subfolder of images per class")
+    image_size = options.image_size
     gray = all(img.mode in ("L", "1") for _, img in images)
     mode = "L" if gray else "RGB"
     if image_size is None:

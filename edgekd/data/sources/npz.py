@@ -10,10 +10,10 @@ import numpy as np
 
 from ...errors import DataError
 from ..raw import RawData
-from . import SOURCES, _resolve, make_raw
+from . import SOURCES, SourceOptions, _resolve, make_raw
 
 @SOURCES.register("npz")
-def load_npz(arg: str, image_size: tuple[int, int] | None, base_dir: Path) -> RawData:
+def load_npz(arg: str, options: SourceOptions, base_dir: Path) -> RawData:
     spec, path = f"npz:{arg}", _resolve(arg, base_dir)
     if not path.is_file():
         raise DataError(f"{spec}: file {path} not found; expected an .npz with arrays x and y")

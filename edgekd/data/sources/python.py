@@ -1,4 +1,5 @@
-"""``python:MODULE:FUNCTION``: a user function returning ``(x, y[, class_names])`` or a dataset."""
+"""``python:MODULE:FUNCTION``: a user function returning ``(x, y[, class_names])``, a dataset, or
+``(texts, labels[, class_names])`` with texts a list of strings and labels integers or class names."""
 
 from __future__ import annotations
 
@@ -11,10 +12,10 @@ import torch
 from ...errors import DataError
 from ...userimport import import_user_module, parse_python_spec
 from ..raw import RawData
-from . import SOURCES, _to_numpy, make_raw
+from . import SOURCES, SourceOptions, _to_numpy, make_raw, make_text_raw
 
 @SOURCES.register("python")
-def load_python(arg: str, image_size: tuple[int, int] | None, base_dir: Path) -> RawData:
+def load_python(arg: str, options: SourceOptions, base_dir: Path) -> RawData:
     spec = f"python:{arg}"
     module_name, func_name = parse_python_spec(arg, where=spec, attr="FUNCTION")
     module = import_user_module(module_name, base_dir, where=spec, error=DataError, prefix="edgekd_data")
@@ -31,14 +32,28 @@ def load_python(arg: str, image_size: tuple[int, int] | None, base_dir: Path) ->
             return make_raw(x, y, names, spec)
         if isinstance(result, (tuple, list)) and len(result) in (2, 3):
             names = [str(n) for n in result[2]] if len(result) == 3 else None
+            if _is_texts(result[0]):
+                return make_text_raw(_text_list(result[0]), result[1], names, spec, num_classes=options.num_classes)
             return make_raw(result[0], result[1], names, spec)
     except (ValueError, TypeError) as exc:  # ragged or non-numeric arrays: numpy cannot stack them
         raise DataError(f"{spec}: {func_name}() returned arrays numpy cannot read as x and y ({exc}); expected "
                         "(x, y) with x (N, C, H, W) or (N, H, W) and y (N,) integer labels") from exc
     raise DataError(
         f"{spec}: {func_name}() returned {type(result).__name__}; "
-        "expected (x, y) arrays, (x, y, class_names) or a torch Dataset of (x, y) items"
+        "expected (x, y) arrays, (x, y, class_names), a torch Dataset of (x, y) items, "
+        "or (texts, labels[, class_names]) with texts a list of strings"
     )
+
+
+def _is_texts(a: Any) -> bool:
+    """A list/tuple whose first item is a string, or a 1-D numpy array of strings: texts, not pixels."""
+    if isinstance(a, np.ndarray):
+        return a.ndim == 1 and a.dtype.kind == "U"
+    return isinstance(a, (list, tuple)) and len(a) > 0 and isinstance(a[0], str)
+
+
+def _text_list(a: Any) -> list[Any]:
+    return [str(t) for t in a.tolist()] if isinstance(a, np.ndarray) else list(a)
 
 
 def _stack_dataset(ds: Any, spec: str) -> tuple[np.ndarray, np.ndarray, list[str] | None]:
