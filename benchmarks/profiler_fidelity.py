@@ -39,6 +39,7 @@ from common import (  # noqa: E402
 from native_tools import benchmark_app, litert_benchmark  # noqa: E402
 
 from edgekd.backends import BACKENDS, CompileSources  # noqa: E402
+from edgekd.inputs import image_spec  # noqa: E402
 
 GOAL = (0.95, 1.05)
 
@@ -81,9 +82,9 @@ def mobilenet_artifacts(work: Path, size: int) -> tuple[dict[str, Path], Path]:
     shape = (3, size, size)
     model = mobilenet(size)
     fp32_onnx = work / "mbv2_fp32.onnx"
-    ox.export(model, shape, fp32_onnx, opset=18, dynamic_batch=False)
+    ox.export(model, image_spec(shape), fp32_onnx, opset=18, dynamic_batch=False)
     ox.simplify(fp32_onnx)
-    sources = CompileSources(input_shape=shape, fp32_onnx=fp32_onnx, int8_onnx=None, fp32_model=lambda: model, int8_graph=None)
+    sources = CompileSources(input=image_spec(shape), fp32_onnx=fp32_onnx, int8_onnx=None, fp32_model=lambda: model, int8_graph=None)
     paths = {
         f"mobilenetv2-{size}/openvino/fp32": BACKENDS.get("openvino")().build(sources, "fp32", work / "ov", {}),
         f"mobilenetv2-{size}/litert/fp32": BACKENDS.get("litert")().build(sources, "fp32", work / "litert", {}),

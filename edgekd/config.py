@@ -25,9 +25,15 @@ class DataConfig(Section):
     image_size: tuple[int, int] | None = Field(None, description="(H, W); resize every image to this size")
     split: tuple[float, float, float] = (0.7, 0.1, 0.2)
     split_seed: int = Field(0, description="seeds the train/val/test split only, so runs with other seeds share a test set")
-    augment: bool = Field(False, description="random shifts of up to 2 pixels; turns the teacher cache off")
+    augment: bool = Field(False, description="images: random shifts of up to 2 pixels; turns the teacher cache off")
     num_classes: int | None = Field(None, ge=2, description="classes expected; a label outside 0..num_classes-1 is an "
                                     "error (default: the source's class names, else the largest label + 1)")
+    # text sources (text:PATH, builtin:rotten_tomatoes)
+    tokenizer: str | None = Field(None, description="text: a Hugging Face tokenizer folder or hf:NAME (default: the "
+                                  "hf: teacher's own tokenizer)")
+    max_length: int = Field(128, ge=2, le=8192, description="text: tokens per text; longer texts are cut and counted")
+    text_column: str = Field("text", description="text:PATH: the column (CSV) or key (JSONL) holding the texts")
+    label_column: str = Field("label", description="text:PATH: the column or key holding the labels (names or integers)")
 
 
 class TrainConfig(Section):
@@ -45,6 +51,9 @@ class ModelSpec(Section):
     model: str = Field(..., description="zoo:NAME | python:module:Class | torchscript:PATH | export:PATH | onnx:PATH")
     kwargs: dict[str, Any] = Field(default_factory=dict)
     weights: str | None = Field(None, description=".safetensors or a weights-only .pt/.pth")
+    init_from: Literal["teacher"] | None = Field(None, description="student only: start from the teacher's weights "
+                                                 "where shapes allow (a bert student from a bert/hf: teacher: every "
+                                                 "k-th layer, as DistilBERT)")
 
 
 class TeacherConfig(Section):
@@ -52,8 +61,12 @@ class TeacherConfig(Section):
     ensemble: Literal["mean", "weighted"] = "mean"
     ensemble_weights: list[float] | None = None
     train: TrainConfig = TrainConfig(epochs=6, lr=3e-3)
-    augment: bool = Field(True, description="random shifts while training the teacher")
+    augment: bool | None = Field(None, description="random shifts while training the teacher (default: on for "
+                                 "images; text has no augmentation)")
     calibrate_temperature: bool = False
+    finetune: Literal["all", "head", "none"] = Field("all", description="hf: teachers: fine-tune every weight (all), "
+                                                     "train only the classification head on the frozen encoder "
+                                                     "(head), or use the checkpoint as it is (none)")
 
     @model_validator(mode="before")
     @classmethod
@@ -97,6 +110,10 @@ class DistillConfig(Section):
         default_factory=lambda: [{"name": "ce", "weight": 0.1}, {"name": "kd", "weight": 0.9, "temperature": 4.0}]
     )
     features: list[FeaturePairConfig] = Field(default_factory=list)
+    layer_map: Literal["uniform"] | list[int] | None = Field(None, description="BERT-style encoders: pair student and "
+                                                             "teacher layers for feature losses (tinybert, "
+                                                             "distilbert_cosine): uniform (TinyBERT's g(m) = k*m) or "
+                                                             "the teacher layer (0-based) for each student layer")
     train: TrainConfig = TrainConfig(epochs=12, lr=5e-3)
     cache_teacher: bool = True
 
@@ -179,6 +196,8 @@ class ProfileConfig(Section):
                                  description="std/mean above this repeats the measurement, then flags it unstable")
     repeats: int = Field(LATENCY.max_repeats, ge=1)
     samples: int | None = Field(None, ge=1, description="test inputs scored on the device (default: the whole test split)")
+    sequence_length: int | None = Field(None, ge=1, description="text: inputs padded to this many tokens, batch 1, "
+                                        "when compiling fixed-shape artifacts and profiling (default: data.max_length)")
     energy: EnergyConfig = EnergyConfig()
     timeout_s: float = Field(900.0, gt=0, description="per artifact and device")
     retries: int = Field(1, ge=0, description="attempts after a device failure (not after a measured failure)")

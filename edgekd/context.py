@@ -15,6 +15,7 @@ import torch
 
 from .config import PipelineConfig
 from .data import DataBundle, prepare_data
+from .data.bundle import TextOptions
 from .errors import StageError
 from .io import sha256_file, state_dict_hash
 from .records import ModelRef, Record
@@ -52,7 +53,23 @@ class StageContext:
             image_size=cfg.data.image_size,
             base_dir=cfg.base_dir,
             num_classes=cfg.data.num_classes,
+            text=TextOptions(tokenizer=tokenizer_folder(cfg), max_length=cfg.data.max_length,
+                             text_column=cfg.data.text_column, label_column=cfg.data.label_column),
         )
+
+    def sequence_length(self) -> int | None:
+        """Text: the length fixed-shape artifacts are built for and every artifact is checked and profiled at
+        (``profile.sequence_length``, default ``data.max_length``); None for images."""
+        if not self.data.is_text:
+            return None
+        return self.config.profile.sequence_length or self.config.data.max_length
+
+    def artifact_inputs(self) -> torch.Tensor:
+        """The test split as artifacts take it: text right-padded to ``sequence_length`` (padding is masked)."""
+        from .inputs import fit_length
+
+        length = self.sequence_length()
+        return self.data.x_test if length is None else fit_length(self.data.x_test, self.data.input, length)
 
     def file_hash(self, path: str | None) -> str | None:
         """sha256 of a file the config names (weights, a model file, a manifest), so replacing it at the
@@ -98,8 +115,9 @@ class StageContext:
 
         data = self.data
         path = self.weights_path(ref)
-        common = dict(kwargs=ref.kwargs, num_classes=data.num_classes, in_channels=data.input_shape[0],
-                      base_dir=self.config.base_dir, key=key)
+        args = data.model_args()
+        common = dict(kwargs=ref.kwargs, num_classes=args.pop("num_classes"), in_channels=args.pop("in_channels", None),
+                      data_args=args, base_dir=self.config.base_dir, key=key)
         if ref.format == "pruned":
             from .prune import load_pruned  # only pruned students need Torch-Pruning's loader
 
@@ -115,3 +133,17 @@ class StageContext:
             save_weights(model, path)
         return ModelRef(model=spec, kwargs=dict(kwargs), weights=self.relative(path), weights_in_run=True,
                         sha256=state_dict_hash(model))
+
+
+def tokenizer_folder(cfg: PipelineConfig) -> Path | None:
+    """``data.tokenizer`` resolved to a folder; by default the first hf: teacher's own (None: no tokenizer)."""
+    spec = cfg.data.tokenizer
+    key = "data.tokenizer"
+    if spec is None:
+        spec = next((m.model for m in cfg.teacher.members if m.model.startswith("hf:")), None)
+        key = "teacher.model"
+    if spec is None:
+        return None
+    from .models.hf import resolve_hf_dir
+
+    return resolve_hf_dir(spec.removeprefix("hf:"), cfg.base_dir, key)

@@ -14,6 +14,7 @@ import torch
 from .context import StageContext
 from .io import state_dict_hash
 from .losses import FeaturePair, build_loss
+from .losses.layer_map import layer_pairs
 from .models import feature_shapes, model_stats
 from .records import Compression, Figures, ModelRef, StudentRecord, TeacherCache, TeacherRecord, TrainSummary
 from .train import CachedTeacher, LiveTeacher, Trainer
@@ -72,15 +73,22 @@ def distill_into(
     """
     cfg, data = ctx.config.distill, ctx.data
     pairs = [FeaturePair(p.student, p.teacher) for p in cfg.features] if use_features else []
+    if use_features and cfg.layer_map is not None:
+        pairs += layer_pairs(student, load_teachers(ctx)[0][0], cfg.layer_map, key="distill.layer_map")
     loss = build_loss(losses if losses is not None else cfg.losses)
+    # text features are kept live: cached per sample they would take gigabytes, and each batch is cut to its
+    # longest text, which cached full-width features would not match
+    use_cache = cfg.cache_teacher and not (pairs and data.is_text)
     source, members, cache = teacher_source(
-        ctx, pairs, use_cache=cfg.cache_teacher, augment=ctx.config.data.augment, extra=extra_teachers
+        ctx, pairs, use_cache=use_cache, augment=ctx.config.data.augment, extra=extra_teachers
     )
+    if cfg.cache_teacher and not use_cache:
+        cache = cache.model_copy(update={"reason": "text feature losses use the live teacher"})
     if pairs:
         loss.setup(
             pairs,
-            feature_shapes(student, [p.student for p in pairs], data.input_shape),
-            feature_shapes(members[0], [p.teacher for p in pairs], data.input_shape),
+            feature_shapes(student, [p.student for p in pairs], data.example(2)),
+            feature_shapes(members[0], [p.teacher for p in pairs], data.example(2)),
         )
     result = Trainer(
         student, loss, train_config, data, out_dir, teacher=source, feature_pairs=pairs,
@@ -94,9 +102,10 @@ def figures_of(model: torch.nn.Module, ctx: StageContext) -> Figures:
     """Accuracy, per-class accuracy and calibration on the test split, with parameters, MACs and size."""
     data = ctx.data
     test = evaluate(model, data.x_test, data.y_test, data.num_classes)
-    stats = model_stats(model, data.input_shape)
+    stats = model_stats(model, data.example())
     return Figures(accuracy=test.accuracy, per_class_accuracy=test.per_class_accuracy, ece=test.ece,
-                   params=stats.params, macs=stats.macs, size_bytes=stats.size_bytes)
+                   params=stats.params, macs=stats.macs, size_bytes=stats.size_bytes,
+                   embedding_params=stats.embedding_params or None, macs_note=stats.note or None)
 
 
 def student_record(
@@ -107,7 +116,6 @@ def student_record(
     return StudentRecord(
         model=ref, figures=figures_of(student, ctx),
         val_accuracy=evaluate(student, data.x_val, data.y_val, data.num_classes).accuracy, train=train,
-        class_names=data.class_names, input_shape=list(data.input_shape),
-        normalization=data.normalization.to_dict(), data=data.provenance(), teacher_cache=cache,
+        class_names=data.class_names, inputs=[data.input], data=data.provenance(), teacher_cache=cache,
         compression=compression or Compression(),
     )

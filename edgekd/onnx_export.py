@@ -17,20 +17,26 @@ import onnx
 import torch
 
 from .errors import ModelError
+from .inputs import dynamic_axes, example_input
 from .io import atomic_path
+from .records import InputSpec
 
-INPUT_NAME, OUTPUT_NAME = "input", "logits"
+OUTPUT_NAME = "logits"
 
 
-def export(model: torch.nn.Module, input_shape: tuple[int, ...], path: Path, *, opset: int, dynamic_batch: bool) -> Path:
-    example = (torch.zeros(1, *input_shape),)
-    dynamic = ({0: torch.export.Dim("batch", min=1, max=4096)},) if dynamic_batch else None
+def export(model: torch.nn.Module, spec: InputSpec, path: Path, *, opset: int, dynamic_batch: bool) -> Path:
+    """One named input as ``spec`` says; the batch axis dynamic when asked, a text's sequence axis always
+    (a device feeds each text at its own length)."""
+    example = (example_input(spec, 1),)
+    axes = {i: torch.export.Dim(name, min=1, max=top) for i, (name, top) in dynamic_axes(spec).items()
+            if name != "batch" or dynamic_batch}
+    dynamic = (axes,) if axes else None
     logging.getLogger("torch.onnx").setLevel(logging.ERROR)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # the exporter's deprecation chatter is not the user's concern
             program = torch.onnx.export(
-                model, example, dynamo=True, opset_version=opset, input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
+                model, example, dynamo=True, opset_version=opset, input_names=[spec.name], output_names=[OUTPUT_NAME],
                 dynamic_shapes=dynamic, verbose=False, report=False,
             )
     except Exception as error:
@@ -84,7 +90,7 @@ def session(path: Path, *, threads: int | None = None, optimization: str = "all"
 def run_session(sess, x: np.ndarray | torch.Tensor, batch_size: int = 256) -> np.ndarray:
     """Logits for every row of ``x``; a model with a fixed batch of 1 is fed one row at a time."""
     x = x.numpy() if isinstance(x, torch.Tensor) else x
-    x = np.ascontiguousarray(x, dtype=np.float32)
+    x = np.ascontiguousarray(x, dtype=np.int64 if np.issubdtype(x.dtype, np.integer) else np.float32)
     meta = sess.get_inputs()[0]
     fixed = meta.shape[0] if isinstance(meta.shape[0], int) else None
     step = fixed or batch_size

@@ -25,6 +25,7 @@ from .errors import ConfigError, EdgekdError
 from .gate import load_budgets
 from .gate.inputs import unmatched_budgets
 from .losses import LOSSES, FeaturePair, LossInputs, build_loss, check_specs, logit_only
+from .losses.layer_map import layer_pairs
 from .models import FeatureRecorder, load_model
 from .models.hooks import layer_problem
 from .power_models import POWER_MODELS
@@ -58,12 +59,14 @@ def found_in(found: list[Problem], prefix: str) -> bool:
 
 def loss_problems(cfg: PipelineConfig) -> list[Problem]:
     found = check_specs(cfg.distill.losses, key="distill.losses")
-    if not cfg.distill.features:
+    if not cfg.distill.features and cfg.distill.layer_map is None:
         for i, spec in enumerate(cfg.distill.losses):
             if spec["name"] in LOSSES and LOSSES.get(spec["name"]).needs_features:
                 found.append(Problem(
-                    f"distill.losses[{i}].name", f"loss {spec['name']!r} works on feature pairs, and distill.features is empty",
-                    "distill.features: [{student: LAYER, teacher: LAYER}], or a loss on logits",
+                    f"distill.losses[{i}].name", f"loss {spec['name']!r} works on feature pairs, and neither "
+                    "distill.features nor distill.layer_map gives any",
+                    "distill.features: [{student: LAYER, teacher: LAYER}], distill.layer_map: uniform (BERT-style "
+                    "encoders), or a loss on logits",
                 ))
     if cfg.quantize.mode != "qad":
         return found
@@ -160,7 +163,13 @@ def model_problems(ctx, *, losses_ok: bool) -> list[Problem]:
     with torch.random.fork_rng(devices=[]):
         teachers = [_build(spec, f"teacher.members[{i}]", data, cfg, found) for i, spec in enumerate(cfg.teacher.members)]
         student = _build(cfg.student, "student", data, cfg, found)
+    found += text_problems(cfg, data)
     pairs = [FeaturePair(p.student, p.teacher) for p in cfg.distill.features]
+    if cfg.distill.layer_map is not None and student is not None and teachers and teachers[0] is not None:
+        try:
+            pairs += layer_pairs(student, teachers[0], cfg.distill.layer_map, key="distill.layer_map")
+        except ConfigError as error:
+            found.append(Problem.from_error("distill.layer_map", error))
     for i, pair in enumerate(pairs):
         if student is not None:
             found += _layer(student, pair.student, f"distill.features[{i}].student", "the student")
@@ -170,8 +179,8 @@ def model_problems(ctx, *, losses_ok: bool) -> list[Problem]:
         from .prune import dry_run_problems, ignore_problems  # Torch-Pruning is imported only when pruning is on
 
         found += ignore_problems(student, list(cfg.prune.ignore), key="prune.ignore")
-        found += _prune_target_problems(student, cfg, data.input_shape)
-        found += dry_run_problems(student, cfg.prune, data.input_shape)  # a ratio that prunes nothing
+        found += _prune_target_problems(student, cfg, data.example())
+        found += dry_run_problems(student, cfg.prune, data.example())  # a ratio that prunes nothing
     if losses_ok and not found and student is not None and all(t is not None for t in teachers):
         found += _loss_run_problems(student, teachers, pairs, cfg, data)
     return found
@@ -179,8 +188,9 @@ def model_problems(ctx, *, losses_ok: bool) -> list[Problem]:
 
 def _build(spec: ModelSpec, key: str, data, cfg: PipelineConfig, found: list[Problem]) -> nn.Module | None:
     try:
-        return load_model(spec.model, kwargs=spec.kwargs, weights=spec.weights, num_classes=data.num_classes,
-                          in_channels=data.input_shape[0], base_dir=cfg.base_dir, key=key).eval()
+        args = data.model_args()
+        return load_model(spec.model, kwargs=spec.kwargs, weights=spec.weights, num_classes=args.pop("num_classes"),
+                          in_channels=args.pop("in_channels", None), data_args=args, base_dir=cfg.base_dir, key=key).eval()
     except EdgekdError as error:
         found.append(Problem.from_error(key, error))
     except Exception as error:  # user code (python:) that raises: its message, not our stack
@@ -195,14 +205,14 @@ def _layer(model: nn.Module, name: str, key: str, what: str) -> list[Problem]:
     return [problem] if problem is not None else []
 
 
-def _prune_target_problems(student: nn.Module, cfg: PipelineConfig, input_shape) -> list[Problem]:
+def _prune_target_problems(student: nn.Module, cfg: PipelineConfig, example: torch.Tensor) -> list[Problem]:
     """A MACs or parameter target must lie below the student's count, which training does not change."""
     from .prune import count
 
     targets = [(k, getattr(cfg.prune, k)) for k in ("target_macs", "target_params") if getattr(cfg.prune, k) is not None]
     if not targets:
         return []
-    macs, params = count(student, torch.zeros(1, *input_shape))
+    macs, params = count(student, example)
     key, target = targets[0]
     current = macs if key == "target_macs" else params
     if target < current:
@@ -214,7 +224,7 @@ def _loss_run_problems(student: nn.Module, teachers: list[nn.Module], pairs: lis
                        data) -> list[Problem]:
     """Run the distill losses once on a batch of zeros through the untrained models: feature shapes that a
     loss cannot pair (e.g. ``at`` on 2-D features) or per-teacher weights that do not fit show up here."""
-    x = torch.zeros(2, *data.input_shape)
+    x = data.example(2)
     try:
         with torch.no_grad():
             s_logits, s_features = _forward(student, [p.student for p in pairs], x)
@@ -236,3 +246,25 @@ def _forward(model: nn.Module, names: list[str], x: torch.Tensor):
     if missing:
         raise ConfigError(f"distill.features: modules {missing} are not called by the model's forward")
     return logits, dict(recorder.features)
+
+
+def text_problems(cfg: PipelineConfig, data) -> list[Problem]:
+    """Settings that mean something for images only, or lengths that do not fit, on text data (and back)."""
+    found = []
+    if data.is_text:
+        if cfg.data.augment:
+            found.append(Problem("data.augment", "true, but text data has no augmentation (random shifts are for images)",
+                                 "false"))
+        if cfg.teacher.augment:
+            found.append(Problem("teacher.augment", "true, but text data has no augmentation", "false, or leave it out"))
+        if cfg.data.image_size is not None:
+            found.append(Problem("data.image_size", f"{list(cfg.data.image_size)}, but {cfg.data.source} holds texts",
+                                 "leave it out; data.max_length sets the text length"))
+        length = cfg.profile.sequence_length
+        if length is not None and length > cfg.data.max_length:
+            found.append(Problem("profile.sequence_length", f"{length} is longer than data.max_length ({cfg.data.max_length}), "
+                                 "the longest input the student's positions cover", f"at most {cfg.data.max_length}"))
+    elif cfg.profile.sequence_length is not None:
+        found.append(Problem("profile.sequence_length", f"{cfg.profile.sequence_length}, but {cfg.data.source} holds images",
+                             "leave it out (it sets the token count of text inputs)"))
+    return found

@@ -152,13 +152,13 @@ def noop_problem(model: torch.nn.Module, example: torch.Tensor, *, ratio: float,
     return Problem(key, f"pruning at ratio {ratio:.3g} removes nothing: MACs {before:,} -> {after:,}", "; ".join(hints))
 
 
-def dry_run_problems(model: torch.nn.Module, cfg, input_shape, *, key: str = "prune") -> list[Problem]:
+def dry_run_problems(model: torch.nn.Module, cfg, example: torch.Tensor, *, key: str = "prune") -> list[Problem]:
     """Prune a copy of the (untrained) student once as configured, before any training: a ratio that
     removes nothing is found in seconds. Global pruning ranks channels across layers by their trained
     weights, so only the prune stage can tell for it (it checks again after each step)."""
     if not cfg.enabled or cfg.effective_ratio is None or cfg.global_pruning or ignore_problems(model, list(cfg.ignore), key=key):
         return []
-    problem = noop_problem(model, torch.zeros(1, *input_shape), ratio=cfg.effective_ratio, key=f"{key}.ratio",
+    problem = noop_problem(model, example, ratio=cfg.effective_ratio, key=f"{key}.ratio",
                            importance=cfg.importance, round_to=cfg.round_to, ignore=list(cfg.ignore))
     return [problem] if problem is not None else []
 

@@ -9,7 +9,7 @@ the pipeline re-runs that stage and says why.
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -42,6 +42,48 @@ class ModelRef(Record):
     format: Literal["state_dict", "pruned"] = "state_dict"  # pruned: Torch-Pruning state with the pruned structure
 
 
+class ImagePreprocess(Record):
+    """How a raw image becomes the input: ``x = (pixels / 255 - mean) / std`` per channel, NCHW."""
+
+    kind: Literal["image"] = "image"
+    layout: Literal["NCHW"] = "NCHW"
+    mean: list[float]
+    std: list[float]
+
+
+class TokenizerPreprocess(Record):
+    """How a raw text becomes the input: the tokenizer's ids, cut to ``max_length`` and right-padded with
+    ``pad_id`` (the model masks the padding itself, so a device feeds the ids alone)."""
+
+    kind: Literal["tokenize"] = "tokenize"
+    tokenizer: str  # the tokenizer folder
+    sha256: str  # of its tokenizer file: the ids mean nothing with another vocabulary
+    max_length: int
+    pad_id: int
+    vocab_size: int
+    truncated: int = 0  # texts longer than max_length in the data, cut
+
+
+class InputSpec(Record):
+    """One named model input: dtype, shape (a string names a dynamic axis, e.g. ``batch`` or ``sequence``),
+    the largest size of each dynamic axis, and how it is made from a raw example."""
+
+    name: str
+    dtype: Literal["float32", "int64"]
+    shape: list[int | str]
+    max_sizes: dict[str, int] = Field(default_factory=dict)
+    preprocess: Annotated[ImagePreprocess | TokenizerPreprocess, Field(discriminator="kind")]
+
+    @property
+    def is_text(self) -> bool:
+        return self.preprocess.kind == "tokenize"
+
+    def fixed_shape(self, **sizes: int) -> list[int]:
+        """The shape with each dynamic axis set: ``sizes`` by name, else batch 1 and the axis's maximum."""
+        return [d if isinstance(d, int) else sizes.get(d, 1 if d == "batch" else self.max_sizes.get(d, 1))
+                for d in self.shape]
+
+
 class Figures(Record):
     """A model's figures on the test split."""
 
@@ -51,6 +93,18 @@ class Figures(Record):
     params: int | None = None
     macs: int | None = None
     size_bytes: int | None = None
+    embedding_params: int | None = None  # of ``params``, in embedding tables (text models' vocabulary)
+    macs_note: str | None = None  # how MACs were counted when not by Torch-Pruning's hooks (e.g. at which sequence length)
+
+    def size_line(self) -> str:
+        """``params / MACs`` as the run prints it, with the embedding share and the sequence length for text."""
+        params = f"{self.params:,}"
+        if self.embedding_params:
+            params += f" ({self.params - self.embedding_params:,} without the embedding table)"
+        macs = f"{self.macs:,}"
+        if self.macs_note and "at sequence" in self.macs_note:
+            macs += " at sequence " + self.macs_note.rsplit("at sequence ", 1)[1]
+        return f"{params} / {macs}"
 
 
 class TrainSummary(Record):
@@ -117,11 +171,11 @@ class StudentRecord(Record):
     val_accuracy: float
     train: TrainSummary | None
     class_names: list[str]
-    input_shape: list[int]
-    normalization: dict[str, Any]
+    inputs: list[InputSpec]
     data: dict[str, Any]  # data provenance (edgekd.data.DataBundle.provenance)
     teacher_cache: TeacherCache = Field(default_factory=TeacherCache)
     compression: Compression = Field(default_factory=Compression)
+    initialised: str | None = None  # what the student took from the teacher (student.init_from)
 
 
 class QuantizedRecord(Record):
@@ -238,6 +292,7 @@ class OnnxArtifact(Record):
     accuracy: float
     per_class_accuracy: list[float]
     output_scale: float | None = None  # INT8: the output quantizer's step
+    shapes_checked: list[list[int]] = Field(default_factory=list)  # input shapes checked against PyTorch (dynamic axes)
 
 
 class ExportRecord(Record):
@@ -308,6 +363,7 @@ class ProfiledArtifact(ArtifactKey):
 class ProfileRecord(Record):
     artifacts: list[ProfiledArtifact]
     test_samples: int
+    sequence_length: int | None = None  # text: every input padded to this many tokens (batch 1)
 
     def counts(self) -> dict[str, int]:
         return {s: sum(a.status == s for a in self.artifacts) for s in ("ok", "failed", "not run here", "unreachable")}

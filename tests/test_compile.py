@@ -16,6 +16,7 @@ import edgekd
 from edgekd.backends import BACKENDS, Backend, CompileSources
 from edgekd.cli import app
 from edgekd.parity import compare
+from edgekd.inputs import image_spec
 
 HOST = {
     "name": "test-host",
@@ -127,7 +128,7 @@ def test_tampered_int8_scales_fail_parity(compiled, tmp_path, backend_name):
     tamper_weight_scale(int8, tampered)
     x = np.random.default_rng(0).normal(size=(64, 1, 8, 8)).astype(np.float32)
     backend = BACKENDS.get(backend_name)()
-    sources = CompileSources(input_shape=(1, 8, 8), fp32_onnx=int8, int8_onnx=int8, fp32_model=None, int8_graph=None)
+    sources = CompileSources(input=image_spec((1, 8, 8)), fp32_onnx=int8, int8_onnx=int8, fp32_model=None, int8_graph=None)
     honest = backend.load(backend.build(sources, "int8", tmp_path / "honest", {}), {}).predict_batched(x)
     sources.int8_onnx = tampered
     bad = backend.load(backend.build(sources, "int8", tmp_path / "bad", {}), {}).predict_batched(x)

@@ -26,6 +26,7 @@ from edgekd.models import create_model
 from edgekd.parity import compare, require
 from edgekd.prune import count, load_pruned, make_pruner, ratio_for_target, save_pruned
 from edgekd.quantize import load_state, prepare, save_state
+from edgekd.inputs import image_spec
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning", "ignore::FutureWarning", "ignore::UserWarning")
 
@@ -291,7 +292,7 @@ class DataDependent(torch.nn.Module):
 def test_export_failure_names_the_model(tmp_path):
     path = tmp_path / "bad.onnx"
     with pytest.raises(ModelError) as info:
-        ox.export(DataDependent(), (1, 4, 4), path, opset=18, dynamic_batch=False)
+        ox.export(DataDependent(), image_spec((1, 4, 4)), path, opset=18, dynamic_batch=False)
     assert "DataDependent" in str(info.value)
     assert not path.exists()
 
@@ -318,7 +319,7 @@ def axis_of(node: onnx.NodeProto) -> int | None:
 def qat(tmp_path_factory):
     """tiny_cnn: BN warmed, prepared, calibrated, a few SGD steps, observers frozen, eval; exported to ONNX."""
     fp32 = warm_batch_norm(make("tiny_cnn"))
-    student = prepare(fp32, SHAPE)
+    student = prepare(fp32, image_spec(SHAPE))
     g = torch.Generator().manual_seed(0)
     student.calibrate(torch.randn(128, *SHAPE, generator=g))
     student.train()
@@ -335,7 +336,7 @@ def qat(tmp_path_factory):
     student.eval()
     learned = student.learned_qparams()
     path = tmp_path_factory.mktemp("qat") / "int8.onnx"
-    ox.export(student.converted(fold_quantize=True), SHAPE, path, opset=18, dynamic_batch=False)
+    ox.export(student.converted(fold_quantize=True), image_spec(SHAPE), path, opset=18, dynamic_batch=False)
     return SimpleNamespace(fp32=fp32, student=student, learned=learned, path=path, onnx=onnx.load(str(path)))
 
 
@@ -426,7 +427,7 @@ def test_save_and_load_state_round_trip(qat, tmp_path):
     save_state(qat.student, path)
     with safe_open(str(path), framework="pt") as handle:
         assert "observers_frozen" in handle.keys()
-    fresh = prepare(qat.fp32, SHAPE)
+    fresh = prepare(qat.fp32, image_spec(SHAPE))
     loaded = load_state(fresh, path)
     assert bool(loaded.observers_frozen) and not loaded.training
     x = torch.randn(16, *SHAPE, generator=torch.Generator().manual_seed(3))
@@ -442,7 +443,7 @@ def test_save_and_load_state_round_trip(qat, tmp_path):
 def test_load_state_restores_learned_qparams(qat, tmp_path):
     path = tmp_path / "state.safetensors"
     save_state(qat.student, path)
-    loaded = load_state(prepare(qat.fp32, SHAPE), path)
+    loaded = load_state(prepare(qat.fp32, image_spec(SHAPE)), path)
     # the qparams convert_pt2e will bake into the exported model must be the trained ones
     assert qparams_equal(qat.learned, loaded.learned_qparams())
 
@@ -468,7 +469,7 @@ def test_frozen_observers_do_not_move(qat):
 
 
 def test_eval_mode_never_updates_observers(qat):
-    student = prepare(qat.fp32, SHAPE)  # observers live (not frozen)
+    student = prepare(qat.fp32, image_spec(SHAPE))  # observers live (not frozen)
     student.calibrate(torch.randn(64, *SHAPE, generator=torch.Generator().manual_seed(0)))
     assert not bool(student.observers_frozen)
     student.eval()

@@ -57,7 +57,8 @@ def test_base_run_records(base_run, tiny_config):
     # the saved student is the one that was scored
     assert student.model.weights_in_run and len(student.model.sha256) == 64
     assert (base_run.run_dir / student.model.weights).is_file()
-    assert student.input_shape == [1, 8, 8] and student.class_names == [str(i) for i in range(10)]
+    assert student.inputs[0].shape == ["batch", 1, 8, 8] and student.inputs[0].dtype == "float32"
+    assert student.class_names == [str(i) for i in range(10)]
     assert student.teacher_cache.used is True
 
     # one metrics line per epoch, in order, with a finite train loss and the loss terms

@@ -102,9 +102,9 @@ def test_bad_model_arguments_name_the_key():
 
 
 def test_student_macs_are_a_tenth_of_the_teacher():
-    teacher = model_stats(make("resnet"), (1, 28, 28)).macs
-    tiny = model_stats(make("tiny_cnn"), (1, 28, 28)).macs
-    mobile = model_stats(make("mobilenetv2", width=0.5), (1, 28, 28)).macs
+    teacher = model_stats(make("resnet"), torch.zeros(1, 1, 28, 28)).macs
+    tiny = model_stats(make("tiny_cnn"), torch.zeros(1, 1, 28, 28)).macs
+    mobile = model_stats(make("mobilenetv2", width=0.5), torch.zeros(1, 1, 28, 28)).macs
     assert 30e6 <= teacher <= 60e6
     assert 0 < tiny <= teacher / 10
     assert 0 < mobile <= teacher / 10
@@ -112,11 +112,11 @@ def test_student_macs_are_a_tenth_of_the_teacher():
 
 def test_mobilenetv2_imagenet_schedule():
     model = make("mobilenetv2", num_classes=1000, in_channels=3, small_input=False)
-    assert feature_shapes(model, ["features.18"], (3, 224, 224))["features.18"] == (2, 1280, 7, 7)
+    assert feature_shapes(model, ["features.18"], torch.zeros(2, 3, 224, 224))["features.18"] == (2, 1280, 7, 7)
     # ~300M MACs for the published model; the counter also counts BN/ReLU element ops
-    assert 290e6 < model_stats(model, (3, 224, 224)).macs < 330e6
+    assert 290e6 < model_stats(model, torch.zeros(1, 3, 224, 224)).macs < 330e6
     small = make("mobilenetv2", in_channels=1)
-    assert feature_shapes(small, ["features.18"], (1, 28, 28))["features.18"][-2:] == (2, 2)
+    assert feature_shapes(small, ["features.18"], torch.zeros(2, 1, 28, 28))["features.18"][-2:] == (2, 2)
 
 
 # --- stats -------------------------------------------------------------------------------------
@@ -124,7 +124,7 @@ def test_mobilenetv2_imagenet_schedule():
 
 def test_macs_are_counted_not_guessed():
     model = hand_model()
-    stats = model_stats(model, (1, 28, 28))
+    stats = model_stats(model, torch.zeros(1, 1, 28, 28))
     assert stats.macs == HAND_MACS
     assert stats.params == (4 * 9 + 4) + (10 * 4 * 28 * 28 + 10)
     assert stats.size_bytes == len(safetensors_bytes(model.state_dict()))
@@ -175,7 +175,7 @@ def test_load_torchscript(tmp_path, how):
     scripted.save(str(tmp_path / "m.ts"))
     loaded = load_model("torchscript:m.ts", num_classes=10, in_channels=1, base_dir=tmp_path)
     torch.testing.assert_close(loaded(x), model(x))
-    stats = model_stats(loaded, (1, 28, 28))
+    stats = model_stats(loaded, torch.zeros(1, 1, 28, 28))
     assert stats.macs > 0 and stats.params == params(model)
 
 
@@ -208,10 +208,10 @@ def test_load_onnx_matches_torch(tmp_path):
 def test_onnx_stats_count_the_same_macs(tmp_path):
     model = hand_model()
     export_onnx(model, tmp_path / "hand.onnx")
-    stats = model_stats(OnnxModule(tmp_path / "hand.onnx"), (1, 28, 28))
+    stats = model_stats(OnnxModule(tmp_path / "hand.onnx"), torch.zeros(1, 1, 28, 28))
     assert stats.macs == HAND_MACS and stats.params == params(model)
     assert stats.size_bytes == (tmp_path / "hand.onnx").stat().st_size
-    both = model_stats(Ensemble([OnnxModule(tmp_path / "hand.onnx")] * 2), (1, 28, 28))
+    both = model_stats(Ensemble([OnnxModule(tmp_path / "hand.onnx")] * 2), torch.zeros(1, 1, 28, 28))
     assert both.macs == 2 * HAND_MACS
 
 
@@ -306,8 +306,8 @@ def test_student_features_keep_gradients_and_pair_with_teacher():
     with FeatureRecorder(student, ["features.block2"]) as rec:
         student(torch.randn(2, 1, 28, 28))
     assert rec.features["features.block2"].requires_grad
-    teacher = feature_shapes(make("resnet"), ["layer2", "layer3"], (1, 28, 28))
-    pupil = feature_shapes(student, ["features.block2", "features.block3"], (1, 28, 28))
+    teacher = feature_shapes(make("resnet"), ["layer2", "layer3"], torch.zeros(2, 1, 28, 28))
+    pupil = feature_shapes(student, ["features.block2", "features.block3"], torch.zeros(2, 1, 28, 28))
     assert teacher["layer2"][-2:] == pupil["features.block2"][-2:] == (14, 14)
     assert teacher["layer3"][-2:] == pupil["features.block3"][-2:] == (7, 7)
     assert student.training  # feature_shapes restores the mode
@@ -320,4 +320,4 @@ def test_feature_recorder_errors(tmp_path):
     with pytest.raises(ModelError, match=r"features need a PyTorch model; 'features\.block1' is inside an ONNX model"):
         FeatureRecorder(OnnxModule(tmp_path / "m.onnx"), ["features.block1"])
     ens = Ensemble([make("resnet"), make("tiny_cnn")])
-    assert feature_shapes(ens, ["members.0.layer3"], (1, 28, 28))["members.0.layer3"] == (2, 96, 7, 7)
+    assert feature_shapes(ens, ["members.0.layer3"], torch.zeros(2, 1, 28, 28))["members.0.layer3"] == (2, 96, 7, 7)

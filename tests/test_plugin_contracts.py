@@ -42,6 +42,7 @@ from edgekd.ondevice.registry import Registry, discover
 from edgekd.ondevice.runtimes import RUNTIMES
 from edgekd.parity import compare
 from edgekd.power_models import POWER_MODELS, estimate
+from edgekd.inputs import image_spec
 
 INPUT_SHAPE = (1, 28, 28)
 ROOT = Path(__file__).resolve().parents[1]
@@ -121,15 +122,15 @@ def tiny() -> Tiny:
         for _ in range(3):
             student(torch.randn(32, *INPUT_SHAPE))
     student.eval()
-    prepared = quantize.prepare(student, INPUT_SHAPE, observer="minmax")
+    prepared = quantize.prepare(student, image_spec(INPUT_SHAPE), observer="minmax")
     prepared.calibrate(torch.randn(128, *INPUT_SHAPE, generator=torch.Generator().manual_seed(1)))
     prepared.freeze_observers()
     prepared.eval()
     int8_graph = prepared.converted(fold_quantize=False)
-    fp32_onnx = onnx_export.export(student, INPUT_SHAPE, work / "fp32.onnx", opset=18, dynamic_batch=False)
+    fp32_onnx = onnx_export.export(student, image_spec(INPUT_SHAPE), work / "fp32.onnx", opset=18, dynamic_batch=False)
     # The unfolded graph exports to the same QDQ ONNX (float weights behind QuantizeLinear) without a second conversion.
-    int8_onnx = onnx_export.export(copy.deepcopy(int8_graph), INPUT_SHAPE, work / "int8.onnx", opset=18, dynamic_batch=False)
-    sources = CompileSources(input_shape=INPUT_SHAPE, fp32_onnx=fp32_onnx, int8_onnx=int8_onnx,
+    int8_onnx = onnx_export.export(copy.deepcopy(int8_graph), image_spec(INPUT_SHAPE), work / "int8.onnx", opset=18, dynamic_batch=False)
+    sources = CompileSources(input=image_spec(INPUT_SHAPE), fp32_onnx=fp32_onnx, int8_onnx=int8_onnx,
                              fp32_model=lambda: copy.deepcopy(student), int8_graph=lambda: copy.deepcopy(int8_graph),
                              int8_graph_folded=lambda: prepared.converted(fold_quantize=True))
     inputs = torch.randn(64, *INPUT_SHAPE, generator=torch.Generator().manual_seed(2)).numpy()

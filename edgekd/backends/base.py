@@ -27,6 +27,8 @@ from ..registry import Registry, discover
 if TYPE_CHECKING:  # torch only for the annotations: importing a backend's declaration must stay light
     import torch
 
+    from ..records import InputSpec
+
 __all__ = ["BACKENDS", "DEVICE_TOOLS", "Backend", "CompileSources", "DeviceTool", "Model", "NotRunnable", "first_line",
            "package_version"]
 
@@ -38,13 +40,20 @@ NotRunnable = Unavailable
 class CompileSources:
     """What backends build from. Everything comes from upstream stage records, never from their files directly."""
 
-    input_shape: tuple[int, int, int]
+    input: "InputSpec"  # the one model input (float32 NCHW image, or int64 token ids)
     fp32_onnx: Path  # verified FP32 ONNX (export stage)
     int8_onnx: Path | None  # verified QDQ ONNX with the learned scales (export stage), None without quantization
     fp32_model: Callable[[], "torch.nn.Module"]  # the FP32 PyTorch student, built on demand
     int8_graph: Callable[[], "torch.fx.GraphModule"] | None  # converted PT2E graph (QDQ ops, weights not folded)
     int8_graph_folded: Callable[[], "torch.fx.GraphModule"] | None = None  # the same with int8 weights folded (ExecuTorch)
     metadata: dict[str, Any] = field(default_factory=dict)
+    sequence: int | None = None  # text: the length fixed-shape artifacts are built for (profile.sequence_length)
+
+    def example(self) -> "torch.Tensor":
+        """The batch-1 input a fixed-shape artifact is traced with (ids of ``sequence`` tokens for text)."""
+        from ..inputs import example_input
+
+        return example_input(self.input, 1, **({"sequence": self.sequence} if self.sequence else {}))
 
 
 class Backend(ABC):

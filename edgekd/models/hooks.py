@@ -96,11 +96,11 @@ def missing_layer(model: nn.Module, name: str, key: str, *, what: str = "the mod
 
 
 def feature_shapes(
-    model: nn.Module, names: Sequence[str], input_shape: tuple[int, int, int], key: str = "distill.features"
+    model: nn.Module, names: Sequence[str], example: torch.Tensor, key: str = "distill.features"
 ) -> dict[str, torch.Size]:
-    """Output shapes of the named modules for one batch-2 eval-mode forward on zeros."""
+    """Output shapes of the named modules for one eval-mode forward on ``example`` (``DataBundle.example(2)``)."""
     first = next(model.parameters(), None)
-    x = torch.zeros((2, *input_shape), device=first.device if first is not None else "cpu")
+    x = example.to(first.device if first is not None else "cpu")
     was_training = model.training
     model.eval()  # eval: BatchNorm must not update its running stats on zeros
     try:

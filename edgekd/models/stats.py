@@ -25,40 +25,46 @@ class ModelStats:
     macs: int
     size_bytes: int
     note: str = ""
+    embedding_params: int = 0  # in nn.Embedding tables (a text model's vocabulary): parameters, but no MACs
 
     def to_dict(self) -> dict:
         return asdict(self)
 
 
-def model_stats(model: nn.Module, input_shape: tuple[int, int, int]) -> ModelStats:
-    """Stats for one ``(C, H, W)`` sample.
+def model_stats(model: nn.Module, example: torch.Tensor) -> ModelStats:
+    """Stats for one batch-1 ``example`` input (``DataBundle.example()``: an image, or ids at the maximum length).
 
     PyTorch modules: MACs from ``torch_pruning.utils.count_ops_and_params``
     (conv/linear incl. bias adds, plus BN/activation/pool element ops).
     TorchScript and torch.export modules cannot take its hooks, so they fall
-    back to ``torch.utils.flop_counter`` (conv/matmul only). ONNX: see
+    back to ``torch.utils.flop_counter`` (conv/matmul only), as do text models, whose attention matmuls
+    (no module of their own) the hooks would miss. ONNX: see
     ``onnx_stats``. Ensembles: the sum over members. ``size_bytes`` is the
     float32 safetensors serialization of the state dict (the file size for ONNX).
     """
     if isinstance(model, OnnxModule):
-        return onnx_stats(model.path, input_shape)
+        return onnx_stats(model.path, tuple(example.shape[1:]))
     if isinstance(model, Ensemble):
-        parts = [model_stats(m, input_shape) for m in model.members]
+        parts = [model_stats(m, example) for m in model.members]
         macs = -1 if any(p.macs < 0 for p in parts) else sum(p.macs for p in parts)
         notes = "; ".join(sorted({p.note for p in parts if p.note}))
         return ModelStats(sum(p.params for p in parts), macs, sum(p.size_bytes for p in parts), notes)
     params = sum(p.numel() for p in model.parameters())
     first = next(model.parameters(), None)
-    x = torch.zeros((1, *input_shape), device=first.device if first is not None else "cpu")
+    x = example.to(first.device if first is not None else "cpu")
     work = copy.deepcopy(model).eval()
     macs, note = 0, ""
-    if not isinstance(work, torch.jit.ScriptModule):
+    text = not x.is_floating_point()
+    if not isinstance(work, torch.jit.ScriptModule) and not text:
         macs = int(tp.utils.count_ops_and_params(work, x)[0])
-    if macs == 0 and params > 0:  # no hookable layers: ScriptModule or a torch.export graph
+    if macs == 0 and params > 0:  # no hookable layers (ScriptModule, torch.export graph), or a text model
         with torch.no_grad(), FlopCounterMode(display=False) as counter:
             work(x)
-        macs, note = counter.get_total_flops() // 2, "counted with torch.utils.flop_counter (conv/matmul only)"
-    return ModelStats(params, macs, _safetensors_size(model), note)
+        macs = counter.get_total_flops() // 2
+        note = (f"counted with torch.utils.flop_counter (matmuls, attention included) at sequence {x.shape[-1]}"
+                if text else "counted with torch.utils.flop_counter (conv/matmul only)")
+    embedding = sum(m.weight.numel() for m in model.modules() if isinstance(m, nn.Embedding))
+    return ModelStats(params, macs, _safetensors_size(model), note, embedding)
 
 
 def _safetensors_size(model: nn.Module) -> int:

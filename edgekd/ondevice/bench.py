@@ -6,7 +6,7 @@ code, so a device's row has the same form as a local one::
     python -m edgekd.ondevice.bench --artifact model.tflite --backend litert \\
         --data test.npz --options '{"threads": 1}' --out result.json
 
-``--data`` holds the test inputs ``x`` (N, C, H, W float32, preprocessed) and
+``--data`` holds the test inputs ``x`` (N, C, H, W float32 preprocessed images, or N, S int64 token ids) and
 labels ``y``; accuracy is computed on all of them, in this runtime.
 """
 
@@ -26,7 +26,7 @@ import numpy as np
 from .atomic import write_text
 from .latency import LatencySettings, measure_latency
 from .settings import ENERGY, LATENCY
-from .runtimes import Unavailable, load
+from .runtimes import Unavailable, as_input, load
 
 
 def _status_mb(field: str) -> float | None:
@@ -101,7 +101,7 @@ def run(args: argparse.Namespace) -> dict:
         os.sched_setaffinity(0, {int(c) for c in args.pin.split(",")})
     options = json.loads(args.options)
     data = np.load(args.data)
-    x, y = np.ascontiguousarray(data["x"], dtype=np.float32), data["y"].astype(np.int64)
+    x, y = as_input(data["x"]), data["y"].astype(np.int64)
     baseline_mb = _rss_mb()
     started = time.perf_counter()
     model = load(args.backend, args.artifact, options)
@@ -152,7 +152,7 @@ def parser() -> argparse.ArgumentParser:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--artifact", required=True, help="the compiled model file (e.g. .onnx, .xml, .tflite, .pte)")
     p.add_argument("--backend", required=True, help="the backend that built it: a folder of edgekd/backends with a runtime.py (e.g. onnxruntime)")
-    p.add_argument("--data", required=True, help=".npz with x (N,C,H,W float32) and y (N,) labels")
+    p.add_argument("--data", required=True, help=".npz with x (N,C,H,W float32 or N,S int64 ids) and y (N,) labels")
     p.add_argument("--options", default="{}", help="runtime options as JSON, e.g. '{\"threads\": 1}'")
     p.add_argument("--out", help="write the JSON here (default: stdout)")
     # defaults: edgekd.ondevice.settings, shared with the pipeline YAML's profile section

@@ -22,6 +22,11 @@ class Unavailable(RuntimeError):
     """This runtime cannot run here (a missing package, the wrong OS, no GPU); the message says why."""
 
 
+def as_input(x: np.ndarray) -> np.ndarray:
+    """Contiguous model input: float32 for images and other floats, int64 for token ids."""
+    return np.ascontiguousarray(x, dtype=np.int64 if np.issubdtype(np.asarray(x).dtype, np.integer) else np.float32)
+
+
 def in_batches(infer: Callable[[np.ndarray], np.ndarray], x: np.ndarray, size: int) -> np.ndarray:
     """``infer`` on consecutive slices of ``size`` rows, concatenated."""
     return np.concatenate([infer(x[i : i + size]) for i in range(0, len(x), size)])
@@ -29,7 +34,8 @@ def in_batches(infer: Callable[[np.ndarray], np.ndarray], x: np.ndarray, size: i
 
 class Model:
     """A loaded artifact. Subclasses implement ``infer`` for the artifact's own batch (``batch``; None when
-    the artifact takes any); ``predict`` takes float32 NCHW inputs of any length and returns float32 logits."""
+    the artifact takes any); ``predict`` takes inputs of any length (float32 images or int64 token ids, see
+    ``as_input``) and returns float32 logits."""
 
     runtime: str = ""  # "<package> <version>" of the runtime that ran it
     batch: int | None = 1  # deployed artifacts are built at batch 1
@@ -38,7 +44,7 @@ class Model:
         raise NotImplementedError
 
     def predict(self, x: np.ndarray) -> np.ndarray:
-        x = np.ascontiguousarray(x, dtype=np.float32)
+        x = as_input(x)
         if self.batch is None or len(x) == self.batch:
             return self.infer(x)
         if len(x) % self.batch:

@@ -25,7 +25,9 @@ from torchao.quantization.pt2e import (
 from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_qat_pt2e
 
 from ..errors import ModelError
+from ..inputs import dynamic_axes, example_input
 from ..io import atomic_path
+from ..records import InputSpec
 from .quantizer import BATCH_NORM, Int8Quantizer
 
 
@@ -96,13 +98,14 @@ class QuantizedStudent(torch.nn.Module):
         return converted
 
 
-def prepare(model: torch.nn.Module, input_shape: tuple[int, ...], *, observer: str = "moving_average") -> QuantizedStudent:
-    """Capture ``model`` in training mode (so conv-BN patterns fuse for QAT) with a dynamic batch."""
+def prepare(model: torch.nn.Module, spec: InputSpec, *, observer: str = "moving_average") -> QuantizedStudent:
+    """Capture ``model`` in training mode (so conv-BN patterns fuse for QAT) with its dynamic axes
+    (the batch; for text also the sequence, so trimmed training batches of any length fit)."""
     model = copy.deepcopy(model).train()
-    example = (torch.zeros(2, *input_shape),)
-    batch = torch.export.Dim("batch", min=1, max=4096)
+    example = (example_input(spec, 2),)
+    dims = {i: torch.export.Dim(name, min=1, max=top) for i, (name, top) in dynamic_axes(spec).items()}
     try:
-        graph = torch.export.export(model, example, dynamic_shapes=({0: batch},)).module()
+        graph = torch.export.export(model, example, dynamic_shapes=(dims,)).module()
     except Exception as error:  # torch.export's errors are long; keep the first line and the model name
         first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise ModelError(f"quantize: cannot capture {type(model).__name__} with torch.export: {first}") from error

@@ -12,6 +12,8 @@ import traceback
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from ..backends import BACKENDS, CompileSources, NotRunnable
 from ..metrics import evaluate_logits, predict
 from ..ondevice.backend_info import artifact_files
@@ -59,6 +61,7 @@ class CompileStage(Stage):
         # Only what shapes the artifacts: how a device is reached or its power model re-runs profile, not this.
         artifacts = [{"name": t.name, "artifacts": [a.model_dump(mode="json") for a in t.artifacts]} for t in targets]
         return {"compile": ctx.config.section("compile"), "int8_atol_steps": int8_limit(ctx.config),
+                **({"sequence_length": ctx.sequence_length()} if ctx.data.is_text else {}),
                 "targets": artifacts, "toolchains": toolchains}
 
     def run(self, ctx: StageContext, out_dir: Path) -> CompileRecord:
@@ -70,15 +73,15 @@ class CompileStage(Stage):
         from ..quantize import load_quantized  # torchao: imported when compiling, not to plan a run
 
         sources = CompileSources(
-            input_shape=tuple(data.input_shape),
+            input=data.input, sequence=ctx.sequence_length(),
             fp32_onnx=ctx.absolute(export["fp32"].path),
             int8_onnx=ctx.absolute(export["int8"].path) if "int8" in export else None,
             fp32_model=lambda: ctx.load_model(student, key="compile").eval(),
             int8_graph=(lambda: load_quantized(quant, ctx).converted(fold_quantize=False)) if "int8" in export else None,
             int8_graph_folded=(lambda: load_quantized(quant, ctx).converted(fold_quantize=True)) if "int8" in export else None,
         )
-        x_check = data.x_test[: cfg.parity_samples].numpy()
-        references = {"fp32": predict(sources.fp32_model(), data.x_test[: cfg.parity_samples]).numpy()}
+        x_check = ctx.artifact_inputs()[: cfg.parity_samples].numpy()
+        references = {"fp32": predict(sources.fp32_model(), torch.from_numpy(x_check)).numpy()}
         tolerance = {"fp32": dict(atol=cfg.fp32_atol), "fp16": dict(atol=cfg.fp16_atol)}
         if sources.int8_onnx is not None:
             references["int8"] = ox.run_session(ox.session(sources.int8_onnx), x_check)
@@ -132,11 +135,11 @@ class CompileStage(Stage):
             row.reason = "load failed: " + first_lines(error)
             return
         try:
-            x_check = data.x_test[: cfg.parity_samples].numpy()
-            parity = compare(references[reference_key], runner.predict_batched(x_check),
+            x_test = ctx.artifact_inputs().numpy()
+            parity = compare(references[reference_key], runner.predict_batched(x_test[: cfg.parity_samples]),
                              min_top1_agreement=cfg.min_top1_agreement, **tolerance[row.precision])
             row.parity = parity
-            test = evaluate_logits(runner.predict_batched(data.x_test.numpy()), data.y_test, data.num_classes)
+            test = evaluate_logits(runner.predict_batched(x_test), data.y_test, data.num_classes)
             row.accuracy, row.per_class_accuracy = test.accuracy, test.per_class_accuracy
             row.operators = runner.operator_report()
             row.status = OK if parity.ok else FAILED
@@ -173,3 +176,4 @@ def artifact_table(record: CompileRecord):
             (row.reason or "")[:70],
         )
     return table
+

@@ -12,7 +12,7 @@ from typing import Any
 import torch
 
 from .. import distributed
-from ..distillation import distill_into, student_record
+from ..distillation import distill_into, load_teachers, student_record
 from ..records import ModelRef, StudentRecord
 from .base import STAGES, Stage, StageContext
 
@@ -39,18 +39,24 @@ class DistillStage(Stage):
         spec = ctx.config.student
         torch.manual_seed(ctx.config.seed)  # the student's initial weights
         student = ctx.load_model(ModelRef(model=spec.model, kwargs=spec.kwargs, weights=spec.weights), key="student")
+        initialised = None
+        if spec.init_from == "teacher":
+            from ..models.bert import init_from_teacher
+
+            initialised = init_from_teacher(student, load_teachers(ctx)[0][0])
         train, cache = distill_into(
             ctx, student, out_dir, train_config=ctx.config.distill.train, description="distill",
             run_key=ctx.train_key("distill"),
         )
         ref = ctx.save_model(student, spec.model, spec.kwargs, out_dir / "student.safetensors")
         distributed.published(out_dir / "student.safetensors", what="saving the distilled student")
-        return student_record(ctx, student, ref, train, cache)
+        return student_record(ctx, student, ref, train, cache).model_copy(update={"initialised": initialised})
 
     def describe(self, record: StudentRecord) -> list[tuple[str, str]]:
         f, cache = record.figures, record.teacher_cache
         return [
             ("student accuracy", f"{f.accuracy:.2%}"),
-            ("student params / MACs", f"{f.params:,} / {f.macs:,}"),
+            ("student params / MACs", f.size_line()),
             ("teacher cache", "hit" if cache.hit else ("built" if cache.used else "off")),
+            *([("student initialised", record.initialised)] if record.initialised else []),
         ]

@@ -33,8 +33,7 @@ class ExportStage(Stage):
         meta = {
             "edgekd_version": __version__,
             "class_names": data.class_names,
-            "preprocessing": {"layout": "NCHW", "input_shape": list(data.input_shape), "source": data.source,
-                              "normalize": data.normalization.to_dict(), "note": "x = (pixels / 255 - mean) / std for 8-bit images"},
+            "preprocessing": preprocessing(data),
             "provenance": {"data_hash": data.data_hash, "split": data.split.digest(),
                            "teachers": [m.sha256 for m in ctx.record(TEACHER, TeacherRecord).members],
                            "student": student_rec.model.sha256},
@@ -63,7 +62,7 @@ class ExportStage(Stage):
         cfg, data = ctx.config.export, ctx.data
         work = path.with_name(f".{path.name}.unverified")
         try:
-            ox.export(model, data.input_shape, work, opset=cfg.opset, dynamic_batch=cfg.dynamic_batch)
+            ox.export(model, data.input, work, opset=cfg.opset, dynamic_batch=cfg.dynamic_batch)
             if cfg.simplify:
                 ox.simplify(work)
             ox.set_metadata(work, meta)
@@ -74,6 +73,7 @@ class ExportStage(Stage):
                 compare(reference.numpy(), ox.run_session(sess, x_check), min_top1_agreement=cfg.min_top1_agreement, **tolerance),
                 f"export of {path.name}",
             )
+            shapes = shape_grid(model, sess, data, x_check, atol=parity.atol, dynamic_batch=cfg.dynamic_batch)
             test = evaluate_logits(ox.run_session(sess, data.x_test), data.y_test, data.num_classes)
         except Exception:
             if work.exists():
@@ -83,10 +83,50 @@ class ExportStage(Stage):
         return OnnxArtifact(
             path=ctx.relative(path), sha256=sha256_file(path), size_bytes=path.stat().st_size, parity=parity,
             accuracy=test.accuracy, per_class_accuracy=test.per_class_accuracy,
-            output_scale=ox.output_scale(path) if "quantization" in meta else None,
+            output_scale=ox.output_scale(path) if "quantization" in meta else None, shapes_checked=shapes,
         )
 
     def describe(self, record: ExportRecord) -> list[tuple[str, str]]:
         return [(f"ONNX {name}", f"accuracy {art.accuracy:.2%} in ONNX Runtime; max|diff| {art.parity.max_abs_diff:.2g}, "
                                  f"top-1 agreement {art.parity.top1_agreement:.2%}; {art.size_bytes / 1024:.0f} KiB")
                 for name, art in record.artifacts.items()]
+
+
+def preprocessing(data) -> dict[str, Any]:
+    """What a deployment must do to a raw example before the model, written into the ONNX metadata."""
+    pre = data.input.preprocess
+    if data.is_text:
+        return {"input": data.input.name, "dtype": "int64", "source": data.source, "tokenizer_sha256": pre.sha256,
+                "max_length": pre.max_length, "pad_id": pre.pad_id,
+                "note": "ids from the tokenizer (special tokens added), cut to max_length, right-padded with pad_id; "
+                        "the model masks padding itself"}
+    return {"layout": "NCHW", "input_shape": list(data.input_shape), "source": data.source,
+            "normalize": data.normalization.to_dict(), "note": "x = (pixels / 255 - mean) / std for 8-bit images"}
+
+
+def shape_grid(model, sess, data, x_check, *, atol: float, dynamic_batch: bool) -> list[list[int]]:
+    """Parity at each shape of the dynamic axes' grid (batch 1 and 4; for text 16, 64 and the maximum
+    length), against the same model in PyTorch; the shapes checked are returned for the record."""
+    import torch
+
+    from .. import onnx_export as ox
+    from ..errors import StageError
+    from ..inputs import fit_length, parity_shapes
+
+    cfg = data.input
+    checked = []
+    for sizes in parity_shapes(cfg, dynamic_batch=dynamic_batch):
+        x = x_check[: sizes["batch"]]
+        if len(x) < sizes["batch"]:
+            continue
+        if cfg.is_text:
+            x = fit_length(x, cfg, sizes["sequence"])
+        with torch.no_grad():
+            reference = model(x).float().numpy()
+        got = ox.run_session(sess, x.numpy(), batch_size=sizes["batch"])
+        diff = float(abs(reference - got).max())
+        if diff > atol:
+            raise StageError(f"export: at input shape {list(x.shape)} ONNX Runtime differs from PyTorch by {diff:.3g} "
+                             f"(tolerance {atol:.3g})")
+        checked.append(list(x.shape))
+    return checked

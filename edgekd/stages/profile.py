@@ -96,7 +96,7 @@ class ProfileStage(Stage):
         cfg, data = ctx.config.profile, ctx.data
         samples = cfg.samples or len(data.y_test)
         test_file = out_dir / "test.npz"
-        np.savez(test_file, x=data.x_test[:samples].numpy().astype(np.float32), y=data.y_test[:samples].numpy())
+        np.savez(test_file, x=ctx.artifact_inputs()[:samples].numpy(), y=data.y_test[:samples].numpy())
         targets = {t.name: t for t in self._targets(ctx)}
         compiled = [r for r in ctx.record(COMPILED, CompileRecord).artifacts if r.target in targets]
         results: dict[str, ProfiledArtifact] = {}
@@ -140,7 +140,8 @@ class ProfileStage(Stage):
         with ThreadPoolExecutor(max_workers=max(1, len(by_device))) as pool:
             for rows in pool.map(profile_device, list(by_device)):
                 results.update({r.id: r for r in rows})
-        return ProfileRecord(artifacts=[results[r.id] for r in compiled], test_samples=samples)
+        return ProfileRecord(artifacts=[results[r.id] for r in compiled], test_samples=samples,
+                             sequence_length=ctx.sequence_length())
 
     @staticmethod
     def _attempt(runner, job: ProfileJob, row: CompiledArtifact, power, retries: int) -> ProfiledArtifact:
@@ -164,6 +165,8 @@ class ProfileStage(Stage):
         ok = [r for r in record.artifacts if r.status == "ok"]
         c = record.counts()
         rows = [("artifacts", f"{c['ok']} profiled, {c['failed']} failed, {c['not run here']} not run here, {c[UNREACHABLE]} unreachable")]
+        if record.sequence_length:
+            rows.append(("inputs", f"batch 1, {record.sequence_length} tokens (padding included)"))
         timed = [r for r in ok if r.latency_ms and r.latency_ms.p50 is not None]  # a device's own tool may print no median
         if timed:
             fastest = min(timed, key=lambda r: r.latency_ms.p50)

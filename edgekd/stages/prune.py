@@ -45,9 +45,9 @@ class PruneStage(Stage):
         if not cfg.enabled:
             return upstream.model_copy(update={"compression": Compression(pruned=False)})
         student = ctx.load_model(upstream.model, key="prune")
-        example = torch.zeros(1, *data.input_shape)
+        example = data.example()
         macs_before, params_before = count(student, example)
-        size_before = model_stats(student, data.input_shape).size_bytes
+        size_before = model_stats(student, example).size_bytes
         options = dict(importance=cfg.importance, global_pruning=cfg.global_pruning, round_to=cfg.round_to, ignore=cfg.ignore)
         ratio = cfg.effective_ratio
         if ratio is None:

@@ -62,7 +62,7 @@ class QuantizeStage(Stage):
 
         observer = "moving_average" if cfg.mode == "qad" else "minmax"
         torch.manual_seed(ctx.config.seed)
-        prepared = prepare(student, data.input_shape, observer=observer)
+        prepared = prepare(student, data.input, observer=observer)
         prepared.calibrate(x_cal)  # QAD starts from calibrated ranges, not from the first batch
         train = None
         if cfg.mode == "qad":

@@ -25,7 +25,8 @@ from ..records import Figures, ModelRef, TeacherRecord, TrainSummary
 from ..train import Trainer
 from .base import STAGES, Stage, StageContext
 
-TRAINABLE_SCHEMES = ("zoo:", "python:")
+TRAINABLE_SCHEMES = ("zoo:", "python:", "hf:")
+HEAD = ("classifier", "pool")  # what `teacher.finetune: head` trains of an hf: teacher
 
 
 @STAGES.register("teacher")
@@ -41,7 +42,7 @@ class TeacherStage(Stage):
 
     def validate(self, ctx: StageContext) -> None:
         cfg = ctx.config.teacher
-        if any(spec.weights is None and spec.model.startswith(TRAINABLE_SCHEMES) for spec in cfg.members):
+        if any(self._trains(spec, cfg) for spec in cfg.members):
             distributed.check_batch_size("teacher.train.batch_size", cfg.train.batch_size)
 
     def run(self, ctx: StageContext, out_dir: Path) -> TeacherRecord:
@@ -51,10 +52,14 @@ class TeacherStage(Stage):
             key = f"teacher.members[{i}]"
             torch.manual_seed(ctx.config.seed + i)  # seeds the initial weights of a teacher trained here
             model = ctx.load_model(ModelRef(model=spec.model, kwargs=spec.kwargs, weights=spec.weights), key=key)
-            if spec.weights is None and spec.model.startswith(TRAINABLE_SCHEMES):
+            if self._trains(spec, cfg):
+                if spec.model.startswith("hf:") and cfg.finetune == "head":
+                    for name, param in model.named_parameters():
+                        param.requires_grad_(name.startswith(HEAD))
+                augment = cfg.augment if cfg.augment is not None else not data.is_text
                 result = Trainer(
                     model, build_loss([{"name": "ce"}], key="teacher"), cfg.train, data, out_dir / f"member{i}",
-                    augment=cfg.augment, seed=ctx.config.seed + i, description=f"teacher {i}",
+                    augment=augment, seed=ctx.config.seed + i, description=f"teacher {i}",
                     run_key=ctx.train_key("teacher", f"member{i}"), batch_key="teacher.train.batch_size",
                 ).fit(resume=ctx.resume)
                 trained.append(TrainSummary(**result.to_dict(), member=i))
@@ -73,10 +78,12 @@ class TeacherStage(Stage):
         ece_before = evaluate_logits(test_logits, data.y_test, data.num_classes).ece
         temperature = fit_temperature(val_logits, data.y_val) if cfg.calibrate_temperature else 1.0
         test = evaluate_logits(test_logits / temperature, data.y_test, data.num_classes)
-        stats = [model_stats(m, data.input_shape) for m in members]
+        stats = [model_stats(m, data.example()) for m in members]
         figures = Figures(
             accuracy=test.accuracy, per_class_accuracy=test.per_class_accuracy, ece=test.ece,
             params=sum(s.params for s in stats), macs=sum(s.macs for s in stats), size_bytes=sum(s.size_bytes for s in stats),
+            embedding_params=sum(s.embedding_params for s in stats) or None,
+            macs_note="; ".join(sorted({s.note for s in stats if s.note})) or None,
         )
         return TeacherRecord(
             members=refs, ensemble_weights=weights, temperature=temperature, figures=figures,
@@ -84,11 +91,18 @@ class TeacherStage(Stage):
             ece_before_calibration=ece_before, trained=trained,
         )
 
+    @staticmethod
+    def _trains(spec, cfg) -> bool:
+        """Trained here: zoo/python teachers without weights, and hf: checkpoints unless finetune is none."""
+        if spec.model.startswith("hf:"):
+            return spec.weights is None and cfg.finetune != "none"
+        return spec.weights is None and spec.model.startswith(TRAINABLE_SCHEMES)
+
     def describe(self, record: TeacherRecord) -> list[tuple[str, str]]:
         f = record.figures
         rows = [
             ("teacher accuracy", f"{f.accuracy:.2%}"),
-            ("teacher params / MACs", f"{f.params:,} / {f.macs:,}"),
+            ("teacher params / MACs", f.size_line()),
             ("teacher ECE", f"{f.ece:.4f}"),
         ]
         if record.temperature != 1.0:

@@ -319,7 +319,7 @@ class Trainer:
             indices = order[b * config.batch_size : (b + 1) * config.batch_size]
             if b == self.batches_per_epoch - 1:
                 indices = order[b * config.batch_size :]  # the remainder joins the last batch
-            x, y = data.x_train[indices], data.y_train[indices]
+            x, y = data.trim(data.x_train[indices]), data.y_train[indices]  # text: cut to the batch's longest
             if self.augment:
                 x = augment_batch(x, generator=generator)  # the whole global batch: same draws as one process
             if self._ddp is None:

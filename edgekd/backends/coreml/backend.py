@@ -79,16 +79,18 @@ class CoreMlBackend(Backend):
         if not hasattr(ct.target, target_name):
             raise ValueError(f"coreml option minimum_deployment_target={target_name!r} is not a coremltools target (e.g. iOS16, macOS13)")
         model = sources.fp32_model().eval()
-        example = (torch.zeros(1, *sources.input_shape),)
+        example = (sources.example(),)
         with torch.no_grad():
             output_shape = [int(d) for d in model(*example).shape]
         captured, capture = _capture(model, example)
-        input_shape = [1, *sources.input_shape]
+        input_shape = [int(d) for d in example[0].shape]
+        # Core ML has no int64 tensors: token ids go in as int32 (any vocabulary fits)
+        input_dtype = np.float32 if example[0].is_floating_point() else np.int32
         try:
             mlmodel = ct.convert(
                 captured,
                 convert_to="mlprogram",
-                inputs=[ct.TensorType(name=INPUT_NAME, shape=tuple(input_shape), dtype=np.float32)],
+                inputs=[ct.TensorType(name=sources.input.name, shape=tuple(input_shape), dtype=input_dtype)],
                 outputs=[ct.TensorType(name=OUTPUT_NAME, dtype=np.float32)],
                 compute_precision=ct.precision.FLOAT16,
                 minimum_deployment_target=getattr(ct.target, target_name),
@@ -109,17 +111,18 @@ class CoreMlBackend(Backend):
         metadata[_META + "weights"] = weights
         metadata[_META + "capture"] = capture
         metadata[_META + "input_shape"] = json.dumps(input_shape)
+        metadata[_META + "input_name"] = sources.input.name
         metadata[_META + "output_shape"] = json.dumps(output_shape)
-        self._check_io(ct, mlmodel.get_spec(), input_shape, output_shape)
+        self._check_io(ct, mlmodel.get_spec(), input_shape, output_shape, sources.input.name)
         path = Path(out_dir) / f"model_{precision}{self.suffix}"
         _save_package(mlmodel, path)
         return path
 
     @staticmethod
-    def _check_io(ct, spec, input_shape: list[int], output_shape: list[int]) -> None:
+    def _check_io(ct, spec, input_shape: list[int], output_shape: list[int], input_name: str = INPUT_NAME) -> None:
         inputs = [_feature(ct, f) for f in spec.description.input]
         outputs = [_feature(ct, f) for f in spec.description.output]
-        expected = ([{"name": INPUT_NAME, "shape": input_shape}], [{"name": OUTPUT_NAME, "shape": output_shape}])
+        expected = ([{"name": input_name, "shape": input_shape}], [{"name": OUTPUT_NAME, "shape": output_shape}])
         actual = ([{k: f[k] for k in ("name", "shape")} for f in inputs], [{k: f[k] for k in ("name", "shape")} for f in outputs])
         if actual != expected:
             raise StageError(f"coreml: the program's IO {actual} does not match the student's {expected}")
@@ -134,7 +137,8 @@ class CoreMlBackend(Backend):
         inputs = [_feature(ct, f) for f in spec.description.input]
         outputs = [_feature(ct, f) for f in spec.description.output]
         if _META + "input_shape" in metadata:
-            self._check_io(ct, spec, json.loads(metadata[_META + "input_shape"]), json.loads(metadata[_META + "output_shape"]))
+            self._check_io(ct, spec, json.loads(metadata[_META + "input_shape"]), json.loads(metadata[_META + "output_shape"]),
+                           metadata.get(_META + "input_name", INPUT_NAME))
         summary = _program_summary(ct, spec)
         compute = summary["compute_dtypes"]
         precision = "fp16" if compute and max(compute, key=compute.get) == "FLOAT16" else "fp32"

@@ -70,11 +70,13 @@ class CoreMlModel(Model):
         ct = _ct()
         units = getattr(ct.ComputeUnit, str(options.get("compute_units", "ALL")).upper())
         self.model = ct.models.MLModel(str(path), compute_units=units)
+        self.input_name = self.model.get_spec().description.input[0].name  # "input", or "input_ids" for text
         self.compute_units = self.model.compute_unit
         self.runtime = package_version("coremltools")
 
     def infer(self, x: np.ndarray) -> np.ndarray:
-        return np.asarray(self.model.predict({INPUT_NAME: x})[OUTPUT_NAME], dtype=np.float32)
+        x = x.astype(np.int32) if np.issubdtype(x.dtype, np.integer) else x  # Core ML takes ids as int32
+        return np.asarray(self.model.predict({self.input_name: x})[OUTPUT_NAME], dtype=np.float32)
 
     def operator_report(self) -> dict[str, Any]:
         """Where each MIL op is planned to run (CPU/GPU/Neural Engine), from Core ML's compute plan (macOS 14.4+)."""

@@ -81,7 +81,7 @@ class ExecuTorchBackend(Backend):
             model = sources.fp32_model().eval()
             if precision == "fp16":
                 model = _Float16(model).eval()
-        example = (torch.zeros(1, *sources.input_shape),)
+        example = (sources.example(),)
         try:
             lowered = to_edge_transform_and_lower(torch.export.export(model, example), partitioner=[XnnpackPartitioner()])
             operators = delegation_report(lowered.exported_program().graph_module)

@@ -13,7 +13,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from ...ondevice.runtimes import RUNTIMES, Model, Unavailable, package_version
+from ...ondevice.runtimes import Model, RUNTIMES, Unavailable, as_input, package_version
 
 
 def operators_path(program: Path) -> Path:
@@ -41,11 +41,11 @@ class ExecuTorchModel(Model):
         self.runtime = package_version("executorch")
 
     def infer(self, x: np.ndarray) -> np.ndarray:
-        (y,) = self.method.execute([self._torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))])
+        (y,) = self.method.execute([self._torch.from_numpy(as_input(x))])
         return y.numpy().copy()  # the output lives in the program's planned memory, reused by the next call
 
     def bind(self, x: np.ndarray) -> Callable[[], object]:
-        staged, method = [self._torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))], self.method
+        staged, method = [self._torch.from_numpy(as_input(x))], self.method
         return lambda: method.execute(staged)
 
     def operator_report(self) -> dict[str, Any]:

@@ -10,7 +10,6 @@ from pathlib import Path
 from typing import Any, Iterator
 
 import numpy as np
-import torch
 
 from ...errors import ModelError
 from ...io import atomic_path
@@ -78,7 +77,7 @@ class LiteRtBackend(Backend):
 
         if precision not in self.precisions:
             raise ValueError(f"litert: unknown precision {precision!r}; expected one of {', '.join(self.precisions)}")
-        example = (torch.zeros(1, *sources.input_shape),)
+        example = (sources.example(),)
         quant_config = None
         if precision == "int8":
             if sources.int8_graph is None:

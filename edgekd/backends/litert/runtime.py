@@ -8,7 +8,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from ...ondevice.runtimes import RUNTIMES, Model, Unavailable, package_version
+from ...ondevice.runtimes import RUNTIMES, Model, Unavailable, as_input, package_version
 
 
 def litert_interpreter(path: Path, *, threads: int | None = None, delegates: bool = True):
@@ -83,15 +83,15 @@ class LiteRtModel(Model):
 
     def _staged(self, x: np.ndarray) -> np.ndarray:
         dtype = self.input["dtype"]
-        if np.issubdtype(dtype, np.integer):  # int8 IO: quantize with the input tensor's own parameters
-            scale, zero_point = self.input["quantization"]
+        scale, zero_point = self.input["quantization"]
+        if np.issubdtype(dtype, np.integer) and scale:  # int8 IO: quantize with the input tensor's own parameters
             info = np.iinfo(dtype)
             # As torch's quantize_per_tensor: round-half-even of x * (1 / scale), in float32.
             return np.clip(np.round(x * np.float32(1.0 / scale)) + zero_point, info.min, info.max).astype(dtype)
         return x.astype(dtype, copy=False)
 
     def bind(self, x: np.ndarray) -> Callable[[], object]:
-        staged, index, interpreter = self._staged(np.ascontiguousarray(x, dtype=np.float32)), self.input["index"], self.interpreter
+        staged, index, interpreter = self._staged(as_input(x)), self.input["index"], self.interpreter
 
         def infer() -> None:
             interpreter.set_tensor(index, staged)  # a copy of the input's few KB, so a loop may cycle inputs

@@ -8,7 +8,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from ...ondevice.runtimes import RUNTIMES, Model, package_version
+from ...ondevice.runtimes import Model, RUNTIMES, as_input, package_version
 
 
 def openvino_compile(path: Path, options: dict[str, Any]):
@@ -45,7 +45,7 @@ class OpenVinoModel(Model):
     def bind(self, x: np.ndarray) -> Callable[[], object]:
         import openvino as ov
 
-        tensor = ov.Tensor(np.ascontiguousarray(x, dtype=np.float32))
+        tensor = ov.Tensor(as_input(x))
         request = self.request
 
         def infer() -> None:
