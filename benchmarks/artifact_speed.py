@@ -581,7 +581,7 @@ def write_report(raw, info, args) -> None:
         "- **model**: edgekd MobileNetV2 (width 1.0, ImageNet strides, 10 classes), batch 1 x 3x224x224, untrained weights, "
         "batch-norm statistics from 20 train-mode forwards on random data",
         f"- **calibration**: the same {args.calib} inputs (half Gaussian noise, half smooth structured images) on both sides; "
-        "edgekd: `prepare(model, (3,224,224), observer=\"minmax\")` -> `calibrate` -> `freeze_observers`",
+        "edgekd: `prepare(model, image_spec((3,224,224)), observer=\"minmax\")` -> `calibrate` -> `freeze_observers`",
         "- **(a) OpenVINO** CPU plugin, PERFORMANCE_HINT=LATENCY, NUM_STREAMS=1, INFERENCE_PRECISION_HINT=f32 (all read back "
         "from the compiled models below). edgekd: `converted(fold_quantize=True)` -> `onnx_export.export` (opset 18, static "
         "batch) + onnxslim, as the export stage does by default -> `BACKENDS[\"openvino\"].build(..., \"int8\")`. Reference: the FP32 "

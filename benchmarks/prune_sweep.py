@@ -75,7 +75,7 @@ def main(argv: list[str] | None = None) -> int:
     cfg = sweep_config(args.distill_epochs, args.quick)
     rows = []
     base = edgekd.run(cfg, args.workdir, stages=["export"])
-    input_shape = base["distill"].input_shape
+    input_shape = base["distill"].inputs[0].fixed_shape()[1:]  # (C, H, W) of the student's one input
 
     def keep(result, ratio: float) -> Path:
         # One run directory (teacher and student are distilled once); keep each ratio's ONNX file aside.
