@@ -157,13 +157,14 @@ def model_problems(ctx, *, losses_ok: bool) -> list[Problem]:
     except EdgekdError as error:
         # the models need its class count and input shape; a message that names its own data.* key keeps it
         key = str(error).split(":", 1)[0] if str(error).startswith("data.") else "data.source"
-        return [Problem.from_error(key, error)]
+        # a text: source is text even when it does not load: its other settings can still be checked
+        return [Problem.from_error(key, error)] + (text_problems(cfg, True) if cfg.data.source.startswith("text:") else [])
     found: list[Problem] = []
     # Building models draws random weights: leave the global generator as the stages expect to find it.
     with torch.random.fork_rng(devices=[]):
         teachers = [_build(spec, f"teacher.members[{i}]", data, cfg, found) for i, spec in enumerate(cfg.teacher.members)]
         student = _build(cfg.student, "student", data, cfg, found)
-    found += text_problems(cfg, data)
+    found += text_problems(cfg, data.is_text)
     pairs = [FeaturePair(p.student, p.teacher) for p in cfg.distill.features]
     if cfg.distill.layer_map is not None and student is not None and teachers and teachers[0] is not None:
         try:
@@ -248,10 +249,10 @@ def _forward(model: nn.Module, names: list[str], x: torch.Tensor):
     return logits, dict(recorder.features)
 
 
-def text_problems(cfg: PipelineConfig, data) -> list[Problem]:
+def text_problems(cfg: PipelineConfig, is_text: bool) -> list[Problem]:
     """Settings that mean something for images only, or lengths that do not fit, on text data (and back)."""
     found = []
-    if data.is_text:
+    if is_text:
         if cfg.data.augment:
             found.append(Problem("data.augment", "true, but text data has no augmentation (random shifts are for images)",
                                  "false"))

@@ -251,9 +251,6 @@ def test_text_settings_problems_are_reported_at_once(text_dir, tmp_path):
     assert "Traceback" not in message and "epoch" not in message
 
 
-@pytest.mark.xfail(strict=True, reason="product bug: when the text data fails to load (here a label_column typo), "
-                   "preflight.model_problems returns that one problem and skips text_problems, although "
-                   "text:PATH already says the data is text; data.augment and profile.sequence_length go unreported")
 def test_data_error_does_not_hide_text_setting_problems(text_dir, tmp_path):
     cfg = with_(data={"augment": True, "label_column": "sentimnt"}, profile={"sequence_length": 64})
     code, message = run_cli(bad_folder(text_dir, tmp_path), cfg)
