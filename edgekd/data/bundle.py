@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -43,6 +43,7 @@ class DataBundle:
     data_hash: str
     source: str
     classes_from: str = "names"  # see RawData.classes_from
+    _token_counts: torch.Tensor | None = field(default=None, repr=False, compare=False)
 
     @property
     def num_classes(self) -> int:
@@ -77,6 +78,12 @@ class DataBundle:
     def trim(self, x: torch.Tensor) -> torch.Tensor:
         """A training batch without all-padding trailing columns (text); images unchanged."""
         return trim_padding(x, self.input)
+
+    def token_counts(self) -> torch.Tensor:
+        """Text: the non-padding tokens of each training text (batching by length uses it)."""
+        if self._token_counts is None:
+            self._token_counts = (self.x_train != self.input.preprocess.pad_id).sum(1)
+        return self._token_counts
 
     def classes_note(self) -> str:
         """One line saying how many classes there are and what decided it (printed once per run)."""

@@ -84,6 +84,23 @@ class _TrainStep(torch.nn.Module):
         return _train_step(self.model, self.loss, x, y, teacher, recorder)
 
 
+def group_by_length(order: torch.Tensor, lengths: torch.Tensor, batch_size: int, generator: torch.Generator,
+                    window: int = 50) -> torch.Tensor:
+    """``order`` regrouped so each batch holds texts of similar length (as transformers' ``group_by_length``):
+    windows of ``window`` batches of the shuffled order are sorted by length, cut into batches, and the
+    batches shuffled again. A function of the seeded order only, so resumed and torchrun epochs match."""
+    span = batch_size * window
+    batches = []
+    for start in range(0, len(order), span):
+        chunk = order[start : start + span]
+        chunk = chunk[torch.argsort(lengths[chunk], descending=True, stable=True)]
+        batches += list(chunk.split(batch_size))
+    # the remainder batch keeps the last place, where the epoch loop expects it
+    head, tail = (batches[:-1], batches[-1:]) if len(order) % batch_size else (batches, [])
+    shuffled = [head[i] for i in torch.randperm(len(head), generator=generator).tolist()]
+    return torch.cat(shuffled + tail) if batches else order
+
+
 def _train_step(model: torch.nn.Module, loss: CompositeLoss, x: torch.Tensor, y: torch.Tensor,
                 teacher: TeacherOutputs | None, recorder: FeatureRecorder):
     """The student's forward pass and the combined loss: (loss, logits, loss terms)."""
@@ -308,6 +325,8 @@ class Trainer:
         generator = torch.Generator().manual_seed(epoch_seed)
         torch.manual_seed(epoch_seed)
         order = torch.randperm(len(data.x_train), generator=generator)
+        if data.is_text:  # batches of similar lengths: each is cut to its longest text, so less padding is computed
+            order = group_by_length(order, data.token_counts(), config.batch_size, generator)
         self.model.train()
         self.loss.train()
         started = time.perf_counter()
