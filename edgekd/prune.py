@@ -8,6 +8,14 @@ on the model's own graph and never pruned, whatever they are called; a ratio
 that would prune nothing is an error before any training, not a record saying
 ``pruned``. Pruned models are saved as safetensors plus the changed layer
 attributes as JSON metadata, so loading never unpickles anything.
+
+Transformer encoders (any model with an attention module: ``query``, ``key`` and ``value`` ``nn.Linear``
+children and a ``num_heads`` attribute, as the zoo's ``bert``) are pruned by whole attention heads and by
+the channels of the other Linears inside their blocks (the FFN's ``intermediate``); the hidden size (the
+residual stream: embeddings, LayerNorms, what ``attention.output`` and the FFN ``output`` add back) and the
+layers outside the blocks (pooler, classifier) are kept. ``ratio`` is the fraction of heads and of FFN
+channels removed from each layer; ``round_to`` applies to FFN channels (heads are removed whole). The
+attention module's head count must follow from ``query.out_features`` (the zoo's ``bert`` derives it).
 """
 
 from __future__ import annotations
@@ -20,6 +28,7 @@ import torch
 import torch_pruning as tp
 from safetensors import safe_open
 from safetensors.torch import save_file
+from torch.utils.flop_counter import FlopCounterMode
 
 from .errors import ConfigError, ModelError
 from .io import atomic_path
@@ -41,6 +50,49 @@ STRUCTURE_ATTRS = ("in_channels", "out_channels", "groups", "num_features", "in_
 PRUNABLE = (tp.ops.TORCH_CONV, tp.ops.TORCH_LINEAR)
 # Ratios tried, largest first, to say what would prune when the configured one prunes nothing.
 FALLBACK_RATIOS = (0.9, 0.75, 0.5, 0.3, 0.1)
+
+
+def attention_heads(model: torch.nn.Module) -> dict[str, int]:
+    """``{name: heads}`` of every attention module: ``query``, ``key`` and ``value`` nn.Linear children and an
+    integer ``num_heads``. Empty for models without attention (images)."""
+    found = {}
+    for name, module in model.named_modules():
+        if all(isinstance(getattr(module, p, None), torch.nn.Linear) for p in ("query", "key", "value")):
+            heads = getattr(module, "num_heads", None)
+            if isinstance(heads, int) and heads > 0:
+                found[name] = heads
+    return found
+
+
+def _blocks(model: torch.nn.Module, attention: list[str]) -> list[str]:
+    """The transformer blocks: for each attention module, its ancestor that is an item of a ModuleList or
+    Sequential (``encoder.layers.0``; HF's ``encoder.layer.0``; ViT's ``blocks.0``), else the whole model."""
+    blocks = []
+    for name in attention:
+        parts = name.split(".")
+        block = ""
+        for i in range(len(parts) - 1, 0, -1):
+            if isinstance(model.get_submodule(".".join(parts[:i])), (torch.nn.ModuleList, torch.nn.Sequential)):
+                block = ".".join(parts[: i + 1])
+                break
+        blocks.append(block)
+    return blocks
+
+
+def transformer_plan(model: torch.nn.Module) -> tuple[dict[torch.nn.Module, int], list[torch.nn.Module]]:
+    """(Torch-Pruning's ``num_heads`` for every q/k/v Linear, the modules kept whole) for a transformer;
+    ({}, []) for a model without attention. Kept: LayerNorms and Embeddings (their channels are the hidden
+    size, so the residual stream's group is skipped whole) and every prunable layer outside the blocks."""
+    heads = attention_heads(model)
+    if not heads:
+        return {}, []
+    num_heads = {getattr(model.get_submodule(name), p): h
+                 for name, h in heads.items() for p in ("query", "key", "value")}
+    blocks = _blocks(model, list(heads))
+    inside = lambda name: any(not b or name == b or name.startswith(b + ".") for b in blocks)  # noqa: E731
+    kept = [m for n, m in model.named_modules() if n and (isinstance(m, (torch.nn.LayerNorm, torch.nn.Embedding))
+                                                        or (isinstance(m, PRUNABLE) and not inside(n)))]
+    return num_heads, kept
 
 
 def prunable_layers(model: torch.nn.Module) -> list[str]:
@@ -106,10 +158,12 @@ def make_pruner(
     ignore: list[str] = (),
     key: str = "prune",
 ) -> tp.pruner.MetaPruner:
-    """A pruner that leaves the output layers and the ``ignore`` layers alone."""
+    """A pruner that leaves the output layers and the ``ignore`` layers alone; a transformer loses whole
+    heads and FFN channels only (see the module's docstring)."""
     ignored = resolve_layers(model, list(ignore), key=f"{key}.ignore")
     ignored += [model.get_submodule(name) for name in output_layers(model, example) if name not in ignore]
-    return tp.pruner.MetaPruner(
+    num_heads, kept = transformer_plan(model)
+    pruner = tp.pruner.MetaPruner(
         model,
         example,
         importance=IMPORTANCES.get(importance, key=f"{key}.importance")(),
@@ -117,8 +171,31 @@ def make_pruner(
         iterative_steps=steps,
         global_pruning=global_pruning,
         round_to=round_to,
-        ignored_layers=ignored,
+        ignored_layers=ignored + kept,
+        num_heads=num_heads,
+        prune_num_heads=bool(num_heads),
+        prune_head_dims=False,
+        head_pruning_ratio=ratio if num_heads else 0.0,
     )
+    if num_heads and not global_pruning:
+        _fix_local_head_schedule(pruner, num_heads, ratio, steps)
+    return pruner
+
+
+def _fix_local_head_schedule(pruner: tp.pruner.MetaPruner, num_heads: dict, ratio: float, steps: int) -> None:
+    """Local head pruning removes ceil(r_k * heads left) at step k, r_k being the cumulative ratio, so over
+    several steps it overshoots (ratio 0.5 in 2 steps: 1 of 4 heads, then 2 of 3). Per layer, give each step
+    the fraction of the heads left that brings the removed count to what one step at r_k would remove:
+    ``heads - int(heads * (1 - r_k))``, as Torch-Pruning counts channels."""
+    for layer, heads in num_heads.items():
+        removed, schedule = 0, [0.0]
+        for k in range(1, steps + 1):
+            # at least one head stays: a layer with no heads would have nothing to attend with
+            target = min(heads - 1, heads - int(heads * (1 - ratio * k / steps)))
+            # a hair under the exact fraction, so ceil() cannot round a float error up to one more head
+            schedule.append(max(0.0, (target - removed - 1e-6) / (heads - removed)) if target > removed else 0.0)
+            removed = max(removed, target)
+        pruner.head_pruning_ratio_dict[layer] = schedule
 
 
 def pruned_macs(model: torch.nn.Module, example: torch.Tensor, *, ratio: float, importance: str, **options) -> int:
@@ -173,9 +250,20 @@ def require_pruned(before: int, after: int, *, ratio: float, key: str = "prune.r
 
 
 def count(model: torch.nn.Module, example: torch.Tensor) -> tuple[int, int]:
-    """(MACs, parameters), counted by Torch-Pruning on the real graph."""
-    macs, params = tp.utils.count_ops_and_params(model, example)
-    return int(macs), int(params)
+    """(MACs, parameters) for ``example``, counted on the real graph: by Torch-Pruning for images; for token
+    ids (an integer example) by torch's flop counter (MACs = flops / 2), since Torch-Pruning's module hooks
+    miss the attention matmuls (no module of their own), as ``edgekd.models.stats.model_stats`` does."""
+    if not isinstance(example, torch.Tensor) or example.is_floating_point():
+        macs, params = tp.utils.count_ops_and_params(model, example)
+        return int(macs), int(params)
+    was_training = model.training
+    model.eval()  # dropout off; no statistics to protect in a text encoder, but stay as we found it
+    try:
+        with torch.no_grad(), FlopCounterMode(display=False) as counter:
+            model(example)
+    finally:
+        model.train(was_training)
+    return int(counter.get_total_flops() // 2), sum(p.numel() for p in model.parameters())
 
 
 def ratio_for_target(

@@ -1,5 +1,9 @@
 """Stage ``prune``: structured channel pruning in steps, each recovered by distillation from the teacher.
 
+A transformer student loses whole attention heads and FFN channels (``edgekd.prune``). Its recovery then
+drops TinyBERT's attention-score term (``attention: 0``), which compares scores head by head and cannot
+pair a student with fewer heads than the teacher; the other terms train as configured.
+
 Under torchrun every process prunes the same (synchronised) student the same way, checked after each
 step, and the recoveries train with DDP; rank 0 alone writes the pruned student.
 """
@@ -10,13 +14,15 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from rich.console import Console
 
 from .. import distributed
 from ..distillation import distill_into, student_record
 from ..errors import ConfigError
 from ..io import state_dict_hash
 from ..models import model_stats
-from ..prune import NEEDS_GRADIENTS, count, make_pruner, noop_problem, ratio_for_target, require_pruned, save_pruned
+from ..prune import (NEEDS_GRADIENTS, attention_heads, count, make_pruner, noop_problem, ratio_for_target,
+                     require_pruned, save_pruned)
 from ..records import Compression, ModelSize, PruneStep, StudentRecord, TeacherCache
 from .base import STAGES, Stage, StageContext
 
@@ -58,6 +64,7 @@ class PruneStage(Stage):
         if noop is not None:
             raise ConfigError(str(noop))
         pruner = make_pruner(student, example, ratio=ratio, steps=cfg.steps, **options)
+        heads_before = attention_heads(student)
         steps, train = [], None
         for step in range(cfg.steps):
             if cfg.importance in NEEDS_GRADIENTS:
@@ -73,6 +80,7 @@ class PruneStage(Stage):
                 ctx, student, out_dir / f"step{step + 1}", train_config=cfg.recovery,
                 description=f"recover {step + 1}/{cfg.steps}", run_key=ctx.train_key("prune", f"step{step}"),
                 batch_key="prune.recovery.batch_size",
+                losses=recovery_losses(ctx.config.distill.losses, heads_before, attention_heads(student)),
             )
             steps.append(PruneStep(step=step + 1, macs=macs, params=params, val_accuracy=train.best_val_accuracy))
         path = out_dir / "student_pruned.safetensors"
@@ -109,3 +117,23 @@ class PruneStage(Stage):
             ("pruned params", f"{c.before.params:,} -> {c.after.params:,}"),
             ("accuracy after recovery", f"{record.figures.accuracy:.2%} (before {c.before.accuracy:.2%})"),
         ]
+
+
+def recovery_losses(losses: list[dict], heads_before: dict[str, int], heads_now: dict[str, int]) -> list[dict] | None:
+    """The distill losses for a recovery: as configured (None), or, once heads were pruned, with every
+    ``tinybert`` term's ``attention`` part set to 0 (it compares attention scores head by head); a term
+    left with no part at all is dropped."""
+    if heads_now == heads_before or not any(l["name"] == "tinybert" and l.get("attention", 1.0) for l in losses):
+        return None
+    kept = []
+    for term in losses:
+        if term["name"] == "tinybert":
+            term = {**term, "attention": 0.0}
+            if not (term.get("embedding", 1.0) or term.get("hidden", 1.0)):
+                continue
+        kept.append(dict(term))
+    if not kept:
+        return None  # nothing else to train with: the tinybert loss itself says why it cannot pair the heads
+    Console(stderr=True).print("  heads were pruned: recovery trains without TinyBERT's attention-score term "
+                               "(it needs the teacher's head count)")
+    return kept
