@@ -122,11 +122,14 @@ class PruneConfig(Section):
     enabled: bool = True
     importance: Literal["l1", "l2", "bn_scale", "taylor"] = "l2"
     global_pruning: bool = False
-    ratio: float | None = Field(None, gt=0, lt=1, description="channel ratio removed from each prunable layer")
+    ratio: float | None = Field(None, gt=0, lt=1, description="fraction removed from each prunable layer: its output "
+                                "channels; in a transformer, its attention heads (whole) and FFN channels (the hidden "
+                                "size is kept)")
     target_macs: int | None = Field(None, ge=1, description="prune until MACs are at most this")
     target_params: int | None = Field(None, ge=1, description="prune until parameters are at most this")
     steps: int = Field(2, ge=1, description="iterative steps, each followed by recovery")
-    round_to: int | None = Field(None, ge=1, description="keep channel counts multiples of this (8 or 16 suit SIMD)")
+    round_to: int | None = Field(None, ge=1, description="keep channel counts multiples of this (8 or 16 suit SIMD); "
+                                 "in a transformer, FFN channels (heads go whole)")
     ignore: list[str] = Field(default_factory=list, description="layers left alone, besides the output layers (found "
                               "on the model's graph and never pruned)")
     recovery: TrainConfig = TrainConfig(epochs=4, lr=5e-3, warmup_epochs=0.5)

@@ -166,6 +166,8 @@ def _run_stages(ctx: StageContext, order: list[str], force: str | None, result: 
     stages_ = {name: STAGES.get(name)() for name in order}
     preflight.check(ctx)  # every config problem at once, before anything trains
     console.print(f"[dim]data: {ctx.data.classes_note()}[/dim]")
+    if ctx.data.text_note():
+        console.print(f"[dim]data: {ctx.data.text_note()}[/dim]")
     for stage in stages_.values():
         stage.validate(ctx)
     keys: dict[str, str] = {}

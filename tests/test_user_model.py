@@ -125,14 +125,14 @@ def test_ignore_error_names_layers_that_fit(usernet):
 
 def test_ratio_that_prunes_nothing_is_refused_before_training(usernet):
     net = usernet.EdgeNet()
-    [problem] = dry_run_problems(net, PruneConfig(ratio=0.99), SHAPE)
+    [problem] = dry_run_problems(net, PruneConfig(ratio=0.99), EXAMPLE)
     text = str(problem)
     assert problem.key == "prune.ratio" and "0.99" in text and "removes nothing" in text
     macs = f"{count(net, EXAMPLE)[0]:,}"
     assert f"MACs {macs} -> {macs}" in text
     assert "ratio 0.9 prunes" in text or "ratio 0.75 prunes" in text  # what would work instead
-    assert dry_run_problems(net, PruneConfig(ratio=0.3), SHAPE) == []
-    assert dry_run_problems(net, PruneConfig(ratio=0.99, enabled=False), SHAPE) == []
+    assert dry_run_problems(net, PruneConfig(ratio=0.3), EXAMPLE) == []
+    assert dry_run_problems(net, PruneConfig(ratio=0.99, enabled=False), EXAMPLE) == []
 
 
 def test_run_refuses_a_ratio_that_prunes_nothing_before_any_stage(tmp_path):

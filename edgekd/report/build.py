@@ -6,12 +6,12 @@ import datetime as dt
 from typing import Any
 
 from .. import __version__
-from ..records import CompileRecord, Figures, ProfileRecord
+from ..records import CompileRecord, Figures, InputSpec, ProfileRecord
 from .schema import ArtifactReport, Report
 
 
 def build_report(compiled: CompileRecord, profiled: ProfileRecord, teacher: Figures, student: Figures,
-                 class_names: list[str], run_name: str) -> dict[str, Any]:
+                 class_names: list[str], run_name: str, inputs: list[InputSpec] = ()) -> dict[str, Any]:
     """The report of a run whose profile stage has run; ``gate`` fields stay empty until budgets are applied."""
     profiles = {p.id: p for p in profiled.artifacts}
     artifacts = []
@@ -35,6 +35,7 @@ def build_report(compiled: CompileRecord, profiled: ProfileRecord, teacher: Figu
         ))
     report = Report(
         edgekd_version=__version__, created=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), run=run_name,
-        class_names=class_names, teacher=teacher, student=student, artifacts=artifacts,
+        class_names=class_names, inputs=list(inputs), sequence_length=profiled.sequence_length, teacher=teacher,
+        student=student, artifacts=artifacts,
     )
     return report.model_dump(mode="json")

@@ -178,6 +178,11 @@ def _header(rep: Report, title: str) -> str:
     out = [f'<header id="summary"><h1>{_e(title)}</h1><dl class="meta">']
     meta = [("Run", rep.run), ("edgekd", rep.edgekd_version), ("Created", rep.created),
             ("Report schema", rep.schema_version)]
+    for spec in rep.inputs:
+        shape = " x ".join(str(d) for d in spec.shape)
+        meta.append(("Input", f"{spec.name} {spec.dtype} [{shape}]"))
+    if rep.sequence_length:
+        meta.append(("Timed at", f"batch 1, {rep.sequence_length} tokens (padding included)"))
     hosts = []
     for a in rep.artifacts:
         if a.host is not None:

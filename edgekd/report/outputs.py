@@ -23,7 +23,8 @@ def run_report(ctx: StageContext) -> dict[str, Any]:
 
     student = ctx.record(STUDENT, StudentRecord)
     return build_report(ctx.record(COMPILED, CompileRecord), ctx.record(PROFILED, ProfileRecord),
-                        ctx.record(TEACHER, TeacherRecord).figures, student.figures, student.class_names, ctx.config.name)
+                        ctx.record(TEACHER, TeacherRecord).figures, student.figures, student.class_names, ctx.config.name,
+                        student.inputs)
 
 
 def write_outputs(ctx: StageContext) -> dict[str, Any] | None:

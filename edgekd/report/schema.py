@@ -12,7 +12,9 @@ from __future__ import annotations
 
 from pydantic import Field
 
-from ..records import ArtifactStatus, Energy, Figures, GateCheck, GateSummary, HostInfo, LatencyStats, Parity, Record
+from ..records import (
+    ArtifactStatus, Energy, Figures, GateCheck, GateSummary, HostInfo, InputSpec, LatencyStats, Parity, Record,
+)
 
 SCHEMA_VERSION = "1.0"
 
@@ -44,6 +46,8 @@ class Report(Record):
     created: str
     run: str
     class_names: list[str]
+    inputs: list[InputSpec] = Field(default_factory=list, description="the model's input: dtype, shape, preprocessing")
+    sequence_length: int | None = Field(None, description="text: every artifact ran on inputs of this many tokens, batch 1")
     teacher: Figures
     student: Figures = Field(description="the FP32 student every artifact was built from (after pruning)")
     artifacts: list[ArtifactReport]
