@@ -1,14 +1,16 @@
 """Contracts generated from the registries: every backend, power model and energy meter that registers
 is tested here the day it is added, and nothing here lists them.
 
-Backends build a tiny CNN's artifacts from the sources the compile stage gives them (the FP32 ONNX,
-the QDQ ONNX, the PyTorch student and its converted PT2E graph), load them in their own runtime and
-must match the reference as the compile stage requires; a backend whose runtime is missing here
-skips with its own reason. ``numpy-onnx-ref``, defined below and nowhere else, shows that a backend
-registered from any module goes through the compile stage.
+Backends build artifacts from the sources the compile stage gives them (the FP32 ONNX, the QDQ ONNX,
+the PyTorch student and its converted PT2E graph) for two tiny students, one per modality: a CNN on
+float32 NCHW images and a one-layer BERT encoder on int64 token ids (right-padded, the padding masked
+inside the model, fixed-shape artifacts built at ``TEXT_LENGTH``). Each artifact is loaded in its own
+runtime and must match the reference as the compile stage requires; a backend whose runtime is missing
+here skips with its own reason. ``numpy-onnx-ref``, defined below and nowhere else, shows that a
+backend registered from any module goes through the compile stage.
 
-``tiny()`` and ``built()`` are cached per process: test_backends_mobile.py reuses them, so the
-(slow, ~25 s) PT2E conversion and every artifact are made once.
+``tiny()`` and ``built()`` are cached per process and modality: test_backends_mobile.py reuses the
+image ones, so the (slow, ~25 s) PT2E conversion and every artifact are made once.
 """
 
 from __future__ import annotations
@@ -35,7 +37,7 @@ import edgekd
 from edgekd import onnx_export
 from edgekd.backends import BACKENDS, DEVICE_TOOLS, Backend, CompileSources, Model, NotRunnable
 from edgekd.config import CompileConfig, ExportConfig
-from edgekd.errors import ConfigError
+from edgekd.errors import ConfigError, ModelError
 from edgekd.ondevice.backend_info import BACKEND_INFO, BACKENDS_PACKAGE
 from edgekd.ondevice.meters import METERS, MeterUnavailable
 from edgekd.ondevice.registry import Registry, discover
@@ -43,8 +45,11 @@ from edgekd.ondevice.runtimes import RUNTIMES
 from edgekd.parity import compare
 from edgekd.power_models import POWER_MODELS, estimate
 from edgekd.inputs import image_spec
+from edgekd.records import InputSpec, TokenizerPreprocess
 
 INPUT_SHAPE = (1, 28, 28)
+TEXT_LENGTH = 16  # the text student's max_length, and the length its fixed-shape artifacts are built at
+MODALITIES = ("image", "text")
 ROOT = Path(__file__).resolve().parents[1]
 SYSFS = Path(__file__).parent / "fixtures" / "sysfs"
 
@@ -101,19 +106,20 @@ class Tiny:
     sources: CompileSources
     inputs: np.ndarray
     references: dict[str, np.ndarray]
-    tolerance: dict[str, float]
+    tolerance: dict[str, dict[str, float]]  # compare()'s keyword arguments per precision, as the compile stage
     min_top1_agreement: float
     work: Path
 
 
-@functools.lru_cache(maxsize=None)
-def tiny() -> Tiny:
-    """A half-width tiny CNN with a random classifier (logits far apart, so argmax is not decided by ties)."""
-    from edgekd import quantize
+def _seeded(seed: int) -> torch.Generator:
+    return torch.Generator().manual_seed(seed)
+
+
+def _image_student() -> tuple[torch.nn.Module, InputSpec, torch.Tensor, torch.Tensor]:
+    """A half-width tiny CNN with a random classifier (logits far apart, so argmax is not decided by ties),
+    its spec, calibration images and the images parity is checked on."""
     from edgekd.models import create_model
 
-    work = Path(tempfile.mkdtemp(prefix="edgekd-contracts-"))
-    atexit.register(shutil.rmtree, work, True)
     torch.manual_seed(0)
     student = create_model("tiny_cnn", num_classes=10, in_channels=1, width=0.5)
     torch.nn.init.normal_(student.classifier.weight, std=1.0)
@@ -121,35 +127,105 @@ def tiny() -> Tiny:
     with torch.no_grad():
         for _ in range(3):
             student(torch.randn(32, *INPUT_SHAPE))
-    student.eval()
-    prepared = quantize.prepare(student, image_spec(INPUT_SHAPE), observer="minmax")
-    prepared.calibrate(torch.randn(128, *INPUT_SHAPE, generator=torch.Generator().manual_seed(1)))
-    prepared.freeze_observers()
-    prepared.eval()
-    int8_graph = prepared.converted(fold_quantize=False)
-    fp32_onnx = onnx_export.export(student, image_spec(INPUT_SHAPE), work / "fp32.onnx", opset=18, dynamic_batch=False)
-    # The unfolded graph exports to the same QDQ ONNX (float weights behind QuantizeLinear) without a second conversion.
-    int8_onnx = onnx_export.export(copy.deepcopy(int8_graph), image_spec(INPUT_SHAPE), work / "int8.onnx", opset=18, dynamic_batch=False)
-    sources = CompileSources(input=image_spec(INPUT_SHAPE), fp32_onnx=fp32_onnx, int8_onnx=int8_onnx,
-                             fp32_model=lambda: copy.deepcopy(student), int8_graph=lambda: copy.deepcopy(int8_graph),
-                             int8_graph_folded=lambda: prepared.converted(fold_quantize=True))
-    inputs = torch.randn(64, *INPUT_SHAPE, generator=torch.Generator().manual_seed(2)).numpy()
-    with torch.no_grad():
-        fp32 = student(torch.from_numpy(inputs)).numpy()
-    # As the compile stage: FP32 and FP16 against PyTorch, INT8 against the QDQ ONNX, with its tolerances.
-    cfg = CompileConfig()
-    steps = cfg.int8_atol_steps if cfg.int8_atol_steps is not None else ExportConfig().int8_atol_steps  # as int8_limit
-    references = {"fp32": fp32, "fp16": fp32, "int8": onnx_export.run_session(onnx_export.session(int8_onnx), inputs)}
-    tolerance = {"fp32": cfg.fp32_atol, "fp16": cfg.fp16_atol, "int8": steps * onnx_export.output_scale(int8_onnx)}
-    return Tiny(student, prepared, int8_graph, sources, inputs, references, tolerance, cfg.min_top1_agreement, work)
+    return (student.eval(), image_spec(INPUT_SHAPE), torch.randn(128, *INPUT_SHAPE, generator=_seeded(1)),
+            torch.randn(64, *INPUT_SHAPE, generator=_seeded(2)))
+
+
+def text_spec() -> InputSpec:
+    """int64 ids (batch, sequence) of a 100-token vocabulary, pad id 0; the tokenizer is never read here."""
+    return InputSpec(name="input_ids", dtype="int64", shape=["batch", "sequence"], max_sizes={"sequence": TEXT_LENGTH},
+                     preprocess=TokenizerPreprocess(tokenizer="test", sha256="0" * 64, max_length=TEXT_LENGTH, pad_id=0,
+                                                    vocab_size=100))
+
+
+def _padded_ids(rows: int, generator: torch.Generator) -> torch.Tensor:
+    """Random ids right-padded with 0 to TEXT_LENGTH: lengths 1..TEXT_LENGTH, the first row full."""
+    ids = torch.randint(1, 100, (rows, TEXT_LENGTH), generator=generator)
+    lengths = torch.randint(1, TEXT_LENGTH + 1, (rows,), generator=generator)
+    lengths[0] = TEXT_LENGTH
+    return ids.masked_fill(torch.arange(TEXT_LENGTH) >= lengths[:, None], 0)
+
+
+def _text_student() -> tuple[torch.nn.Module, InputSpec, torch.Tensor, torch.Tensor]:
+    """A one-layer BERT encoder (hidden 32) with a random classifier, as the image student, and its ids."""
+    from edgekd.models import create_model
+
+    torch.manual_seed(0)
+    student = create_model("bert", num_classes=3, vocab_size=100, pad_id=0, max_length=TEXT_LENGTH, layers=1,
+                           hidden=32, heads=4, ffn=64)
+    torch.nn.init.normal_(student.classifier.weight, std=1.0)
+    calibration = torch.randint(1, 100, (64, TEXT_LENGTH), generator=_seeded(1))
+    return student.eval(), text_spec(), calibration, _padded_ids(64, _seeded(2))
+
+
+STUDENTS = {"image": _image_student, "text": _text_student}
+
+
+def tiny(modality: str = "image") -> Tiny:
+    return _tiny(modality)
 
 
 @functools.lru_cache(maxsize=None)
-def built(backend_name: str, precision: str) -> Path:
-    """The artifact ``backend_name`` builds for ``precision`` from the tiny sources, built once per process."""
-    out = tiny().work / backend_name
+def _tiny(modality: str) -> Tiny:
+    """The modality's student, its FP32 and QDQ ONNX, INT8 graphs, sources and references."""
+    from edgekd import quantize
+
+    work = Path(tempfile.mkdtemp(prefix=f"edgekd-contracts-{modality}-"))
+    atexit.register(shutil.rmtree, work, True)
+    student, spec, calibration, x = STUDENTS[modality]()
+    prepared = quantize.prepare(student, spec, observer="minmax")
+    prepared.calibrate(calibration)
+    prepared.freeze_observers()
+    prepared.eval()
+    int8_graph = prepared.converted(fold_quantize=False)
+    fp32_onnx = onnx_export.export(student, spec, work / "fp32.onnx", opset=18, dynamic_batch=False)
+    # The unfolded graph exports to the same QDQ ONNX (float weights behind QuantizeLinear) without a second conversion.
+    int8_onnx = onnx_export.export(copy.deepcopy(int8_graph), spec, work / "int8.onnx", opset=18, dynamic_batch=False)
+    sources = CompileSources(input=spec, sequence=TEXT_LENGTH if spec.is_text else None, fp32_onnx=fp32_onnx,
+                             int8_onnx=int8_onnx, fp32_model=lambda: copy.deepcopy(student),
+                             int8_graph=lambda: copy.deepcopy(int8_graph),
+                             int8_graph_folded=lambda: prepared.converted(fold_quantize=True))
+    inputs = x.numpy()
+    with torch.no_grad():
+        fp32 = student(x).numpy()
+    # As the compile stage: FP32 and FP16 against PyTorch, INT8 against the QDQ ONNX in whole output steps.
+    cfg = CompileConfig()
+    steps = cfg.int8_atol_steps if cfg.int8_atol_steps is not None else ExportConfig().int8_atol_steps  # as int8_limit
+    references = {"fp32": fp32, "fp16": fp32, "int8": onnx_export.run_session(onnx_export.session(int8_onnx), inputs)}
+    tolerance = {"fp32": dict(atol=cfg.fp32_atol), "fp16": dict(atol=cfg.fp16_atol),
+                 "int8": dict(step=onnx_export.output_scale(int8_onnx), limit_steps=steps)}
+    return Tiny(student, prepared, int8_graph, sources, inputs, references, tolerance, cfg.min_top1_agreement, work)
+
+
+def built(backend_name: str, precision: str, modality: str = "image") -> Path:
+    """The artifact ``backend_name`` builds for ``precision`` from the modality's sources, built once per process
+    (a failed build too: its error is raised again rather than rebuilt)."""
+    outcome = _built(backend_name, precision, modality)
+    if isinstance(outcome, Exception):
+        raise outcome
+    return outcome
+
+
+@functools.lru_cache(maxsize=None)
+def _built(backend_name: str, precision: str, modality: str) -> Path | Exception:
+    out = tiny(modality).work / backend_name
     out.mkdir(exist_ok=True)
-    return BACKENDS.get(backend_name)().build(tiny().sources, precision, out, {})
+    try:
+        return BACKENDS.get(backend_name)().build(tiny(modality).sources, precision, out, {})
+    except Exception as error:
+        return error
+
+
+def built_or_known_failure(name: str, precision: str, modality: str) -> Path:
+    """``built``, except the one build failure known and accepted here: executorch 1.4.1's runtime corrupts the
+    heap when it unloads an INT8 BERT program (a double free), which the backend's child-process probe turns
+    into a ModelError saying so. That case xfails with the message; any other failure fails the test."""
+    try:
+        return built(name, precision, modality)
+    except ModelError as error:
+        if (name, precision, modality) == ("executorch", "int8", "text") and "ExecuTorch runtime aborts" in str(error):
+            pytest.xfail(str(error))
+        raise
 
 
 def backend_or_skip(name: str) -> Backend:
@@ -164,23 +240,43 @@ def backend_or_skip(name: str) -> Backend:
 PAIRS = [(name, precision) for name in BACKENDS.names() for precision in BACKENDS.get(name).precisions]
 
 
+# Product bugs the text student finds, (modality, backend, precision) -> the exact error; strict, so the fix shows.
+KNOWN_FAILURES = {
+    # _Float16 casts every input to half, token ids included (fix: x.half() if x.is_floating_point() else x).
+    ("text", "executorch", "fp16"): "executorch fp16: lowering to XNNPACK failed: Expected tensor for argument #1 "
+                                    "'indices' to have one of the following scalar types: Long, Int; but got "
+                                    "torch.float16 instead",
+}
+
+
+@pytest.fixture(params=MODALITIES)
+def modality(request) -> str:
+    """Every backend contract runs on both students: images (float32 NCHW) and text (int64 ids, padded)."""
+    params = getattr(request.node, "callspec", None)
+    params = params.params if params else {}
+    known = KNOWN_FAILURES.get((request.param, params.get("name"), params.get("precision")))
+    if known:  # marked in setup, before pytest reads the test's xfail marks
+        request.applymarker(pytest.mark.xfail(strict=True, raises=ModelError, reason=known))
+    return request.param
+
+
 # ---------------------------------------------------------------- backends
 
 
 @pytest.mark.parametrize("name, precision", PAIRS, ids=[f"{n}-{p}" for n, p in PAIRS])
-def test_backend_builds_loads_and_matches_the_reference(name, precision):
+def test_backend_builds_loads_and_matches_the_reference(name, precision, modality):
     backend = backend_or_skip(name)
-    path = built(name, precision)
+    path = built_or_known_failure(name, precision, modality)
     assert path.exists() and path.suffix == backend.suffix
     assert isinstance(backend.inspect(path), dict)
     try:
         model = backend.load(path, {})
     except NotRunnable as why:  # built and inspected here; its runtime is elsewhere (Core ML off macOS)
         pytest.skip(f"{name} {precision}: {why}")
-    t = tiny()
-    parity = compare(t.references[precision], model.predict_batched(t.inputs), atol=t.tolerance[precision],
-                     min_top1_agreement=t.min_top1_agreement)
-    assert parity.ok, f"{name} {precision}: {parity.describe()}"
+    t = tiny(modality)
+    parity = compare(t.references[precision], model.predict_batched(t.inputs), min_top1_agreement=t.min_top1_agreement,
+                     **t.tolerance[precision])
+    assert parity.ok, f"{name} {precision} {modality}: {parity.describe()}"
     report = model.operator_report()
     assert report and isinstance(report.get("fallback_ops"), list), report
 
@@ -192,9 +288,10 @@ def _weights_encodings(student: torch.nn.Module) -> list[tuple[bytes, bytes]]:
 
 
 @functools.lru_cache(maxsize=None)
-def _int8_classifier_row() -> np.ndarray:
+def _int8_classifier_row(modality: str) -> np.ndarray:
     """The classifier's first row of int8 weights, as the learned scales fold them (what INT8 artifacts store)."""
-    graph, shape = tiny().prepared.converted(fold_quantize=True), tuple(tiny().student.classifier.weight.shape)
+    t = tiny(modality)
+    graph, shape = t.prepared.converted(fold_quantize=True), tuple(t.student.classifier.weight.shape)
     for node in graph.graph.nodes:
         value = functools.reduce(getattr, node.target.split("."), graph) if node.op == "get_attr" else None
         if isinstance(value, torch.Tensor) and value.dtype == torch.int8 and tuple(value.shape) == shape:
@@ -202,10 +299,13 @@ def _int8_classifier_row() -> np.ndarray:
     raise AssertionError(f"no int8 tensor of the classifier's shape {shape} in the folded graph")
 
 
-def _int8_weights_encodings(student: torch.nn.Module) -> list[tuple[bytes, bytes]]:
-    """The first classifier row's int8 weights (the whole row: a few bytes alone may occur anywhere), negated."""
-    row = _int8_classifier_row()
-    return [(row.tobytes(), np.clip(-row.astype(np.int16), -127, 127).astype(np.int8).tobytes())]
+def _int8_weights_encodings(modality: str):
+    def encodings(student: torch.nn.Module) -> list[tuple[bytes, bytes]]:
+        """The first classifier row's int8 weights (the whole row: a few bytes alone may occur anywhere), negated."""
+        row = _int8_classifier_row(modality)
+        return [(row.tobytes(), np.clip(-row.astype(np.int16), -127, 127).astype(np.int8).tobytes())]
+
+    return encodings
 
 
 def tamper(path: Path, target: Path, student: torch.nn.Module, encodings=_weights_encodings) -> bool:
@@ -228,42 +328,42 @@ def tamper(path: Path, target: Path, student: torch.nn.Module, encodings=_weight
     return False
 
 
-def assert_noticed(name: str, backend, precision: str, target: Path) -> None:
+def assert_noticed(name: str, backend, precision: str, target: Path, modality: str) -> None:
     """The tampered artifact at ``target`` refuses to load or run, or fails parity against the reference."""
-    t = tiny()
+    t = tiny(modality)
     try:
         out = backend.load(target, {}).predict_batched(t.inputs)
     except NotRunnable as why:
         pytest.skip(f"{name}: {why}")
     except Exception:
         return  # refused to load or run: the tampering was noticed
-    parity = compare(t.references[precision], out, atol=t.tolerance[precision], min_top1_agreement=t.min_top1_agreement)
-    assert not parity.ok, f"{name} {precision}: a tampered artifact passed parity ({parity.describe()})"
+    parity = compare(t.references[precision], out, min_top1_agreement=t.min_top1_agreement, **t.tolerance[precision])
+    assert not parity.ok, f"{name} {precision} {modality}: a tampered artifact passed parity ({parity.describe()})"
 
 
 @pytest.mark.parametrize("name", BACKENDS.names())
-def test_a_tampered_backend_artifact_fails_parity_or_loading(name, tmp_path):
+def test_a_tampered_backend_artifact_fails_parity_or_loading(name, modality, tmp_path):
     backend = backend_or_skip(name)
     float_precisions = [p for p in backend.precisions if p in ("fp32", "fp16")]
     if not float_precisions:
         pytest.skip(f"{name} builds no float artifact whose weights this test can find")
     precision = float_precisions[0]
-    path = built(name, precision)
+    path = built(name, precision, modality)
     target = tmp_path / path.name
-    if not tamper(path, target, tiny().student):
-        pytest.fail(f"{name} {precision}: the classifier's weights are in none of the artifact's files (float32 or float16)")
-    assert_noticed(name, backend, precision, target)
+    if not tamper(path, target, tiny(modality).student):
+        pytest.fail(f"{name} {precision} {modality}: the classifier's weights are in none of the artifact's files (float32 or float16)")
+    assert_noticed(name, backend, precision, target, modality)
 
 
 @pytest.mark.parametrize("name", [n for n in BACKENDS.names() if "int8" in BACKENDS.get(n).precisions])
-def test_a_tampered_int8_artifact_fails_parity_or_loading(name, tmp_path):
+def test_a_tampered_int8_artifact_fails_parity_or_loading(name, modality, tmp_path):
     """The same with the classifier's int8 weights; a backend that re-lays them out (packed, transposed) skips."""
     backend = backend_or_skip(name)
-    path = built(name, "int8")
+    path = built_or_known_failure(name, "int8", modality)
     target = tmp_path / path.name
-    if not tamper(path, target, tiny().student, _int8_weights_encodings):
-        pytest.skip(f"{name} int8: the classifier's int8 weights are not stored as one plain row (packed or re-laid out)")
-    assert_noticed(name, backend, "int8", target)
+    if not tamper(path, target, tiny(modality).student, _int8_weights_encodings(modality)):
+        pytest.skip(f"{name} int8 {modality}: the classifier's int8 weights are not stored as one plain row (packed or re-laid out)")
+    assert_noticed(name, backend, "int8", target, modality)
 
 
 @pytest.mark.parametrize("name", BACKEND_INFO.names())
