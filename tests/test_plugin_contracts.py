@@ -241,12 +241,7 @@ PAIRS = [(name, precision) for name in BACKENDS.names() for precision in BACKEND
 
 
 # Product bugs the text student finds, (modality, backend, precision) -> the exact error; strict, so the fix shows.
-KNOWN_FAILURES = {
-    # _Float16 casts every input to half, token ids included (fix: x.half() if x.is_floating_point() else x).
-    ("text", "executorch", "fp16"): "executorch fp16: lowering to XNNPACK failed: Expected tensor for argument #1 "
-                                    "'indices' to have one of the following scalar types: Long, Int; but got "
-                                    "torch.float16 instead",
-}
+KNOWN_FAILURES: dict[tuple[str, str, str], str] = {}  # (modality, backend, precision) -> the expected error
 
 
 @pytest.fixture(params=MODALITIES)

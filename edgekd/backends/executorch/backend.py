@@ -28,7 +28,7 @@ class _Float16(torch.nn.Module):
         self.model = model.half()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.model(x.half()).float()
+        return self.model(x.half() if x.is_floating_point() else x).float()  # token ids stay integers
 
 
 def delegation_report(graph_module: torch.fx.GraphModule) -> dict[str, Any]:
