@@ -86,6 +86,12 @@ class StageContext:
         scheme, _, rest = spec.model.partition(":")
         if scheme == "python":  # the module's source wherever it is imported from (beside the config, PYTHONPATH)
             return {"model": source_hash(spec.model, self.config.base_dir), "weights": self.file_hash(spec.weights)}
+        if scheme == "hf":  # a checkpoint replaced in its folder must re-run what was built from it
+            from .models.hf import resolve_hf_dir
+
+            folder = resolve_hf_dir(rest, self.config.base_dir, "model")
+            files = [folder / n for n in ("config.json", "model.safetensors", "pytorch_model.bin")]
+            return {"model": ":".join(sha256_file(f) for f in files if f.is_file()), "weights": self.file_hash(spec.weights)}
         model_file = rest if scheme in ("torchscript", "export", "onnx") else None
         return {"model": self.file_hash(model_file), "weights": self.file_hash(spec.weights)}
 

@@ -43,7 +43,8 @@ def parity_shapes(spec: InputSpec, *, dynamic_batch: bool) -> list[dict[str, int
 
 
 def fit_length(x: np.ndarray | torch.Tensor, spec: InputSpec, length: int):
-    """Text ids cut or right-padded to ``length`` (padding is masked: the logits do not change); images as they are."""
+    """Text ids right-padded to ``length`` (padding is masked: the logits do not change) or cut to it (which drops
+    tokens: preflight refuses a profile length shorter than the data's texts); images as they are."""
     if not spec.is_text or x.shape[1] == length:
         return x
     if x.shape[1] > length:

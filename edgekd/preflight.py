@@ -164,7 +164,8 @@ def model_problems(ctx, *, losses_ok: bool) -> list[Problem]:
     with torch.random.fork_rng(devices=[]):
         teachers = [_build(spec, f"teacher.members[{i}]", data, cfg, found) for i, spec in enumerate(cfg.teacher.members)]
         student = _build(cfg.student, "student", data, cfg, found)
-    found += text_problems(cfg, data.is_text)
+    found += text_problems(cfg, data.is_text, data.input_shape[0] if data.is_text else None)
+    found += init_problems(cfg, student, teachers)
     pairs = [FeaturePair(p.student, p.teacher) for p in cfg.distill.features]
     if cfg.distill.layer_map is not None and student is not None and teachers and teachers[0] is not None:
         try:
@@ -249,8 +250,30 @@ def _forward(model: nn.Module, names: list[str], x: torch.Tensor):
     return logits, dict(recorder.features)
 
 
-def text_problems(cfg: PipelineConfig, is_text: bool) -> list[Problem]:
-    """Settings that mean something for images only, or lengths that do not fit, on text data (and back)."""
+def init_problems(cfg: PipelineConfig, student: nn.Module | None, teachers: list[nn.Module | None]) -> list[Problem]:
+    """``student.init_from: teacher`` needs two BERT encoders; ``teacher.finetune: none`` needs a checkpoint
+    whose classification head fits the data (otherwise the teacher would teach with a random head)."""
+    from .models.bert import BertClassifier
+
+    found = []
+    teacher = teachers[0] if teachers else None
+    if cfg.student.init_from == "teacher" and student is not None and teacher is not None:
+        if not (isinstance(student, BertClassifier) and isinstance(teacher, BertClassifier)):
+            found.append(Problem("student.init_from", f"teacher, but the student ({type(student).__name__}) and "
+                                 f"teacher ({type(teacher).__name__}) are not both BERT encoders (zoo:bert, hf:)",
+                                 "leave it out, or use zoo:bert with an hf: teacher"))
+    for i, (spec, model) in enumerate(zip(cfg.teacher.members, teachers)):
+        note = getattr(model, "source_note", None) or ""
+        if spec.model.startswith("hf:") and cfg.teacher.finetune == "none" and spec.weights is None and "trained here" in note:
+            found.append(Problem("teacher.finetune", f"none, but teacher.members[{i}] has no head that fits: {note}",
+                                 "head (train the classification head) or all"))
+    return found
+
+
+def text_problems(cfg: PipelineConfig, is_text: bool, width: int | None = None) -> list[Problem]:
+    """Settings that mean something for images only, or lengths that do not fit, on text data (and back).
+
+    ``width``: the longest text's token count in the data (as stored)."""
     found = []
     if is_text:
         if cfg.data.augment:
@@ -265,6 +288,10 @@ def text_problems(cfg: PipelineConfig, is_text: bool) -> list[Problem]:
         if length is not None and length > cfg.data.max_length:
             found.append(Problem("profile.sequence_length", f"{length} is longer than data.max_length ({cfg.data.max_length}), "
                                  "the longest input the student's positions cover", f"at most {cfg.data.max_length}"))
+        elif length is not None and width is not None and length < width:
+            found.append(Problem("profile.sequence_length", f"{length} would cut the longest texts ({width} tokens), so "
+                                 "artifacts would be scored on other texts than the student",
+                                 f"at least {width}, or data.max_length: {length} to train on texts cut the same way"))
     elif cfg.profile.sequence_length is not None:
         found.append(Problem("profile.sequence_length", f"{cfg.profile.sequence_length}, but {cfg.data.source} holds images",
                              "leave it out (it sets the token count of text inputs)"))

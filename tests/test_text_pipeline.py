@@ -259,6 +259,37 @@ def test_data_error_does_not_hide_text_setting_problems(text_dir, tmp_path):
     assert "data.augment" in message and "profile.sequence_length" in message, message[-2000:]
 
 
+BAG = """
+from torch import nn
+
+
+class Bag(nn.Module):  # a user's own text model: no BERT layers to take from a teacher
+    def __init__(self, num_classes, vocab_size):
+        super().__init__()
+        self.bag, self.classifier = nn.EmbeddingBag(vocab_size, 8), nn.Linear(8, num_classes)
+
+    def forward(self, ids):
+        return self.classifier(self.bag(ids))
+"""
+
+
+def test_teacher_and_student_settings_that_cannot_work_are_refused(text_dir, tmp_path):
+    """student.init_from on a non-BERT student, teacher.finetune: none on a checkpoint without a head (it would
+    teach with a random classifier), and a profile length that would cut the texts: all three, before training."""
+    folder = bad_folder(text_dir, tmp_path)
+    (folder / "bag.py").write_text(BAG)
+    cfg = with_(teacher={"finetune": "none"}, profile={"sequence_length": 16})
+    cfg["student"] = {"model": "python:bag:Bag", "init_from": "teacher"}
+    cfg["distill"] = {"losses": [{"name": "ce"}, {"name": "kd"}], "train": {"epochs": 1}}
+    code, message = run_cli(folder, cfg)
+    assert code == 2, message[-2000:]
+    assert "(3problems)" in message, message[-2000:]
+    assert "student.init_from:teacher" in message and "Bag" in message, message[-2000:]
+    assert "teacher.finetune:none" in message and "nohead" in message, message[-2000:]
+    assert "profile.sequence_length:16wouldcutthelongesttexts" in message, message[-2000:]
+    assert "Traceback" not in message and "epoch" not in message
+
+
 # ---------------------------------------------------------------- the full run: compile and profile
 
 

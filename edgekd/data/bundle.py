@@ -115,9 +115,11 @@ class DataBundle:
             "num_classes": self.num_classes,
             "classes_from": self.classes_from,
         }
-        if self.is_text:
-            return {**found, "input": self.input.to_dict()}
-        # images: the keys runs made before input specs existed, so their cached stages stay valid
+        if self.is_text:  # the tokenizer by its hash, not by where it lies on this machine
+            spec = self.input.to_dict()
+            spec["preprocess"].pop("tokenizer")
+            return {**found, "input": spec}
+        # images: the keys runs had before input specs existed
         norm = self.normalization
         return {**found, "input_shape": list(self.input_shape), "normalization": norm.to_dict()}
 

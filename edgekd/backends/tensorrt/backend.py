@@ -66,7 +66,7 @@ class TensorRtBackend(Backend):
         if precision == "int8":
             config.set_flag(trt.BuilderFlag.INT8)  # explicit quantization: scales come from the Q/DQ nodes
         config.set_flag(trt.BuilderFlag.FP16)
-        self._add_profile(builder, network, config, int(options.get("max_batch", 1)))
+        self._add_profile(builder, network, config, int(options.get("max_batch", 1)), sources.sequence)
 
         cache_path = Path(options["timing_cache"]) if options.get("timing_cache") else None
         cache = config.create_timing_cache(cache_path.read_bytes() if cache_path and cache_path.is_file() else b"")
@@ -84,19 +84,21 @@ class TensorRtBackend(Backend):
         return path
 
     @staticmethod
-    def _add_profile(builder, network, config, max_batch: int) -> None:
-        """An optimization profile for inputs with dynamic dimensions (batch 1..max_batch, optimized for 1)."""
+    def _add_profile(builder, network, config, max_batch: int, sequence: int | None = None) -> None:
+        """An optimization profile for inputs with dynamic dimensions: batch 1..max_batch, optimized for 1; a
+        text's sequence axis 1..``sequence``, optimized for ``sequence`` (the length it is profiled at)."""
         profile, dynamic = builder.create_optimization_profile(), False
         for i in range(network.num_inputs):
             tensor = network.get_input(i)
             shape = list(tensor.shape)
             if all(d >= 0 for d in shape):
                 continue
-            if any(d < 0 for d in shape[1:]):
+            if any(d < 0 for d in shape[1:]) and not (sequence and len(shape) == 2):
                 raise ModelError(f"tensorrt: input {tensor.name} has dynamic non-batch dimensions {shape}")
             dynamic = True
-            rest = shape[1:]
-            profile.set_shape(tensor.name, (1, *rest), (1, *rest), (max(1, max_batch), *rest))
+            rest_min = [1 if d < 0 else d for d in shape[1:]]
+            rest_opt = [sequence if d < 0 else d for d in shape[1:]]
+            profile.set_shape(tensor.name, (1, *rest_min), (1, *rest_opt), (max(1, max_batch), *rest_opt))
         if dynamic:
             config.add_optimization_profile(profile)
 
