@@ -84,7 +84,8 @@ class CompileStage(Stage):
         references = {"fp32": predict(sources.fp32_model(), torch.from_numpy(x_check)).numpy()}
         tolerance = {"fp32": dict(atol=cfg.fp32_atol), "fp16": dict(atol=cfg.fp16_atol)}
         if sources.int8_onnx is not None:
-            references["int8"] = ox.run_session(ox.session(sources.int8_onnx), x_check)
+            # the quantized graph itself (ORT's optimizations off), not one runtime's fused integer kernels
+            references["int8"] = ox.run_session(ox.session(sources.int8_onnx, optimization="disable"), x_check)
             # whole steps of the output quantizer, as the export checked the QDQ model
             tolerance["int8"] = dict(step=ox.output_scale(sources.int8_onnx), limit_steps=int8_limit(ctx.config))
 

@@ -67,13 +67,18 @@ class ExportStage(Stage):
                 ox.simplify(work)
             ox.set_metadata(work, meta)
             sess = ox.session(work)
-            # INT8: logits are quantized, so the tolerance counts whole steps of the output quantizer
-            tolerance = dict(atol=atol) if atol is not None else dict(step=ox.output_scale(work), limit_steps=cfg.int8_atol_steps)
+            # INT8: logits are quantized, so the tolerance counts whole steps of the output quantizer. The file is
+            # checked with ONNX Runtime's graph optimizations off: that verifies it computes the quantized graph
+            # itself; ORT's fused integer kernels may round differently (by tens of steps on a BERT encoder), which
+            # the compile stage measures per artifact against this file.
+            int8 = atol is None
+            tolerance = dict(atol=atol) if not int8 else dict(step=ox.output_scale(work), limit_steps=cfg.int8_atol_steps)
+            checked = ox.session(work, optimization="disable") if int8 else sess
             parity = require(
-                compare(reference.numpy(), ox.run_session(sess, x_check), min_top1_agreement=cfg.min_top1_agreement, **tolerance),
+                compare(reference.numpy(), ox.run_session(checked, x_check), min_top1_agreement=cfg.min_top1_agreement, **tolerance),
                 f"export of {path.name}",
             )
-            shapes = shape_grid(model, sess, data, x_check, atol=parity.atol, dynamic_batch=cfg.dynamic_batch)
+            shapes = shape_grid(model, checked, data, x_check, atol=parity.atol, dynamic_batch=cfg.dynamic_batch)
             test = evaluate_logits(ox.run_session(sess, data.x_test), data.y_test, data.num_classes)
         except Exception:
             if work.exists():
