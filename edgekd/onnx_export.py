@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import warnings
 from pathlib import Path
 
@@ -19,6 +20,7 @@ import torch
 from .errors import ModelError
 from .inputs import dynamic_axes, example_input
 from .io import atomic_path
+from .ondevice.runtimes import first_line
 from .records import InputSpec
 
 OUTPUT_NAME = "logits"
@@ -40,9 +42,15 @@ def export(model: torch.nn.Module, spec: InputSpec, path: Path, *, opset: int, d
                 dynamic_shapes=dynamic, verbose=False, report=False,
             )
     except Exception as error:
-        text = str(error).strip()
-        first = next((line for line in text.splitlines() if line.strip()), type(error).__name__)
-        raise ModelError(f"export: {type(model).__name__} does not export to ONNX: {first}") from error
+        # the exporter wraps torch.export's error in a page of coloured advice; the innermost cause says why
+        root = error
+        while root.__cause__ is not None:
+            root = root.__cause__
+        first = re.sub(r"\x1b\[[0-9;]*m", "", first_line(root))
+        int8 = isinstance(model, torch.fx.GraphModule)
+        what = "the INT8 (quantized) student" if int8 else type(model).__name__
+        hint = "; quantize.mode: none ships the FP32 student alone" if int8 else ""
+        raise ModelError(f"export: {what} does not export to ONNX: {type(root).__name__}: {first}{hint}") from error
     with atomic_path(Path(path)) as tmp:
         program.save(str(tmp), external_data=False)
     return Path(path)

@@ -25,7 +25,7 @@ class ModelStats:
     macs: int
     size_bytes: int
     note: str = ""
-    embedding_params: int = 0  # in nn.Embedding tables (a text model's vocabulary): parameters, but no MACs
+    embedding_params: int = 0  # in nn.Embedding(Bag) tables (a text model's vocabulary): parameters, but no MACs
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -63,7 +63,7 @@ def model_stats(model: nn.Module, example: torch.Tensor) -> ModelStats:
         macs = counter.get_total_flops() // 2
         note = (f"counted with torch.utils.flop_counter (matmuls, attention included) at sequence {x.shape[-1]}"
                 if text else "counted with torch.utils.flop_counter (conv/matmul only)")
-    embedding = sum(m.weight.numel() for m in model.modules() if isinstance(m, nn.Embedding))
+    embedding = sum(m.weight.numel() for m in model.modules() if isinstance(m, (nn.Embedding, nn.EmbeddingBag)))
     return ModelStats(params, macs, _safetensors_size(model), note, embedding)
 
 
