@@ -124,8 +124,10 @@ class CompileStage(Stage):
             row.size_bytes, row.sha256 = digest(artifact_files(row.backend, path))
             row.inspect = backend.inspect(path)
         except Exception as error:  # a converter failure: keep its message, keep going
-            row.reason = first_lines(error)
-            (out_dir / f"{row.precision}.error.txt").write_text("".join(traceback.format_exception(error)))
+            log = out_dir / f"{row.precision}.error.txt"
+            log.write_text("".join(traceback.format_exception(error)))
+            # converters put the failing operator at the end of pages of text: say where the whole of it is
+            row.reason = f"{first_lines(error)} (whole error: {ctx.relative(log)})"
             return
         try:
             runner = backend.load(path, dict(row.options))

@@ -97,7 +97,8 @@ class ExecuTorchBackend(Backend):
         crash = _runtime_crash(path, example[0])
         if crash:
             os.replace(path, path.with_name(path.name + ".failed"))  # kept for a bug report, never looks built
-            raise ModelError(f"executorch {precision}: the ExecuTorch runtime aborts on this program ({crash}); "
+            verb = "aborts on" if crash.startswith("signal") else "cannot load or run"
+            raise ModelError(f"executorch {precision}: the ExecuTorch runtime {verb} this program ({crash}); "
                              "the artifact is not kept")
         return path
 

@@ -93,7 +93,7 @@ class LiteRtBackend(Backend):
             with _quiet_converter():
                 edge_model = litert_torch.convert(model, example, quant_config=quant_config)
         except Exception as error:
-            what = "FP16 weights are not supported by the installed litert-torch" if precision == "fp16" else "conversion failed"
+            what = "conversion with FP16 weights failed" if precision == "fp16" else "conversion failed"
             raise ModelError(f"litert {precision}: {what}: {first_line(error)}") from error
         with atomic_path(path) as tmp, _quiet_converter():
             edge_model.export(str(tmp))
