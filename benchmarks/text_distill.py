@@ -19,6 +19,7 @@ students, which then take only the attention and embeddings from the teacher (in
 
     .venv/bin/python benchmarks/text_distill.py                    # 2 epochs, 3 seeds, FFN 1536
     .venv/bin/python benchmarks/text_distill.py --ffn 1536,768     # also the narrow-FFN students
+    .venv/bin/python benchmarks/text_distill.py --students 2x1536,4x1536,2x768   # chosen depth x FFN pairs
     .venv/bin/python benchmarks/text_distill.py --quick            # tiny hf BERT, 400 snippets, 1 epoch, 1 seed
 
 Writes benchmarks/results/text_distill.md and .json (text_distill_quick.* with --quick). Run folders (a finished
@@ -231,6 +232,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--layers", default="2,4", help="comma list of student depths")
     parser.add_argument("--ffn", default="", help="comma list of student FFN sizes (default: the teacher's, 1536; "
                                                    "768 gives a 2-layer student under 1/4 of MiniLM's non-embedding params)")
+    parser.add_argument("--students", default="", help="comma list of LAYERSxFFN (e.g. 2x1536,4x1536,2x768) instead of "
+                                                        "every --layers x --ffn pair")
     parser.add_argument("--recipes", default=",".join(RECIPES), help=f"comma list of {', '.join(RECIPES)}")
     parser.add_argument("--threads", type=int, default=2, help="torch.set_num_threads")
     parser.add_argument("--note", default="", help="a line added to the results header")
@@ -241,6 +244,14 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"unknown recipe(s) {unknown}; choose from {list(RECIPES)}")
     layers = [int(n) for n in args.layers.split(",") if n.strip()]
     ffns = [int(n) for n in args.ffn.split(",") if n.strip()] or [QUICK_FFN if args.quick else 1536]
+    pairs = [(n, f) for n in layers for f in ffns]
+    if args.students:
+        try:
+            pairs = [tuple(int(v) for v in item.lower().split("x")) for item in args.students.split(",") if item.strip()]
+        except ValueError:
+            parser.error(f"--students {args.students!r}: expected LAYERSxFFN items such as 2x1536,4x1536,2x768")
+        if any(len(p) != 2 for p in pairs):
+            parser.error(f"--students {args.students!r}: expected LAYERSxFFN items such as 2x1536,4x1536,2x768")
     seeds = list(range(args.seeds))
 
     setup_environment(args.workdir, args.threads)
@@ -260,7 +271,7 @@ def main(argv: list[str] | None = None) -> int:
                                     "split 0.7/0.1/0.2 pinned at seed 0"),
         "teacher": ("a random 4-layer hidden-32 hf BERT trained 1 epoch (--quick)" if args.quick else
                     "hf:all-minilm-l6-v2 fine-tuned as examples/sentiment.yaml (all weights, 1 epoch, lr 5e-5)"),
-        "students": ", ".join(f"zoo:bert {n} layers, FFN {f}" for n in layers for f in ffns)
+        "students": ", ".join(f"zoo:bert {n} layers, FFN {f}" for n, f in pairs)
                     + (f", hidden {QUICK_HIDDEN}, {QUICK_HEADS} heads" if args.quick else ", hidden 384, 12 heads, mean pooling"),
         "distill": f"{args.epochs} epochs, lr {'0.001 (--quick)' if args.quick else '1e-4'}, batch 32, warm-up 0.2 epochs "
                    "(examples/sentiment.yaml)",
@@ -271,25 +282,24 @@ def main(argv: list[str] | None = None) -> int:
         settings["note"] = args.note
     runs: list[dict] = []
     for seed in seeds:  # seeds outermost: an interrupted run still has every row at the first seeds
-        for n in layers:
-            for ffn in ffns:
-                for recipe in recipes:
-                    cfg = student_config(teacher_spec, recipe, n, ffn, seed, args.epochs, args.quick, args.workdir)
-                    run_dir = args.workdir / f"{n}L-ffn{ffn}-{recipe}-s{seed}-e{args.epochs}"
-                    t0 = time.perf_counter()
-                    result = edgekd.run(cfg, run_dir, stages=["distill"], console=quiet)
-                    rec, outcome = result["distill"], result.stages["distill"]
-                    runs.append({
-                        "student": f"{n}L ffn{ffn}", "layers": n, "ffn": ffn, "recipe": recipe, "seed": seed,
-                        "test_accuracy": rec.figures.accuracy, "val_accuracy": rec.val_accuracy,
-                        "params": rec.figures.params, "embedding_params": rec.figures.embedding_params,
-                        "macs": rec.figures.macs, "initialised": rec.initialised,
-                        "seconds": read_json(run_dir / "distill" / "stage.json")["seconds"],  # also when cached
-                        "cached": outcome.cached, "teacher_cache": rec.teacher_cache.hit, "run_dir": str(run_dir),
-                        "distill": cfg["distill"],
-                    })
-                    print(f"{n}L ffn{ffn} {recipe:9s} seed {seed}: test acc {rec.figures.accuracy:.4f} "
-                          f"({'cached' if outcome.cached else f'{time.perf_counter() - t0:.0f}s'})", flush=True)
+        for n, ffn in pairs:
+            for recipe in recipes:
+                cfg = student_config(teacher_spec, recipe, n, ffn, seed, args.epochs, args.quick, args.workdir)
+                run_dir = args.workdir / f"{n}L-ffn{ffn}-{recipe}-s{seed}-e{args.epochs}"
+                t0 = time.perf_counter()
+                result = edgekd.run(cfg, run_dir, stages=["distill"], console=quiet)
+                rec, outcome = result["distill"], result.stages["distill"]
+                runs.append({
+                    "student": f"{n}L ffn{ffn}", "layers": n, "ffn": ffn, "recipe": recipe, "seed": seed,
+                    "test_accuracy": rec.figures.accuracy, "val_accuracy": rec.val_accuracy,
+                    "params": rec.figures.params, "embedding_params": rec.figures.embedding_params,
+                    "macs": rec.figures.macs, "initialised": rec.initialised,
+                    "seconds": read_json(run_dir / "distill" / "stage.json")["seconds"],  # also when cached
+                    "cached": outcome.cached, "teacher_cache": rec.teacher_cache.hit, "run_dir": str(run_dir),
+                    "distill": cfg["distill"],
+                })
+                print(f"{n}L ffn{ffn} {recipe:9s} seed {seed}: test acc {rec.figures.accuracy:.4f} "
+                      f"({'cached' if outcome.cached else f'{time.perf_counter() - t0:.0f}s'})", flush=True)
 
     settings["total wall time"] = f"{time.perf_counter() - started:.0f} s"
     markdown, summary = report(info, settings, teacher, runs, recipes)

@@ -153,6 +153,10 @@ class PruneConfig(Section):
 
 class QuantizeConfig(Section):
     mode: Literal["qad", "ptq", "none"] = "qad"
+    scheme: Literal["auto", "full", "transformer"] = Field(
+        "auto", description="full: conv/linear outputs and residual adds in INT8 (a full-integer CNN); transformer: the "
+        "inputs and weights of linear layers in INT8, residual adds, LayerNorm, softmax and GELU float; auto: "
+        "transformer when the model has LayerNorm")
     calibration: str | None = Field(None, description="a calibration manifest (calibration/...); default: drawn here")
     calibration_size: int = Field(256, ge=1)
     freeze_observers_after: int = Field(100, ge=0, description="optimizer steps of QAD before scales are frozen")
@@ -169,6 +173,8 @@ class ExportConfig(Section):
     parity_samples: int = Field(256, ge=1, description="held-out test inputs compared against PyTorch")
     fp32_atol: float = Field(1e-4, gt=0)
     int8_atol_steps: float = Field(3.0, gt=0, description="INT8 tolerance in output quantization steps")
+    int8_min_sqnr_db: float = Field(40.0, description="INT8 models of the transformer scheme (float logits): minimum SQNR "
+                                    "in dB of ONNX Runtime against PyTorch")
     min_top1_agreement: float = Field(0.98, gt=0, le=1, description="near-tied logits may flip under INT8 rounding")
 
 
@@ -178,6 +184,9 @@ class CompileConfig(Section):
     fp16_atol: float = Field(5e-2, gt=0, description="FP16 artifacts vs the PyTorch student")
     int8_atol_steps: float | None = Field(None, gt=0, description="INT8 artifacts vs the QDQ ONNX model, in output "
                                           "steps; default: export.int8_atol_steps")
+    int8_min_sqnr_db: float = Field(25.0, description="INT8 artifacts of the transformer scheme vs the QDQ ONNX model: "
+                                    "minimum SQNR in dB (their float sections turn one rounding flip into several "
+                                    "output steps, so a step bound does not fit them)")
     min_top1_agreement: float = Field(0.98, gt=0, le=1)
 
 

@@ -182,6 +182,7 @@ class QuantizedRecord(Record):
     mode: Literal["qad", "ptq", "none"]
     student: ModelRef  # the FP32 student that was prepared
     observer: str = ""  # the observer family used to prepare the graph
+    scheme: str = ""  # which layers are INT8: full | transformer (edgekd.quantize.quantizer)
     state: str | None = None  # learned weights and quantization parameters (safetensors), relative to the run
     calibration: str | None = None  # manifest of the calibration set, relative to the run
     figures: Figures | None = None  # fake-quantized accuracy on the test split
@@ -204,12 +205,18 @@ class Parity(Record):
     mean_abs_diff: float | None = None
     max_diff_steps: float | None = None  # INT8: max |diff| in output quantization steps (compared with atol / step)
     step: float | None = None  # INT8: the output quantizer's step
+    sqnr_db: float | None = None  # 20 log10(|reference| / |difference|); None when the outputs are identical
+    min_sqnr_db: float | None = None  # set when SQNR, not a tolerance, decides (INT8 with float sections)
 
     def describe(self) -> str:
-        if self.step is not None and self.max_diff_steps is not None:
+        sqnr = "identical outputs" if self.sqnr_db is None else f"SQNR {self.sqnr_db:.1f} dB"
+        if self.min_sqnr_db is not None:
+            steps = f" = {self.max_diff_steps:.3g} output steps" if self.max_diff_steps is not None else ""
+            diff = f"{sqnr} (required {self.min_sqnr_db:g} dB), max |diff| {self.max_abs_diff:.3g}{steps}"
+        elif self.step is not None and self.max_diff_steps is not None:
             # enough digits to tell 3.0000014 steps from 4
             diff = (f"max |diff| {self.max_abs_diff:.3g} = {self.max_diff_steps:.8g} output steps of {self.step:.3g} "
-                    f"(limit {self.atol / self.step:.6g})")
+                    f"(limit {self.atol / self.step:.6g}), {sqnr}")
         else:
             diff = f"max |diff| {self.max_abs_diff:.3g} (tolerance {self.atol:.3g})"
         return (

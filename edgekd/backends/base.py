@@ -46,6 +46,10 @@ class CompileSources:
     fp32_model: Callable[[], "torch.nn.Module"]  # the FP32 PyTorch student, built on demand
     int8_graph: Callable[[], "torch.fx.GraphModule"] | None  # converted PT2E graph (QDQ ops, weights not folded)
     int8_graph_folded: Callable[[], "torch.fx.GraphModule"] | None = None  # the same with int8 weights folded (ExecuTorch)
+    # ``transformer``: only linear inputs are INT8 and their outputs float, which LiteRT and XNNPACK cannot run as
+    # integer kernels; they build dynamic-range INT8 from the learned weights instead (edgekd.quantize.quantizer)
+    int8_scheme: str = "full"
+    int8_learned_float: Callable[[], "torch.nn.Module"] | None = None  # learned weights at their INT8 values, float
     metadata: dict[str, Any] = field(default_factory=dict)
     sequence: int | None = None  # text: the length fixed-shape artifacts are built for (profile.sequence_length)
 

@@ -28,7 +28,7 @@ from ..errors import ModelError
 from ..inputs import dynamic_axes, example_input
 from ..io import atomic_path
 from ..records import InputSpec
-from .quantizer import BATCH_NORM, Int8Quantizer
+from .quantizer import BATCH_NORM, Int8Quantizer, scheme_for
 
 
 def _freeze_batch_norm(graph: torch.fx.GraphModule) -> None:
@@ -40,9 +40,10 @@ def _freeze_batch_norm(graph: torch.fx.GraphModule) -> None:
 
 
 class QuantizedStudent(torch.nn.Module):
-    def __init__(self, graph: torch.fx.GraphModule) -> None:
+    def __init__(self, graph: torch.fx.GraphModule, scheme: str) -> None:
         super().__init__()
         self.graph = graph
+        self.scheme = scheme  # which layers are INT8 (edgekd.quantize.quantizer.SCHEMES)
         self.register_buffer("observers_frozen", torch.tensor(False))
         self.register_buffer("batch_norm_frozen", torch.tensor(False))
 
@@ -88,6 +89,24 @@ class QuantizedStudent(torch.nn.Module):
                 result[name] = (scale.detach().numpy().astype(np.float32).ravel(), zero_point.detach().numpy().astype(np.int64).ravel())
         return result
 
+    @torch.no_grad()
+    def with_learned_weights(self, model: torch.nn.Module) -> torch.nn.Module:
+        """``model`` (the FP32 student's architecture) carrying this student's learned weights, each INT8 weight at
+        its dequantized value: the float model a runtime's own dynamic-range INT8 starts from, so its weights round
+        to the same grid as the QDQ graph's (the activations are then quantized by the runtime, per batch)."""
+        model = copy.deepcopy(model).eval()
+        state = {name: tensor.detach().clone() for name, tensor in self.graph.state_dict().items()}
+        for node in self.graph.graph.nodes:
+            if node.op != "get_attr":
+                continue
+            quantizers = [user for user in node.users if user.op == "call_module"]
+            if quantizers and node.target in state:
+                fake_quant = self.graph.get_submodule(quantizers[0].target)
+                state[node.target] = fake_quant(state[node.target])  # observers are frozen: only rounds
+        own = model.state_dict()
+        model.load_state_dict({name: state.get(name, tensor) for name, tensor in own.items()})
+        return model
+
     def converted(self, *, fold_quantize: bool) -> torch.fx.GraphModule:
         """The QDQ graph with batch norm folded. ONNX wants folded int8 weights; litert-torch wants them unfolded."""
         graph = copy.deepcopy(self.graph)
@@ -98,9 +117,10 @@ class QuantizedStudent(torch.nn.Module):
         return converted
 
 
-def prepare(model: torch.nn.Module, spec: InputSpec, *, observer: str = "moving_average") -> QuantizedStudent:
+def prepare(model: torch.nn.Module, spec: InputSpec, *, observer: str = "moving_average", scheme: str = "auto") -> QuantizedStudent:
     """Capture ``model`` in training mode (so conv-BN patterns fuse for QAT) with its dynamic axes
-    (the batch; for text also the sequence, so trimmed training batches of any length fit)."""
+    (the batch; for text also the sequence, so trimmed training batches of any length fit).
+    ``scheme``: ``full``, ``transformer`` or ``auto`` (``transformer`` when the model has LayerNorm)."""
     model = copy.deepcopy(model).train()
     example = (example_input(spec, 2),)
     dims = {i: torch.export.Dim(name, min=1, max=top) for i, (name, top) in dynamic_axes(spec).items()}
@@ -109,7 +129,8 @@ def prepare(model: torch.nn.Module, spec: InputSpec, *, observer: str = "moving_
     except Exception as error:  # torch.export's errors are long; keep the first line and the model name
         first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise ModelError(f"quantize: cannot capture {type(model).__name__} with torch.export: {first}") from error
-    student = QuantizedStudent(prepare_qat_pt2e(graph, Int8Quantizer(observer)))
+    scheme = scheme_for(graph) if scheme == "auto" else scheme
+    student = QuantizedStudent(prepare_qat_pt2e(graph, Int8Quantizer(observer, scheme)), scheme)
     return student.train()
 
 

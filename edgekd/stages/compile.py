@@ -79,6 +79,9 @@ class CompileStage(Stage):
             fp32_model=lambda: ctx.load_model(student, key="compile").eval(),
             int8_graph=(lambda: load_quantized(quant, ctx).converted(fold_quantize=False)) if "int8" in export else None,
             int8_graph_folded=(lambda: load_quantized(quant, ctx).converted(fold_quantize=True)) if "int8" in export else None,
+            int8_scheme=quant.scheme or "full",
+            int8_learned_float=(lambda: load_quantized(quant, ctx).with_learned_weights(ctx.load_model(student, key="compile")))
+            if "int8" in export else None,
         )
         x_check = ctx.artifact_inputs()[: cfg.parity_samples].numpy()
         references = {"fp32": predict(sources.fp32_model(), torch.from_numpy(x_check)).numpy()}
@@ -86,8 +89,9 @@ class CompileStage(Stage):
         if sources.int8_onnx is not None:
             # the quantized graph itself (ORT's optimizations off), not one runtime's fused integer kernels
             references["int8"] = ox.run_session(ox.session(sources.int8_onnx, optimization="disable"), x_check)
-            # whole steps of the output quantizer, as the export checked the QDQ model
-            tolerance["int8"] = dict(step=ox.output_scale(sources.int8_onnx), limit_steps=int8_limit(ctx.config))
+            # whole steps of the output quantizer, as the export checked the QDQ model; SQNR for the transformer scheme
+            tolerance["int8"] = (dict(min_sqnr_db=cfg.int8_min_sqnr_db) if sources.int8_scheme == "transformer"
+                                 else dict(step=ox.output_scale(sources.int8_onnx), limit_steps=int8_limit(ctx.config)))
 
         rows: list[CompiledArtifact] = []
         for i, name in enumerate(ctx.config.targets):

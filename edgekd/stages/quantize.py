@@ -62,7 +62,7 @@ class QuantizeStage(Stage):
 
         observer = "moving_average" if cfg.mode == "qad" else "minmax"
         torch.manual_seed(ctx.config.seed)
-        prepared = prepare(student, data.input, observer=observer)
+        prepared = prepare(student, data.input, observer=observer, scheme=cfg.scheme)
         prepared.calibrate(x_cal)  # QAD starts from calibrated ranges, not from the first batch
         train = None
         if cfg.mode == "qad":
@@ -94,11 +94,12 @@ class QuantizeStage(Stage):
         figures = Figures(accuracy=test.accuracy, per_class_accuracy=test.per_class_accuracy, ece=test.ece,
                           params=upstream.figures.params, macs=upstream.figures.macs)
         return QuantizedRecord(
-            mode=cfg.mode, student=upstream.model, observer=observer, state=ctx.relative(state_path),
+            mode=cfg.mode, student=upstream.model, observer=observer, scheme=prepared.scheme, state=ctx.relative(state_path),
             calibration=ctx.relative(cal_path), figures=figures, train=train, fp32_accuracy=upstream.figures.accuracy,
         )
 
     def describe(self, record: QuantizedRecord) -> list[tuple[str, str]]:
         if record.mode == "none":
             return [("quantization", "off")]
-        return [("INT8 (fake-quant) accuracy", f"{record.figures.accuracy:.2%} (FP32 {record.fp32_accuracy:.2%}, {record.mode})")]
+        return [("INT8 (fake-quant) accuracy", f"{record.figures.accuracy:.2%} (FP32 {record.fp32_accuracy:.2%}, {record.mode}, "
+                 f"{record.scheme or 'full'} scheme)")]

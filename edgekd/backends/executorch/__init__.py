@@ -6,7 +6,10 @@
 * int8: edgekd's converted QAD graph with its int8 weights folded (``fold_quantize=True``): XNNPACK
   takes it whole, with the learned scales of the ONNX and LiteRT INT8 artifacts (nothing is
   re-calibrated). The unfolded graph that litert-torch wants would split into dozens of partitions
-  and fail to lower (no kernel for ``quantize_per_channel``).
+  and fail to lower (no kernel for ``quantize_per_channel``). With the ``transformer`` scheme (float
+  outputs of INT8 linears, which XNNPACK's static kernels do not take: they stayed on the portable
+  kernels and the program failed to load) it is XNNPACK's dynamic INT8 instead: the learned weights at
+  their INT8 values, int8 per channel, activations quantized per token at run time.
 
 Each build also writes ``<program>.operators.json``: which nodes XNNPACK took and which stayed on
 the portable CPU kernels, by op type (``executorch.devtools.backend_debug.get_delegation_info`` on

@@ -79,7 +79,10 @@ class ExecuTorchBackend(Backend):
                 raise ValueError("no INT8 model: the quantize stage ran with mode none")
             import executorch.kernels.quantized  # noqa: F401  out variants for quantize ops left outside XNNPACK
 
-            model = sources.int8_graph_folded()
+            if sources.int8_scheme == "transformer":
+                model = _dynamic_int8(sources.int8_learned_float(), sources.example())
+            else:
+                model = sources.int8_graph_folded()
         else:
             model = sources.fp32_model().eval()
             if precision == "fp16":
@@ -88,6 +91,9 @@ class ExecuTorchBackend(Backend):
         try:
             lowered = to_edge_transform_and_lower(torch.export.export(model, example), partitioner=[XnnpackPartitioner()])
             operators = delegation_report(lowered.exported_program().graph_module)
+            if precision == "int8":
+                operators["precision"] = ("int8 dynamic (int8 weights, activations quantized per token at run time)"
+                                          if sources.int8_scheme == "transformer" else "int8 (static, learned scales)")
             program = lowered.to_executorch()
         except Exception as error:
             raise ModelError(f"executorch {precision}: lowering to XNNPACK failed: {first_line(error)}") from error
@@ -112,6 +118,7 @@ class ExecuTorchBackend(Backend):
             "delegate_partitions": operators.get("delegate_partitions"),
             "delegated_nodes": operators.get("delegated_nodes"),
             "total_nodes": operators.get("total_nodes"),
+            **({"precision": operators["precision"]} if "precision" in operators else {}),
         }
 
 
@@ -124,6 +131,20 @@ model = load("executorch", sys.argv[1], {"threads": 1})
 model.predict(np.ones([int(d) for d in sys.argv[3].split(",")], dtype=sys.argv[2]))
 del model
 """
+
+
+def _dynamic_int8(model: torch.nn.Module, example: torch.Tensor) -> torch.fx.GraphModule:
+    """XNNPACK's dynamic INT8 (per-channel int8 weights, per-token activations quantized at run time)."""
+    from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import (
+        XNNPACKQuantizer,
+        get_symmetric_quantization_config,
+    )
+    from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
+
+    quantizer = XNNPACKQuantizer().set_global(get_symmetric_quantization_config(is_per_channel=True, is_dynamic=True))
+    prepared = prepare_pt2e(torch.export.export(model.eval(), (example,)).module(), quantizer)
+    prepared(example)  # dynamic: nothing is calibrated, the weight observers read the weights
+    return convert_pt2e(prepared)
 
 
 def _runtime_crash(path: Path, example: torch.Tensor) -> str | None:

@@ -8,7 +8,12 @@
 * int8: the converted PT2E graph (``fold_quantize=False``: litert-torch cannot lower folded int8
   weights). A litert ``QuantConfig`` in STATIC mode makes the converter lower the graph's own
   Q/DQ ops into int8 tensors with int8 IO; the quantizer inside it is only a mode flag, nothing is
-  re-calibrated, so every scale in the .tflite is the learned one.
+  re-calibrated, so every scale in the .tflite is the learned one. With the ``transformer`` INT8
+  scheme (linear inputs in INT8, their outputs float) the converter would keep every FULLY_CONNECTED
+  float behind Q/DQ ops, so the artifact is LiteRT's dynamic range INT8 instead: the learned weights
+  at their INT8 values, int8 per channel, activations quantized per batch by the kernels (int64 ids
+  and integer LayerNorm never arise). ``inspect`` names the precision from what the matmul-like ops
+  really take (``weighted_ops``: int8 x int8, float x int8, float x float).
 
 The interpreter is ai-edge-litert's (tflite-runtime's where that is what a device has), with its
 default XNNPACK delegate. The INT8 model's input and output are int8: the runtime quantizes with the

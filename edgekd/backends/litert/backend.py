@@ -82,8 +82,12 @@ class LiteRtBackend(Backend):
         if precision == "int8":
             if sources.int8_graph is None:
                 raise ValueError("no INT8 model: the quantize stage ran with mode none")
-            model = sources.int8_graph()
-            quant_config = _static_qdq_config()
+            if sources.int8_scheme == "transformer":
+                # float-output INT8 linears are lowered by the converter as float FULLY_CONNECTED behind Q/DQ
+                # (no integer compute at all); LiteRT's own dynamic-range INT8 runs int8 weights for real
+                model, quant_config = sources.int8_learned_float(), _dynamic_range_config()
+            else:
+                model, quant_config = sources.int8_graph(), _static_qdq_config()
         else:
             model = sources.fp32_model().eval()
             if precision == "fp16":
@@ -117,12 +121,17 @@ class LiteRtBackend(Backend):
         per_channel = [d for d in tensors if len(d["quantization_parameters"]["scales"]) > 1]
         ops = Counter(op["op_name"] for op in interpreter._get_ops_details())
         float_tensors = sum(n for name, n in dtypes.items() if name.startswith("float"))
+        weighted = _weighted_op_kinds(interpreter, tensors)
         if "float16" in dtypes:
             precision = "fp16 weights (float32 compute)"
         elif float_tensors == 0 and "int8" in dtypes:
             precision = "int8 (full integer)"
+        elif weighted and set(weighted) == {"int8 x int8"}:
+            precision = "int8 (integer kernels, float tensors between them)"
+        elif weighted.get("float x int8"):
+            precision = "int8 dynamic range (int8 weights, activations quantized at run time)"
         elif "int8" in dtypes:
-            precision = "int8 with float tensors"
+            precision = "fp32 compute (int8 only at quantize/dequantize ops)"
         else:
             precision = "fp32"
         return {
@@ -132,9 +141,31 @@ class LiteRtBackend(Backend):
             "tensor_dtypes": dict(dtypes),
             "full_integer": float_tensors == 0,
             "per_channel_quantized_tensors": len(per_channel),
+            "weighted_ops": weighted,
             "precision": precision,
             "file_bytes": Path(path).stat().st_size,
         }
+
+
+WEIGHTED_OPS = ("FULLY_CONNECTED", "CONV_2D", "DEPTHWISE_CONV_2D", "BATCH_MATMUL")
+
+
+def _weighted_op_kinds(interpreter, tensors) -> dict[str, int]:
+    """Matmul-like ops by (input dtype x weight dtype): what really computes in INT8."""
+    dtype = {d["index"]: _dtype_name(d["dtype"]) for d in tensors}
+    kinds: Counter = Counter()
+    for op in interpreter._get_ops_details():
+        inputs = [i for i in op["inputs"] if i >= 0]
+        if op["op_name"] in WEIGHTED_OPS and len(inputs) >= 2:
+            kinds[f"{dtype.get(inputs[0], '?')} x {dtype.get(inputs[1], '?')}"] += 1
+    return dict(kinds)
+
+
+def _dynamic_range_config():
+    """INT8 weights per channel, activations quantized per batch by the kernels (LiteRT's dynamic range)."""
+    from litert_torch.generative.quantize import quant_recipes
+
+    return quant_recipes.full_dynamic_recipe()
 
 
 def _static_qdq_config():
