@@ -126,10 +126,10 @@ class LiteRtBackend(Backend):
             precision = "fp16 weights (float32 compute)"
         elif float_tensors == 0 and "int8" in dtypes:
             precision = "int8 (full integer)"
-        elif weighted and set(weighted) == {"int8 x int8"}:
-            precision = "int8 (integer kernels, float tensors between them)"
         elif weighted.get("float x int8"):
             precision = "int8 dynamic range (int8 weights, activations quantized at run time)"
+        elif weighted.get("int8 x int8"):
+            precision = "int8 (integer kernels, float tensors between them)"
         elif "int8" in dtypes:
             precision = "fp32 compute (int8 only at quantize/dequantize ops)"
         else:
@@ -152,7 +152,8 @@ WEIGHTED_OPS = ("FULLY_CONNECTED", "CONV_2D", "DEPTHWISE_CONV_2D", "BATCH_MATMUL
 
 def _weighted_op_kinds(interpreter, tensors) -> dict[str, int]:
     """Matmul-like ops by (input dtype x weight dtype): what really computes in INT8."""
-    dtype = {d["index"]: _dtype_name(d["dtype"]) for d in tensors}
+    # float16/float32 are one family here: what matters is whether the kernel takes integers
+    dtype = {d["index"]: "float" if _dtype_name(d["dtype"]).startswith("float") else _dtype_name(d["dtype"]) for d in tensors}
     kinds: Counter = Counter()
     for op in interpreter._get_ops_details():
         inputs = [i for i in op["inputs"] if i >= 0]
