@@ -4,7 +4,8 @@ VENV := .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip install -q -c constraints.txt
 CONFIG ?= examples/mnist.yaml
-RUN ?= runs/mnist
+# runs/mnist, runs/sentiment, ...: one folder per example
+RUN ?= runs/$(basename $(notdir $(CONFIG)))
 
 .PHONY: install install-test system-deps demo test test-slow benchmarks benchmarks-quick clean
 

@@ -7,7 +7,9 @@ FFN 1536, initialised from it). Per model, all from one FP32 PyTorch model:
   fp32              ``edgekd.onnx_export.export`` (opset 18, batch 1, sequence axis dynamic) + onnxslim
   int8 edgekd       edgekd's PT2E path: ``edgekd.quantize.prepare(model, spec, observer="minmax")``, calibrated on
                     real tokenized Rotten Tomatoes training texts, ``converted(fold_quantize=True)`` exported to QDQ
-                    ONNX the same way (the scales every edgekd INT8 artifact is built from)
+                    ONNX the same way (the scales every edgekd INT8 artifact is built from); with the transformer
+                    scheme (auto for these models) ONNX Runtime runs it with uint8 activations, as edgekd's
+                    onnxruntime backend builds it
   int8 ORT dynamic  reference: ONNX Runtime's own ``quantize_dynamic`` (QInt8 weights) of the FP32 ONNX, ORT only
 
 each run in ONNX Runtime (``edgekd.ondevice.runtimes.load("onnxruntime", ..., {"threads": 1})``) and OpenVINO
@@ -119,6 +121,7 @@ def build_artifacts(model: torch.nn.Module, spec, calib: torch.Tensor, sequence:
     """runtime/precision -> file (or the error that stopped it)."""
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
+    from edgekd.backends.onnxruntime.backend import activations_as_uint8
     from edgekd.quantize import prepare
 
     work.mkdir(parents=True, exist_ok=True)
@@ -132,13 +135,18 @@ def build_artifacts(model: torch.nn.Module, spec, calib: torch.Tensor, sequence:
     except Exception as error:
         traceback.print_exc()
         onnx["int8"] = first_error(error)
+    paths: dict[str, Any] = {f"onnxruntime/{k}": v for k, v in onnx.items()}
+    if isinstance(onnx["int8"], Path) and student.scheme == "transformer":
+        # as edgekd's onnxruntime backend builds it: activations re-encoded as uint8 (exact), which ORT needs to
+        # fuse every INT8 linear on x86
+        paths["onnxruntime/int8"] = activations_as_uint8(onnx["int8"], work / "int8_qdq_uint8_activations.onnx")
     try:
         quantize_dynamic(str(onnx["fp32"]), str(work / "ort_dynamic_int8.onnx"), weight_type=QuantType.QInt8)
         onnx["dynamic"] = work / "ort_dynamic_int8.onnx"
     except Exception as error:
         traceback.print_exc()
         onnx["dynamic"] = first_error(error)
-    paths: dict[str, Any] = {f"onnxruntime/{k}": v for k, v in onnx.items()}
+    paths["onnxruntime/dynamic"] = onnx["dynamic"]
     for precision in ("fp32", "int8"):
         source = onnx[precision]
         try:

@@ -180,6 +180,8 @@ class ExportConfig(Section):
 
 class CompileConfig(Section):
     parity_samples: int = Field(256, ge=1, description="held-out test inputs compared against the reference")
+    accuracy_samples: int | None = Field(None, ge=1, description="test inputs each artifact is scored on here "
+                                         "(default: the whole test split; the profile stage scores again on its device)")
     fp32_atol: float = Field(1e-3, gt=0, description="FP32 artifacts vs the PyTorch student")
     fp16_atol: float = Field(5e-2, gt=0, description="FP16 artifacts vs the PyTorch student")
     int8_atol_steps: float | None = Field(None, gt=0, description="INT8 artifacts vs the QDQ ONNX model, in output "

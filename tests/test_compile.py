@@ -162,3 +162,20 @@ def test_unsupported_precision_is_refused_before_training(pretrained_config, tmp
     with pytest.raises(ConfigError, match="unknown precision of openvino 'fp61'; did you mean 'fp16'"):
         edgekd.run(pretrained_config({"targets": [bad]}), tmp_path / "run", stages=["compile"])
     assert not (tmp_path / "run" / "teacher").exists()
+
+
+def test_accuracy_samples_scores_each_artifact_on_the_first_n_test_inputs(pretrained_config, tmp_path):
+    from edgekd.context import StageContext
+    from edgekd.metrics import evaluate_logits
+    from edgekd.onnx_export import run_session, session
+    from edgekd.pipeline import as_config
+
+    only_ort = {"name": "ort-only", "artifacts": [{"backend": "onnxruntime", "precisions": ["fp32"]}]}
+    cfg = pretrained_config({"prune": {"enabled": False}, "quantize": {"mode": "none"},
+                             "compile": {"accuracy_samples": 37}, "targets": [write_target(tmp_path, only_ort)]})
+    result = edgekd.run(cfg, tmp_path / "run", stages=["compile"])
+    row = result["compile"].artifacts[0]
+    data = StageContext(config=as_config(cfg), run_dir=tmp_path / "run").data
+    logits = run_session(session(tmp_path / "run" / row.path), data.x_test[:37])
+    expected = evaluate_logits(logits, data.y_test[:37], data.num_classes).accuracy
+    assert row.accuracy == expected and abs(row.accuracy * 37 - round(row.accuracy * 37)) < 1e-9

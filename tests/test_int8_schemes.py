@@ -111,3 +111,31 @@ def test_sqnr_decides_where_asked_and_is_reported_everywhere():
     assert compare(reference, reference, atol=1e-6, min_top1_agreement=0.98).sqnr_db is None  # identical: no finite ratio
     with pytest.raises(ValueError):
         compare(reference, reference, atol=1e-3, min_sqnr_db=30.0, min_top1_agreement=0.98)
+
+
+def test_onnx_runtime_gets_uint8_activations_that_compute_the_same_and_fuse_every_linear(tmp_path):
+    import numpy as np
+    import onnx
+
+    from edgekd import onnx_export
+    from edgekd.backends.onnxruntime.backend import activations_as_uint8
+
+    model = bert_with_outliers()
+    prepared = prepare(model, token_spec(), observer="minmax")
+    prepared.calibrate(ids(64, 1))
+    prepared.freeze_observers()
+    prepared.eval()
+    qdq = onnx_export.export(prepared.converted(fold_quantize=True), token_spec(), tmp_path / "int8.onnx", opset=18,
+                             dynamic_batch=False)
+    reencoded = activations_as_uint8(qdq, tmp_path / "uint8.onnx")
+    x = ids(16, 2).numpy()
+    exact = [onnx_export.run_session(onnx_export.session(p, optimization="disable"), x) for p in (qdq, reencoded)]
+    np.testing.assert_array_equal(exact[0], exact[1])  # the same dequantized values, bit for bit
+
+    fused = {}
+    for name, path in (("int8", qdq), ("uint8", reencoded)):
+        optimized = tmp_path / f"{name}.optimized.onnx"
+        onnx_export.session(path, optimized_path=optimized)
+        fused[name] = sum(n.op_type == "MatMulIntegerToFloat" for n in onnx.load(str(optimized)).graph.node)
+    assert fused["uint8"] == 2 * 6, fused  # q, k, v, attention output and both FFN linears of each layer
+    assert fused["uint8"] > fused["int8"], fused

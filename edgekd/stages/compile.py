@@ -146,7 +146,8 @@ class CompileStage(Stage):
             parity = compare(references[reference_key], runner.predict_batched(x_test[: cfg.parity_samples]),
                              min_top1_agreement=cfg.min_top1_agreement, **tolerance[row.precision])
             row.parity = parity
-            test = evaluate_logits(runner.predict_batched(x_test), data.y_test, data.num_classes)
+            scored = slice(0, cfg.accuracy_samples)  # the first N of the test split, as the profile stage draws them
+            test = evaluate_logits(runner.predict_batched(x_test[scored]), data.y_test[scored], data.num_classes)
             row.accuracy, row.per_class_accuracy = test.accuracy, test.per_class_accuracy
             row.operators = runner.operator_report()
             row.status = OK if parity.ok else FAILED
