@@ -75,11 +75,16 @@ def activations_as_uint8(source: Path, target: Path) -> Path:
     graph = model.graph
     initializers = {i.name: i for i in graph.initializer}
     constants = {n.output[0]: n for n in graph.node if n.op_type == "Constant"}
+    # Tensors computed from constants alone: weights, whether stored int8 or quantized from float in the graph
+    constant = set(initializers) | set(constants)
+    for node in graph.node:  # ONNX nodes are in topological order
+        if node.input and all(not name or name in constant for name in node.input):
+            constant.update(node.output)
     made: dict[str, str] = {}
     for node in graph.node:
         if node.op_type not in ("QuantizeLinear", "DequantizeLinear") or len(node.input) < 3:
             continue
-        if node.op_type == "DequantizeLinear" and node.input[0] in initializers:
+        if node.input[0] in constant:
             continue  # a weight: stays int8 (ONNX Runtime's U8S8 kernels)
         zero_point = node.input[2]
         if zero_point in initializers:
