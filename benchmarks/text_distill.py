@@ -160,8 +160,8 @@ def student_config(teacher_spec: dict, recipe: str, layers: int, ffn: int, seed:
     }
 
 
-def fmt_acc(mean: float, std: float) -> str:
-    return f"{100 * mean:.2f} ± {100 * std:.2f}"
+def fmt_acc(mean: float, std: float, seeds: int) -> str:
+    return f"{100 * mean:.2f} ± {100 * std:.2f}" if seeds > 1 else f"{100 * mean:.2f} (one seed: no spread)"
 
 
 def report(info: dict, settings: dict, teacher, runs: list[dict], recipes: list[str]) -> tuple[str, list[dict]]:
@@ -180,7 +180,7 @@ def report(info: dict, settings: dict, teacher, runs: list[dict], recipes: list[
             summary.append({"student": student, "recipe": recipe, "mean": m, "std": s, "kept": kept, "share": share,
                             "claim": claim, "initialised": mine[0]["initialised"]})
             rows.append([
-                student, recipe, len(mine), fmt_acc(m, s), f"{100 * kept:.1f}%", f"{params:,}", f"{params - emb:,}",
+                student, recipe, len(mine), fmt_acc(m, s, len(mine)), f"{100 * kept:.1f}%", f"{params:,}", f"{params - emb:,}",
                 f"{share:.3f}", "yes" if claim else "no",
                 ", ".join(f"{100 * r['test_accuracy']:.2f}" for r in mine),
                 f"{mean_std([r['seconds'] for r in mine])[0]:.0f}",
