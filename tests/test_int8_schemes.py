@@ -139,3 +139,20 @@ def test_onnx_runtime_gets_uint8_activations_that_compute_the_same_and_fuse_ever
         fused[name] = sum(n.op_type == "MatMulIntegerToFloat" for n in onnx.load(str(optimized)).graph.node)
     assert fused["uint8"] == 2 * 6, fused  # q, k, v, attention output and both FFN linears of each layer
     assert fused["uint8"] > fused["int8"], fused
+
+
+def test_learned_weights_carry_the_int8_grid_into_a_float_model():
+    model = bert_with_outliers()
+    prepared = prepare(model, token_spec(), observer="minmax")
+    prepared.calibrate(ids(64, 1))
+    prepared.freeze_observers()
+    with torch.no_grad():
+        prepared.graph.get_parameter("classifier.weight").add_(0.01)  # as training would move it
+    learned = prepared.with_learned_weights(model)
+    weight, original = learned.classifier.weight, model.classifier.weight
+    assert not torch.equal(weight, original)  # the learned weights, not the FP32 student's
+    node = next(n for n in prepared.graph.graph.nodes if n.op == "get_attr" and n.target == "classifier.weight")
+    quantizer = next(user.target for user in node.users if user.op == "call_module")
+    scale, _ = prepared.learned_qparams()[quantizer]  # the frozen per-channel scales
+    steps = weight / torch.from_numpy(scale)[:, None]
+    assert torch.allclose(steps, steps.round(), atol=1e-3) and steps.abs().max() < 127 + 1e-3  # on the INT8 grid

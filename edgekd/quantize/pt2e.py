@@ -103,6 +103,10 @@ class QuantizedStudent(torch.nn.Module):
             if quantizers and node.target in state:
                 fake_quant = self.graph.get_submodule(quantizers[0].target)
                 state[node.target] = fake_quant(state[node.target])  # observers are frozen: only rounds
+        missing = [name for name, _ in model.named_parameters() if name not in state]
+        if missing:  # torch.export keeps parameter names; a model it renamed would silently keep FP32 weights
+            raise ModelError(f"quantize: the captured graph has no learned weight named {missing[0]!r} "
+                             f"({len(missing)} missing); cannot build a dynamic-range INT8 artifact from it")
         own = model.state_dict()
         model.load_state_dict({name: state.get(name, tensor) for name, tensor in own.items()})
         return model
