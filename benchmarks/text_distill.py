@@ -161,7 +161,7 @@ def student_config(teacher_spec: dict, recipe: str, layers: int, ffn: int, seed:
 
 
 def fmt_acc(mean: float, std: float, seeds: int) -> str:
-    return f"{100 * mean:.2f} ± {100 * std:.2f}" if seeds > 1 else f"{100 * mean:.2f} (one seed: no spread)"
+    return f"{100 * mean:.2f} ± {100 * std:.2f}" if seeds > 1 else f"{100 * mean:.2f}"  # one seed: no spread to show
 
 
 def report(info: dict, settings: dict, teacher, runs: list[dict], recipes: list[str]) -> tuple[str, list[dict]]:
