@@ -182,7 +182,7 @@ class QuantizedRecord(Record):
     mode: Literal["qad", "ptq", "none"]
     student: ModelRef  # the FP32 student that was prepared
     observer: str = ""  # the observer family used to prepare the graph
-    scheme: str = ""  # which layers are INT8: full | transformer (edgekd.quantize.quantizer)
+    scheme: str = "full"  # which layers are INT8: full | transformer (edgekd.quantize.quantizer); older runs were full
     state: str | None = None  # learned weights and quantization parameters (safetensors), relative to the run
     calibration: str | None = None  # manifest of the calibration set, relative to the run
     figures: Figures | None = None  # fake-quantized accuracy on the test split

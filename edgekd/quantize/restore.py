@@ -13,5 +13,5 @@ from .pt2e import QuantizedStudent, load_state, prepare
 
 def load_quantized(record: QuantizedRecord, ctx: StageContext) -> QuantizedStudent:
     student = ctx.load_model(record.student, key="quantize")
-    prepared = prepare(student, ctx.data.input, observer=record.observer, scheme=record.scheme or "full")
+    prepared = prepare(student, ctx.data.input, observer=record.observer, scheme=record.scheme)
     return load_state(prepared, ctx.absolute(record.state))

@@ -79,7 +79,7 @@ class CompileStage(Stage):
             fp32_model=lambda: ctx.load_model(student, key="compile").eval(),
             int8_graph=(lambda: load_quantized(quant, ctx).converted(fold_quantize=False)) if "int8" in export else None,
             int8_graph_folded=(lambda: load_quantized(quant, ctx).converted(fold_quantize=True)) if "int8" in export else None,
-            int8_scheme=quant.scheme or "full",
+            int8_scheme=quant.scheme,
             int8_learned_float=(lambda: load_quantized(quant, ctx).with_learned_weights(ctx.load_model(student, key="compile")))
             if "int8" in export else None,
         )

@@ -102,4 +102,4 @@ class QuantizeStage(Stage):
         if record.mode == "none":
             return [("quantization", "off")]
         return [("INT8 (fake-quant) accuracy", f"{record.figures.accuracy:.2%} (FP32 {record.fp32_accuracy:.2%}, {record.mode}, "
-                 f"{record.scheme or 'full'} scheme)")]
+                 f"{record.scheme} scheme)")]
