@@ -21,6 +21,12 @@ students, which then take only the attention and embeddings from the teacher (in
     .venv/bin/python benchmarks/text_distill.py --ffn 1536,768     # also the narrow-FFN students
     .venv/bin/python benchmarks/text_distill.py --students 2x1536,4x1536,2x768   # chosen depth x FFN pairs
     .venv/bin/python benchmarks/text_distill.py --quick            # tiny hf BERT, 400 snippets, 1 epoch, 1 seed
+    # on 2 cores, two one-thread processes share one --workdir (train the teacher first: --seeds 0), then a
+    # last run collects every finished run from the cache and writes the table:
+    .venv/bin/python benchmarks/text_distill.py --seeds 0 --out /tmp/teacher-only
+    .venv/bin/python benchmarks/text_distill.py --threads 1 --seeds 2 &
+    .venv/bin/python benchmarks/text_distill.py --threads 1 --seeds 1 --first-seed 2
+    .venv/bin/python benchmarks/text_distill.py
 
 Writes benchmarks/results/text_distill.md and .json (text_distill_quick.* with --quick). Run folders (a finished
 run is cached) live under --workdir.
@@ -229,6 +235,10 @@ def main(argv: list[str] | None = None) -> int:
     parser = bench_parser(__doc__)
     parser.add_argument("--epochs", type=int, default=2, help="distillation epochs per run")
     parser.add_argument("--seeds", type=int, default=3, help="seeds 0..N-1 per student and recipe")
+    parser.add_argument("--first-seed", type=int, default=0, help="start at this seed (seeds K..K+N-1): separate "
+                                                                   "processes can each run some seeds into one "
+                                                                   "--workdir, and a last run over all of them reads "
+                                                                   "every finished run from its cache")
     parser.add_argument("--layers", default="2,4", help="comma list of student depths")
     parser.add_argument("--ffn", default="", help="comma list of student FFN sizes (default: the teacher's, 1536; "
                                                    "768 gives a 2-layer student under 1/4 of MiniLM's non-embedding params)")
@@ -252,7 +262,7 @@ def main(argv: list[str] | None = None) -> int:
             parser.error(f"--students {args.students!r}: expected LAYERSxFFN items such as 2x1536,4x1536,2x768")
         if any(len(p) != 2 for p in pairs):
             parser.error(f"--students {args.students!r}: expected LAYERSxFFN items such as 2x1536,4x1536,2x768")
-    seeds = list(range(args.seeds))
+    seeds = list(range(args.first_seed, args.first_seed + args.seeds))
 
     setup_environment(args.workdir, args.threads)
     import edgekd  # noqa: E402  (after the environment is set)

@@ -54,6 +54,10 @@ class ModelSpec(Section):
     init_from: Literal["teacher"] | None = Field(None, description="student only: start from the teacher's weights "
                                                  "where shapes allow (a bert student from a bert/hf: teacher: every "
                                                  "k-th layer, as DistilBERT)")
+    vocabulary: Literal["all", "train"] = Field("all", description="student only, text: 'train' keeps only the "
+                                                "token embeddings the training split uses (every other token reads "
+                                                "the unknown token's row); the vocabulary table is most of a small "
+                                                "text student's size. The tokenizer stays the teacher's")
 
 
 class TeacherConfig(Section):

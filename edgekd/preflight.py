@@ -251,7 +251,8 @@ def _forward(model: nn.Module, names: list[str], x: torch.Tensor):
 
 
 def init_problems(cfg: PipelineConfig, student: nn.Module | None, teachers: list[nn.Module | None]) -> list[Problem]:
-    """``student.init_from: teacher`` needs two BERT encoders; ``teacher.finetune: none`` needs a checkpoint
+    """``student.init_from: teacher`` needs two BERT encoders, ``student.vocabulary: train`` a BERT student;
+    ``teacher.finetune: none`` needs a checkpoint
     whose classification head fits the data (otherwise the teacher would teach with a random head)."""
     from .models.bert import BertClassifier
 
@@ -262,6 +263,13 @@ def init_problems(cfg: PipelineConfig, student: nn.Module | None, teachers: list
             found.append(Problem("student.init_from", f"teacher, but the student ({type(student).__name__}) and "
                                  f"teacher ({type(teacher).__name__}) are not both BERT encoders (zoo:bert, hf:)",
                                  "leave it out, or use zoo:bert with an hf: teacher"))
+    if cfg.student.vocabulary == "train" and student is not None and not isinstance(student, BertClassifier):
+        found.append(Problem("student.vocabulary", f"train, but the student ({type(student).__name__}) has no token "
+                             "table to trim (only the zoo's bert encoder does)", "all (leave it out)"))
+    for i, spec in enumerate(cfg.teacher.members):
+        if spec.vocabulary != "all":
+            found.append(Problem(f"teacher.members[{i}].vocabulary", f"{spec.vocabulary}, but only the student's "
+                                 "vocabulary can be trimmed (the teacher reads every token)", "leave it out"))
     for i, (spec, model) in enumerate(zip(cfg.teacher.members, teachers)):
         note = getattr(model, "source_note", None) or ""
         if spec.model.startswith("hf:") and cfg.teacher.finetune == "none" and spec.weights is None and "trained here" in note:

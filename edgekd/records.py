@@ -176,6 +176,7 @@ class StudentRecord(Record):
     teacher_cache: TeacherCache = Field(default_factory=TeacherCache)
     compression: Compression = Field(default_factory=Compression)
     initialised: str | None = None  # what the student took from the teacher (student.init_from)
+    vocabulary: str | None = None  # how the word table was trimmed (student.vocabulary: train), in words
 
 
 class QuantizedRecord(Record):

@@ -177,9 +177,15 @@ def test_padding_is_masked_in_onnx_runtime(export_run):
 def export_run_data(result) -> tuple[np.ndarray, np.ndarray]:
     """The test split from the CSV, tokenized here with the tokenizers library (not edgekd's code): ids right-padded
     to max_length, and label indices in the record's class order."""
-    from tokenizers import Tokenizer
-
     from edgekd.data.split import stratified_split
+
+    ids, y = all_ids(result)
+    test = stratified_split(y, fractions=CONFIG_SPLIT, seed=0).test
+    return ids[test], y[test]
+
+
+def all_ids(result) -> tuple[np.ndarray, np.ndarray]:
+    from tokenizers import Tokenizer
 
     folder = result.run_dir.parent
     with open(folder / "reviews.csv", encoding="utf-8", newline="") as f:
@@ -192,8 +198,7 @@ def export_run_data(result) -> tuple[np.ndarray, np.ndarray]:
     ids = np.zeros((len(rows), MAX_LENGTH), dtype=np.int64)
     for i, encoding in enumerate(tokenizer.encode_batch([r["review"] for r in rows])):
         ids[i, : len(encoding.ids)] = encoding.ids
-    test = stratified_split(y, fractions=CONFIG_SPLIT, seed=0).test
-    return ids[test], y[test]
+    return ids, y
 
 
 def test_accuracy_is_onnx_runtime_accuracy(export_run):
@@ -204,6 +209,55 @@ def test_accuracy_is_onnx_runtime_accuracy(export_run):
         assert artifact.accuracy == pytest.approx(accuracy, abs=1e-9), precision
     assert export_run["export"].artifacts["fp32"].accuracy == pytest.approx(export_run["distill"].figures.accuracy,
                                                                             abs=1e-9)
+
+
+# ---------------------------------------------------------------- student.vocabulary: train
+
+
+@pytest.fixture(scope="module")
+def trimmed_run(export_run, text_dir):
+    """The same run with ``student.vocabulary: train``, up to export; the teacher stage is copied, not retrained."""
+    import edgekd
+
+    cfg = yaml.safe_load(yaml.safe_dump(CONFIG))
+    cfg["student"]["vocabulary"] = "train"
+    (text_dir / "trimmed.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
+    shutil.copytree(export_run.run_dir / "teacher", text_dir / "trimmed-run" / "teacher")
+    return edgekd.run(text_dir / "trimmed.yaml", text_dir / "trimmed-run", stages=["export"])
+
+
+def training_ids(result) -> np.ndarray:
+    """The training split's ids, tokenized here as export_run_data does the test split's."""
+    from edgekd.data.split import stratified_split
+
+    ids, y = all_ids(result)
+    return ids[stratified_split(y, fractions=CONFIG_SPLIT, seed=0).train]
+
+
+def test_trimmed_student_keeps_the_training_tokens_only(trimmed_run, export_run):
+    from tokenizers import Tokenizer
+
+    unknown = Tokenizer.from_file(str(trimmed_run.run_dir.parent / "hf_tiny" / "tokenizer.json")).token_to_id("[UNK]")
+    used = set(np.unique(training_ids(trimmed_run)).tolist()) - {0, unknown}
+    student = trimmed_run["distill"]
+    assert student.model.kwargs["kept_tokens"] == len(used) + 2  # + pad and unknown rows
+    assert student.figures.embedding_params == (len(used) + 2 + MAX_LENGTH) * HIDDEN  # word rows + positions
+    full = export_run["distill"].figures
+    assert full.params - student.figures.params == (VOCAB - len(used) - 2) * HIDDEN
+    assert student.vocabulary.startswith(f"trimmed to the training split's {len(used) + 2:,} of {VOCAB:,} tokens")
+    for precision in ("fp32", "int8"):
+        small = (trimmed_run.run_dir / trimmed_run["export"].artifacts[precision].path).stat().st_size
+        large = (export_run.run_dir / export_run["export"].artifacts[precision].path).stat().st_size
+        assert large - small >= 0.9 * (VOCAB - len(used) - 2) * HIDDEN * 4, (precision, small, large)
+
+
+def test_trimmed_artifacts_take_tokenizer_ids_and_score_as_recorded(trimmed_run):
+    x_test, y_test = export_run_data(trimmed_run)
+    assert not np.isin(x_test[x_test > 0], training_ids(trimmed_run)).all()  # the test split has unseen tokens
+    for precision, artifact in trimmed_run["export"].artifacts.items():
+        logits = onnx_session(trimmed_run.run_dir / artifact.path).run(None, {"input_ids": x_test})[0]
+        assert artifact.accuracy == pytest.approx(float((logits.argmax(1) == y_test).mean()), abs=1e-9), precision
+        assert artifact.parity.ok, (precision, artifact.parity)
 
 
 # ---------------------------------------------------------------- bad text configs, refused before training
@@ -320,3 +374,23 @@ def test_full_text_run_compiles_and_profiles(export_run, tmp_path):
     assert profiled
     for a in profiled:
         assert a.latency_ms is not None and a.latency_ms.p50 > 0, a.id
+
+
+@pytest.mark.slow
+def test_trimmed_student_compiles_for_every_host_runtime(trimmed_run, tmp_path):
+    """The token_rows lookup (an int64 gather before the word table) through every converter and runtime;
+    Core ML's conversion is checked too (its spec; it does not run here)."""
+    import edgekd
+
+    out = tmp_path / "run"
+    shutil.copytree(trimmed_run.run_dir, out)
+    result = edgekd.run(trimmed_run.run_dir.parent / "trimmed.yaml", out, stages=["compile"])
+    rows = result["compile"].artifacts
+    for a in rows:
+        if a.target != "host-cpu":
+            assert a.backend == "coreml" and a.status == "not run here", (a.id, a.status, a.reason)
+        elif a.backend == "executorch" and a.precision == "int8":
+            assert a.status == "ok" or (a.status == "failed" and "ExecuTorch runtime aborts" in a.reason), (a.id, a.reason)
+        else:
+            assert a.status == "ok" and a.parity is not None and a.parity.ok, (a.id, a.status, a.reason, a.parity)
+    assert {a.backend for a in rows if a.status == "ok"} >= {"onnxruntime", "openvino", "litert", "executorch"}

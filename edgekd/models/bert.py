@@ -17,24 +17,35 @@ from torch import Tensor, nn
 from .zoo import MODELS
 
 POOLINGS = ("mean", "cls", "cls_pooler")
+PAD_ROW, UNKNOWN_ROW = 0, 1  # in a trimmed word table (trim_vocabulary)
 MASK_BIAS = -10000.0  # original BERT's additive mask: exp(-10000) is 0 in float32, and it stays finite in INT8 graphs
 
 
 class Embeddings(nn.Module):
     """Word + position embeddings -> LayerNorm -> dropout. No token-type table: sequences are single
-    segments, and a checkpoint's type-0 row is folded into the position table when it is loaded."""
+    segments, and a checkpoint's type-0 row is folded into the position table when it is loaded.
 
-    def __init__(self, vocab_size: int, max_length: int, hidden: int, pad_id: int, dropout: float, eps: float) -> None:
+    ``kept_tokens``: a trimmed vocabulary (``trim_vocabulary``): the word table has that many rows (row 0 the
+    pad token, row 1 the unknown token) and ``token_rows`` maps every tokenizer id to its row, so the model
+    still takes the tokenizer's own ids."""
+
+    def __init__(self, vocab_size: int, max_length: int, hidden: int, pad_id: int, dropout: float, eps: float,
+                 kept_tokens: int | None = None) -> None:
         super().__init__()
-        self.word_embeddings = nn.Embedding(vocab_size, hidden, padding_idx=pad_id)
+        trimmed = kept_tokens is not None
+        self.word_embeddings = nn.Embedding(kept_tokens if trimmed else vocab_size, hidden,
+                                            padding_idx=PAD_ROW if trimmed else pad_id)
+        # filled by trim_vocabulary or loaded with the weights
+        self.register_buffer("token_rows", torch.zeros(vocab_size, dtype=torch.long) if trimmed else None)
         self.position_embeddings = nn.Embedding(max_length, hidden)
         self.norm = nn.LayerNorm(hidden, eps=eps)
         self.dropout = nn.Dropout(dropout)
 
     def forward(self, ids: Tensor) -> Tensor:
+        rows = ids if self.token_rows is None else self.token_rows[ids]
         # a slice of the table, not a gather: positions are 0..L-1 for every row
         positions = self.position_embeddings.weight[: ids.shape[1]]
-        return self.dropout(self.norm(self.word_embeddings(ids) + positions))
+        return self.dropout(self.norm(self.word_embeddings(rows) + positions))
 
 
 class SelfAttention(nn.Module):
@@ -121,7 +132,8 @@ class BertClassifier(nn.Module):
     layer i; ``encoder.layers.{i}.attention.scores`` (batch, heads, L, L) pre-softmax, mask added;
     ``pool`` (batch, H); ``classifier`` (nn.Linear). Inside a layer: ``attention.{query,key,value,output}``,
     ``attention_norm``, ``intermediate``, ``act``, ``output``, ``output_norm``.
-    ``max_length`` is the number of positions (the longest sequence the model accepts).
+    ``max_length`` is the number of positions (the longest sequence the model accepts). ``kept_tokens``:
+    the rows of a trimmed word table (``trim_vocabulary`` sets it; the distill stage records it in kwargs).
     """
 
     def __init__(
@@ -137,14 +149,17 @@ class BertClassifier(nn.Module):
         pooling: str = "mean",
         dropout: float = 0.1,
         layer_norm_eps: float = 1e-12,
+        kept_tokens: int | None = None,
     ) -> None:
         super().__init__()
         _check(num_classes, vocab_size, pad_id, max_length, layers, hidden, heads, ffn, pooling, dropout, layer_norm_eps)
+        if kept_tokens is not None and not (isinstance(kept_tokens, int) and 2 <= kept_tokens <= vocab_size):
+            raise ValueError(f"kept_tokens must be an integer in [2, vocab_size={vocab_size}], got {kept_tokens!r}")
         self.num_layers, self.hidden_size, self.num_heads = int(layers), int(hidden), int(heads)
         self.pad_id, self.max_length = int(pad_id), int(max_length)
         self.vocab_size, self.ffn_size = int(vocab_size), int(ffn)
-        self.pooling = pooling
-        self.embeddings = Embeddings(vocab_size, max_length, hidden, pad_id, dropout, layer_norm_eps)
+        self.pooling, self.kept_tokens = pooling, kept_tokens
+        self.embeddings = Embeddings(vocab_size, max_length, hidden, pad_id, dropout, layer_norm_eps, kept_tokens)
         self.encoder = Encoder(layers, hidden, heads, ffn, dropout, layer_norm_eps)
         self.pool = Pool(pooling, hidden)
         self.dropout = nn.Dropout(dropout)
@@ -259,3 +274,42 @@ def _copy_layers(student: BertClassifier, teacher: BertClassifier) -> str:
     if attention:
         return f"{where}, attention only (ffn {student.ffn_size} != {teacher.ffn_size})"
     return f"{where}, FFN only (heads {student.num_heads} != {teacher.num_heads})"
+
+
+def trim_vocabulary(model: BertClassifier, used_ids: Tensor, unknown_id: int | None) -> int:
+    """Keep only the word-table rows of the ids in ``used_ids`` (plus pad and unknown); return the row count.
+
+    Every other id then reads the unknown token's row (or, for a tokenizer without one, the mean of the
+    dropped rows). The model keeps taking the tokenizer's own ids through ``token_rows``, so tokenizer
+    and deployment code stay the teacher's; only the table, most of a small student's size, shrinks.
+    """
+    from ..errors import ModelError
+
+    if not isinstance(model, BertClassifier):
+        raise ModelError(f"student.vocabulary: train needs the zoo's bert model, not a {type(model).__name__}")
+    if model.kept_tokens is not None:
+        raise ModelError(f"student.vocabulary: the student's vocabulary is already trimmed to {model.kept_tokens} tokens")
+    table = model.embeddings.word_embeddings.weight.detach()
+    vocab, pad = model.vocab_size, model.pad_id
+    unknown_id = None if unknown_id == pad else unknown_id
+    used = torch.unique(used_ids.reshape(-1))
+    used = used[(used >= 0) & (used < vocab) & (used != pad) & (used != (-1 if unknown_id is None else unknown_id))]
+    if unknown_id is None:  # the "unseen" row starts as the mean of what it stands for
+        dropped = torch.ones(vocab, dtype=torch.bool)
+        dropped[used], dropped[pad] = False, False
+        unknown_row = table[dropped].mean(0, keepdim=True) if dropped.any() else table[pad:pad + 1]
+    else:
+        unknown_row = table[unknown_id:unknown_id + 1]
+    rows = torch.full((vocab,), UNKNOWN_ROW, dtype=torch.long)
+    rows[pad] = PAD_ROW
+    rows[used] = torch.arange(2, 2 + len(used))
+    if unknown_id is not None:
+        rows[unknown_id] = UNKNOWN_ROW
+    kept = 2 + len(used)
+    words = nn.Embedding(kept, table.shape[1], padding_idx=PAD_ROW)
+    with torch.no_grad():
+        words.weight.copy_(torch.cat([table[pad:pad + 1], unknown_row, table[used]]))
+    model.embeddings.word_embeddings = words
+    model.embeddings.token_rows = rows
+    model.kept_tokens = kept
+    return kept

@@ -44,13 +44,18 @@ class DistillStage(Stage):
             from ..models.bert import init_from_teacher
 
             initialised = init_from_teacher(student, load_teachers(ctx)[0][0])
+        kwargs, vocabulary = dict(spec.kwargs), None
+        if spec.vocabulary == "train":
+            vocabulary = trim_to_training_tokens(ctx, student)
+            kwargs["kept_tokens"] = student.kept_tokens  # the trimmed table's shape, for every later stage's rebuild
         train, cache = distill_into(
             ctx, student, out_dir, train_config=ctx.config.distill.train, description="distill",
             run_key=ctx.train_key("distill"),
         )
-        ref = ctx.save_model(student, spec.model, spec.kwargs, out_dir / "student.safetensors")
+        ref = ctx.save_model(student, spec.model, kwargs, out_dir / "student.safetensors")
         distributed.published(out_dir / "student.safetensors", what="saving the distilled student")
-        return student_record(ctx, student, ref, train, cache).model_copy(update={"initialised": initialised})
+        return student_record(ctx, student, ref, train, cache).model_copy(
+            update={"initialised": initialised, "vocabulary": vocabulary})
 
     def describe(self, record: StudentRecord) -> list[tuple[str, str]]:
         f, cache = record.figures, record.teacher_cache
@@ -59,4 +64,24 @@ class DistillStage(Stage):
             ("student params / MACs", f.size_line()),
             ("teacher cache", "hit" if cache.hit else ("built" if cache.used else "off")),
             *([("student initialised", record.initialised)] if record.initialised else []),
+            *([("student vocabulary", record.vocabulary)] if record.vocabulary else []),
         ]
+
+
+def trim_to_training_tokens(ctx: StageContext, student: torch.nn.Module) -> str:
+    """``student.vocabulary: train``: keep the word-table rows of the tokens the training split uses; return
+    what was kept and how many held-out tokens now read the unknown token's row, in words."""
+    from ..data.tokenize import load_tokenizer
+    from ..models.bert import trim_vocabulary
+
+    data, pre = ctx.data, ctx.data.input.preprocess
+    unknown_id = load_tokenizer(Path(pre.tokenizer), key="data.tokenizer").unk_token_id
+    before = student.embeddings.word_embeddings.weight.numel()
+    kept = trim_vocabulary(student, data.x_train, unknown_id)
+    held_out = torch.cat([data.x_val.reshape(-1), data.x_test.reshape(-1)])
+    real = held_out[held_out != pre.pad_id]
+    unseen = (student.embeddings.token_rows[real] == 1) & (real != (-1 if unknown_id is None else unknown_id))
+    after = student.embeddings.word_embeddings.weight.numel()
+    return (f"trimmed to the training split's {kept:,} of {pre.vocab_size:,} tokens ({before:,} -> {after:,} table "
+            f"parameters); {unseen.float().mean().item() if len(real) else 0.0:.2%} of validation and test tokens "
+            "are unseen and read the unknown token's row")

@@ -96,7 +96,8 @@ class PruneStage(Stage):
             after=ModelSize(macs=macs_after, params=params_after),
             macs_reduction=1 - macs_after / macs_before,
         )
-        return student_record(ctx, student, ref, train, TeacherCache(), compression)
+        return student_record(ctx, student, ref, train, TeacherCache(), compression).model_copy(
+            update={"initialised": upstream.initialised, "vocabulary": upstream.vocabulary})
 
     @staticmethod
     def _accumulate_gradients(student: torch.nn.Module, ctx: StageContext, batches: int = 4) -> None:
