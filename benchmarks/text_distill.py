@@ -138,7 +138,8 @@ def trained_text_teacher(workdir: Path, quick: bool):
            # not trained here (stages=["teacher"]), but preflight checks a student fits the data (the default is for images)
            "student": {"model": "zoo:bert", "kwargs": student_kwargs(2, QUICK_FFN if quick else 1536, quick)}}
     run_dir = workdir / "teacher"
-    record = edgekd.run(cfg, run_dir, stages=["teacher"])["teacher"]
+    # wait: processes sharing a --workdir (--first-seed) each read the cached teacher through this folder's lock
+    record = edgekd.run(cfg, run_dir, stages=["teacher"], wait=True)["teacher"]
     member = record.members[0]
     weights = (run_dir / member.weights).resolve()
     return record, {"model": member.model, "kwargs": dict(member.kwargs), "weights": str(weights)}
