@@ -373,3 +373,81 @@ def test_build_loss_needs_a_term_and_defaults_weight_to_one():
     total, terms = composite(inputs(s, t))
     assert float(total.detach()) == pytest.approx(float(((s - t) ** 2).mean().detach()), rel=1e-6)
     assert math.isclose(terms["logit_mse"], float(total.detach()), rel_tol=1e-6)
+
+
+# -- DKD and DIST: each against its authors' published code, written out here -------------------------
+
+
+def dkd_reference(s, t, y, alpha, beta, T):
+    """mdistiller's dkd_loss (github.com/megvii-research/mdistiller, mdistiller/distillers/DKD.py)."""
+    gt = torch.zeros_like(s).scatter_(1, y.unsqueeze(1), 1).bool()
+    other = ~gt
+    p_s, p_t = torch.softmax(s / T, 1), torch.softmax(t / T, 1)
+    cat = lambda p: torch.cat([(p * gt).sum(1, keepdim=True), (p * other).sum(1, keepdim=True)], 1)  # noqa: E731
+    b_s, b_t = cat(p_s), cat(p_t)
+    tckd = torch.nn.functional.kl_div(torch.log(b_s), b_t, reduction="sum") * T**2 / y.shape[0]
+    p_t2 = torch.softmax(t / T - 1000.0 * gt, 1)
+    log_p_s2 = torch.log_softmax(s / T - 1000.0 * gt, 1)
+    nckd = torch.nn.functional.kl_div(log_p_s2, p_t2, reduction="sum") * T**2 / y.shape[0]
+    return alpha * tckd + beta * nckd
+
+
+@pytest.mark.parametrize("alpha,beta,T", [(1.0, 8.0, 4.0), (0.5, 2.0, 1.0)])
+def test_dkd_matches_the_authors_code(alpha, beta, T):
+    s, t = logits(B, K), logits(B, K)
+    y = torch.randint(0, K, (B,))
+    value = LOSSES.get("dkd")(alpha=alpha, beta=beta, temperature=T)(inputs(s, t, y=y))
+    check(value, dkd_reference(s, t.detach(), y, alpha, beta, T), [s])
+
+
+def test_dkd_recombines_into_classic_kd():
+    """The paper's identity: KD = TCKD + (1 - p_target of the teacher) * NCKD, per sample."""
+    s, t = logits(B, K), logits(B, K)
+    y = torch.randint(0, K, (B,))
+    T = 3.0
+    for i in range(B):
+        weight = 1 - torch.softmax(t[i] / T, 0)[y[i]].item()
+        dkd = LOSSES.get("dkd")(alpha=1.0, beta=weight, temperature=T)(inputs(s[i:i + 1], t[i:i + 1], y=y[i:i + 1]))
+        kd = LOSSES.get("kd")(temperature=T)(inputs(s[i:i + 1], t[i:i + 1], y=y[i:i + 1]))
+        assert_close(dkd, kd)
+
+
+def test_dkd_stays_finite_for_a_certain_teacher():
+    s = logits(B, K)
+    t = torch.full((B, K), -60.0)
+    y = torch.randint(0, K, (B,))
+    t[torch.arange(B), y] = 60.0  # p_target = 1 in float32 at T = 1
+    value = LOSSES.get("dkd")(temperature=1.0)(inputs(s, t, y=y))
+    (grad,) = torch.autograd.grad(value, [s])
+    assert torch.isfinite(value) and torch.isfinite(grad).all()
+
+
+def dist_reference(s, t, beta, gamma, tau):
+    """DIST's loss (github.com/hunto/DIST_KD, classification/lib/models/losses/dist_kd.py)."""
+    def pearson(a, b, eps=1e-8):
+        a, b = a - a.mean(1).unsqueeze(1), b - b.mean(1).unsqueeze(1)
+        return (a * b).sum(1) / (a.norm(dim=1) * b.norm(dim=1) + eps)
+
+    y_s, y_t = (s / tau).softmax(1), (t / tau).softmax(1)
+    inter = tau**2 * (1 - pearson(y_s, y_t).mean())
+    intra = tau**2 * (1 - pearson(y_s.transpose(0, 1), y_t.transpose(0, 1)).mean())
+    return beta * inter + gamma * intra
+
+
+@pytest.mark.parametrize("beta,gamma,T", [(1.0, 1.0, 1.0), (2.0, 0.5, 4.0)])
+def test_dist_matches_the_authors_code(beta, gamma, T):
+    s, t = logits(B, K), logits(B, K)
+    value = LOSSES.get("dist")(beta=beta, gamma=gamma, temperature=T)(inputs(s, t))
+    check(value, dist_reference(s, t.detach(), beta, gamma, T), [s])
+
+
+def test_dist_inter_class_term_ignores_a_shift_and_scale_of_the_probabilities():
+    """Correlation, not equality: a student whose probabilities are an affine image of the teacher's has
+    no inter-class loss (where KD would still push it)."""
+    t = logits(B, K).detach()
+    p_t = torch.softmax(t, 1)
+    p_s = 0.5 * p_t + 0.05  # rows still sum to 1 with K = 10
+    s = torch.log(p_s)
+    inter_only = LOSSES.get("dist")(beta=1.0, gamma=0.0)(inputs(s, t))
+    assert inter_only.abs() < 1e-6
+    assert LOSSES.get("kd")(temperature=1.0)(inputs(s, t)) > 1e-3
