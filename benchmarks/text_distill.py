@@ -27,6 +27,9 @@ students, which then take only the attention and embeddings from the teacher (in
     .venv/bin/python benchmarks/text_distill.py --threads 1 --seeds 2 &
     .venv/bin/python benchmarks/text_distill.py --threads 1 --seeds 1 --first-seed 2
     .venv/bin/python benchmarks/text_distill.py
+    # a study longer than one sitting: table what is finished, and later finish it from that table
+    .venv/bin/python benchmarks/text_distill.py --only-cached
+    .venv/bin/python benchmarks/text_distill.py --reuse benchmarks/results/text_distill.json
 
 Writes benchmarks/results/text_distill.md and .json (text_distill_quick.* with --quick). Run folders (a finished
 run is cached) live under --workdir.
@@ -248,6 +251,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--recipes", default=",".join(RECIPES), help=f"comma list of {', '.join(RECIPES)}")
     parser.add_argument("--threads", type=int, default=2, help="torch.set_num_threads")
     parser.add_argument("--note", default="", help="a line added to the results header")
+    parser.add_argument("--only-cached", action="store_true", help="report the runs already finished in --workdir and "
+                                                                    "skip the others (a partial table, labelled so)")
+    parser.add_argument("--reuse", type=Path, default=None, help="an earlier results .json: its runs with the same "
+                                                                  "student, recipe, seed, epochs and distill settings "
+                                                                  "are taken from it instead of run again, so a "
+                                                                  "study can be finished over several sessions")
     args = parse_bench_args(parser, argv, quick={"epochs": 1, "seeds": 1})
     recipes = [r.strip() for r in args.recipes.split(",") if r.strip()]
     unknown = [r for r in recipes if r not in RECIPES]
@@ -292,11 +301,23 @@ def main(argv: list[str] | None = None) -> int:
     if args.note:
         settings["note"] = args.note
     runs: list[dict] = []
+    earlier = read_json(args.reuse)["runs"] if args.reuse else []
+    skipped: list[str] = []
     for seed in seeds:  # seeds outermost: an interrupted run still has every row at the first seeds
         for n, ffn in pairs:
             for recipe in recipes:
                 cfg = student_config(teacher_spec, recipe, n, ffn, seed, args.epochs, args.quick, args.workdir)
                 run_dir = args.workdir / f"{n}L-ffn{ffn}-{recipe}-s{seed}-e{args.epochs}"
+                found = [r for r in earlier if (r["layers"], r["ffn"], r["recipe"], r["seed"]) == (n, ffn, recipe, seed)
+                         and r["distill"] == cfg["distill"]]
+                if found:
+                    runs.append({**found[0], "reused_from": str(args.reuse)})
+                    print(f"{n}L ffn{ffn} {recipe:9s} seed {seed}: test acc {found[0]['test_accuracy']:.4f} "
+                          f"(from {args.reuse})", flush=True)
+                    continue
+                if args.only_cached and not (run_dir / "distill" / "stage.json").is_file():
+                    skipped.append(f"{n}L ffn{ffn} {recipe} seed {seed}")
+                    continue
                 t0 = time.perf_counter()
                 result = edgekd.run(cfg, run_dir, stages=["distill"], console=quiet)
                 rec, outcome = result["distill"], result.stages["distill"]
@@ -312,6 +333,8 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"{n}L ffn{ffn} {recipe:9s} seed {seed}: test acc {rec.figures.accuracy:.4f} "
                       f"({'cached' if outcome.cached else f'{time.perf_counter() - t0:.0f}s'})", flush=True)
 
+    if skipped:
+        settings["not run yet"] = "; ".join(skipped)
     settings["total wall time"] = f"{time.perf_counter() - started:.0f} s"
     markdown, summary = report(info, settings, teacher, runs, recipes)
     raw = {"machine": info, "settings": settings, "teacher": teacher.to_dict(), "runs": runs, "summary": summary}

@@ -7,12 +7,15 @@ what was expected. Each stage owns one section; later stages add sections here.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from typing_extensions import NotRequired, TypedDict
 
 from .ondevice.settings import ENERGY, LATENCY
+
+if TYPE_CHECKING:
+    from .data.augment import Augmentation
 from .yamlfile import read_yaml, validate
 
 
@@ -20,12 +23,26 @@ class Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+class AugmentConfig(Section):
+    """``data.augment`` spelled out: what is done to each training batch of the student (distill, prune
+    recovery, QAD). The teacher sees the same augmented batch (live), or its cached views (distill.teacher_views)."""
+
+    shift: int = Field(0, ge=0, le=16, description="images: random shifts of up to this many pixels")
+    mixup: float = Field(0.0, ge=0, description="images: mixup with Beta(alpha, alpha) weights (0: off; 0.2-1 usual)")
+    cutmix: float = Field(0.0, ge=0, description="images: cutmix with Beta(alpha, alpha) box areas (0: off; 1 usual); "
+                          "with mixup on too, each batch uses one of them at random")
+    token_dropout: float = Field(0.0, ge=0, lt=1, description="text: the chance each token (but [CLS] and the last) is "
+                                 "dropped (masked out as padding)")
+
+
 class DataConfig(Section):
     source: str = "builtin:mnist5k"
     image_size: tuple[int, int] | None = Field(None, description="(H, W); resize every image to this size")
     split: tuple[float, float, float] = (0.7, 0.1, 0.2)
     split_seed: int = Field(0, description="seeds the train/val/test split only, so runs with other seeds share a test set")
-    augment: bool = Field(False, description="images: random shifts of up to 2 pixels; turns the teacher cache off")
+    augment: bool | AugmentConfig = Field(False, description="the student's training batches: true = images shifted "
+                                          "by up to 2 pixels, or {shift, mixup, cutmix, token_dropout}; the teacher "
+                                          "then runs live on the same batch unless distill.teacher_views caches views")
     num_classes: int | None = Field(None, ge=2, description="classes expected; a label outside 0..num_classes-1 is an "
                                     "error (default: the source's class names, else the largest label + 1)")
     # text sources (text:PATH, builtin:rotten_tomatoes)
@@ -34,6 +51,16 @@ class DataConfig(Section):
     max_length: int = Field(128, ge=2, le=8192, description="text: tokens per text; longer texts are cut and counted")
     text_column: str = Field("text", description="text:PATH: the column (CSV) or key (JSONL) holding the texts")
     label_column: str = Field("label", description="text:PATH: the column or key holding the labels (names or integers)")
+
+    @property
+    def augmentation(self) -> Augmentation | None:
+        """``augment`` as the trainer applies it; None when it does nothing."""
+        from .data.augment import SHIFT, Augmentation
+
+        if isinstance(self.augment, bool):
+            return Augmentation(shift=SHIFT) if self.augment else None
+        found = Augmentation(**self.augment.model_dump())
+        return found if found != Augmentation() else None
 
 
 class TrainConfig(Section):
@@ -120,6 +147,10 @@ class DistillConfig(Section):
                                                              "the teacher layer (0-based) for each student layer")
     train: TrainConfig = TrainConfig(epochs=12, lr=5e-3)
     cache_teacher: bool = True
+    teacher_views: int = Field(0, ge=0, le=64, description="with data.augment on: cache the teacher's outputs on this "
+                               "many fixed augmented views of each training sample, and show each sample one of them "
+                               "per epoch (consistent teaching at the cache's speed; shifts and token dropout only). "
+                               "0: the teacher runs live on every augmented batch")
 
 
 class PruneConfig(Section):

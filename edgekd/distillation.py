@@ -1,8 +1,8 @@
 """Distillation training shared by the stages that train a student: distill, prune recovery and QAD.
 
-All three use the ``distill`` section's losses and the same teacher (live, or its
-outputs cached on disk when augmentation is off), so a loss added to the
-registry serves every stage.
+All three use the ``distill`` section's losses and the same teacher (live on each
+augmented batch, or its outputs cached on disk: on the plain training split, or on
+fixed augmented views of it), so a loss added to the registry serves every stage.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from .io import state_dict_hash
 from .losses import FeaturePair, build_loss
 from .losses.layer_map import layer_pairs
 from .models import feature_shapes, model_stats
+from .data.augment import ViewPlan
 from .records import Compression, Figures, ModelRef, StudentRecord, TeacherCache, TeacherRecord, TrainSummary
 from .train import CachedTeacher, LiveTeacher, Trainer
 from .train.evaluation import evaluate, predict
@@ -36,21 +37,28 @@ def ensemble_logits(members: list[torch.nn.Module], weights: list[float], x: tor
 
 
 def teacher_source(
-    ctx: StageContext, pairs: list[FeaturePair], *, use_cache: bool, augment: bool, extra: list[torch.nn.Module] = ()
+    ctx: StageContext, pairs: list[FeaturePair], *, use_cache: bool, extra: list[torch.nn.Module] = ()
 ) -> tuple[object, list[torch.nn.Module], TeacherCache]:
-    """The live teacher, or its outputs cached on disk when augmentation is off.
+    """The live teacher, or its outputs cached on disk: on the training split as it is when augmentation is
+    off, on ``distill.teacher_views`` fixed augmented views of it when that is set.
 
     ``extra`` members (e.g. the FP32 student during QAD) join the ensemble with weight 1.
     """
     members, weights, temperature = load_teachers(ctx)
     members, weights = members + list(extra), weights + [sum(weights) / len(weights)] * len(extra)
     live = LiveTeacher(members, weights, [p.teacher for p in pairs], temperature)
-    if not use_cache or augment:
-        return live, members, TeacherCache(used=False, reason="augmentation on" if augment else "disabled")
+    data, augmentation, views = ctx.data, ctx.config.data.augmentation, ctx.config.distill.teacher_views
+    if not use_cache or (augmentation is not None and not views):
+        return live, members, TeacherCache(used=False, reason="augmentation on" if augmentation else "disabled")
     hashes = [m.sha256 for m in ctx.record(TEACHER, TeacherRecord).members] + [state_dict_hash(m) for m in extra]
-    key = {"teachers": hashes, "weights": weights, **ctx.data.provenance()}
-    cached = CachedTeacher.load_or_build(live, ctx.data.x_train, key)
-    return cached, members, TeacherCache(used=True, hit=cached.hit, path=str(cached.path))
+    key = {"teachers": hashes, "weights": weights, **data.provenance()}
+    plan = None
+    if augmentation is not None:
+        width = data.x_train.shape[1] if data.is_text else 0
+        plan = ViewPlan.draw(augmentation, views, len(data.x_train), width, ctx.config.seed)
+        key.update(views=views, augment=ctx.config.section("data")["augment"], seed=ctx.config.seed)
+    cached = CachedTeacher.load_or_build(live, data.x_train, key, plan=plan, pad_id=data.pad_id)
+    return cached, members, TeacherCache(used=True, hit=cached.hit, path=str(cached.path), views=views if plan else None)
 
 
 def distill_into(
@@ -79,9 +87,7 @@ def distill_into(
     # text features are kept live: cached per sample they would take gigabytes, and each batch is cut to its
     # longest text, which cached full-width features would not match
     use_cache = cfg.cache_teacher and not (pairs and data.is_text)
-    source, members, cache = teacher_source(
-        ctx, pairs, use_cache=use_cache, augment=ctx.config.data.augment, extra=extra_teachers
-    )
+    source, members, cache = teacher_source(ctx, pairs, use_cache=use_cache, extra=extra_teachers)
     if cfg.cache_teacher and not use_cache:
         cache = cache.model_copy(update={"reason": "text feature losses use the live teacher"})
     if pairs:
@@ -92,7 +98,7 @@ def distill_into(
         )
     result = Trainer(
         student, loss, train_config, data, out_dir, teacher=source, feature_pairs=pairs,
-        augment=ctx.config.data.augment, seed=ctx.config.seed, description=description,
+        augment=ctx.config.data.augmentation, seed=ctx.config.seed, description=description,
         run_key=run_key, step_hook=step_hook, batch_key=batch_key,
     ).fit(resume=ctx.resume)
     return TrainSummary(**result.to_dict()), cache

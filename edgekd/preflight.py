@@ -282,11 +282,8 @@ def text_problems(cfg: PipelineConfig, is_text: bool, width: int | None = None) 
     """Settings that mean something for images only, or lengths that do not fit, on text data (and back).
 
     ``width``: the longest text's token count in the data (as stored)."""
-    found = []
+    found = augment_problems(cfg, is_text)
     if is_text:
-        if cfg.data.augment:
-            found.append(Problem("data.augment", "true, but text data has no augmentation (random shifts are for images)",
-                                 "false"))
         if cfg.teacher.augment:
             found.append(Problem("teacher.augment", "true, but text data has no augmentation", "false, or leave it out"))
         if cfg.data.image_size is not None:
@@ -303,4 +300,34 @@ def text_problems(cfg: PipelineConfig, is_text: bool, width: int | None = None) 
     elif cfg.profile.sequence_length is not None:
         found.append(Problem("profile.sequence_length", f"{cfg.profile.sequence_length}, but {cfg.data.source} holds images",
                              "leave it out (it sets the token count of text inputs)"))
+    return found
+
+
+def augment_problems(cfg: PipelineConfig, is_text: bool) -> list[Problem]:
+    """``data.augment`` settings for the other modality, and ``distill.teacher_views`` that cannot hold the views."""
+    found = []
+    augment, views = cfg.data.augment, cfg.distill.teacher_views
+    if is_text and augment is True:
+        found.append(Problem("data.augment", "true, but for text that means nothing (random shifts are for images)",
+                             "{token_dropout: 0.1}, or false"))
+    elif not isinstance(augment, bool):
+        image_only = [k for k in ("shift", "mixup", "cutmix") if getattr(augment, k)]
+        if is_text and image_only:
+            found.append(Problem(f"data.augment.{image_only[0]}", f"{getattr(augment, image_only[0])}, but "
+                                 f"{cfg.data.source} holds texts ({', '.join(image_only)} are for images)",
+                                 "token_dropout for text"))
+        if not is_text and augment.token_dropout:
+            found.append(Problem("data.augment.token_dropout", f"{augment.token_dropout}, but {cfg.data.source} holds "
+                                 "images", "shift, mixup or cutmix for images"))
+    augmentation = cfg.data.augmentation
+    if views and augmentation is None:
+        found.append(Problem("distill.teacher_views", f"{views}, but data.augment is off, so every view would be the "
+                             "sample itself", "0, or turn data.augment on"))
+    elif views and augmentation.mixes:
+        found.append(Problem("distill.teacher_views", f"{views}, but mixup and cutmix mix each batch with a random "
+                             "partner, which a fixed view cannot hold", "0 (the teacher runs live on each mixed "
+                             "batch), or mixup: 0 and cutmix: 0"))
+    elif views and not cfg.distill.cache_teacher:
+        found.append(Problem("distill.teacher_views", f"{views}, but distill.cache_teacher is false, so nothing is "
+                             "cached", "0, or cache_teacher: true"))
     return found

@@ -125,6 +125,7 @@ class TeacherCache(Record):
     hit: bool | None = None
     path: str | None = None
     reason: str | None = None
+    views: int | None = None  # fixed augmented views cached per sample (distill.teacher_views)
 
 
 class TeacherRecord(Record):

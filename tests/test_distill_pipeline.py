@@ -113,10 +113,10 @@ def test_teacher_cache_hit_gives_identical_student(pretrained_config, tmp_path, 
 def test_teacher_cache_off_with_augmentation(pretrained_config, tmp_path):
     cfg = pretrained_config({"data": {"augment": True}, "distill": {"train": {"epochs": 1}}})
     rec = edgekd.run(cfg, tmp_path / "run", stages=["distill"])["distill"]
-    assert rec.teacher_cache.to_dict() == {"used": False, "hit": None, "path": None, "reason": "augmentation on"}
+    assert rec.teacher_cache.to_dict() == {"used": False, "hit": None, "path": None, "reason": "augmentation on", "views": None}
     cfg = pretrained_config({"distill": {"cache_teacher": False, "train": {"epochs": 1}}})
     rec = edgekd.run(cfg, tmp_path / "run2", stages=["distill"])["distill"]
-    assert rec.teacher_cache.to_dict() == {"used": False, "hit": None, "path": None, "reason": "disabled"}
+    assert rec.teacher_cache.to_dict() == {"used": False, "hit": None, "path": None, "reason": "disabled", "views": None}
 
 
 @pytest.mark.parametrize("edit, field", [

@@ -75,6 +75,11 @@ class DataBundle:
                     "max_length": pre.max_length}
         return {"num_classes": self.num_classes, "in_channels": self.input_shape[0]}
 
+    @property
+    def pad_id(self) -> int | None:
+        """Text: the id the model masks out (token dropout writes it); images: None."""
+        return self.input.preprocess.pad_id if self.is_text else None
+
     def trim(self, x: torch.Tensor) -> torch.Tensor:
         """A training batch without all-padding trailing columns (text); images unchanged."""
         return trim_padding(x, self.input)

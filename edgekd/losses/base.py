@@ -20,11 +20,13 @@ from ..registry import Registry
 @dataclass
 class LossInputs:
     student_logits: Tensor  # (B, K)
-    targets: Tensor  # (B,) int64
+    targets: Tensor  # (B,) int64; in a mixed batch (mixup, cutmix) each sample's dominant label
     teacher_logits: Tensor | None  # (B, K) aggregated teacher logits (ensemble already applied), or None
     teacher_logits_each: list[Tensor] = field(default_factory=list)  # per-teacher logits; may be empty
     student_features: dict[str, Tensor] = field(default_factory=dict)  # keyed by student module name
     teacher_features: dict[str, Tensor] = field(default_factory=dict)  # keyed by teacher module name
+    targets_b: Tensor | None = None  # mixed batch: the partner sample's labels, weighted 1 - lam
+    lam: float = 1.0  # mixed batch: each sample's own share (>= 0.5)
 
 
 @dataclass(frozen=True)

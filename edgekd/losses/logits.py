@@ -30,7 +30,8 @@ class CrossEntropy(DistillLoss):
     """Cross-entropy with the ground-truth labels: ``-mean_i log softmax(s_i)[y_i]``.
 
     ``label_smoothing`` (in [0, 1)) mixes the one-hot target with the uniform
-    distribution (Szegedy et al., 2016, "Rethinking the Inception Architecture").
+    distribution (Szegedy et al., 2016, "Rethinking the Inception Architecture"). In a mixed
+    batch the loss is ``lam * CE(y) + (1 - lam) * CE(y_partner)``.
     """
 
     needs_teacher = False
@@ -42,7 +43,11 @@ class CrossEntropy(DistillLoss):
         self.label_smoothing = float(label_smoothing)
 
     def forward(self, inputs: LossInputs) -> Tensor:
-        return F.cross_entropy(inputs.student_logits, inputs.targets, label_smoothing=self.label_smoothing)
+        ce = lambda targets: F.cross_entropy(inputs.student_logits, targets, label_smoothing=self.label_smoothing)  # noqa: E731
+        if inputs.targets_b is None:
+            return ce(inputs.targets)
+        # a mixed batch (mixup, cutmix): the labels mixed as the inputs were (Zhang et al., 2018)
+        return inputs.lam * ce(inputs.targets) + (1.0 - inputs.lam) * ce(inputs.targets_b)
 
 
 @register("kd")

@@ -28,7 +28,7 @@ class DistillStage(Stage):
     def cache_inputs(self, ctx: StageContext) -> dict[str, Any]:
         cfg = ctx.config
         return {
-            "seed": cfg.seed, "data": ctx.data.provenance(), "augment": cfg.data.augment,
+            "seed": cfg.seed, "data": ctx.data.provenance(), "augment": cfg.section("data")["augment"],
             "student": cfg.section("student"), "distill": cfg.section("distill"), "files": ctx.spec_hashes(cfg.student),
         }
 

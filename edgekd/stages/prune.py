@@ -39,7 +39,7 @@ class PruneStage(Stage):
 
     def cache_inputs(self, ctx: StageContext) -> dict[str, Any]:
         cfg = ctx.config
-        return {"seed": cfg.seed, "augment": cfg.data.augment, "prune": cfg.section("prune"), "distill": cfg.section("distill")}
+        return {"seed": cfg.seed, "augment": cfg.section("data")["augment"], "prune": cfg.section("prune"), "distill": cfg.section("distill")}
 
     def validate(self, ctx: StageContext) -> None:
         if ctx.config.prune.enabled:

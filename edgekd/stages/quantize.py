@@ -37,7 +37,7 @@ class QuantizeStage(Stage):
 
     def cache_inputs(self, ctx: StageContext) -> dict[str, Any]:
         cfg = ctx.config
-        return {"seed": cfg.seed, "augment": cfg.data.augment, "quantize": cfg.section("quantize"), "distill": cfg.section("distill"),
+        return {"seed": cfg.seed, "augment": cfg.section("data")["augment"], "quantize": cfg.section("quantize"), "distill": cfg.section("distill"),
                 "calibration": ctx.file_hash(cfg.quantize.calibration)}
 
     def validate(self, ctx: StageContext) -> None:

@@ -16,6 +16,7 @@ from typing import Any
 import torch
 
 from .. import distributed
+from ..data.augment import SHIFT, Augmentation
 from ..distillation import ensemble_logits
 from ..io import sha256_file, state_dict_hash
 from ..losses import build_loss
@@ -56,7 +57,8 @@ class TeacherStage(Stage):
                 if spec.model.startswith("hf:") and cfg.finetune == "head":
                     for name, param in model.named_parameters():
                         param.requires_grad_(name.startswith(HEAD))
-                augment = cfg.augment if cfg.augment is not None else not data.is_text
+                shifts = cfg.augment if cfg.augment is not None else not data.is_text
+                augment = Augmentation(shift=SHIFT) if shifts else None
                 result = Trainer(
                     model, build_loss([{"name": "ce"}], key="teacher"), cfg.train, data, out_dir / f"member{i}",
                     augment=augment, seed=ctx.config.seed + i, description=f"teacher {i}",

@@ -35,7 +35,8 @@ from tqdm.auto import tqdm
 
 from .. import distributed
 from ..config import TrainConfig
-from ..data import DataBundle, augment_batch
+from ..data import DataBundle
+from ..data.augment import Augmentation, Mix
 from ..errors import ModelError, StageError
 from ..io import torch_save, write_text
 from ..losses import CompositeLoss, FeaturePair, LossInputs
@@ -80,8 +81,9 @@ class _TrainStep(torch.nn.Module):
         super().__init__()
         self.model, self.loss = model, loss
 
-    def forward(self, x: torch.Tensor, y: torch.Tensor, teacher: TeacherOutputs | None, recorder: FeatureRecorder):
-        return _train_step(self.model, self.loss, x, y, teacher, recorder)
+    def forward(self, x: torch.Tensor, y: torch.Tensor, teacher: TeacherOutputs | None, recorder: FeatureRecorder,
+                mix: Mix | None = None):
+        return _train_step(self.model, self.loss, x, y, teacher, recorder, mix)
 
 
 def group_by_length(order: torch.Tensor, lengths: torch.Tensor, batch_size: int, generator: torch.Generator,
@@ -102,12 +104,14 @@ def group_by_length(order: torch.Tensor, lengths: torch.Tensor, batch_size: int,
 
 
 def _train_step(model: torch.nn.Module, loss: CompositeLoss, x: torch.Tensor, y: torch.Tensor,
-                teacher: TeacherOutputs | None, recorder: FeatureRecorder):
+                teacher: TeacherOutputs | None, recorder: FeatureRecorder, mix: Mix | None = None):
     """The student's forward pass and the combined loss: (loss, logits, loss terms)."""
     logits = model(x)
     total, terms = loss(LossInputs(
         student_logits=logits,
         targets=y,
+        targets_b=mix.targets_b if mix else None,
+        lam=mix.lam if mix else 1.0,
         teacher_logits=teacher.logits if teacher else None,
         teacher_logits_each=teacher.logits_each if teacher else [],
         student_features=dict(recorder.features),
@@ -144,7 +148,7 @@ class Trainer:
         *,
         teacher: TeacherSource | None = None,
         feature_pairs: list[FeaturePair] = (),
-        augment: bool = False,
+        augment: Augmentation | None = None,
         seed: int = 0,
         description: str = "train",
         run_key: str = "",
@@ -302,8 +306,9 @@ class Trainer:
         with distributed.collective(f"{self.description}: setting up DistributedDataParallel"):
             return DistributedDataParallel(step, device_ids=[self.device] if self.device.type == "cuda" else None)
 
-    def _share(self, indices: torch.Tensor, x: torch.Tensor, y: torch.Tensor):
-        """This process's share of a global batch, how many of its samples are real, and its loss weight.
+    def _share(self, indices: torch.Tensor, x: torch.Tensor, y: torch.Tensor, mix: Mix | None):
+        """This process's share of a global batch, how many of its samples are real, its loss weight, and its
+        share of the mixing partners' labels.
 
         DDP averages gradients over the processes, so weighting each process's mean loss by
         ``share * world / batch`` makes the average the gradient of the global batch's mean loss
@@ -315,7 +320,21 @@ class Trainer:
         real = part.stop - part.start
         if real == 0:
             part = slice(0, 1)
-        return indices[part], x[part], y[part], real, real * world / count
+        mix = Mix(mix.lam, mix.targets_b[part]) if mix else None
+        return indices[part], x[part], y[part], real, real * world / count, mix
+
+    def _augment(self, indices: torch.Tensor, x: torch.Tensor, y: torch.Tensor, generator: torch.Generator):
+        """(teacher rows, the augmented batch, how it was mixed). With cached views (the teacher's ``plan``) each
+        sample shows one of its fixed views and the teacher's row is that view's; otherwise ``augment`` draws
+        a fresh view and the row is the sample's."""
+        plan = getattr(self.teacher, "plan", None)
+        if plan is not None:
+            view = torch.randint(plan.views, (len(indices),), generator=generator)
+            return indices * plan.views + view, plan.apply(x, indices, view, self.data.pad_id), None
+        if self.augment is None:
+            return indices, x, None
+        x, mix = self.augment.apply(x, y, generator, self.data.pad_id)
+        return indices, x, mix
 
     def _patience_exhausted(self, history: list[dict], best: dict) -> bool:
         patience = self.config.early_stopping_patience
@@ -341,21 +360,22 @@ class Trainer:
             if b == self.batches_per_epoch - 1:
                 indices = order[b * config.batch_size :]  # the remainder joins the last batch
             x, y = data.trim(data.x_train[indices]), data.y_train[indices]  # text: cut to the batch's longest
-            if self.augment:
-                x = augment_batch(x, generator=generator)  # the whole global batch: same draws as one process
+            # augmented once, for the whole global batch (same draws as one process); the teacher sees this batch
+            rows, x, mix = self._augment(indices, x, y, generator)
             if self._ddp is None:
                 real = len(y)
-                teacher = self.teacher.outputs(indices, x) if self.teacher is not None and self.loss.needs_teacher else None
+                teacher = self.teacher.outputs(rows, x) if self.teacher is not None and self.loss.needs_teacher else None
                 recorder.clear()
-                loss, logits, terms = _train_step(self.model, self.loss, x, y, teacher, recorder)
+                loss, logits, terms = _train_step(self.model, self.loss, x, y, teacher, recorder, mix)
             else:
-                indices, x, y, real, weight = self._share(indices, x, y)
+                rows, x, y, real, weight, mix = self._share(rows, x, y, mix)
                 if self.device.type != "cpu":
                     x, y = x.to(self.device), y.to(self.device)
-                teacher = self.teacher.outputs(indices, x) if self.teacher is not None and self.loss.needs_teacher else None
+                    mix = Mix(mix.lam, mix.targets_b.to(self.device)) if mix else None
+                teacher = self.teacher.outputs(rows, x) if self.teacher is not None and self.loss.needs_teacher else None
                 recorder.clear()
                 with distributed.collective(f"{self.description} epoch {epoch + 1}, batch {b + 1} (forward)"):
-                    loss, logits, terms = self._ddp(x, y, _to(teacher, self.device), recorder)
+                    loss, logits, terms = self._ddp(x, y, _to(teacher, self.device), recorder, mix)
             if not torch.isfinite(loss):
                 raise StageError(f"{self.description}: the loss became {float(loss)} at epoch {epoch + 1}, batch {b + 1}; lower the learning rate")
             self.optimizer.zero_grad(set_to_none=True)
