@@ -130,25 +130,29 @@ def bench_data(quick: bool) -> dict[str, Any]:
     return data
 
 
-def teacher_run_config(quick: bool = False) -> dict[str, Any]:
-    """The teacher exactly as examples/mnist.yaml trains it (data and teacher sections); --quick: a quarter-width
-    ResNet trained for one epoch on builtin:digits."""
+def teacher_run_config(quick: bool = False, source: str | None = None) -> dict[str, Any]:
+    """The teacher exactly as examples/mnist.yaml trains it (data and teacher sections), on ``source`` when given;
+    --quick: a quarter-width ResNet trained for one epoch on builtin:digits."""
     teacher = copy.deepcopy(example_config()["teacher"])
     if quick:
         teacher.update(kwargs={"width": QUICK_TEACHER_WIDTH}, augment=False, train={**teacher["train"], "epochs": 1})
-    return {"name": "bench-teacher", "seed": 0, "data": bench_data(quick), "teacher": teacher}
+    data = bench_data(quick)
+    if source:
+        data["source"] = source
+    return {"name": "bench-teacher", "seed": 0, "data": data, "teacher": teacher}
 
 
-def trained_teacher(workdir: Path, quick: bool = False) -> tuple[Any, Path, dict[str, Any]]:
-    """Train (or reuse: the stage is cached in ``workdir/teacher``) the example teacher (``quick``: the tiny one).
+def trained_teacher(workdir: Path, quick: bool = False, source: str | None = None) -> tuple[Any, Path, dict[str, Any]]:
+    """Train (or reuse: the stage is cached in ``workdir/teacher``, ``workdir/teacher-<source>`` for another data
+    source) the example teacher (``quick``: the tiny one).
 
     Returns the teacher record (``edgekd.records.TeacherRecord``), its weights file, and the teacher spec to put in
     other configs so they load these weights instead of training.
     """
     import edgekd
 
-    cfg = teacher_run_config(quick)
-    run_dir = workdir / "teacher"
+    cfg = teacher_run_config(quick, source)
+    run_dir = workdir / ("teacher" if not source else "teacher-" + source.replace(":", "-").replace("/", "-"))
     result = edgekd.run(cfg, run_dir, stages=["teacher"])
     record = result["teacher"]
     member = record.members[0]

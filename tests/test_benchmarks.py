@@ -90,14 +90,20 @@ def skip_without(modules: tuple[str, ...] = (), tools: tuple[str, ...] = ()) -> 
 
 def test_kd_gain_quick(tmp_path):
     stdout, out = run_quick("kd_gain.py", tmp_path)
-    header = ["method", "loss", "seeds", "test acc % (mean ± std)", "Δ vs hard (pp)", "val acc %", "per seed", "s/run"]
+    header = ["recipe", "best setting (search)", "val acc % (best trial)", "test acc % (mean ± std)",
+              "Δ vs hard (pp ± SE)", "> 2 SE", "per seed", "s/run"]
     rows = saved_table(stdout, out, "kd_gain", header)
-    assert [r["method"] for r in rows] == ["hard", "kd", "kd+logit_mse", "kd+fitnet", "kd+at", "kd+sp", "kd+rkd"]
-    assert_figures(rows, ["seeds", "test acc % (mean ± std)", "val acc %", "per seed", "s/run"])
-    assert_figures(rows[1:], ["Δ vs hard (pp)"])
-    assert {r["seeds"] for r in rows} == {"1"}
+    assert [r["recipe"] for r in rows] == ["hard", "kd", "dkd", "dist"]
+    assert_figures(rows, ["val acc % (best trial)", "test acc % (mean ± std)", "s/run"])
+    assert all(len(r["per seed"].split(", ")) == 2 for r in rows)
+    assert_figures(rows[1:], ["Δ vs hard (pp ± SE)"])
+    assert all(r["> 2 SE"] in ("yes", "no") for r in rows[1:]) and rows[0]["> 2 SE"] == "-"
+    assert all(re.search(r"lr [0-9.e-]+, epochs [12]", r["best setting (search)"]) for r in rows)
     raw = assert_json(out / "kd_gain_quick.json")
-    assert [r["method"] for r in raw["runs"]] == [r["method"] for r in rows]
+    (study,) = raw["studies"]
+    for recipe, found in study["recipes"].items():
+        assert len(found["trials"]) == 2 and len(found["runs"]) == 2, recipe  # the budget and the seeds, as asked
+        assert found["val"] == max(t["score"] for t in found["trials"])
 
 
 def test_train_overhead_quick(tmp_path):
