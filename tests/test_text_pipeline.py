@@ -234,6 +234,7 @@ def training_ids(result) -> np.ndarray:
     return ids[stratified_split(y, fractions=CONFIG_SPLIT, seed=0).train]
 
 
+@pytest.mark.slow  # a second distill + QAD + export of the tiny text model (~1 min); the unit checks are fast
 def test_trimmed_student_keeps_the_training_tokens_only(trimmed_run, export_run):
     from tokenizers import Tokenizer
 
@@ -251,6 +252,7 @@ def test_trimmed_student_keeps_the_training_tokens_only(trimmed_run, export_run)
         assert large - small >= 0.9 * (VOCAB - len(used) - 2) * HIDDEN * 4, (precision, small, large)
 
 
+@pytest.mark.slow
 def test_trimmed_artifacts_take_tokenizer_ids_and_score_as_recorded(trimmed_run):
     x_test, y_test = export_run_data(trimmed_run)
     assert not np.isin(x_test[x_test > 0], training_ids(trimmed_run)).all()  # the test split has unseen tokens
