@@ -8,6 +8,9 @@ same ResNet teacher on the same builtin:mnist5k tensors, batch size, optimizer
 * hand-written, live teacher the loop below, the teacher run on every batch
 * edgekd, cached teacher    ``cache_teacher: true`` (augmentation off), cache built in the warm-up round
 * hand-written, precomputed the teacher's train-split logits computed once, held in memory
+* edgekd, augmented, live    ``data.augment: {shift: 2}``: the teacher runs on every augmented batch (consistent)
+* edgekd, augmented, views   the same with ``distill.teacher_views: 8``: the teacher's outputs on 8 fixed
+                             views per sample, cached in the warm-up round (consistent at the cache's speed)
 
 Per-epoch time is the batch loop only: edgekd's ``metrics.jsonl`` ``seconds``
 field and the same span timed around the hand-written loop; the first epoch of
@@ -39,7 +42,8 @@ import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
 LR, BATCH, WARMUP_EPOCHS, WEIGHT_DECAY, T = 0.02, 64, 1.0, 1e-4, 4.0
-VARIANTS = ["edgekd-live", "hand-live", "edgekd-cached", "hand-cached"]
+VARIANTS = ["edgekd-live", "hand-live", "edgekd-cached", "hand-cached", "edgekd-aug-live", "edgekd-aug-views"]
+VIEWS = 8
 
 
 # ---------------------------------------------------------------- the hand-written loop
@@ -95,18 +99,20 @@ def handwritten(student, teacher, data, epochs: int, seed: int, precomputed: boo
 # ---------------------------------------------------------------- edgekd
 
 
-def edgekd_config(teacher_spec: dict, source: str, epochs: int, seed: int, width: float, cache: bool) -> dict:
+def edgekd_config(teacher_spec: dict, source: str, epochs: int, seed: int, width: float, variant: str) -> dict:
+    augmented = variant.startswith("edgekd-aug")
     return {
         "name": "overhead",
         "seed": seed,
-        "data": {"source": source, "augment": False},
+        "data": {"source": source, "augment": {"shift": 2} if augmented else False},
         "teacher": teacher_spec,
         "student": {"model": "zoo:tiny_cnn", "kwargs": {"width": width}},
         "distill": {
             "losses": [{"name": "ce", "weight": 0.1}, {"name": "kd", "weight": 0.9, "temperature": T}],
             "train": {"epochs": epochs, "batch_size": BATCH, "lr": LR, "warmup_epochs": WARMUP_EPOCHS,
                       "weight_decay": WEIGHT_DECAY, "optimizer": "adamw"},
-            "cache_teacher": cache,
+            "cache_teacher": variant in ("edgekd-cached", "edgekd-aug-views"),
+            "teacher_views": VIEWS if variant == "edgekd-aug-views" else 0,
         },
     }
 
@@ -177,9 +183,8 @@ def main(argv: list[str] | None = None) -> int:
 
     def one(variant: str, epochs: int) -> list[float]:
         if variant.startswith("edgekd"):
-            cache = variant == "edgekd-cached"
-            times, meta = edgekd_run(edgekd_config(spec, source, epochs, seed, args.width, cache), run_root / variant, quiet)
-            if cache and meta["teacher_cache"].get("used") is not True:
+            times, meta = edgekd_run(edgekd_config(spec, source, epochs, seed, args.width, variant), run_root / variant, quiet)
+            if variant in ("edgekd-cached", "edgekd-aug-views") and meta["teacher_cache"].get("used") is not True:
                 raise RuntimeError(f"teacher cache not used: {meta['teacher_cache']}")
         else:
             times = handwritten(fresh_student(seed), fresh_teacher(), data, epochs, seed, variant == "hand-cached")
@@ -188,10 +193,11 @@ def main(argv: list[str] | None = None) -> int:
         return times
 
     started = time.perf_counter()
-    print("warm-up (builds the teacher cache; not counted)", flush=True)
-    if "edgekd-cached" in variants:
-        one("edgekd-cached", 1)
-        extra["edgekd-cached"].clear()
+    print("warm-up (builds the teacher caches; not counted)", flush=True)
+    for cached in ("edgekd-cached", "edgekd-aug-views"):
+        if cached in variants:
+            one(cached, 1)
+            extra[cached].clear()
     for r in range(args.repeats):
         order = variants if r % 2 == 0 else variants[::-1]
         for variant in order:
@@ -224,6 +230,8 @@ def main(argv: list[str] | None = None) -> int:
         ("edgekd / hand-written, cached vs precomputed teacher", "edgekd-cached", "hand-cached", True),
         ("edgekd live / edgekd cached (cache speed-up)", "edgekd-live", "edgekd-cached", False),
         ("hand live / hand precomputed", "hand-live", "hand-cached", False),
+        ("augmented: live teacher / cached views (views speed-up)", "edgekd-aug-live", "edgekd-aug-views", False),
+        ("augmented cached views / plain cache (cost of consistent teaching)", "edgekd-aug-views", "edgekd-cached", False),
     ]
     comparisons = [c for c in comparisons if c[1] in variants and c[2] in variants]
     paired_ratios = {f"{a}/{b}": paired(a, b) for _, a, b, _ in comparisons}
@@ -234,12 +242,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     settings = {
         "torch.set_num_threads": args.threads,
-        "data": f"{source}, split seed 0, {len(data.x_train)} training images {tuple(data.input_shape)}, augment off",
+        "data": f"{source}, split seed 0, {len(data.x_train)} training images {tuple(data.input_shape)}, augment off (edgekd-aug-*: shifts of up to 2 px)",
         "teacher": teacher_note,
         "student": f"zoo:tiny_cnn width {args.width}",
         "training": f"batch {BATCH}, AdamW lr {LR} wd {WEIGHT_DECAY}, cosine with {WARMUP_EPOCHS:g} warmup epoch, loss 0.1 CE + 0.9 KD (T={T:g})",
         "protocol": f"{args.repeats} repeats x {args.epochs} epochs per variant, first epoch of each run dropped, "
-                    "variants interleaved (order reversed on odd repeats), after a 1-epoch warm-up run that builds the teacher cache",
+                    "variants interleaved (order reversed on odd repeats), after 1-epoch warm-up runs that build the teacher caches (plain and views)",
         "command": command_line("train_overhead.py", argv),
         "total wall time": f"{time.perf_counter() - started:.0f} s",
     }

@@ -110,13 +110,14 @@ def test_train_overhead_quick(tmp_path):
     stdout, out = run_quick("train_overhead.py", tmp_path)
     header = ["variant", "median s/epoch", "IQR", "min", "epochs timed", "edgekd stage wall s (median)"]
     rows = saved_table(stdout, out, "train_overhead", header)
-    assert [r["variant"] for r in rows] == ["edgekd-live", "hand-live", "edgekd-cached", "hand-cached"]
+    assert [r["variant"] for r in rows] == ["edgekd-live", "hand-live", "edgekd-cached", "hand-cached",
+                                            "edgekd-aug-live", "edgekd-aug-views"]
     assert_figures(rows, ["median s/epoch", "IQR", "min", "epochs timed"])
     assert_figures([r for r in rows if r["variant"].startswith("edgekd")], ["edgekd stage wall s (median)"])
     ratios = table(stdout, ["comparison", "paired median ratio", "ratio of medians", "ratio of minima", "goal ≤ 1.05 (paired)"])
-    assert len(ratios) == 4
+    assert len(ratios) == 6
     assert_figures(ratios, ["paired median ratio", "ratio of medians", "ratio of minima"])
-    assert [r["goal ≤ 1.05 (paired)"] in ("met", "NOT met") for r in ratios] == [True, True, False, False]
+    assert [r["goal ≤ 1.05 (paired)"] in ("met", "NOT met") for r in ratios] == [True, True, False, False, False, False]
     assert_json(out / "train_overhead_quick.json")
 
 
