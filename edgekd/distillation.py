@@ -86,10 +86,12 @@ def distill_into(
     loss = build_loss(losses if losses is not None else cfg.losses)
     # text features are kept live: cached per sample they would take gigabytes, and each batch is cut to its
     # longest text, which cached full-width features would not match
-    use_cache = cfg.cache_teacher and not (pairs and data.is_text)
+    text_features = bool(pairs and data.is_text)
+    use_cache = cfg.cache_teacher and loss.needs_teacher and not text_features
     source, members, cache = teacher_source(ctx, pairs, use_cache=use_cache, extra=extra_teachers)
     if cfg.cache_teacher and not use_cache:
-        cache = cache.model_copy(update={"reason": "text feature losses use the live teacher"})
+        why = "text feature losses use the live teacher" if text_features else "no loss reads the teacher"
+        cache = cache.model_copy(update={"reason": why})
     if pairs:
         loss.setup(
             pairs,

@@ -401,6 +401,15 @@ def test_onnx_scales_are_the_learned_ones(qat):
         assert any(np.isclose(scale, s, rtol=1e-6, atol=0) and zero_point == z for s, z in learned_pairs), (scale, zero_point)
 
 
+def cpu_has_vnni() -> bool:
+    """x86 VNNI (AVX512_VNNI or AVX_VNNI): 8-bit dot products without 16-bit intermediate saturation."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            return "vnni" in f.read()
+    except OSError:
+        return True  # not x86 Linux: ARM's dot-product kernels do not saturate either
+
+
 def test_onnx_runtime_matches_fake_quant(qat):
     g = torch.Generator().manual_seed(42)
     x = torch.randn(64, *SHAPE, generator=g)
@@ -412,8 +421,11 @@ def test_onnx_runtime_matches_fake_quant(qat):
     assert last.op_type == "DequantizeLinear"
     step = float(values[last.input[1]])
     assert step > 0
-    parity = compare(reference, got, atol=2 * step, min_top1_agreement=1.0)
-    assert parity.max_abs_diff <= 2 * step + 1e-7, parity.describe()
+    # ORT's fused integer kernels round differently from fake-quant; on x86 CPUs without VNNI they also saturate
+    # 16-bit pair sums (AVX2's VPMADDUBSW; OpenVINO's docs call it the saturation issue), one step more here
+    steps = 2 if cpu_has_vnni() else 3
+    parity = compare(reference, got, atol=steps * step, min_top1_agreement=1.0)
+    assert parity.max_abs_diff <= steps * step + 1e-7, parity.describe()
     assert parity.top1_agreement == 1.0, parity.describe()
     # the logits really are quantized: every output is an integer number of steps from the zero point
     zero_point = int(values[last.input[2]])
