@@ -141,6 +141,39 @@ def test_onnx_runtime_gets_uint8_activations_that_compute_the_same_and_fuse_ever
     assert fused["uint8"] > fused["int8"], fused
 
 
+def test_uint8_weights_and_activations_compute_the_same_and_keep_every_integer_kernel(tmp_path):
+    """What ONNX Runtime gets on x86 CPUs without VNNI (its u8 x s8 kernels saturate there): the CNN's weights and
+    activations re-encoded as uint8, bit-exact when run as Q/DQ and still fused into QLinearConv / QGemm."""
+    import collections
+
+    import numpy as np
+    import onnx
+
+    from edgekd import onnx_export
+    from edgekd.backends.onnxruntime.backend import as_uint8
+
+    torch.manual_seed(0)
+    spec = image_spec((1, 28, 28))
+    prepared = prepare(create_model("tiny_cnn", num_classes=10, in_channels=1).eval(), spec, observer="minmax")
+    prepared.calibrate(torch.randn(64, 1, 28, 28) * 2)
+    prepared.freeze_observers()
+    prepared.eval()
+    qdq = onnx_export.export(prepared.converted(fold_quantize=True), spec, tmp_path / "int8.onnx", opset=18,
+                             dynamic_batch=False)
+    reencoded = as_uint8(qdq, tmp_path / "u8u8.onnx", weights=True)
+    xs = [np.random.default_rng(i).standard_normal((1, 1, 28, 28)).astype(np.float32) * 2 for i in range(32)]
+    run = lambda path, level: np.concatenate([onnx_export.session(path, optimization=level).run(None, {"input": x})[0]
+                                              for x in xs])  # noqa: E731
+    reference = run(qdq, "disable")
+    np.testing.assert_array_equal(reference, run(reencoded, "disable"))  # the same dequantized values, bit for bit
+    optimized = tmp_path / "u8u8.optimized.onnx"
+    onnx_export.session(reencoded, optimized_path=optimized)
+    ops = collections.Counter(n.op_type for n in onnx.load(str(optimized)).graph.node)
+    assert ops["QLinearConv"] == 3 and ops["QGemm"] + ops["QLinearMatMul"] == 1, ops
+    step = float(np.abs(reference).max()) / 127
+    assert np.abs(run(reencoded, "all") - reference).max() <= 3 * step  # integer kernels, no saturation
+
+
 def test_learned_weights_carry_the_int8_grid_into_a_float_model():
     model = bert_with_outliers()
     prepared = prepare(model, token_spec(), observer="minmax")
