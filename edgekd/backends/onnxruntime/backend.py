@@ -104,11 +104,12 @@ def as_uint8(source: Path, target: Path, *, weights: bool = False) -> Path:
             constant.update(node.output)
     made: dict[str, str] = {}
     shifted: set[str] = set()
-    for node in graph.node:
+    movable = _movable_weights(graph, initializers, constant) if weights else set()
+    for index, node in enumerate(graph.node):
         if node.op_type not in ("QuantizeLinear", "DequantizeLinear") or len(node.input) < 3:
             continue
-        if node.input[0] in constant and not weights:
-            continue  # a weight: stays int8 (ONNX Runtime's U8S8 kernels)
+        if node.input[0] in constant and index not in movable:
+            continue  # a weight left int8 (ONNX Runtime's U8S8 kernels; or quantized by other ops in the graph)
         zero_point = node.input[2]
         if zero_point in initializers:
             value = numpy_helper.to_array(initializers[zero_point])
@@ -119,10 +120,11 @@ def as_uint8(source: Path, target: Path, *, weights: bool = False) -> Path:
         if value.dtype != np.int8:
             continue
         stored = node.input[0]
-        if node.op_type == "DequantizeLinear" and stored in initializers and stored not in shifted:
-            data = numpy_helper.to_array(initializers[stored])
+        if node.op_type == "DequantizeLinear" and stored not in shifted and (stored in initializers or stored in constants):
+            tensor = initializers[stored] if stored in initializers else constants[stored].attribute[0].t
+            data = numpy_helper.to_array(tensor)
             if data.dtype == np.int8:  # an int8 weight stored as is: its values move by 128 with the zero point
-                initializers[stored].CopyFrom(numpy_helper.from_array((data.astype(np.int16) + 128).astype(np.uint8), stored))
+                tensor.CopyFrom(numpy_helper.from_array((data.astype(np.int16) + 128).astype(np.uint8), tensor.name))
                 shifted.add(stored)
         if zero_point not in made:  # a new tensor: onnxslim may have merged this zero point with a weight's
             made[zero_point] = f"{zero_point}_as_uint8"
@@ -131,6 +133,25 @@ def as_uint8(source: Path, target: Path, *, weights: bool = False) -> Path:
     del graph.value_info[:]  # the int8 types recorded for Q outputs no longer hold; ONNX Runtime infers them
     onnx.save(model, str(target))
     return target
+
+
+def _movable_weights(graph, initializers: dict, constant: set[str]) -> set[int]:
+    """The weight Q/DQ nodes whose int8 values can move to uint8 with their zero point: a DequantizeLinear of an
+    initializer or Constant, or of a QuantizeLinear of a constant (both nodes). A weight quantized by other ops
+    (Div, Round, Clip to int8 bounds: the exporter's decomposed per-channel quantize) stays int8."""
+    # nodes by position: protobuf hands out a new wrapper object on every access, so id() would not match
+    producers = {out: i for i, node in enumerate(graph.node) for out in node.output}
+    found: set[int] = set()
+    for index, node in enumerate(graph.node):
+        if node.op_type != "DequantizeLinear" or node.input[0] not in constant:
+            continue
+        at = producers.get(node.input[0])
+        source = graph.node[at] if at is not None else None
+        if node.input[0] in initializers or (source is not None and source.op_type == "Constant"):
+            found.add(index)
+        elif source is not None and source.op_type == "QuantizeLinear" and len(source.input) >= 3:
+            found.update((index, at))
+    return found
 
 
 def canonical_node_names(path: Path) -> None:
