@@ -121,7 +121,7 @@ def build_artifacts(model: torch.nn.Module, spec, calib: torch.Tensor, sequence:
     """runtime/precision -> file (or the error that stopped it)."""
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
-    from edgekd.backends.onnxruntime.backend import activations_as_uint8
+    from edgekd.backends.onnxruntime.backend import as_uint8
     from edgekd.quantize import prepare
 
     work.mkdir(parents=True, exist_ok=True)
@@ -139,7 +139,7 @@ def build_artifacts(model: torch.nn.Module, spec, calib: torch.Tensor, sequence:
     if isinstance(onnx["int8"], Path) and student.scheme == "transformer":
         # as edgekd's onnxruntime backend builds it: activations re-encoded as uint8 (exact), which ORT needs to
         # fuse every INT8 linear on x86
-        paths["onnxruntime/int8"] = activations_as_uint8(onnx["int8"], work / "int8_qdq_uint8_activations.onnx")
+        paths["onnxruntime/int8"] = as_uint8(onnx["int8"], work / "int8_qdq_uint8_activations.onnx")
     try:
         quantize_dynamic(str(onnx["fp32"]), str(work / "ort_dynamic_int8.onnx"), weight_type=QuantType.QInt8)
         onnx["dynamic"] = work / "ort_dynamic_int8.onnx"

@@ -18,6 +18,7 @@ from safetensors import safe_open
 import edgekd
 from edgekd import calibration
 from edgekd import onnx_export as ox
+from edgekd.backends.onnxruntime.backend import cpu_has_vnni
 from edgekd.config import parse_config
 from edgekd.data import prepare_data
 from edgekd.errors import ConfigError, DataError, ModelError, StageError
@@ -399,15 +400,6 @@ def test_onnx_scales_are_the_learned_ones(qat):
     assert len(exported_pairs) >= 4
     for scale, zero_point in exported_pairs:
         assert any(np.isclose(scale, s, rtol=1e-6, atol=0) and zero_point == z for s, z in learned_pairs), (scale, zero_point)
-
-
-def cpu_has_vnni() -> bool:
-    """x86 VNNI (AVX512_VNNI or AVX_VNNI): 8-bit dot products without 16-bit intermediate saturation."""
-    try:
-        with open("/proc/cpuinfo") as f:
-            return "vnni" in f.read()
-    except OSError:
-        return True  # not x86 Linux: ARM's dot-product kernels do not saturate either
 
 
 def test_onnx_runtime_matches_fake_quant(qat):

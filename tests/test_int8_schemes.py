@@ -118,7 +118,7 @@ def test_onnx_runtime_gets_uint8_activations_that_compute_the_same_and_fuse_ever
     import onnx
 
     from edgekd import onnx_export
-    from edgekd.backends.onnxruntime.backend import activations_as_uint8
+    from edgekd.backends.onnxruntime.backend import as_uint8
 
     model = bert_with_outliers()
     prepared = prepare(model, token_spec(), observer="minmax")
@@ -127,7 +127,7 @@ def test_onnx_runtime_gets_uint8_activations_that_compute_the_same_and_fuse_ever
     prepared.eval()
     qdq = onnx_export.export(prepared.converted(fold_quantize=True), token_spec(), tmp_path / "int8.onnx", opset=18,
                              dynamic_batch=False)
-    reencoded = activations_as_uint8(qdq, tmp_path / "uint8.onnx")
+    reencoded = as_uint8(qdq, tmp_path / "uint8.onnx")
     x = ids(16, 2).numpy()
     exact = [onnx_export.run_session(onnx_export.session(p, optimization="disable"), x) for p in (qdq, reencoded)]
     np.testing.assert_array_equal(exact[0], exact[1])  # the same dequantized values, bit for bit

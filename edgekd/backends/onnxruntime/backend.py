@@ -81,11 +81,6 @@ def cpu_has_vnni() -> bool:
         return True  # not Linux: assume a current CPU
 
 
-def activations_as_uint8(source: Path, target: Path) -> Path:
-    """``source`` with every activation's QuantizeLinear/DequantizeLinear in uint8, weights left int8."""
-    return as_uint8(source, target)
-
-
 def as_uint8(source: Path, target: Path, *, weights: bool = False) -> Path:
     """``source`` with every activation's QuantizeLinear/DequantizeLinear in uint8 (zero point + 128), and with
     ``weights`` the weights' too. Exact: uint8 q = int8 q + 128 for every value, and (q - zero point) * scale is
