@@ -130,10 +130,13 @@ def bench_data(quick: bool) -> dict[str, Any]:
     return data
 
 
-def teacher_run_config(quick: bool = False, source: str | None = None) -> dict[str, Any]:
-    """The teacher exactly as examples/mnist.yaml trains it (data and teacher sections), on ``source`` when given;
-    --quick: a quarter-width ResNet trained for one epoch on builtin:digits."""
+def teacher_run_config(quick: bool = False, source: str | None = None, epochs: int | None = None) -> dict[str, Any]:
+    """The teacher exactly as examples/mnist.yaml trains it (data and teacher sections), on ``source`` when given,
+    for ``epochs`` instead of the example's when given; --quick: a quarter-width ResNet trained for one epoch on
+    builtin:digits."""
     teacher = copy.deepcopy(example_config()["teacher"])
+    if epochs:
+        teacher["train"] = {**teacher["train"], "epochs": epochs}
     if quick:
         teacher.update(kwargs={"width": QUICK_TEACHER_WIDTH}, augment=False, train={**teacher["train"], "epochs": 1})
     data = bench_data(quick)
@@ -142,16 +145,17 @@ def teacher_run_config(quick: bool = False, source: str | None = None) -> dict[s
     return {"name": "bench-teacher", "seed": 0, "data": data, "teacher": teacher}
 
 
-def trained_teacher(workdir: Path, quick: bool = False, source: str | None = None) -> tuple[Any, Path, dict[str, Any]]:
+def trained_teacher(workdir: Path, quick: bool = False, source: str | None = None,
+                    epochs: int | None = None) -> tuple[Any, Path, dict[str, Any]]:
     """Train (or reuse: the stage is cached in ``workdir/teacher``, ``workdir/teacher-<source>`` for another data
-    source) the example teacher (``quick``: the tiny one).
+    source) the example teacher (``quick``: the tiny one; ``epochs``: trained that long instead).
 
     Returns the teacher record (``edgekd.records.TeacherRecord``), its weights file, and the teacher spec to put in
     other configs so they load these weights instead of training.
     """
     import edgekd
 
-    cfg = teacher_run_config(quick, source)
+    cfg = teacher_run_config(quick, source, epochs)
     run_dir = workdir / ("teacher" if not source else "teacher-" + source.replace(":", "-").replace("/", "-"))
     result = edgekd.run(cfg, run_dir, stages=["teacher"])
     record = result["teacher"]

@@ -87,10 +87,16 @@ def distill_into(
     # text features are kept live: cached per sample they would take gigabytes, and each batch is cut to its
     # longest text, which cached full-width features would not match
     text_features = bool(pairs and data.is_text)
-    use_cache = cfg.cache_teacher and loss.needs_teacher and not text_features
+    # an extra member (QAD's FP32 student) gets a cache of its own; views of it cost more teacher passes than a
+    # live teacher would make in fewer epochs than views, and the live teacher sees the student's batch all the same
+    short_views = bool(extra_teachers and ctx.config.data.augmentation is not None
+                       and cfg.teacher_views > train_config.epochs)
+    use_cache = cfg.cache_teacher and loss.needs_teacher and not text_features and not short_views
     source, members, cache = teacher_source(ctx, pairs, use_cache=use_cache, extra=extra_teachers)
     if cfg.cache_teacher and not use_cache:
-        why = "text feature losses use the live teacher" if text_features else "no loss reads the teacher"
+        why = ("text feature losses use the live teacher" if text_features else
+               f"{train_config.epochs} epochs with the live teacher take fewer passes than caching "
+               f"{cfg.teacher_views} views" if short_views else "no loss reads the teacher")
         cache = cache.model_copy(update={"reason": why})
     if pairs:
         loss.setup(

@@ -190,6 +190,23 @@ def test_teacher_views_cache_is_built_once_and_recorded(pretrained_config, tmp_p
     assert other_seed.hit is False and other_seed.path != first.path  # other seed, other views
 
 
+def test_qad_reuses_distills_views_or_runs_live_when_that_takes_fewer_teacher_passes(pretrained_config, tmp_path, monkeypatch):
+    """QAD with the distill teachers reads distill's cached views; with the FP32 student added as a teacher it
+    needs a cache of its own: 3 views cost 3 teacher passes, 1 live epoch 1, so it runs live; 3 epochs cache."""
+    cache = tmp_path / "cache"
+    monkeypatch.setenv("EDGEKD_CACHE_DIR", str(cache))
+    cfg = pretrained_config({"data": {"augment": {"shift": 2}}, "distill": {"teacher_views": 3, "train": {"epochs": 1}},
+                             "quantize": {"mode": "qad", "calibration_size": 32, "train": {"epochs": 1}}})
+    edgekd.run(cfg, tmp_path / "shared", stages=["distill", "quantize"])
+    assert len(list(cache.rglob("*.safetensors"))) == 1  # distill's views, read by QAD too
+    cfg["quantize"]["fp32_student_as_teacher"] = True
+    edgekd.run(cfg, tmp_path / "short", stages=["distill", "quantize"])
+    assert len(list(cache.rglob("*.safetensors"))) == 1  # QAD ran its two teachers live
+    cfg["quantize"]["train"]["epochs"] = 3
+    edgekd.run(cfg, tmp_path / "long", stages=["distill", "quantize"])
+    assert len(list(cache.rglob("*.safetensors"))) == 2  # QAD's own views
+
+
 def test_augmentation_settings_that_cannot_work_are_refused_before_training(tiny_config):
     from edgekd.config import parse_config
     from edgekd.preflight import augment_problems
