@@ -7,7 +7,7 @@ what was expected. Each stage owns one section; later stages add sections here.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from typing_extensions import NotRequired, TypedDict
@@ -236,13 +236,20 @@ class EnergyConfig(Section):
 
 
 class ProfileConfig(Section):
+    # keys that were renamed: old -> (new, why); an old key is an error naming its replacement (edgekd.yamlfile)
+    renamed_keys: ClassVar[dict[str, tuple[str, str]]] = {
+        "cov_threshold": ("stability_threshold", "stability is judged on the spread of the median across blocks of "
+                          "the timed runs (p50_spread), no longer on the per-sample std/mean"),
+    }
     warmup_s: float = Field(LATENCY.warmup_s, ge=0, description="warm up for at least this long: CPUs take over a second to boost")
     warmup_runs: int = Field(LATENCY.warmup_runs, ge=0)
     runs: int = Field(LATENCY.runs, ge=10, description="timed batch-1 runs, at least")
     min_seconds: float = Field(LATENCY.min_seconds, ge=0, description="... and for at least this long")
     max_seconds: float = Field(LATENCY.max_seconds, gt=0)
-    cov_threshold: float = Field(LATENCY.cov_threshold, gt=0,
-                                 description="std/mean above this repeats the measurement, then flags it unstable")
+    stability_threshold: float = Field(LATENCY.stability_threshold, gt=0,
+                                       description="p50_spread (the spread of the medians of 5 consecutive blocks of the "
+                                       "timed runs, over the median) above this repeats the measurement, then flags it "
+                                       "unstable")
     repeats: int = Field(LATENCY.max_repeats, ge=1)
     samples: int | None = Field(None, ge=1, description="test inputs scored on the device (default: the whole test split)")
     sequence_length: int | None = Field(None, ge=1, description="text: inputs padded to this many tokens, batch 1, "

@@ -248,15 +248,22 @@ class LatencyStats(Measured):
     std: float | None = None
     min: float | None = None
     max: float | None = None
-    cov: float | None = Field(None, description="coefficient of variation, std / mean")
+    cov: float | None = Field(None, description="per-sample coefficient of variation, std / mean: context only (OS "
+                              "jitter and timer granularity dominate single runs of a fast model; stability is judged "
+                              "on p50_spread)")
+    p50_spread: float | None = Field(None, description="(max - min) of the medians of 5 consecutive blocks of the timed "
+                                     "runs, over the median of all runs: what stability is judged on; null when the "
+                                     "tool gave no per-run times or there were fewer than 50 runs")
     runs: int | None = None
     warmup_runs: int | None = None
     warmup_seconds: float | None = None
     load_ms: float | None = Field(None, description="loading/compiling the artifact in its runtime, apart from the steady state")
     first_inference_ms: float | None = None
-    stable: bool | None = Field(None, description="false when the CoV stayed above the threshold after the repeats; null when unknown")
+    stable: bool | None = Field(None, description="false when p50_spread stayed above stability_threshold after the "
+                                "repeats (a device's own tool: see its parser); null when unknown")
     repeats: int = Field(1, description="measurements taken; more than 1 when the first was unstable")
-    cov_threshold: float | None = None
+    stability_threshold: float | None = Field(None, description="the largest p50_spread judged stable "
+                                              "(profile.stability_threshold)")
     measured_by: str = Field("edgekd.ondevice.bench", description="the benchmark that took these numbers")
     unknown: list[str] = Field(default_factory=list, description="statistics the measuring tool did not print")
     histogram: Histogram | None = None

@@ -3,7 +3,8 @@
 The pipeline config, target files and budgets files all go through here, so a
 mistake reads the same in each: a header naming the file, then one line per
 problem, ``key.path: message (got value)``. An unknown key lists the keys
-accepted at that place, with a did-you-mean for a near miss: the ``Problem``
+accepted at that place, with a did-you-mean for a near miss (a renamed key,
+listed in its section's ``renamed_keys``, names its replacement instead): the ``Problem``
 form that the checks before training use too. Light on purpose
 (yaml and pydantic only): ``edgekd gate`` uses it without loading torch.
 """
@@ -98,6 +99,11 @@ def _unknown_key(model: type[BaseModel], loc: tuple, path: str) -> Problem:
     owner = _model_at(model, loc[:-1])
     if owner is None:
         return Problem(path, f"unknown key {key!r}")
+    renamed = getattr(owner, "renamed_keys", {}).get(key)  # a ClassVar of the section: old key -> (new key, why)
+    if renamed:
+        new, why = renamed
+        new_path = ".".join([*path.split(".")[:-1], new])
+        return Problem(path, f"{key!r} was renamed: use {new_path!r} instead ({why})")
     accepted = [name for name, field in owner.model_fields.items() if not field.exclude]
     return Problem(path, f"unknown key {key!r}", ", ".join(accepted), close_matches(key, accepted, n=1))
 

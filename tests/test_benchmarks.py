@@ -193,6 +193,18 @@ def test_profiler_fidelity_quick(tmp_path):
     assert {r["within 0.95-1.05"] for r in rows} <= {"yes", "no"}  # a timing verdict: never asserted on a busy machine
 
 
+def test_latency_stability_quick(tmp_path):
+    stdout, out = run_quick("latency_stability.py", tmp_path)
+    header = ["model", "p50 µs", "loops", "CoV median", "CoV max", "p50_spread median", "p50_spread max",
+              "shuffled median", "shuffled max", "p50_spread, each loop"]
+    rows = saved_table(stdout, out, "latency_stability", header)
+    assert [r["model"] for r in rows] == ["tiny", "bigger"] and {r["loops"] for r in rows} == {"2"}
+    assert_figures(rows, ["p50 µs", "CoV median", "CoV max", "p50_spread median", "p50_spread max", "shuffled median",
+                          "shuffled max"])
+    raw = assert_json(out / "latency_stability_quick.json")
+    assert raw["blocks"] == 5 and all(len(loops) == 2 for loops in raw["models"].values())
+
+
 ARTIFACT_SPEED = {  # part -> (modules, tools, the row's runtime)
     "openvino": (("openvino", "nncf"), ("benchmark_app",), "OpenVINO CPU"),
     "litert": (("ai_edge_litert", "litert_torch"), ("litert-benchmark",), "LiteRT XNNPACK"),

@@ -20,8 +20,9 @@ from edgekd.report.terminal import report_table
 EXAMPLE_BUDGETS = Path(__file__).resolve().parents[1] / "examples" / "budgets.yaml"
 
 
-def latency(p95: float, *, stable: bool | None, cov: float | None = 0.02) -> dict:
-    return {"p50": p95 * 0.8, "p95": p95, "p99": p95 * 1.2, "cov": cov, "stable": stable, "cov_threshold": 0.1}
+def latency(p95: float, *, stable: bool | None, spread: float | None = 0.01, cov: float | None = 0.3) -> dict:
+    return {"p50": p95 * 0.8, "p95": p95, "p99": p95 * 1.2, "cov": cov, "p50_spread": spread, "stable": stable,
+            "stability_threshold": 0.05}
 
 
 def artifact(ident: str, lat: dict | None, status: str = "ok", reason: str = "") -> dict:
@@ -47,19 +48,19 @@ def checks_of(rep: dict, b: BudgetsFile, ident: str) -> list[dict]:
 
 
 def test_unstable_latency_fails_a_budget_it_would_meet_and_says_why():
-    rep = report(artifact("cpu/ort/int8", latency(0.05, stable=False, cov=2.63)))
+    rep = report(artifact("cpu/ort/int8", latency(0.05, stable=False, spread=0.26)))
     (check,) = checks_of(rep, budgets(), "cpu/ort/int8")
     assert not check["passed"] and check["budget"] == "max_latency_ms.p95"
     assert check["measured"] == pytest.approx(0.05)  # the number is kept; only the verdict changes
     msg = check["message"]
-    assert msg.startswith("unstable: CoV 2.63 above threshold 0.1")
+    assert msg.startswith("unstable: p50 spread across blocks 0.26 above stability threshold 0.05")
     assert "re-measure on a quieter machine" in msg and "`allow_unstable_latency: true`" in msg
     assert "p95 0.05 ms <= 2 ms" in msg  # what the number would have said
 
 
 def test_allow_unstable_latency_judges_the_number_and_still_names_the_instability():
-    rep = report(artifact("cpu/ort/int8", latency(0.05, stable=False, cov=2.63)),
-                 artifact("cpu/ort/fp32", latency(3.0, stable=False, cov=2.63)))
+    rep = report(artifact("cpu/ort/int8", latency(0.05, stable=False, spread=0.26)),
+                 artifact("cpu/ort/fp32", latency(3.0, stable=False, spread=0.26)))
     allowed = budgets(allow_unstable_latency=True)
     (fast,) = checks_of(rep, allowed, "cpu/ort/int8")
     assert fast["passed"] and "unstable" in fast["message"] and "allow_unstable_latency" in fast["message"]
@@ -71,16 +72,16 @@ def test_allow_unstable_latency_judges_the_number_and_still_names_the_instabilit
 
 def test_stable_and_unknown_stability_are_judged_on_the_number():
     rep = report(artifact("cpu/ort/int8", latency(0.05, stable=True)),
-                 artifact("dev/tool/int8", latency(0.05, stable=None, cov=None)))  # a device tool printed no CoV
+                 artifact("dev/tool/int8", latency(0.05, stable=None, spread=None, cov=None)))  # a device tool: no per-run times
     for ident in ("cpu/ort/int8", "dev/tool/int8"):
         (check,) = checks_of(rep, budgets(), ident)
         assert check["passed"] and check["message"] == "p95 0.05 ms <= 2 ms", ident
 
 
-def test_unknown_cov_on_an_unstable_row_is_said_not_invented():
-    rep = report(artifact("cpu/ort/int8", latency(0.05, stable=False, cov=None)))
+def test_unknown_spread_on_an_unstable_row_is_said_not_invented():
+    rep = report(artifact("cpu/ort/int8", latency(0.05, stable=False, spread=None)))
     (check,) = checks_of(rep, budgets(), "cpu/ort/int8")
-    assert not check["passed"] and check["message"].startswith("unstable: CoV unknown above threshold 0.1")
+    assert not check["passed"] and check["message"].startswith("unstable: p50 spread across blocks unknown above stability threshold 0.05")
 
 
 def test_a_later_entry_can_opt_out_for_some_targets_only():
@@ -89,13 +90,13 @@ def test_a_later_entry_can_opt_out_for_some_targets_only():
         {"target": "cpu", "allow_unstable_latency": True},
         {"target": "cpu", "precision": "fp16", "allow_unstable_latency": False},
     ]})
-    rep = report(*(artifact(i, latency(0.05, stable=False, cov=0.5)) for i in ("cpu/ort/int8", "cpu/ort/fp16", "pi/ort/int8")))
+    rep = report(*(artifact(i, latency(0.05, stable=False, spread=0.5)) for i in ("cpu/ort/int8", "cpu/ort/fp16", "pi/ort/int8")))
     passed = {i: checks_of(rep, b, i)[0]["passed"] for i in ("cpu/ort/int8", "cpu/ort/fp16", "pi/ort/int8")}
     assert passed == {"cpu/ort/int8": True, "cpu/ort/fp16": False, "pi/ort/int8": False}
 
 
 def test_unstable_latency_does_not_touch_other_budgets():
-    rep = report(artifact("cpu/ort/int8", latency(0.05, stable=False, cov=0.5)))
+    rep = report(artifact("cpu/ort/int8", latency(0.05, stable=False, spread=0.5)))
     b = BudgetsFile.model_validate({"budgets": [{"target": "*", "min_accuracy": 0.9}]})
     (check,) = checks_of(rep, b, "cpu/ort/int8")
     assert check["passed"]
@@ -125,7 +126,7 @@ def test_edgekd_gate_fails_on_unstable_latency_and_names_the_way_out(tmp_path):
     import yaml
 
     rep_path = tmp_path / "report.json"
-    rep_path.write_text(json.dumps(report(artifact("cpu/ort/int8", latency(0.05, stable=False, cov=2.63)))))
+    rep_path.write_text(json.dumps(report(artifact("cpu/ort/int8", latency(0.05, stable=False, spread=0.26)))))
     strict = tmp_path / "strict.yaml"
     strict.write_text(yaml.safe_dump({"budgets": [{"target": "*", "max_latency_ms": {"p95": 2.0}}]}))
     junit = tmp_path / "gate.xml"

@@ -17,9 +17,9 @@ def test_the_profile_section_the_benchmark_flags_and_the_settings_agree():
     assert LatencySettings.from_profile(section.model_dump()) == LATENCY
     assert EnergySettings.from_profile(section.model_dump()) == ENERGY
     flags = parser().parse_args(["--artifact", "m.onnx", "--backend", "onnxruntime", "--data", "d.npz"])
-    assert (flags.warmup_s, flags.warmup_runs, flags.runs, flags.min_seconds, flags.max_seconds, flags.cov_threshold,
+    assert (flags.warmup_s, flags.warmup_runs, flags.runs, flags.min_seconds, flags.max_seconds, flags.stability_threshold,
             flags.repeats) == (LATENCY.warmup_s, LATENCY.warmup_runs, LATENCY.runs, LATENCY.min_seconds,
-                               LATENCY.max_seconds, LATENCY.cov_threshold, LATENCY.max_repeats)
+                               LATENCY.max_seconds, LATENCY.stability_threshold, LATENCY.max_repeats)
     assert (flags.meter, flags.energy_windows, flags.energy_window_s) == (ENERGY.meter, ENERGY.windows, ENERGY.window_s)
     # what the host passes is what the benchmark would have taken by itself
     passed = parser().parse_args(["--artifact", "m.onnx", "--backend", "onnxruntime", "--data", "d.npz", *bench_args(section)])
@@ -57,3 +57,20 @@ def test_settings_and_the_writer_need_only_the_standard_library():
             if isinstance(node, (ast.Import, ast.ImportFrom)) and getattr(node, "level", 0) == 0:
                 names = [a.name for a in node.names] if isinstance(node, ast.Import) else [node.module or ""]
                 assert all(n.split(".")[0] in sys.stdlib_module_names for n in names if n != "__future__"), (path.name, names)
+
+
+def test_the_renamed_cov_threshold_key_is_an_error_naming_its_replacement(tmp_path):
+    """profile.cov_threshold judged per-sample std/mean; its successor judges the median's spread. An old config is
+    refused when it is read (before any stage runs), naming the key and what to write instead."""
+    from edgekd.config import load_config
+    from edgekd.errors import ConfigError
+
+    path = tmp_path / "old.yaml"
+    path.write_text("profile:\n  runs: 100\n  cov_threshold: 0.1\n")
+    with pytest.raises(ConfigError) as error:
+        load_config(path)
+    message = str(error.value)
+    assert "profile.cov_threshold: 'cov_threshold' was renamed: use 'profile.stability_threshold' instead" in message
+    assert "p50_spread" in message and "1 problem" in message
+    path.write_text("profile:\n  runs: 100\n  stability_threshold: 0.1\n")
+    assert load_config(path).profile.stability_threshold == 0.1

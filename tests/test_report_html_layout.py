@@ -26,7 +26,7 @@ CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 needs_chromium = pytest.mark.skipif(CHROMIUM is None, reason="no chromium or chromium-browser binary on PATH "
                                     "(bash .ci/system-deps.sh installs it)")
 WIDTH = 1280
-UNSTABLE = ("unstable: CoV 8.52 above threshold 0.1 (p95 0.0531 ms <= 0.065 ms); re-measure on a quieter machine "
+UNSTABLE = ("unstable: p50 spread across blocks 0.262 above stability threshold 0.05 (p95 0.0531 ms <= 0.065 ms); re-measure on a quieter machine "
             "or set `allow_unstable_latency: true`")
 
 # Writes what the reader would have to scroll for into <body data-measure>: the table's scroll width

@@ -28,7 +28,7 @@ from edgekd.stages.profile import ProfileStage, result_row
 from edgekd.targets import DeviceSpec
 
 FIXTURES = Path(__file__).parent / "fixtures" / "benchmark_model"
-SETTINGS = {"warmup_s": 0.5, "warmup_runs": 20, "runs": 400, "min_seconds": 1.0, "max_seconds": 30.0, "cov_threshold": 0.1,
+SETTINGS = {"warmup_s": 0.5, "warmup_runs": 20, "runs": 400, "min_seconds": 1.0, "max_seconds": 30.0, "stability_threshold": 0.05,
             "energy": {"meter": "auto", "windows": 1, "window_s": 1.0}}
 
 FAKE_ADB = r'''#!{python}
@@ -107,25 +107,27 @@ def job_for(model: Path, **extra) -> ProfileJob:
 
 
 def test_older_statistics_lines_give_mean_std_min_max_and_no_made_up_percentiles():
-    lat = parse_benchmark_model((FIXTURES / "older.txt").read_text(), cov_threshold=0.1)
+    lat = parse_benchmark_model((FIXTURES / "older.txt").read_text(), stability_threshold=0.05)
     assert lat["measured_by"] == "benchmark_model" and lat["format"].startswith("older")
     assert (lat["mean"], lat["std"], lat["min"], lat["max"]) == pytest.approx((21.6226, 0.389, 21.334, 24.871))
     assert lat["runs"] == 1000 and lat["warmup_runs"] == 92
     assert lat["load_ms"] == pytest.approx(21.352) and lat["first_inference_ms"] == pytest.approx(31.254)
     assert lat["p50"] is None and lat["p95"] is None and lat["p99"] is None
-    assert lat["unknown"] == ["p50", "p90", "p95", "p99"]
-    assert lat["cov"] == pytest.approx(0.389 / 21.6226) and lat["stable"] is True
+    assert lat["unknown"] == ["p50", "p90", "p95", "p99", "p50_spread", "stable"]
+    # no per-run times, so no block medians: stability unknown, whatever the per-sample CoV (kept as context)
+    assert lat["cov"] == pytest.approx(0.389 / 21.6226) and lat["stable"] is None and lat["stability_threshold"] == 0.05
     memory = parse_memory((FIXTURES / "older.txt").read_text())
     assert memory == {"peak_memory_mb": None, "memory_delta_init_mb": 3.47656, "memory_delta_overall_mb": 22.4531}
 
 
 def test_newer_statistics_lines_add_p5_median_and_p95():
     text = (FIXTURES / "newer.txt").read_text()
-    lat = parse_benchmark_model(text, cov_threshold=0.03)
+    lat = parse_benchmark_model(text, stability_threshold=0.03)
     assert lat["format"].startswith("newer")
     assert (lat["p5"], lat["p50"], lat["p95"], lat["mean"]) == pytest.approx((2.41, 2.48, 2.69, 2.5004))
     assert lat["runs"] == 400 and lat["warmup_runs"] == 187 and lat["warmup_seconds"] == pytest.approx(187 * 2688.7e-6)
-    assert lat["unknown"] == ["p90", "p99"] and lat["stable"] is False  # CoV 0.038 > 0.03
+    # a CoV of 0.038 above the threshold flags nothing: the threshold is for p50_spread, which the tool cannot give
+    assert lat["unknown"] == ["p90", "p99", "p50_spread", "stable"] and lat["stable"] is None
     assert parse_memory(text)["peak_memory_mb"] == pytest.approx(15.3359)
     with pytest.raises(ValueError, match="no benchmark_model statistics"):
         parse_benchmark_model((FIXTURES / "failed.txt").read_text())
@@ -263,7 +265,7 @@ def test_a_phone_row_reaches_report_json_with_only_what_the_tool_printed():
     and a p99 budget reports "not measured" and fails while a p50 budget is judged on the phone's number."""
     from edgekd.report.build import build_report
 
-    bench = AdbRunner.result((FIXTURES / "newer.txt").read_text() + "\nedgekd-rc 0\n", {"cov_threshold": 0.1}, energy_on=False)
+    bench = AdbRunner.result((FIXTURES / "newer.txt").read_text() + "\nedgekd-rc 0\n", {"stability_threshold": 0.05}, energy_on=False)
     compiled = CompiledArtifact(target="pixel-8", backend="litert", precision="int8", status="ok", path="m.tflite",
                                 accuracy=0.93, per_class_accuracy=[0.9, 0.96])
     row = result_row(compiled, bench, {"model": "tdp-fraction", "tdp_w": 5.0}, "adb:R5CT10ABCDE")

@@ -350,7 +350,7 @@ def test_benchmark_app_on_the_device_instead_of_the_python_benchmark(fleet, serv
     spec = DeviceSpec(**server.device(tool="benchmark_app", tool_path=str(tool)))
     runner = runner_for(spec)
     job = ProfileJob(artifact=path, files=[path, path.with_suffix(".bin")], backend="openvino", precision="fp32",
-                     options={"threads": 1}, data=path, timeout_s=120, settings={**QUICK, "runs": 50, "cov_threshold": 0.1})
+                     options={"threads": 1}, data=path, timeout_s=120, settings={**QUICK, "runs": 50, "stability_threshold": 0.05})
     out = ProfileStage._attempt(runner, job, row, {"model": "tdp-fraction", "tdp_w": 10.0}, retries=0)
     assert out.status == "ok", out.reason
     lat = out.latency_ms
@@ -393,7 +393,7 @@ def test_trtexec_and_benchmark_app_outputs_are_parsed_without_inventing_numbers(
     trt = parse_trtexec(TRTEXEC, 0.1)
     assert (trt["p50"], trt["p90"], trt["p95"], trt["p99"], trt["mean"]) == (0.61, 0.64, 0.66, 0.9, 0.62)  # Latency, not GPU compute
     assert trt["runs"] == 1000 and trt["load_ms"] == pytest.approx(12.3) and trt["std"] is None and trt["stable"] is None
-    assert trt["unknown"] == ["std", "cov", "warmup_runs", "warmup_seconds", "first_inference_ms", "stable"]
+    assert trt["unknown"] == ["std", "cov", "p50_spread", "warmup_runs", "warmup_seconds", "first_inference_ms", "stable"]
     with pytest.raises(ValueError, match="Latency"):
         parse_trtexec(TRTEXEC.replace("PASSED", "FAILED"))
     app_ = parse_benchmark_app(BENCHMARK_APP_US)

@@ -96,7 +96,7 @@ class DeviceTool(ABC):
         """The tool's command line (``path``: the tool; ``artifact``: the artifact's path on the device)."""
 
     @abstractmethod
-    def parse(self, output: str, cov_threshold: float | None = None) -> dict[str, Any]:
+    def parse(self, output: str, stability_threshold: float | None = None) -> dict[str, Any]:
         """Its printed statistics as a latency dict (see ``edgekd.runners.base.tool_latency``); ValueError without them."""
 
     def peak_memory_mb(self, output: str) -> float | None:

@@ -43,7 +43,9 @@ class Budget(BaseModel):
     max_size_mb: float | None = Field(None, gt=0, description="10^6 bytes")
     max_peak_memory_mb: float | None = Field(None, gt=0)
     require_measured_energy: bool | None = None
-    require_stable_latency: bool | None = None
+    require_stable_latency: bool | None = Field(
+        None, description="fail unless the latency was judged stable (its p50 spread across blocks within "
+        "profile.stability_threshold); unknown (a device's own tool gives no per-run times) fails too")
     allow_unstable_latency: bool | None = Field(
         None, description="judge max_latency_ms on a measurement flagged unstable (default false: such a check fails)")
     allow_not_run: bool | None = Field(None, description="artifacts not run here are skipped, not failed (default true)")

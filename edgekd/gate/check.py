@@ -56,12 +56,12 @@ def _check(artifact, budget, limit, measured, passed, message) -> dict[str, Any]
 
 
 def _latency_checks(artifact: dict[str, Any], bounds: dict[str, float], allow_unstable: bool) -> list[dict[str, Any]]:
-    """One check per percentile. A number flagged unstable (its CoV stayed above the threshold after the
-    repeats) fails unless the budgets allow it: on a busy machine it says more about the machine than the model."""
+    """One check per percentile. A number flagged unstable (its p50_spread, the spread of the median across
+    blocks of the timed runs, stayed above the stability threshold after the repeats) fails unless the budgets allow it: on a busy machine it says more about the machine than the model."""
     latency = artifact.get("latency_ms") or {}
     unstable = latency.get("stable") is False
-    cov, threshold = latency.get("cov"), latency.get("cov_threshold")
-    spread = f"CoV {_num(cov)} above threshold {_num(threshold)}"
+    p50_spread, threshold = latency.get("p50_spread"), latency.get("stability_threshold")
+    spread = f"p50 spread across blocks {_num(p50_spread)} above stability threshold {_num(threshold)}"
     checks = []
     for percentile, bound in sorted(bounds.items()):
         value = latency.get(percentile)
@@ -110,7 +110,8 @@ def check_artifact(artifact: dict[str, Any], report: dict[str, Any], budgets: Bu
         elif key == "require_stable_latency":
             stable = (artifact.get("latency_ms") or {}).get("stable")
             ok = not limit or stable is True
-            text = {True: "latency stable", False: "latency flagged unstable (CoV above threshold)"}.get(stable, "latency stability unknown (no CoV)")
+            text = {True: "latency stable", False: "latency flagged unstable (p50 spread across blocks above threshold)"}.get(
+                stable, "latency stability unknown (no per-run times: a device's own tool, or too few runs)")
             checks.append(_check(artifact, key, bool(limit), stable, ok, text))
         else:
             value = _measured(key, artifact, report, limits)

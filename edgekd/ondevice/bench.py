@@ -120,7 +120,7 @@ def run(args: argparse.Namespace) -> dict:
 
     settings = LatencySettings(warmup_s=args.warmup_s, warmup_runs=args.warmup_runs, runs=args.runs,
                                min_seconds=args.min_seconds, max_seconds=args.max_seconds,
-                               cov_threshold=args.cov_threshold, max_repeats=args.repeats)
+                               stability_threshold=args.stability_threshold, max_repeats=args.repeats)
     latency = measure_latency(infer, settings)
     latency.update(load_ms=load_ms, first_inference_ms=first_ms)
 
@@ -161,7 +161,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--runs", type=int, default=LATENCY.runs, help="timed runs, at least (default %(default)d)")
     p.add_argument("--min-seconds", type=float, default=LATENCY.min_seconds, help="time for at least this long (default %(default)g)")
     p.add_argument("--max-seconds", type=float, default=LATENCY.max_seconds, help="stop timing after this long (default %(default)g)")
-    p.add_argument("--cov-threshold", type=float, default=LATENCY.cov_threshold, help="repeat when std/mean is above this (default %(default)g)")
+    p.add_argument("--stability-threshold", type=float, default=LATENCY.stability_threshold,
+                   help="repeat when p50_spread (the spread of the medians of 5 consecutive blocks of the timed runs, "
+                        "over the median) is above this (default %(default)g)")
     p.add_argument("--repeats", type=int, default=LATENCY.max_repeats, help="measurements at most, when unstable (default %(default)d)")
     p.add_argument("--meter", default=ENERGY.meter, help="energy meter: auto | none | a meter's name (one module of ondevice/meters each, e.g. rapl, nvml)")
     p.add_argument("--energy-windows", type=int, default=ENERGY.windows, help="energy windows (default %(default)d; 0 turns energy off)")

@@ -30,7 +30,12 @@ class LatencySettings:
     runs: int = 1000  # timed runs: at least this many ...
     min_seconds: float = 2.0  # ... and for at least this long
     max_seconds: float = 60.0  # but never longer than this
-    cov_threshold: float = 0.10  # std/mean above this repeats the measurement, then flags it unstable
+    # p50_spread (the spread of the medians of 5 consecutive blocks of the timed runs, over the median; see
+    # ondevice/latency.py) above this repeats the measurement, then flags it unstable. 0.05: the p50 tolerance
+    # (0.95-1.05 of a native tool) asked elsewhere; above the sampling floor measured by
+    # benchmarks/latency_stability.py (20 us and 2 ms ONNX models, 1 thread, 2 s loops: the same runs shuffled
+    # give 0.002-0.038) while a busy machine's drift shows (0.03-0.59 in time order; per-sample CoV 0.2-3.8).
+    stability_threshold: float = 0.05
     max_repeats: int = 3  # measurements at most, when unstable (``repeats`` in the profile section)
 
     @classmethod

@@ -309,7 +309,7 @@ def _table(rep: Report) -> str:
                  f'<td class="num size">{_bytes(a.size_bytes)}</td>', f'<td class="num accuracy">{acc}</td>']
         for q in ("p50", "p95", "p99"):
             v = getattr(lat, q) if lat is not None else None
-            flag = '<span class="unstable" title="CoV stayed above the threshold">unstable</span>' \
+            flag = '<span class="unstable" title="the spread of the median across blocks of the timed runs stayed above profile.stability_threshold">unstable</span>' \
                 if (lat is not None and lat.stable is False and q == "p99") else ""
             cells.append(f'<td class="num latency {q}"><span class="value">{_sig(v)}</span>{flag}</td>')
         cells.append(_energy_cells(a))

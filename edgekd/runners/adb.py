@@ -243,7 +243,7 @@ class AdbRunner(DeviceRunner):
             raise DeviceFailed(f"{TOOL} exited {rc.group(1)}: {tail(tool_log)}")
         driver = tool_driver()
         try:
-            latency = driver.parse(output, settings.get("cov_threshold"))
+            latency = driver.parse(output, settings.get("stability_threshold"))
         except ValueError as why:
             raise DeviceFailed(str(why)) from None
         energy, unavailable = battery_energy(output, latency) if energy_on else (None, {"all": "energy measurement turned off"})

@@ -104,31 +104,37 @@ def bench_args(profile_cfg) -> list[str]:
     return [
         "--warmup-s", str(c.warmup_s), "--warmup-runs", str(c.warmup_runs), "--runs", str(c.runs),
         "--min-seconds", str(c.min_seconds), "--max-seconds", str(c.max_seconds),
-        "--cov-threshold", str(c.cov_threshold), "--repeats", str(c.repeats),
+        "--stability-threshold", str(c.stability_threshold), "--repeats", str(c.repeats),
         "--meter", c.energy.meter, "--energy-windows", str(c.energy.windows), "--energy-window-s", str(c.energy.window_s),
     ]
 
 
 # The statistics of a latency measurement (the report's LatencyStats, declared once in edgekd.records); a device's
 # own tool prints only some of them. The other fields say how they were taken.
-LATENCY_FIELDS = tuple(f for f in LatencyStats.model_fields if f not in ("cov_threshold", "measured_by", "unknown"))
+LATENCY_FIELDS = tuple(f for f in LatencyStats.model_fields if f not in ("stability_threshold", "measured_by", "unknown"))
 
 
-def tool_latency(tool: str, cov_threshold: float | None, **known: Any) -> dict[str, Any]:
+def tool_latency(tool: str, stability_threshold: float | None, **known: Any) -> dict[str, Any]:
     """A latency dict of the Python benchmark's shape from a tool's printed statistics (milliseconds).
 
     What the tool did not print stays None and is listed in ``unknown``; nothing is
     interpolated. ``measured_by`` names the tool, so a reader never mistakes its numbers
     for the Python benchmark's protocol.
+
+    Stability: these tools print aggregates of one loop, never per-run times, so there are no
+    block medians and no ``p50_spread`` to judge against ``stability_threshold``: ``stable``
+    stays None (unknown) unless a parser passes a judgement of its own. Their per-sample
+    ``cov`` (from std and mean, where printed) is kept as context, as in edgekd's benchmark,
+    and is not a stand-in: single runs of a fast model vary far more than its median does.
     """
     out: dict[str, Any] = {name: known.get(name) for name in LATENCY_FIELDS}
     if out["cov"] is None and out["std"] is not None and out["mean"]:
         out["cov"] = out["std"] / out["mean"]
-    if out["stable"] is None and out["cov"] is not None and cov_threshold is not None:
-        out["stable"] = out["cov"] <= cov_threshold
+    if out["stable"] is None and out["p50_spread"] is not None and stability_threshold is not None:
+        out["stable"] = out["p50_spread"] <= stability_threshold
     out["repeats"] = out["repeats"] or 1
     out.update({k: v for k, v in known.items() if k not in out})
-    out["cov_threshold"] = cov_threshold
+    out["stability_threshold"] = stability_threshold
     out["measured_by"] = tool
     out["unknown"] = [name for name in LATENCY_FIELDS if out[name] is None and name != "histogram"]
     return out

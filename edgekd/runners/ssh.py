@@ -220,7 +220,7 @@ class SshRunner(DeviceRunner):
         if rc.strip() != "0":
             raise DeviceFailed(f"{self.label}: {tool} exited {rc.strip()}: {tail(output)}")
         try:
-            latency = driver.parse(output, job.settings.get("cov_threshold"))
+            latency = driver.parse(output, job.settings.get("stability_threshold"))
         except ValueError as why:
             raise DeviceFailed(f"{self.label}: {why}") from None
         return tool_result(tool, latency, {"cpu": "", "threads": job.options.get("threads")}, output,

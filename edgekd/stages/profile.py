@@ -175,7 +175,7 @@ class ProfileStage(Stage):
         if ok:
             unstable = [r.id for r in ok if r.latency_ms and r.latency_ms.stable is False]
             if unstable:
-                rows.append(("unstable latency", f"{len(unstable)} of {len(ok)} (CoV above profile.cov_threshold)"))
+                rows.append(("unstable latency", f"{len(unstable)} of {len(ok)} (p50 spread across blocks above profile.stability_threshold)"))
             sources = sorted({r.energy.source for r in ok if r.energy})
             rows.append(("energy", ", ".join(sources) or "none"))
         for r in record.artifacts:  # a device's refusal or failure is worth a line of its own

@@ -42,7 +42,7 @@ def _stats_lines(output: str) -> list[dict[str, float]]:
     return found
 
 
-def parse_benchmark_model(output: str, cov_threshold: float | None = None) -> dict[str, Any]:
+def parse_benchmark_model(output: str, stability_threshold: float | None = None) -> dict[str, Any]:
     """benchmark_model's printed statistics as a latency dict in milliseconds (see ``tool_latency``).
 
     Raises ``ValueError`` when the output has no timed statistics (the tool failed, or
@@ -58,7 +58,7 @@ def parse_benchmark_model(output: str, cov_threshold: float | None = None) -> di
     warmup = stats[-2] if len(stats) > 1 else None
     ms = 1e-3  # benchmark_model prints microseconds
     latency = tool_latency(
-        "benchmark_model", cov_threshold,
+        "benchmark_model", stability_threshold,
         p50=timed["median"] * ms if "median" in timed else None,
         p95=timed["p95"] * ms if "p95" in timed else None,
         p5=timed["p5"] * ms if "p5" in timed else None,
@@ -104,8 +104,8 @@ class BenchmarkModel(DeviceTool):
     def command(self, path: str, artifact: str, options: dict[str, Any], settings: dict[str, Any], extra: list[str]) -> list[str]:
         return benchmark_model_args(path, artifact, options, settings, extra)
 
-    def parse(self, output: str, cov_threshold: float | None = None) -> dict[str, Any]:
-        return parse_benchmark_model(output, cov_threshold)
+    def parse(self, output: str, stability_threshold: float | None = None) -> dict[str, Any]:
+        return parse_benchmark_model(output, stability_threshold)
 
     def peak_memory_mb(self, output: str) -> float | None:
         return parse_memory(output)["peak_memory_mb"]

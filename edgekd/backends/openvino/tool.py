@@ -11,7 +11,7 @@ from ...runners.base import tail, tool_latency
 from ..base import DEVICE_TOOLS, DeviceTool
 
 
-def parse_benchmark_app(output: str, cov_threshold: float | None = None) -> dict[str, Any]:
+def parse_benchmark_app(output: str, stability_threshold: float | None = None) -> dict[str, Any]:
     """OpenVINO benchmark_app's statistics report (Median or an N-percentile, Average, Min, Max; ms or us)."""
 
     def ms(label: str) -> float | None:
@@ -25,7 +25,7 @@ def parse_benchmark_app(output: str, cov_threshold: float | None = None) -> dict
     extra = {f"p{percentile.group(1)}": ms(rf"{percentile.group(1)} percentile")} if percentile else {}
     load = [float(m) for m in re.findall(r"(?:Read|Compile) model took ([\d.]+) ms", output)]
     first = re.search(r"First inference took ([\d.]+) ms", output)
-    return tool_latency("benchmark_app", cov_threshold, p50=ms("Median"), mean=ms("Average"), min=ms("Min"), max=ms("Max"),
+    return tool_latency("benchmark_app", stability_threshold, p50=ms("Median"), mean=ms("Average"), min=ms("Min"), max=ms("Max"),
                         runs=int(count.group(1)), load_ms=sum(load) if load else None,
                         first_inference_ms=float(first.group(1)) if first else None,
                         warmup_runs=1 if first else None, **extra)
@@ -43,5 +43,5 @@ class BenchmarkApp(DeviceTool):
             command += ["-infer_precision", str(options["inference_precision"])]
         return command + extra
 
-    def parse(self, output: str, cov_threshold: float | None = None) -> dict[str, Any]:
-        return parse_benchmark_app(output, cov_threshold)
+    def parse(self, output: str, stability_threshold: float | None = None) -> dict[str, Any]:
+        return parse_benchmark_app(output, stability_threshold)

@@ -11,7 +11,7 @@ from ...runners.base import tail, tool_latency
 from ..base import DEVICE_TOOLS, DeviceTool
 
 
-def parse_trtexec(output: str, cov_threshold: float | None = None) -> dict[str, Any]:
+def parse_trtexec(output: str, stability_threshold: float | None = None) -> dict[str, Any]:
     """trtexec's performance summary: the end-to-end ``Latency:`` line (not H2D, D2H or GPU compute), in ms."""
     found = None
     for line in output.splitlines():
@@ -24,7 +24,7 @@ def parse_trtexec(output: str, cov_threshold: float | None = None) -> dict[str, 
     trace = re.search(r"Timing trace has (\d+) queries", output)
     load = re.search(r"Engine (?:loaded|deserialized) in ([\d.]+) sec", output)
     number = lambda key: float(values[key]) if key in values else None  # noqa: E731
-    return tool_latency("trtexec", cov_threshold, p50=number("median"), p90=number("percentile(90%)"),
+    return tool_latency("trtexec", stability_threshold, p50=number("median"), p90=number("percentile(90%)"),
                         p95=number("percentile(95%)"), p99=number("percentile(99%)"), mean=number("mean"),
                         min=number("min"), max=number("max"), runs=int(trace.group(1)) if trace else None,
                         load_ms=float(load.group(1)) * 1000 if load else None)
@@ -39,5 +39,5 @@ class Trtexec(DeviceTool):
                 f"--iterations={int(s.runs)}", f"--duration={int(math.ceil(float(s.min_seconds)))}",
                 "--avgRuns=1", "--useSpinWait", *extra]
 
-    def parse(self, output: str, cov_threshold: float | None = None) -> dict[str, Any]:
-        return parse_trtexec(output, cov_threshold)
+    def parse(self, output: str, stability_threshold: float | None = None) -> dict[str, Any]:
+        return parse_trtexec(output, stability_threshold)
