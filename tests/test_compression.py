@@ -648,7 +648,7 @@ def test_pipeline_prunes_quantizes_and_exports(e2e):
     assert artifacts["fp32"].parity.atol == pytest.approx(1e-4)
     assert e2e.qad_meta["int8"]["quantization"] == "qad"
     # the exported INT8 model behaves like the fake-quantized one
-    assert abs(artifacts["int8"].accuracy - run["quantize"].figures.accuracy) <= 0.1
+    assert abs(artifacts["int8"].accuracy - run["quantize"].figures.accuracy) <= 0.01  # the graph itself: at most one output step from fake-quant
     assert abs(artifacts["fp32"].accuracy - run["prune"].figures.accuracy) < 1e-9
     assert artifacts["int8"].size_bytes < artifacts["fp32"].size_bytes
 
@@ -662,7 +662,7 @@ def test_pipeline_ptq(e2e):
     path = run.run_dir / int8.path
     assert path.is_file() and int8.parity.ok is True
     assert ox.metadata(path)["quantization"] == "ptq"
-    assert abs(int8.accuracy - run["quantize"].figures.accuracy) <= 0.1
+    assert abs(int8.accuracy - run["quantize"].figures.accuracy) <= 0.01
 
 
 def test_pipeline_without_quantization(e2e):
