@@ -5,7 +5,7 @@ with ``edgekd.ondevice.latency.measure_latency`` (the profile stage's protocol) 
 
 - tiny: one 3x3 convolution, 8 channels, on 1x8x8 (tens of microseconds: OS jitter and the
   timer's granularity dominate single runs);
-- bigger: a few 3x3 convolutions, 64 channels, on 3x64x64 (milliseconds).
+- bigger: a few 3x3 convolutions, 64 channels, on 3x32x32 (milliseconds).
 
 After one warm-up (the protocol's), each measurement is one timed loop of the protocol
 (``edgekd.ondevice.latency``: at least ``--runs`` runs and ``--seconds`` seconds, summarized as

@@ -94,9 +94,9 @@ def distill_into(
     use_cache = cfg.cache_teacher and loss.needs_teacher and not text_features and not short_views
     source, members, cache = teacher_source(ctx, pairs, use_cache=use_cache, extra=extra_teachers)
     if cfg.cache_teacher and not use_cache:
-        why = ("text feature losses use the live teacher" if text_features else
-               f"{train_config.epochs} epochs with the live teacher take fewer passes than caching "
-               f"{cfg.teacher_views} views" if short_views else "no loss reads the teacher")
+        why = ("no loss reads the teacher" if not loss.needs_teacher else
+               "text feature losses use the live teacher" if text_features else
+               f"{train_config.epochs} epochs with the live teacher take fewer passes than caching {cfg.teacher_views} views")
         cache = cache.model_copy(update={"reason": why})
     if pairs:
         loss.setup(

@@ -33,7 +33,7 @@ def artifact(ident: str, lat: dict | None, status: str = "ok", reason: str = "")
 
 def report(*artifacts: dict) -> dict:
     figures = {"accuracy": 0.98, "per_class_accuracy": [0.98, 0.98]}
-    rep = {"schema_version": "1.0", "edgekd_version": "0", "created": "2025-01-01T00:00:00+00:00", "run": "t",
+    rep = {"schema_version": "2.0", "edgekd_version": "0", "created": "2025-01-01T00:00:00+00:00", "run": "t",
            "class_names": ["0", "1"], "teacher": figures, "student": figures, "artifacts": list(artifacts)}
     Report.model_validate(rep)  # the gate reads report.json; these are valid ones
     return rep

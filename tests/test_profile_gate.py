@@ -201,9 +201,12 @@ def test_malformed_budgets_exit_2_naming_the_key(profiled, tmp_path, budgets, ex
 def test_gate_bad_report_exits_2(tmp_path):
     missing, _ = gate_cli(tmp_path / "nope.json", LOOSE, tmp_path)
     assert missing.exit_code == 2 and "does not exist" in flat(missing.output)
-    (tmp_path / "bad.json").write_text('{"schema_version": "1.0"}')
+    (tmp_path / "bad.json").write_text(f'{{"schema_version": "{SCHEMA_VERSION}"}}')
     bad, _ = gate_cli(tmp_path / "bad.json", LOOSE, tmp_path)
     assert bad.exit_code == 2 and "not an edgekd report" in flat(bad.output)
+    (tmp_path / "old.json").write_text('{"schema_version": "1.0"}')  # an earlier major version: fields renamed since
+    old, _ = gate_cli(tmp_path / "old.json", LOOSE, tmp_path)
+    assert old.exit_code == 2 and "schema_version 1.0" in flat(old.output) and "profile the run again" in flat(old.output)
 
 
 def test_later_budget_entries_refine_earlier_ones(tmp_path):
@@ -318,6 +321,14 @@ def test_too_few_runs_for_blocks_leave_stability_unknown_and_are_not_repeated(mo
                                            min_seconds=0.0, stability_threshold=0.05, max_repeats=3)
     lat = latency_mod.measure_latency(infer, settings)
     assert lat["p50_spread"] is None and lat["stable"] is None and lat["repeats"] == 1
+
+
+def test_a_zero_median_leaves_stability_unknown():
+    """A timer too coarse for the inference reads 0 for most runs: the blocks' medians cannot be compared."""
+    samples = np.zeros(200)
+    samples[100:] = [0.0, 0.001] * 50  # the second half's median is still 0, but nothing is known
+    assert latency_mod.p50_spread(samples) is None
+    assert latency_mod.p50_spread(np.r_[np.full(100, 1.0), np.full(100, 2.0)]) == pytest.approx(1.0 / 1.5)
 
 
 def test_steady_timing_is_stable_at_once(monkeypatch):

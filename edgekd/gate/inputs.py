@@ -25,7 +25,7 @@ _JSON_TYPES = {list: "an array", str: "a string", int: "a number", float: "a num
 def read_report(path: Path) -> dict[str, Any]:
     """``report.json`` as a dict, after strict validation against ``edgekd.report.schema.Report``."""
     from .. import yamlfile
-    from ..report.schema import Report
+    from ..report.schema import SCHEMA_VERSION, Report
 
     expected = "expected the report.json that edgekd run or edgekd profile writes (schema: edgekd report-schema)"
     if not path.is_file():
@@ -41,6 +41,10 @@ def read_report(path: Path) -> dict[str, Any]:
                           f"{expected}") from None
     if not isinstance(data, dict):
         raise ConfigError(f"report {path} holds {_JSON_TYPES.get(type(data), type(data).__name__)}, not a JSON object; {expected}")
+    version, major = data.get("schema_version"), SCHEMA_VERSION.split(".")[0]
+    if isinstance(version, str) and version.split(".")[0] != major:
+        raise ConfigError(f"report {path} has schema_version {version}, but this edgekd reads {major}.x (fields were renamed "
+                          f"between major versions); profile the run again with this edgekd (edgekd run CONFIG --out RUN)")
     try:
         # Strict: no string-to-number or number-to-bool conversion. JSON mode keeps NaN (a class absent from the split).
         report = Report.model_validate_json(text, strict=True)

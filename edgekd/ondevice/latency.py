@@ -34,13 +34,15 @@ MIN_SPREAD_RUNS = 50  # fewer timed runs than this: blocks too small for a media
 
 def p50_spread(samples_ms: np.ndarray, blocks: int = BLOCKS) -> float | None:
     """(max - min) of the medians of ``blocks`` consecutive blocks, over the median of all samples;
-    None with fewer than ``MIN_SPREAD_RUNS`` samples."""
+    None with fewer than ``MIN_SPREAD_RUNS`` samples, or a zero median (a timer too coarse to judge)."""
     samples = np.asarray(samples_ms, dtype=np.float64)
     if len(samples) < max(MIN_SPREAD_RUNS, blocks):
         return None
     p50 = float(np.median(samples))
+    if p50 <= 0:
+        return None
     medians = [float(np.median(block)) for block in np.array_split(samples, blocks)]
-    return (max(medians) - min(medians)) / p50 if p50 > 0 else 0.0
+    return (max(medians) - min(medians)) / p50
 
 
 def summarize(samples_ms: np.ndarray, bins: int = 40) -> dict:

@@ -16,7 +16,7 @@ from ..records import (
     ArtifactStatus, Energy, Figures, GateCheck, GateSummary, HostInfo, InputSpec, LatencyStats, Parity, Record,
 )
 
-SCHEMA_VERSION = "1.0"
+SCHEMA_VERSION = "2.0"  # 2.0: latency stability judged on p50_spread (cov_threshold -> stability_threshold)
 
 
 class ArtifactReport(Record):
