@@ -35,11 +35,11 @@ system-deps:
 
 # The suite without the long end-to-end tests (marked slow), kept under 20 minutes on a 2-core machine.
 test: install-test system-deps
-	$(PY) -m pytest -q -m "not slow" tests
+	$(PY) -m pytest -q -m "not slow" --durations=25 tests
 
 # The long end-to-end tests: kills at every stage, a user's own model on every backend, benchmark smoke runs.
 test-slow: install-test system-deps
-	$(PY) -m pytest -q -m slow tests
+	$(PY) -m pytest -q -m slow --durations=15 tests
 
 benchmarks: install
 	$(PIP) -e '.[bench]'
