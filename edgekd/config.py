@@ -233,6 +233,9 @@ class EnergyConfig(Section):
     meter: str = Field(ENERGY.meter, description="auto | none | rapl | nvml | jetson-ina3221 | android-battery | powermetrics")
     windows: int = Field(ENERGY.windows, ge=1, description="energy windows; the median joules per inference is reported")
     window_s: float = Field(ENERGY.window_s, gt=0, description="seconds per window (MLPerf Tiny uses >= 10 s)")
+    min_duration_s: float = Field(ENERGY.min_duration_s, ge=0, description="lengthen the windows so that together "
+                                  "they last at least this long (MLPerf Power runs >= 600 s); the report states the "
+                                  "duration measured")
 
 
 class ProfileConfig(Section):

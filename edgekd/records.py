@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 
 class Record(BaseModel):
@@ -269,17 +269,55 @@ class LatencyStats(Measured):
     histogram: Histogram | None = None
 
 
+EnergyStatus = Literal["measured", "estimated", "refused", "unavailable"]
+
+
 class Energy(Measured):
-    mj_per_inference: float
-    avg_power_w: float
-    inferences_per_joule: float
-    source: Literal["measured", "estimated"]
-    meter: str = Field(description="the meter read (rapl, nvml, ...) or, for an estimate, the power model and its parameters")
-    boundary: str = Field(description="what the number covers: cpu-package, gpu-board, module-input-rail, battery, wall, estimate")
-    idle_power_w: float | None = None
-    net_mj_per_inference: float | None = None
+    """Energy per inference and how it was taken (MLCommons' power work names the same fields).
+
+    ``status``: measured (a meter's reading that passed every check); estimated (a power model's
+    figure, named in ``meter``; ``reason`` says why no meter was read); refused (a meter was read
+    but the reading cannot be right: a counter that did not advance, a negative delta, a window
+    shorter than the meter updates, a charger powering the device; no figures, ``reason`` says
+    which); unavailable (no meter here and no power model; ``reason`` says why).
+    """
+
+    status: EnergyStatus | None = Field(None, description="measured, estimated, refused or unavailable (read from "
+                                        "`source` in reports older than 2.1)")
+    reason: str = Field("", description="why energy is not measured, in one line: each meter's reason")
+    mj_per_inference: float | None = Field(None, description="gross: everything inside the boundary during the windows")
+    avg_power_w: float | None = Field(None, description="during the energy windows: the benchmark loop at full load")
+    inferences_per_joule: float | None = None
+    source: Literal["measured", "estimated"] | None = Field(None, description="what the figures are; null without figures")
+    meter: str = Field("", description="the meter read (rapl, nvml, ...) or, for an estimate, the power model and its parameters")
+    measurement_method: str | None = Field(None, description="power-analyzer, ina3221-rail, odpm-rail, battery-fuel-gauge, "
+                                           "rapl-package, nvml-board, soc-power-model or model-estimate")
+    boundary: str = Field("", description="what the number covers: cpu-package, gpu-board, module-input-rail, battery, wall, estimate")
+    sampling_interval_s: float | None = Field(None, description="how often the meter's figure changes or is sampled")
+    window_s: float | None = Field(None, description="seconds per energy window, as run (after min_duration_s)")
+    window_count: int | None = None
+    duration_s: float | None = Field(None, description="total seconds of the windows, idle not counted")
+    inferences: int | float | None = Field(None, description="inferences the windows cover")
+    idle_power_w: float | None = Field(None, description="measured just before the windows with the model loaded; for "
+                                       "an estimate, the power model's idle power")
+    idle_s: float | None = None
+    idle_subtracted: bool = Field(False, description="false: mj_per_inference is gross (as MLPerf reports); "
+                                  "net_mj_per_inference subtracts idle_power_w")
+    net_mj_per_inference: float | None = Field(None, description="energy above idle per inference")
     windows: list[dict[str, Any]] = Field(default_factory=list)
-    meters_unavailable: dict[str, str] = Field(default_factory=dict, description="for an estimate: why each meter could not be read")
+    meters_unavailable: dict[str, str] = Field(default_factory=dict, description="why each meter was not read, or its "
+                                               "reading refused ('refused: ...')")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _status_from_source(cls, data: Any) -> Any:
+        if isinstance(data, dict) and data.get("status") is None and data.get("source") is not None:
+            data = {**data, "status": data["source"]}
+        return data
+
+    @property
+    def has_figures(self) -> bool:
+        return self.mj_per_inference is not None
 
 
 class HostInfo(Measured):
@@ -370,7 +408,8 @@ class ProfiledArtifact(ArtifactKey):
     peak_memory_mb: float | None = None
     baseline_memory_mb: float | None = None
     cpu_utilization: float | None = None
-    accuracy_per_watt: float | None = None
+    accuracy_per_watt: float | None = None  # at full load: over the power during the energy windows
+    accuracy_per_joule: float | None = None  # accuracy x inferences per joule
     host: HostInfo | None = None
     measured_by: str | None = None
     logits_sha256: str | None = None

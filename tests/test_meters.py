@@ -33,6 +33,7 @@ from edgekd.ondevice.meters.android import AndroidBatteryMeter
 from edgekd.ondevice.meters.jetson import JetsonMeter
 from edgekd.ondevice.meters.nvml import NvmlMeter
 from edgekd.ondevice.meters.rapl import RaplMeter
+from edgekd.ondevice.meters.base import EnergyRefused
 
 FIXTURES = Path(__file__).parent / "fixtures" / "sysfs"
 PKG_MAX = 262143328850
@@ -213,9 +214,10 @@ def test_jetson_rail_selection(tmp_path):
     soc = JetsonMeter.open(root, rail="VDD_SOC")
     assert soc.boundary == "rail:VDD_SOC"
     assert soc.read_power_w() == pytest.approx(5.048 * 0.270)
-    total = JetsonMeter.open(root, rail="all")  # the "sum of shunt voltages" channel is not a rail
-    assert [r.label for r in total.rails] == ["VDD_IN", "VDD_CPU_GPU_CV", "VDD_SOC"]
-    assert total.read_power_w() == pytest.approx(5.064 * 0.972 + 5.056 * 0.125 + 5.048 * 0.270)
+    # VDD_IN is the module's total: adding its sub-rails to it would count their watts twice
+    with pytest.raises(EnergyRefused, match=r"refused: rail='all' would add the sub-rails to VDD_IN.*rail='VDD_IN'") as info:
+        JetsonMeter.open(root, rail="all")
+    assert "VDD_CPU_GPU_CV, VDD_SOC" in info.value.reason  # the sub-rails one may pick instead
     with pytest.raises(MeterUnavailable, match="VDD_GPU.*VDD_IN, VDD_CPU_GPU_CV, VDD_SOC"):
         JetsonMeter.open(root, rail="VDD_GPU")
     (root / ORIN_HWMON / "in1_label").unlink()  # no input rail: sum what there is, and say so
@@ -604,9 +606,9 @@ def test_measure_energy_windows_at_a_known_power(tmp_path):
 
 def test_measure_energy_refuses_windows_under_ten_update_periods(tmp_path):
     meter = RaplMeter.open(tree(tmp_path, LAPTOP), update_period_s=0.01)
-    with pytest.raises(ValueError, match=r"window_s=0.05 s .* \(0.01 s\): use at least 0.1 s"):
+    with pytest.raises(EnergyRefused, match=r"refused: window_s=0.05 s .* \(0.01 s\): use at least 0.1 s"):
         measure_energy(lambda: None, meter, window_s=0.05)
-    with pytest.raises(ValueError, match="idle_s=0.02"):
+    with pytest.raises(EnergyRefused, match="idle_s=0.02"):
         measure_energy(lambda: None, meter, window_s=0.5, idle_s=0.02)
     assert meter._thread is None  # refused before the meter started
 

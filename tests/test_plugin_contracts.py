@@ -40,6 +40,7 @@ from edgekd.config import CompileConfig, ExportConfig
 from edgekd.errors import ConfigError, ModelError
 from edgekd.ondevice.backend_info import BACKEND_INFO, BACKENDS_PACKAGE
 from edgekd.ondevice.meters import METERS, MeterUnavailable
+from edgekd.ondevice.meters.base import METHODS
 from edgekd.ondevice.registry import Registry, discover
 from edgekd.ondevice.runtimes import RUNTIMES
 from edgekd.parity import compare
@@ -443,6 +444,8 @@ def test_power_model_estimates_energy_and_says_so(name):
     example = POWER_MODELS.get(name).example
     energy = estimate({"model": name, **example}, BENCH)
     assert energy["source"] == "estimated" and energy["boundary"] and name in energy["meter"]
+    assert energy["measurement_method"] == "model-estimate"
+    assert energy["idle_power_w"] is not None and 0 <= energy["net_mj_per_inference"] <= energy["mj_per_inference"]  # rate_hz needs both
     assert energy["mj_per_inference"] > 0 and energy["avg_power_w"] > 0
     slower = estimate({"model": name, **example}, {**BENCH, "latency_ms": {"mean": 4.0}})
     assert slower["mj_per_inference"] > energy["mj_per_inference"]  # a longer inference costs more energy
@@ -472,13 +475,14 @@ def test_meter_opens_on_a_recorded_tree_and_measures(name, tmp_path, monkeypatch
             reasons[tree.name] = why.reason
             continue
         assert meter.name == name and meter.update_period_s > 0 and meter.boundary
+        assert meter.method in METHODS and meter.sampling_interval_s >= meter.update_period_s  # how it measures, named
         meter.start()
         try:
             assert meter.joules() >= 0.0
         finally:
             meter.stop()
         assert meter.joules() >= 0.0
-        assert {"meter", "boundary", "update_period_s"} <= set(meter.describe())
+        assert {"meter", "measurement_method", "boundary", "update_period_s", "sampling_interval_s"} <= set(meter.describe())
         return
     assert all(reasons.values())  # every refusal says why
     pytest.skip(f"{name} opens on none of the recorded trees: " + "; ".join(sorted(set(reasons.values()))))

@@ -39,7 +39,15 @@ class Budget(BaseModel):
     class_drop_against: Literal["student", "teacher"] | None = None
     max_latency_ms: dict[Percentile, float] | None = None
     max_energy_mj: float | None = Field(None, gt=0, description="millijoules per inference")
-    min_accuracy_per_watt: float | None = Field(None, ge=0)
+    min_accuracy_per_watt: float | None = Field(None, ge=0, description="accuracy / average power (W): at rate_hz when "
+                                                "set (idle power + energy above idle per inference x rate), else at "
+                                                "full load (the benchmark loop back to back)")
+    min_accuracy_per_joule: float | None = Field(None, ge=0, description="accuracy x inferences per joule")
+    rate_hz: float | None = Field(None, gt=0, description="the application's inference rate (a 30 fps camera: 30); "
+                                  "fails an artifact whose mean latency cannot sustain it, and judges "
+                                  "min_accuracy_per_watt at it")
+    min_sqnr_db: float | None = Field(None, description="the artifact's outputs against its reference (the QDQ ONNX "
+                                      "model for INT8, PyTorch otherwise), in dB; identical outputs pass")
     max_size_mb: float | None = Field(None, gt=0, description="10^6 bytes")
     max_peak_memory_mb: float | None = Field(None, gt=0)
     require_measured_energy: bool | None = None

@@ -14,6 +14,7 @@ TOLERANCE = 1e-9
 
 # Budget keys that change how the others are judged; they are not checks themselves.
 OPTIONS = ("against", "class_drop_against", "allow_not_run", "allow_unstable_latency")
+ENERGY_KEYS = ("max_energy_mj", "min_accuracy_per_watt", "min_accuracy_per_joule")
 
 LIMITS = {
     "min_accuracy": "min",
@@ -21,6 +22,8 @@ LIMITS = {
     "max_class_drop": "max",
     "max_energy_mj": "max",
     "min_accuracy_per_watt": "min",
+    "min_accuracy_per_joule": "min",
+    "min_sqnr_db": "min",
     "max_size_mb": "max",
     "max_peak_memory_mb": "max",
 }
@@ -42,12 +45,57 @@ def _measured(key: str, artifact: dict[str, Any], report: dict[str, Any], limits
     if key == "max_energy_mj":
         return (artifact.get("energy") or {}).get("mj_per_inference")
     if key == "min_accuracy_per_watt":
-        return artifact.get("accuracy_per_watt")
+        if limits.get("rate_hz") is None:
+            return artifact.get("accuracy_per_watt")
+        power = power_at_rate(artifact.get("energy") or {}, limits["rate_hz"])
+        return None if accuracy is None or power is None or power <= 0 else accuracy / power
+    if key == "min_accuracy_per_joule":
+        return artifact.get("accuracy_per_joule")
+    if key == "min_sqnr_db":
+        parity = artifact.get("parity")
+        if not parity:
+            return None
+        return float("inf") if parity.get("sqnr_db") is None else parity["sqnr_db"]  # None: identical outputs
     if key == "max_size_mb":
         return None if artifact.get("size_bytes") is None else artifact["size_bytes"] / 1e6
     if key == "max_peak_memory_mb":
         return artifact.get("peak_memory_mb")
     raise KeyError(key)
+
+
+def power_at_rate(energy: dict[str, Any], rate_hz: float) -> float | None:
+    """Average power of an application running one inference every 1/rate_hz seconds: idle power plus the
+    energy above idle of each inference times the rate. None when the energy lacks either figure."""
+    idle, net = energy.get("idle_power_w"), energy.get("net_mj_per_inference")
+    if energy.get("mj_per_inference") is None or idle is None or net is None:
+        return None
+    return idle + max(net, 0.0) * rate_hz / 1000.0  # a noisy window can put net a hair below idle
+
+
+def _rate_check(artifact: dict[str, Any], rate_hz: float) -> dict[str, Any]:
+    """Whether back-to-back inferences keep up with the rate: the mean latency times the rate is the time busy."""
+    latency = artifact.get("latency_ms") or {}
+    per_ms, which = (latency.get("mean"), "mean") if latency.get("mean") is not None else (latency.get("p50"), "p50")
+    if per_ms is None:
+        return _check(artifact, "rate_hz", rate_hz, None, False, "not measured (no mean or median latency)")
+    busy = rate_hz * per_ms / 1000.0
+    ok = busy <= 1.0
+    text = f"{rate_hz:g} Hz x {which} {per_ms:.4g} ms = {busy:.2%} of the time busy"
+    if not ok:
+        text += f": cannot sustain {rate_hz:g} Hz (at most {1000.0 / per_ms:.4g} per second)"
+    return _check(artifact, "rate_hz", rate_hz, busy, ok, text)
+
+
+def _energy_gap(artifact: dict[str, Any], key: str, limits: dict[str, Any]) -> str:
+    """Why an energy figure is missing, in the words of the report."""
+    energy = artifact.get("energy") or {}
+    if not energy:
+        return "not measured (no energy: no meter here and the target has no power model)"
+    if energy.get("mj_per_inference") is None:
+        return f"not measured (energy {energy.get('status')}: {energy.get('reason') or 'no reason given'})"
+    if key == "min_accuracy_per_watt" and limits.get("rate_hz") is not None:
+        return f"not measured (power at {limits['rate_hz']:g} Hz needs the idle power and the energy above idle)"
+    return "not measured"
 
 
 def _check(artifact, budget, limit, measured, passed, message) -> dict[str, Any]:
@@ -102,11 +150,15 @@ def check_artifact(artifact: dict[str, Any], report: dict[str, Any], budgets: Bu
         if key == "max_latency_ms":
             checks += _latency_checks(artifact, limit, allow_unstable=bool(limits.get("allow_unstable_latency")))
         elif key == "require_measured_energy":
-            source = (artifact.get("energy") or {}).get("source")
-            ok = not limit or source == "measured"
-            meter = (artifact.get("energy") or {}).get("meter", "")
-            text = f"energy is {source or 'missing'}" + (f" ({meter})" if source == "estimated" else "") + ("" if ok else "; a meter reading is required")
-            checks.append(_check(artifact, key, bool(limit), source, ok, text))
+            energy = artifact.get("energy") or {}
+            status = energy.get("status")
+            ok = not limit or status == "measured"
+            text = f"energy is {status or 'missing'}" + (f" ({energy.get('meter')})" if status == "estimated" else "")
+            if not ok:
+                text += "; a meter reading is required" + (f": {energy['reason']}" if energy.get("reason") else "")
+            checks.append(_check(artifact, key, bool(limit), status, ok, text))
+        elif key == "rate_hz":
+            checks.append(_rate_check(artifact, limit))
         elif key == "require_stable_latency":
             stable = (artifact.get("latency_ms") or {}).get("stable")
             ok = not limit or stable is True
@@ -118,7 +170,13 @@ def check_artifact(artifact: dict[str, Any], report: dict[str, Any], budgets: Bu
             kind = LIMITS[key]
             ok = value is not None and (value >= limit - TOLERANCE if kind == "min" else value <= limit + TOLERANCE)
             sign = (">=" if ok else "<") if kind == "min" else ("<=" if ok else ">")
-            text = "not measured" if value is None else f"{value:.4g} {sign} {limit:g}"
+            if value is None:
+                text = _energy_gap(artifact, key, limits) if key in ENERGY_KEYS else "not measured"
+            else:
+                text = f"{value:.4g} {sign} {limit:g}"
+                if key == "min_accuracy_per_watt":
+                    rate = limits.get("rate_hz")
+                    text += f" at {rate:g} Hz" if rate is not None else " at full load (set rate_hz for the application's rate)"
             checks.append(_check(artifact, key, limit, value, ok, text))
     return checks
 

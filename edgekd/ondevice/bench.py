@@ -76,24 +76,30 @@ def host_info(threads: int | None) -> dict:
             "affinity": affinity, "machine": f"{platform.system()} {platform.release()} {platform.machine()}"}
 
 
-def _energy(infer, args) -> tuple[dict | None, dict]:
-    """Measured energy when a meter exists here, else None and why each meter was not used."""
-    if args.meter == "none" or args.energy_windows <= 0:
+def measured_energy(infer, meter_name: str, *, windows: int, window_s: float, min_duration_s: float = 0.0,
+                    root: Path = Path("/"), **meter_options) -> tuple[dict | None, dict]:
+    """Measured energy when a meter here reads right, else None and why each meter was not used or its
+    reading refused (``refused: ...``). ``root``: the filesystem the meters look under (tests use fixture
+    trees); ``meter_options`` go to the named meter's ``open`` (a Jetson's ``rail``)."""
+    if meter_name == "none" or windows <= 0:
         return None, {"all": "energy measurement turned off"}
     from .energy import measure_energy
     from .meters import detect, open_meter
     from .meters.base import MeterUnavailable
 
-    if args.meter == "auto":
-        meter, reasons = detect()
+    if meter_name == "auto":
+        meter, reasons = detect(root)
     else:
         try:
-            meter, reasons = open_meter(args.meter), {}
+            meter, reasons = open_meter(meter_name, root, **meter_options), {}
         except MeterUnavailable as why:
-            return None, {args.meter: str(why)}
+            return None, {meter_name: why.reason}
     if meter is None:
         return None, reasons
-    return measure_energy(infer, meter, windows=args.energy_windows, window_s=args.energy_window_s), reasons
+    try:
+        return measure_energy(infer, meter, windows=windows, window_s=window_s, min_duration_s=min_duration_s), reasons
+    except MeterUnavailable as refused:  # EnergyRefused: read, but not right; the profile reports why
+        return None, {**reasons, meter.name: refused.reason}
 
 
 def run(args: argparse.Namespace) -> dict:
@@ -128,7 +134,8 @@ def run(args: argparse.Namespace) -> dict:
     predicted = logits.argmax(axis=1)
     classes = int(max(y.max() + 1, logits.shape[1]))
     per_class = [float((predicted[y == c] == c).mean()) if (y == c).any() else float("nan") for c in range(classes)]
-    energy, meter_reasons = _energy(infer, args)
+    energy, meter_reasons = measured_energy(infer, args.meter, windows=args.energy_windows, window_s=args.energy_window_s,
+                                            min_duration_s=args.energy_min_duration_s)
     return {
         "status": "ok",
         "runtime": getattr(model, "runtime", ""),
@@ -168,6 +175,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--meter", default=ENERGY.meter, help="energy meter: auto | none | a meter's name (one module of ondevice/meters each, e.g. rapl, nvml)")
     p.add_argument("--energy-windows", type=int, default=ENERGY.windows, help="energy windows (default %(default)d; 0 turns energy off)")
     p.add_argument("--energy-window-s", type=float, default=ENERGY.window_s, help="seconds per energy window (default %(default)g)")
+    p.add_argument("--energy-min-duration-s", type=float, default=ENERGY.min_duration_s,
+                   help="lengthen the windows so they last this long together (MLPerf Power: 600; default %(default)g)")
     p.add_argument("--pin", help="CPU cores to pin to, e.g. 4,5,6,7 (the big cores of a phone)")
     return p
 

@@ -51,6 +51,7 @@ class EnergySettings:
     meter: str = "auto"  # auto | none | a meter's name
     windows: int = 5  # 0 turns energy off on the benchmark's command line
     window_s: float = 10.0
+    min_duration_s: float = 0.0  # the windows together last at least this long (MLPerf Power: 600 s)
 
     @classmethod
     def from_profile(cls, settings: Mapping[str, Any] | None) -> "EnergySettings":

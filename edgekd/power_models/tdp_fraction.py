@@ -29,7 +29,9 @@ def tdp_fraction(params: dict[str, Any], bench: dict[str, Any]) -> dict[str, Any
         "avg_power_w": power,
         "inferences_per_joule": 1000.0 / mj if mj > 0 else float("inf"),
         "idle_power_w": tdp * idle,
+        "net_mj_per_inference": (power - tdp * idle) * mean_ms,
         "source": "estimated",
+        "measurement_method": "model-estimate",
         "meter": f"tdp-fraction(tdp_w={tdp:g}, idle_fraction={idle:g}, cores={cores}, utilization={utilization:.2f})",
         "boundary": "estimate",
     }

@@ -31,6 +31,7 @@ def build_report(compiled: CompileRecord, profiled: ProfileRecord, teacher: Figu
             accuracy=prof.accuracy if measured_here else row.accuracy,
             per_class_accuracy=prof.per_class_accuracy if measured_here else row.per_class_accuracy,
             parity=row.parity, latency_ms=prof.latency_ms, energy=prof.energy, accuracy_per_watt=prof.accuracy_per_watt,
+            accuracy_per_joule=prof.accuracy_per_joule,
             peak_memory_mb=prof.peak_memory_mb, host=prof.host,
         ))
     report = Report(

@@ -225,6 +225,9 @@ def _energy_cells(a: ArtifactReport) -> str:
     en = a.energy
     if en is None:
         energy = '<td class="num energy missing">—</td>'
+    elif not en.has_figures:  # refused or unavailable: say why where the number would be
+        energy = (f'<td class="num energy missing {_e(en.status)}" title="{_e(en.reason)}">'
+                  f'<span class="value">—</span><span class="source">{_e(en.status)}: {_e(en.reason)}</span></td>')
     elif en.source == "estimated":
         energy = (f'<td class="num energy estimated" title="estimated from a power model, not measured">'
                   f'<span class="value">≈{_sig(en.mj_per_inference)}</span>'
@@ -329,7 +332,7 @@ def _tradeoff_figure(rep: Report, kind: str) -> str:
             continue
         if kind == "latency" and a.latency_ms is not None and a.latency_ms.p50 is not None:
             points.append(plots.Point(a.id, a.accuracy, a.latency_ms.p50))
-        elif kind == "energy" and a.energy is not None:
+        elif kind == "energy" and a.energy is not None and a.energy.has_figures:
             points.append(plots.Point(a.id, a.accuracy, a.energy.mj_per_inference, a.energy.source == "estimated"))
     if kind == "latency":
         fig_id, list_id, heading = "fig-accuracy-latency", "pareto-latency", "Accuracy vs latency (p50)"

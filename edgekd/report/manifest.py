@@ -58,7 +58,9 @@ def model_card(artifact: dict[str, Any], report: dict[str, Any], manifest: dict[
 
     lat, energy = artifact.get("latency_ms") or {}, artifact.get("energy") or {}
     energy_text = "-"
-    if energy:
+    if energy and energy.get("mj_per_inference") is None:
+        energy_text = f"{energy.get('status')}: {energy.get('reason', '')}"
+    elif energy:
         energy_text = f"{energy['mj_per_inference']:.4g} mJ per inference, {energy['avg_power_w']:.3g} W ({energy['source']}: {energy['meter']}; boundary {energy['boundary']})"
     gate = artifact.get("gate")
     gate_text = "no budgets applied" if gate is None else (

@@ -16,7 +16,9 @@ from ..records import (
     ArtifactStatus, Energy, Figures, GateCheck, GateSummary, HostInfo, InputSpec, LatencyStats, Parity, Record,
 )
 
-SCHEMA_VERSION = "2.0"  # 2.0: latency stability judged on p50_spread (cov_threshold -> stability_threshold)
+# 2.0: latency stability judged on p50_spread (cov_threshold -> stability_threshold); 2.1: energy status, reason
+# and how it was measured (method, sampling interval, windows, duration, idle), accuracy_per_joule
+SCHEMA_VERSION = "2.1"
 
 
 class ArtifactReport(Record):
@@ -34,7 +36,10 @@ class ArtifactReport(Record):
     parity: Parity | None = None
     latency_ms: LatencyStats | None = None
     energy: Energy | None = None
-    accuracy_per_watt: float | None = Field(None, description="accuracy / average power (W) during the energy windows")
+    accuracy_per_watt: float | None = Field(None, description="at full load: accuracy / average power (W) during the "
+                                            "energy windows, where the benchmark loop runs back to back (a budget's "
+                                            "rate_hz judges it at the application's rate instead)")
+    accuracy_per_joule: float | None = Field(None, description="accuracy x inferences per joule: what a battery buys")
     peak_memory_mb: float | None = Field(None, description="peak resident memory of the process that ran the artifact")
     host: HostInfo | None = None
     gate: list[GateCheck] | None = Field(None, description="null when no budgets were applied")

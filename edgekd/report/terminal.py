@@ -12,7 +12,7 @@ def report_table(report: dict[str, Any]):
 
     table = Table(title=f"profile: {report['run']} (teacher {report['teacher']['accuracy']:.2%}, FP32 student {report['student']['accuracy']:.2%})")
     right = ("accuracy", "p50 ms", "p95 ms", "p99 ms", "p50 spread (CoV)", "mJ/inf", "acc/W", "peak MB")
-    for column in ("artifact", "status", *right, "energy source", "gate"):
+    for column in ("artifact", "status", *right, "energy", "gate"):
         table.add_column(column, justify="right" if column in right else "left")
     for a in report["artifacts"]:
         lat, energy = a.get("latency_ms") or {}, a.get("energy") or {}
@@ -27,6 +27,6 @@ def report_table(report: dict[str, Any]):
             a["id"], status, num(a.get("accuracy"), ".2%"), num(lat.get("p50"), ".4f"), num(lat.get("p95"), ".4f"),
             num(lat.get("p99"), ".4f"), f'{num(lat.get("p50_spread"), ".3f")} ({num(lat.get("cov"), ".2f")})' + unstable, num(energy.get("mj_per_inference"), ".4f"),
             num(a.get("accuracy_per_watt"), ".3f"), num(a.get("peak_memory_mb"), ".0f"),
-            energy.get("source", "-") if energy.get("source") != "estimated" else "estimated", gate_text,
+            energy.get("status") or "-", gate_text,
         )
     return table

@@ -32,7 +32,7 @@ from typing import Any
 from ..backends import DEVICE_TOOLS, DeviceTool
 from ..ondevice.backend_info import BACKEND_INFO
 from ..ondevice.meters.android import POLL_S, REFUSED_STATUS, BatteryReading, check_status, recorded_energy
-from ..ondevice.meters.base import MeterUnavailable
+from ..ondevice.meters.base import REFUSED, MeterUnavailable
 from ..ondevice.settings import EnergySettings, LatencySettings
 from .base import RUNNERS, DeviceFailed, DeviceRunner, DeviceUnreachable, ProfileJob, pin_mask, tail, tool_result
 
@@ -118,7 +118,7 @@ def battery_energy(output: str, latency: dict[str, Any]) -> tuple[dict[str, Any]
         for reading in readings:  # a charger plugged in at any point, idle or after the runs too
             check_status(reading.status)
         if len(during) < 2 or during[-1].time_s <= during[0].time_s:
-            return None, {"android-battery": f"{len(during)} battery reading(s) during the timed runs; raise the energy windows "
+            return None, {"android-battery": f"{REFUSED}{len(during)} battery reading(s) during the timed runs; raise the energy windows "
                                              f"(profile.energy) so the runs last several {POLL_S:g} s polls"}
         joules, seconds, describe = recorded_energy(during, supply=Path(BATTERY))
         idle_power = None
@@ -134,7 +134,10 @@ def battery_energy(output: str, latency: dict[str, Any]) -> tuple[dict[str, Any]
     describe["notes"] = (f"read by a shell loop on the phone every {POLL_S:g} s during benchmark_model's timed runs; "
                          + describe["notes"])
     return {
-        "source": "measured", "meter": "android-battery", "boundary": "battery",
+        "status": "measured", "source": "measured", "meter": "android-battery", "boundary": "battery",
+        "measurement_method": "battery-fuel-gauge", "sampling_interval_s": POLL_S, "window_s": seconds, "window_count": 1,
+        "duration_s": seconds, "inferences": inferences, "idle_s": (idle[-1].time_s - idle[0].time_s) if idle_power else None,
+        "idle_subtracted": False,
         "mj_per_inference": mj, "avg_power_w": power, "inferences_per_joule": 1000.0 / mj if mj > 0 else math.inf,
         "idle_power_w": idle_power, "net_mj_per_inference": net_mj,
         "windows": [{"seconds": seconds, "inferences": inferences, "joules": joules, "power_w": power, "readings": len(during),
@@ -212,7 +215,7 @@ class AdbRunner(DeviceRunner):
         energy = _energy_wanted(energy_cfg)
         min_secs = LatencySettings.from_profile(settings).min_seconds
         if energy:  # the battery gauge needs long runs: as long as the energy windows would be
-            min_secs = max(min_secs, energy_cfg.windows * energy_cfg.window_s)
+            min_secs = max(min_secs, energy_cfg.windows * energy_cfg.window_s, energy_cfg.min_duration_s)
         idle_s = min(10.0, energy_cfg.window_s)
         pin = self.device.get("pin")
         tool_words = tool_driver().command(f"./{TOOL}", f"{workdir}/{job.artifact.name}", options, {**settings, "min_seconds": min_secs},

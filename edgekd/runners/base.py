@@ -106,6 +106,7 @@ def bench_args(profile_cfg) -> list[str]:
         "--min-seconds", str(c.min_seconds), "--max-seconds", str(c.max_seconds),
         "--stability-threshold", str(c.stability_threshold), "--repeats", str(c.repeats),
         "--meter", c.energy.meter, "--energy-windows", str(c.energy.windows), "--energy-window-s", str(c.energy.window_s),
+        "--energy-min-duration-s", str(c.energy.min_duration_s),
     ]
 
 

@@ -29,6 +29,7 @@ from rich.console import Console
 
 from ..errors import ConfigError
 from ..ondevice.backend_info import artifact_files
+from ..ondevice.meters.base import REFUSED
 from ..power_models import estimate
 from ..records import CompiledArtifact, CompileRecord, ProfiledArtifact, ProfileRecord
 from ..runlock import scratch_dir
@@ -40,15 +41,32 @@ UNREACHABLE = "unreachable"
 COMPILED = "compile"  # the stage whose record lists the artifacts
 
 
+def energy_of(bench: dict[str, Any], power: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The artifact's energy: the meter's reading; else the target's power model's estimate; else no figures,
+    ``refused`` when a meter read but its reading could not be right, ``unavailable`` when none could read.
+    Every case but a measurement carries each meter's reason."""
+    reasons = bench.get("meters_unavailable") or {}
+    refused_first = sorted(reasons.items(), key=lambda item: not item[1].startswith(REFUSED))  # the news: a meter read wrong
+    why = "; ".join(f"{name}: {text}" for name, text in refused_first)
+    if bench.get("energy"):
+        return {**bench["energy"], "status": "measured"}
+    estimated = estimate(power, bench)
+    if estimated is not None:
+        return {**estimated, "status": "estimated", "reason": why, "meters_unavailable": reasons}
+    if not reasons:
+        return None
+    refused = any(text.startswith(REFUSED) for text in reasons.values())
+    return {"status": "refused" if refused else "unavailable", "reason": why, "meters_unavailable": reasons}
+
+
 def result_row(row: CompiledArtifact, bench: dict[str, Any], power: dict[str, Any] | None, runner: str | None) -> ProfiledArtifact:
     """One artifact's profile: the benchmark's numbers plus energy (measured, or estimated and named so)."""
     key = dict(target=row.target, backend=row.backend, precision=row.precision, runner=runner)
     status = bench.get("status", "failed")
     if status != "ok":
         return ProfiledArtifact(**key, status=status, reason=bench.get("reason", ""))
-    energy = bench.get("energy") or estimate(power, bench)
-    if energy is not None and bench.get("energy") is None:
-        energy["meters_unavailable"] = bench.get("meters_unavailable", {})
+    energy = energy_of(bench, power)
+    figures = energy is not None and energy.get("mj_per_inference") is not None
     accuracy, per_class, source = bench.get("accuracy"), bench.get("per_class_accuracy"), "device"
     if accuracy is None:  # a device tool (benchmark_model, trtexec, benchmark_app) times random inputs
         accuracy, per_class = row.accuracy, row.per_class_accuracy
@@ -60,7 +78,8 @@ def result_row(row: CompiledArtifact, bench: dict[str, Any], power: dict[str, An
         latency_ms={**bench["latency_ms"], "measured_by": measured_by}, accuracy=accuracy, per_class_accuracy=per_class,
         accuracy_source=source, samples=bench.get("samples"), energy=energy, peak_memory_mb=bench.get("peak_memory_mb"),
         baseline_memory_mb=bench.get("baseline_memory_mb"), cpu_utilization=bench.get("cpu_utilization"),
-        accuracy_per_watt=accuracy / energy["avg_power_w"] if accuracy is not None and energy and energy["avg_power_w"] > 0 else None,
+        accuracy_per_watt=accuracy / energy["avg_power_w"] if accuracy is not None and figures and energy["avg_power_w"] > 0 else None,
+        accuracy_per_joule=accuracy * energy["inferences_per_joule"] if accuracy is not None and figures else None,
         host={**bench.get("host", {}), "runner": runner, "runtime": bench.get("runtime", "")},
         measured_by=measured_by,
         logits_sha256=bench.get("logits_sha256"),  # equal hashes: the device computed the same outputs
@@ -176,8 +195,8 @@ class ProfileStage(Stage):
             unstable = [r.id for r in ok if r.latency_ms and r.latency_ms.stable is False]
             if unstable:
                 rows.append(("unstable latency", f"{len(unstable)} of {len(ok)} (p50 spread across blocks above profile.stability_threshold)"))
-            sources = sorted({r.energy.source for r in ok if r.energy})
-            rows.append(("energy", ", ".join(sources) or "none"))
+            statuses = sorted({r.energy.status for r in ok if r.energy})
+            rows.append(("energy", ", ".join(statuses) or "none"))
         for r in record.artifacts:  # a device's refusal or failure is worth a line of its own
             if r.status in ("failed", UNREACHABLE) and r.runner not in (None, "local"):
                 rows.append((r.id, f"{r.status}: {r.reason}"))

@@ -18,7 +18,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Iterator, NamedTuple, Sequence
 
-from .base import MeterUnavailable, PowerMeter, read_number, read_text, register
+from .base import EnergyRefused, MeterUnavailable, PowerMeter, read_number, read_text, register
 
 REFUSED_STATUS = ("Charging", "Full", "Not charging")  # "Not charging": plugged in, charging paused
 POLL_S = 0.25  # Perfetto's battery poll
@@ -33,7 +33,7 @@ def battery_power_w(current_ua: float, voltage_uv: float) -> float:
 def check_status(status: str) -> None:
     """Refuse a status in which a charger, not the battery, powers the device."""
     if status in REFUSED_STATUS:
-        raise MeterUnavailable(
+        raise EnergyRefused(
             f"battery status is {status!r}: a connected charger powers the device, so the battery "
             "current does not measure consumption. Unplug USB (use adb over Wi-Fi); `dumpsys battery unplug` "
             "only changes what Android reports, not the charger"
@@ -43,6 +43,7 @@ def check_status(status: str) -> None:
 @register
 class AndroidBatteryMeter(PowerMeter):
     name = "android-battery"
+    method = "battery-fuel-gauge"
     boundary = "battery"
 
     def __init__(self, supply: Path, *, poll_s: float, update_period_s: float):

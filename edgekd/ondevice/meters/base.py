@@ -27,6 +27,21 @@ class MeterUnavailable(Exception):
         self.reason = reason
 
 
+REFUSED = "refused: "  # how a refusal reads wherever meter reasons are listed (and how the profile tells one)
+
+
+class EnergyRefused(MeterUnavailable):
+    """The meter read, but its reading cannot be right (a counter that did not advance, a negative
+    delta, a window shorter than the meter updates, a charger powering the device): never report it."""
+
+    def __init__(self, reason: str):
+        super().__init__(reason if reason.startswith(REFUSED) else REFUSED + reason)
+
+
+# How a figure was taken, named as MLCommons' power work names them; each meter declares its own.
+METHODS = ("power-analyzer", "ina3221-rail", "odpm-rail", "battery-fuel-gauge", "rapl-package", "nvml-board",
+           "soc-power-model", "model-estimate")
+
 # Each module of the meters package registers its meter when the package is imported (discover).
 METERS: "Registry[type[Meter]]" = Registry("meter")
 M = TypeVar("M", bound="type[Meter]")
@@ -67,8 +82,15 @@ class Meter(ABC):
     """Energy in joules since ``start()``, readable at any time from any thread."""
 
     name: ClassVar[str]
+    method: ClassVar[str]  # one of METHODS
     boundary: str
     update_period_s: float
+
+    @property
+    def sampling_interval_s(self) -> float:
+        """How often the figure is sampled: a counter is read at the window edges (its update period
+        is its resolution); a power sensor is integrated from samples (see ``PowerMeter``)."""
+        return self.update_period_s
 
     @classmethod
     @abstractmethod
@@ -94,8 +116,10 @@ class Meter(ABC):
         """What was measured and how, for the result record."""
         return {
             "meter": self.name,
+            "measurement_method": self.method,
             "boundary": self.boundary,
             "update_period_s": self.update_period_s,
+            "sampling_interval_s": self.sampling_interval_s,
             "sources": self.sources(),
             "notes": self.notes(),
         }
@@ -199,7 +223,9 @@ class CounterMeter(_PollingMeter):
     unit, and implement ``read_counters``. A background thread polls so that no counter wraps
     twice between reads: every 0.1 s while any counter is within one second of wrapping at
     ``max_power_w``, else every 1 s (Zeus's scheme). When a reading is below the previous one
-    the counter wrapped once: the delta is ``(max - last) + new``.
+    the counter wrapped once: the delta is ``(max - last) + new``, unless that is more energy
+    than ``max_power_w`` could draw since the last read: then the counter went backwards (a
+    driver reload, a reset) and the reading is refused, not turned into a huge number.
     """
 
     max_power_w: ClassVar[float] = 1000.0  # Zeus's assumed worst-case draw when choosing poll rate
@@ -209,6 +235,7 @@ class CounterMeter(_PollingMeter):
         self._ranges = [float(r) for r in ranges]
         self._unit_j = unit_j
         self._last: list[float] = []
+        self._last_t = 0.0
 
     @abstractmethod
     def read_counters(self) -> list[float]:
@@ -216,14 +243,22 @@ class CounterMeter(_PollingMeter):
 
     def _begin(self) -> None:
         self._last = self.read_counters()
+        self._last_t = time.monotonic()
 
     def _sample(self) -> None:
-        now = self.read_counters()
+        now, t = self.read_counters(), time.monotonic()
         delta = 0.0
         for new, last, top in zip(now, self._last, self._ranges):
-            delta += new - last if new >= last else (top - last) + new
+            if new >= last:
+                delta += new - last
+                continue
+            wrapped_j = ((top - last) + new) * self._unit_j
+            if wrapped_j > self.max_power_w * (t - self._last_t + 1.0):
+                raise EnergyRefused(f"the {self.name} counter went backwards ({last:.0f} -> {new:.0f}) and a wrap "
+                                    f"would mean {wrapped_j:.3g} J in {t - self._last_t:.2g} s: reset or reloaded")
+            delta += (top - last) + new
         self._total_j += delta * self._unit_j
-        self._last = now
+        self._last, self._last_t = now, t
 
     def _interval(self) -> float:
         if self._poll_s is not None:
@@ -262,6 +297,10 @@ class PowerMeter(_PollingMeter):
         t = self.clock()
         self._total_j += 0.5 * (p + self._p) * (t - self._t)
         self._t, self._p = t, p
+
+    @property
+    def sampling_interval_s(self) -> float:
+        return max(self._poll_s, self.update_period_s)
 
     def _interval(self) -> float:
         return self._poll_s

@@ -20,7 +20,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from .base import MeterUnavailable, PowerMeter, read_number, read_text, register
+from .base import EnergyRefused, MeterUnavailable, PowerMeter, read_number, read_text, register
 
 INPUT_RAILS = ("VDD_IN", "POM_5V_IN")
 _HINT = "run as root or make the INA3221 sysfs files readable"
@@ -79,6 +79,7 @@ def find_rails(root: Path) -> tuple[list[Rail], list[float]]:
 @register
 class JetsonMeter(PowerMeter):
     name = "jetson-ina3221"
+    method = "ina3221-rail"
 
     def __init__(self, rails: list[Rail], all_labels: list[str], boundary: str, *, poll_s: float, update_period_s: float):
         super().__init__(poll_s=poll_s, update_period_s=update_period_s)
@@ -101,6 +102,12 @@ class JetsonMeter(PowerMeter):
         labels = [r.label for r in rails]
         if rail is None:
             rail = next((name for name in INPUT_RAILS if name in labels), "all")
+        total = next((name for name in INPUT_RAILS if name in labels), None)
+        if rail == "all" and total is not None:
+            # the input rail already contains the sub-rails: adding them counts the same watts twice
+            raise EnergyRefused(f"rail='all' would add the sub-rails to {total}, which is the module's total input and "
+                                f"already includes them: use rail={total!r} (the default) for the module, or one "
+                                f"sub-rail ({', '.join(n for n in labels if n != total)})")
         if rail == "all":
             chosen, boundary = rails, "rails-sum"
         elif rail in labels:

@@ -16,6 +16,7 @@ from .base import CounterMeter, MeterUnavailable, register
 @register
 class NvmlMeter(CounterMeter):
     name = "nvml"
+    method = "nvml-board"
     boundary = "gpu-board"
 
     def __init__(self, nvml, handle, index: int, device_name: str, *, poll_s: float | None, update_period_s: float):

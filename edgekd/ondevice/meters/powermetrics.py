@@ -72,6 +72,7 @@ def _is_macos() -> bool:
 @register
 class PowermetricsMeter(Meter):
     name = "powermetrics"
+    method = "soc-power-model"
     boundary = "soc"
 
     def __init__(self, command: list[str], *, update_period_s: float):

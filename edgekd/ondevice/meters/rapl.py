@@ -29,6 +29,7 @@ class RaplMeter(CounterMeter):
     """Sum of the package zones' ``energy_uj`` counters, each wrapping at ``max_energy_range_uj``."""
 
     name = "rapl"
+    method = "rapl-package"
     boundary = "cpu-package"
 
     def __init__(self, zones: list[Zone], others: list[str], *, poll_s: float | None, update_period_s: float, hint: str):

@@ -1,0 +1,164 @@
+"""A meter reading that cannot be right is refused, and the report and the gate say why (issue 16).
+
+Each case runs the device-side benchmark's energy path (``measured_energy``) against a recorded sysfs tree
+made wrong in one way, then the profile row and the report built from it, then the gate.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from edgekd.gate.budgets import BudgetsFile
+from edgekd.gate.check import evaluate
+from edgekd.ondevice.bench import measured_energy
+from edgekd.records import CompiledArtifact
+from edgekd.report.schema import Report
+from edgekd.stages.profile import result_row
+
+FIXTURES = Path(__file__).parent / "fixtures" / "sysfs"
+RAPL_COUNTER = "sys/class/powercap/intel-rapl:0/energy_uj"
+ORIN_HWMON = "sys/bus/i2c/drivers/ina3221/1-0040/hwmon/hwmon1"
+BATTERY = "sys/class/power_supply/battery"
+TDP = {"model": "tdp-fraction", "tdp_w": 15.0, "idle_fraction": 0.3, "cores": 2}
+
+
+def tree(tmp_path: Path, name: str) -> Path:
+    shutil.copytree(FIXTURES / name, tmp_path / name, symlinks=True)
+    return tmp_path / name
+
+
+def write(path: Path, value) -> None:
+    tmp = path.with_name(path.name + ".new")
+    tmp.write_text(f"{value}\n")
+    os.replace(tmp, path)
+
+
+def infer() -> None:
+    time.sleep(0.002)
+
+
+def bench_result(energy, reasons) -> dict:
+    latency = {"p50": 2.0, "p90": 2.1, "p95": 2.2, "p99": 2.5, "mean": 2.0, "runs": 500, "cpu_utilization": 1.0}
+    return {"status": "ok", "latency_ms": latency, "accuracy": 0.98, "per_class_accuracy": [0.98, 0.98],
+            "energy": energy, "meters_unavailable": reasons, "cpu_utilization": 1.0}
+
+
+def report_with(energy, reasons, power=None) -> dict:
+    """The report.json artifact of one profiled row, checked against the report's schema."""
+    row = CompiledArtifact(target="cpu", backend="onnxruntime", precision="fp32", status="ok")
+    profiled = result_row(row, bench_result(energy, reasons), power, "local")
+    artifact = {"id": profiled.id, "target": "cpu", "backend": "onnxruntime", "precision": "fp32", "path": None,
+                "status": "ok", "accuracy": profiled.accuracy, "latency_ms": profiled.latency_ms.to_dict(),
+                "energy": None if profiled.energy is None else profiled.energy.to_dict(),
+                "accuracy_per_watt": profiled.accuracy_per_watt, "accuracy_per_joule": profiled.accuracy_per_joule}
+    figures = {"accuracy": 0.98, "per_class_accuracy": [0.98, 0.98]}
+    report = {"edgekd_version": "0", "created": "2026-01-01T00:00:00+00:00", "run": "t", "class_names": ["a", "b"],
+              "teacher": figures, "student": figures, "artifacts": [artifact]}
+    return Report.model_validate(report).model_dump(mode="json")
+
+
+def gate(report: dict, **budget) -> dict[str, dict]:
+    budgets = BudgetsFile.model_validate({"budgets": [{"target": "*", **budget}]})
+    return {c["budget"]: c for c in evaluate(report, budgets)["per_artifact"]["cpu/onnxruntime/fp32"]}
+
+
+def assert_refused(report: dict, meter: str, reason: str) -> None:
+    energy = report["artifacts"][0]["energy"]
+    assert energy["status"] == "refused" and energy["mj_per_inference"] is None, energy
+    assert energy["reason"].startswith(f"{meter}: refused: ") and reason in energy["reason"], energy["reason"]
+    assert report["artifacts"][0]["accuracy_per_watt"] is None  # no figure made from a wrong reading
+    checks = gate(report, require_measured_energy=True, max_energy_mj=5.0)
+    for check in checks.values():
+        assert not check["passed"] and reason in check["message"], check
+
+
+def test_a_counter_that_never_advances_is_refused(tmp_path):
+    root = tree(tmp_path, "rapl-laptop-1socket")  # energy_uj never changes: a VM's frozen counter
+    energy, reasons = measured_energy(infer, "rapl", windows=2, window_s=0.05, root=root)
+    assert energy is None
+    assert_refused(report_with(energy, reasons), "rapl", "did not advance over the idle window")
+
+
+def test_a_window_with_zero_energy_is_refused(tmp_path):
+    root = tree(tmp_path, "rapl-laptop-1socket")
+    counter, stop_at = root / RAPL_COUNTER, time.monotonic() + 0.15  # advances through idle, then freezes
+
+    def advance():
+        value = int(counter.read_text())
+        while time.monotonic() < stop_at:
+            value += 50_000  # 50 mJ every 5 ms: 10 W
+            write(counter, value)
+            time.sleep(0.005)
+
+    writer = threading.Thread(target=advance)
+    writer.start()
+    try:
+        energy, reasons = measured_energy(infer, "rapl", windows=3, window_s=0.1, root=root)
+    finally:
+        writer.join()
+    assert energy is None
+    report = report_with(energy, reasons)
+    assert_refused(report, "rapl", "did not advance over the window ")
+    assert " of 3 (" in report["artifacts"][0]["energy"]["reason"]
+
+
+def test_a_negative_energy_delta_is_refused(tmp_path):
+    root = tree(tmp_path, "jetson-orin-nano-jp6")
+    write(root / ORIN_HWMON / "curr1_input", -972)  # VDD_IN's current with the sign flipped: negative watts
+    energy, reasons = measured_energy(infer, "jetson-ina3221", windows=1, window_s=0.5, root=root)
+    assert energy is None
+    assert_refused(report_with(energy, reasons), "jetson-ina3221", "energy cannot be negative")
+
+
+def test_a_window_shorter_than_ten_meter_updates_is_refused(tmp_path):
+    root = tree(tmp_path, "rapl-laptop-1socket")
+    energy, reasons = measured_energy(infer, "rapl", windows=2, window_s=0.005, root=root)
+    assert energy is None
+    assert_refused(report_with(energy, reasons), "rapl", "window_s=0.005 s is shorter than 10x the rapl meter's update period")
+
+
+@pytest.mark.parametrize("meter", ["android-battery", "auto"])
+def test_a_charging_phone_is_refused(tmp_path, meter):
+    root = tree(tmp_path, "android-pixel")
+    write(root / BATTERY / "status", "Charging")  # the charger, not the battery, powers the phone
+    energy, reasons = measured_energy(infer, meter, windows=1, window_s=0.5, root=root)
+    assert energy is None
+    assert_refused(report_with(energy, reasons), "android-battery", "battery status is 'Charging'")
+
+
+def test_summing_jetson_sub_rails_into_the_total_rail_is_refused(tmp_path):
+    root = tree(tmp_path, "jetson-orin-nano-jp6")  # VDD_IN is the module's input: it holds the other rails
+    energy, reasons = measured_energy(infer, "jetson-ina3221", windows=1, window_s=0.5, root=root, rail="all")
+    assert energy is None
+    assert_refused(report_with(energy, reasons), "jetson-ina3221", "would add the sub-rails to VDD_IN")
+
+
+def test_a_refused_reading_falls_back_to_the_power_model_and_says_why(tmp_path):
+    root = tree(tmp_path, "rapl-laptop-1socket")
+    energy, reasons = measured_energy(infer, "rapl", windows=2, window_s=0.05, root=root)
+    report = report_with(energy, reasons, power=TDP)
+    energy = report["artifacts"][0]["energy"]
+    assert energy["status"] == "estimated" and energy["measurement_method"] == "model-estimate"
+    assert energy["mj_per_inference"] == pytest.approx(15.0 * 2.0 * (0.3 + 0.7 * 0.5))  # W x ms, half of 2 cores busy
+    assert "rapl: refused: " in energy["reason"]
+    (check,) = gate(report, require_measured_energy=True).values()
+    assert not check["passed"] and "energy is estimated" in check["message"] and "did not advance" in check["message"]
+
+
+def test_a_measured_figure_records_how_it_was_taken(tmp_path):
+    root = tree(tmp_path, "jetson-orin-nano-jp6")  # a constant 4.92 W on VDD_IN
+    energy, reasons = measured_energy(infer, "jetson-ina3221", windows=2, window_s=0.5, min_duration_s=1.4, root=root)
+    energy = report_with(energy, reasons)["artifacts"][0]["energy"]
+    assert energy["status"] == "measured" and energy["measurement_method"] == "ina3221-rail"
+    assert energy["boundary"] == "module-input-rail" and energy["sampling_interval_s"] == pytest.approx(0.05)
+    assert energy["window_s"] == pytest.approx(0.7) and energy["window_count"] == 2  # stretched to min_duration_s
+    assert energy["duration_s"] >= 1.4 and energy["idle_s"] >= 0.7 and energy["idle_subtracted"] is False
+    assert energy["inferences"] == sum(w["inferences"] for w in energy["windows"])
+    assert energy["avg_power_w"] == pytest.approx(5.064 * 0.972, rel=1e-3)
+    assert abs(energy["net_mj_per_inference"]) < 1e-3 * energy["mj_per_inference"]  # idle and busy draw the same
