@@ -28,7 +28,8 @@ class OnnxRuntimeModel(Model):
         if level not in LEVELS:
             raise ValueError(f"onnxruntime option optimization={level!r}; expected one of {', '.join(LEVELS)}")
         so.graph_optimization_level = getattr(ort.GraphOptimizationLevel, LEVELS[level])
-        self.session = ort.InferenceSession(str(path), so, providers=options.get("providers") or ["CPUExecutionProvider"])
+        self.providers = list(options.get("providers") or ["CPUExecutionProvider"])
+        self.session = ort.InferenceSession(str(path), so, providers=self.providers)
         self.input_name = self.session.get_inputs()[0].name
         self.output_names = [o.name for o in self.session.get_outputs()]
         first = self.session.get_inputs()[0].shape[0]
@@ -52,7 +53,9 @@ class OnnxRuntimeModel(Model):
         return infer
 
     def operator_report(self) -> dict[str, Any]:
-        """Provider per node, from one profiled inference (ONNX Runtime's own record of where nodes ran)."""
+        """Provider per node, from one profiled inference (ONNX Runtime's own record of where nodes ran), on the
+        providers this session was given. Where one other than the CPU was asked for, every node that ran on the
+        CPU provider is a fallback (also when the provider is not in this build: ORT then runs everything on CPU)."""
         import onnx  # the build machine's: operator reports are made where artifacts are built
         import onnxruntime as ort
 
@@ -61,7 +64,7 @@ class OnnxRuntimeModel(Model):
         # beside the artifact, in the form a run holding the lock cleans up after a kill (edgekd.runlock)
         with tempfile.TemporaryDirectory(prefix=f".{self.path.name}.", suffix=".part", dir=self.path.parent) as tmp:
             options.profile_file_prefix = str(Path(tmp) / "profile")
-            sess = ort.InferenceSession(str(self.path), options, providers=["CPUExecutionProvider"])
+            sess = ort.InferenceSession(str(self.path), options, providers=self.providers)
             meta = sess.get_inputs()[0]
             shape = [d if isinstance(d, int) else 1 if i == 0 else 16 for i, d in enumerate(meta.shape)]
             # ones: a valid token id (0 is padding) as well as a valid pixel
@@ -75,8 +78,13 @@ class OnnxRuntimeModel(Model):
         by_provider: dict[str, Counter] = {}
         for op, provider in nodes.values():
             by_provider.setdefault(provider, Counter())[op] += 1
+        accelerated = [p for p in self.providers if p != "CPUExecutionProvider"]
+        fallback = sorted(f"{name} ({op})" for name, (op, provider) in nodes.items()
+                          if accelerated and provider == "CPUExecutionProvider")
         return {
             "optimized_ops": dict(Counter(n.op_type for n in onnx.load(str(self.path)).graph.node)),
             "executed_ops_by_provider": {p: dict(c) for p, c in by_provider.items()},
-            "fallback_ops": [],  # a CPU-only session has nothing to fall back to
+            "providers_requested": self.providers,
+            "providers_used": sess.get_providers(),
+            "fallback_ops": fallback,  # a CPU-only session has nothing to fall back to
         }
