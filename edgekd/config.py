@@ -258,6 +258,9 @@ class ProfileConfig(Section):
     sequence_length: int | None = Field(None, ge=1, description="text: inputs padded to this many tokens, batch 1, "
                                         "when compiling fixed-shape artifacts and profiling (default: data.max_length)")
     energy: EnergyConfig = EnergyConfig()
+    native_tool: bool = Field(True, description="also time each artifact on this machine with its runtime's own "
+                              "tool where installed (benchmark_app, benchmark_model, trtexec), after edgekd's "
+                              "benchmark; kept beside edgekd's figure (latency_ms.native) with their ratio")
     timeout_s: float = Field(900.0, gt=0, description="per artifact and device")
     retries: int = Field(1, ge=0, description="attempts after a device failure (not after a measured failure)")
     devices: list[str] | None = Field(None, description="profile only these targets' devices (default: every target)")

@@ -232,6 +232,20 @@ class Histogram(Record):
     counts: list[int]
 
 
+class NativeLatency(Record):
+    """The runtime's own tool on the same artifact, in the same profile (``edgekd.runners.native``)."""
+
+    tool: str
+    status: Literal["ok", "failed", "not run here"]
+    reason: str = ""
+    p50: float | None = None
+    mean: float | None = None
+    runs: int | None = None
+    p50_ratio: float | None = Field(None, description="edgekd's p50 over the tool's: above 1, the Python call "
+                                    "into the runtime that a C++ application does not pay")
+    command: str = ""
+
+
 class LatencyStats(Measured):
     """Single-stream, batch 1, steady state after the warm-up (see ``edgekd.ondevice.latency``).
 
@@ -267,6 +281,7 @@ class LatencyStats(Measured):
     measured_by: str = Field("edgekd.ondevice.bench", description="the benchmark that took these numbers")
     unknown: list[str] = Field(default_factory=list, description="statistics the measuring tool did not print")
     histogram: Histogram | None = None
+    native: NativeLatency | None = Field(None, description="the runtime's own tool beside this figure (this machine)")
 
 
 EnergyStatus = Literal["measured", "estimated", "refused", "unavailable"]

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from .base import RUNNERS, DeviceFailed, DeviceRunner, ProfileJob
+from .native import native_latency
 
 
 # prctl(PR_SET_PDEATHSIG, SIGKILL), bound here so the child calls no more Python than that between fork and exec.
@@ -46,4 +47,7 @@ class LocalRunner(DeviceRunner):
             if not out.is_file():
                 tail = (done.stderr or done.stdout).strip().splitlines()[-3:]
                 raise DeviceFailed(f"the benchmark exited {done.returncode} without a result: {' | '.join(tail)}")
-            return json.loads(out.read_text())
+            result = json.loads(out.read_text())
+        if result.get("status") == "ok" and job.settings.get("native_tool", True):
+            result["native_latency"] = native_latency(job)  # after edgekd's benchmark: never both on the CPU at once
+        return result

@@ -72,10 +72,13 @@ def result_row(row: CompiledArtifact, bench: dict[str, Any], power: dict[str, An
         accuracy, per_class = row.accuracy, row.per_class_accuracy
         source = f"build machine: the compile check of this artifact in its runtime ({bench.get('accuracy_note', 'not measured on the device')})"
     measured_by = bench.get("measured_by", "edgekd.ondevice.bench")
+    native = bench.get("native_latency")
+    if native and native.get("p50") and bench["latency_ms"].get("p50"):
+        native = {**native, "p50_ratio": bench["latency_ms"]["p50"] / native["p50"]}
     # A device tool's statistics keep only what it printed; the rest stay null and latency budgets on them fail as "not measured".
     return ProfiledArtifact(
         **key, status="ok", reason=bench.get("reason", ""),
-        latency_ms={**bench["latency_ms"], "measured_by": measured_by}, accuracy=accuracy, per_class_accuracy=per_class,
+        latency_ms={**bench["latency_ms"], "measured_by": measured_by, "native": native}, accuracy=accuracy, per_class_accuracy=per_class,
         accuracy_source=source, samples=bench.get("samples"), energy=energy, peak_memory_mb=bench.get("peak_memory_mb"),
         baseline_memory_mb=bench.get("baseline_memory_mb"), cpu_utilization=bench.get("cpu_utilization"),
         accuracy_per_watt=accuracy / energy["avg_power_w"] if accuracy is not None and figures and energy["avg_power_w"] > 0 else None,
@@ -195,6 +198,10 @@ class ProfileStage(Stage):
             unstable = [r.id for r in ok if r.latency_ms and r.latency_ms.stable is False]
             if unstable:
                 rows.append(("unstable latency", f"{len(unstable)} of {len(ok)} (p50 spread across blocks above profile.stability_threshold)"))
+            ratios = {r.id: r.latency_ms.native.p50_ratio for r in ok
+                      if r.latency_ms and r.latency_ms.native and r.latency_ms.native.p50_ratio}
+            if ratios:
+                rows.append(("p50 / native tool", ", ".join(f"{k.split('/', 1)[1]} {v:.2f}" for k, v in ratios.items())))
             statuses = sorted({r.energy.status for r in ok if r.energy})
             rows.append(("energy", ", ".join(statuses) or "none"))
         for r in record.artifacts:  # a device's refusal or failure is worth a line of its own

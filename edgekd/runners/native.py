@@ -1,0 +1,52 @@
+"""The runtime's own benchmark tool, run beside edgekd's on this machine in the same profile.
+
+edgekd's benchmark times each inference from Python (the figure the gate reads: every percentile,
+stability, accuracy in the same process). A C++ application does not pay Python's call into the
+runtime, which on a 20-50 µs model is a sixth of the figure; the runtime's own tool (``benchmark_app``
+for OpenVINO, ``benchmark_model`` for LiteRT, ``trtexec`` for TensorRT: whatever the backend declares)
+shows what it pays. Both are recorded with their ratio. Tools run with the artifact's threads and the
+profile's runs and duration, after edgekd's benchmark has finished, so the two never share the CPU.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+from ..backends.base import DEVICE_TOOLS
+from ..ondevice.backend_info import BACKEND_INFO
+from .base import ProfileJob, tail
+
+
+def find_tool(name: str) -> str | None:
+    """The tool on PATH or beside this Python (a virtual environment's bin, where pip puts benchmark_app)."""
+    return shutil.which(name, path=os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")]))
+
+
+def native_latency(job: ProfileJob) -> dict[str, Any] | None:
+    """The tool's median and mean for ``job``'s artifact, or why there is none; None when the backend declares no tool."""
+    info = BACKEND_INFO.get(job.backend) if job.backend in BACKEND_INFO else None
+    if info is None or not info.tool or info.tool not in DEVICE_TOOLS:
+        return None
+    exe = find_tool(info.tool)
+    if exe is None:
+        return {"tool": info.tool, "status": "not run here", "reason": f"{info.tool} is not on PATH on this machine"}
+    driver = DEVICE_TOOLS.get(info.tool)()
+    command = driver.command(exe, str(job.artifact), job.options, job.settings, [])
+    try:
+        done = subprocess.run(command, capture_output=True, text=True, timeout=job.timeout_s)
+    except subprocess.TimeoutExpired:
+        return {"tool": info.tool, "status": "failed", "reason": f"ran past the timeout ({job.timeout_s:.0f} s)"}
+    output = done.stdout + done.stderr
+    try:
+        if done.returncode != 0:
+            raise ValueError(f"exited {done.returncode}: {tail(output)}")
+        stats = driver.parse(output)
+    except ValueError as why:
+        return {"tool": info.tool, "status": "failed", "reason": str(why), "command": " ".join(command)}
+    return {"tool": info.tool, "status": "ok", "p50": stats.get("p50"), "mean": stats.get("mean"),
+            "runs": stats.get("runs"), "command": " ".join(command)}

@@ -1,0 +1,68 @@
+"""The runtime's own tool times the artifact beside edgekd's benchmark, in the same profile (issue 16).
+
+OpenVINO's benchmark_app ships with the openvino wheel, so it runs here on a real IR; LiteRT's
+benchmark_model is a C++ binary this machine does not have, and the profile says so.
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+from edgekd.records import CompiledArtifact
+from edgekd.runners.base import ProfileJob, bench_args
+from edgekd.runners.local import LocalRunner
+from edgekd.runners.native import find_tool, native_latency
+from edgekd.config import ProfileConfig
+from edgekd.stages.profile import result_row
+
+
+def tiny_ir(tmp_path):
+    import openvino as ov
+
+    weight = numpy_helper.from_array(np.linspace(-1, 1, 64 * 10, dtype=np.float32).reshape(64, 10), "w")
+    graph = helper.make_graph([helper.make_node("MatMul", ["x", "w"], ["y"])], "tiny",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 64])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 10])], [weight])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(tmp_path / "m.onnx"))
+    ov.save_model(ov.convert_model(str(tmp_path / "m.onnx")), str(tmp_path / "m.xml"))
+    return tmp_path / "m.xml"
+
+
+def job(tmp_path, artifact, backend="openvino", **profile) -> ProfileJob:
+    cfg = ProfileConfig.model_validate({"runs": 200, "min_seconds": 0.5, "warmup_s": 0.2, "repeats": 1,
+                                        "energy": {"meter": "none"}, **profile})
+    data = tmp_path / "data.npz"
+    np.savez(data, x=np.random.default_rng(0).normal(size=(16, 64)).astype(np.float32), y=np.zeros(16, dtype=np.int64))
+    return ProfileJob(artifact=artifact, files=[artifact], backend=backend, precision="fp32",
+                      options={"threads": 1, "inference_precision": "f32"}, data=data, bench_args=bench_args(cfg),
+                      timeout_s=300, settings=cfg.model_dump(mode="json"), work_dir=tmp_path)
+
+
+@pytest.mark.skipif(find_tool("benchmark_app") is None, reason="benchmark_app is not installed (pip install openvino)")
+def test_benchmark_app_times_the_artifact_beside_edgekd(tmp_path):
+    bench = LocalRunner(None).profile(job(tmp_path, tiny_ir(tmp_path)))
+    native = bench["native_latency"]
+    assert native["status"] == "ok" and native["tool"] == "benchmark_app", native
+    assert native["p50"] > 0 and native["runs"] >= 200
+    assert "-nthreads 1" in native["command"] and "-infer_precision f32" in native["command"]  # the artifact's options
+    row = result_row(CompiledArtifact(target="cpu", backend="openvino", precision="fp32", status="ok"), bench, None, "local")
+    assert row.latency_ms.measured_by == "edgekd.ondevice.bench"  # the gated figure stays edgekd's ...
+    assert row.latency_ms.native.p50_ratio == pytest.approx(bench["latency_ms"]["p50"] / native["p50"])  # ... the tool's beside it
+    json.dumps(row.to_dict())
+
+
+def test_native_tool_off_runs_nothing_beside(tmp_path):
+    bench = LocalRunner(None).profile(job(tmp_path, tiny_ir(tmp_path), native_tool=False))
+    assert bench["status"] == "ok" and "native_latency" not in bench
+
+
+@pytest.mark.skipif(find_tool("benchmark_model") is not None, reason="benchmark_model is installed here")
+def test_a_missing_tool_is_named(tmp_path):
+    native = native_latency(job(tmp_path, tmp_path / "m.tflite", backend="litert"))
+    assert native == {"tool": "benchmark_model", "status": "not run here",
+                      "reason": "benchmark_model is not on PATH on this machine"}
