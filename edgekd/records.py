@@ -273,6 +273,9 @@ class LatencyStats(Measured):
     warmup_seconds: float | None = None
     load_ms: float | None = Field(None, description="loading/compiling the artifact in its runtime, apart from the steady state")
     first_inference_ms: float | None = None
+    harness_overhead_ms: float | None = Field(None, description="median time the timing loop records around a call "
+                                              "that does nothing: the part of each figure that is the harness, not "
+                                              "the runtime (edgekd's benchmark only)")
     stable: bool | None = Field(None, description="false when p50_spread stayed above stability_threshold after the "
                                 "repeats (a device's own tool: see its parser); null when unknown")
     repeats: int = Field(1, description="measurements taken; more than 1 when the first was unstable")

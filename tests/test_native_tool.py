@@ -50,6 +50,8 @@ def test_benchmark_app_times_the_artifact_beside_edgekd(tmp_path):
     assert native["status"] == "ok" and native["tool"] == "benchmark_app", native
     assert native["p50"] > 0 and native["runs"] >= 200
     assert "-nthreads 1" in native["command"] and "-infer_precision f32" in native["command"]  # the artifact's options
+    overhead = bench["latency_ms"]["harness_overhead_ms"]  # what of edgekd's figure is its own timing loop
+    assert 0 < overhead < bench["latency_ms"]["p50"]
     row = result_row(CompiledArtifact(target="cpu", backend="openvino", precision="fp32", status="ok"), bench, None, "local")
     assert row.latency_ms.measured_by == "edgekd.ondevice.bench"  # the gated figure stays edgekd's ...
     assert row.latency_ms.native.p50_ratio == pytest.approx(bench["latency_ms"]["p50"] / native["p50"])  # ... the tool's beside it

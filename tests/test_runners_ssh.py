@@ -211,7 +211,8 @@ def test_two_devices_at_once_give_the_local_run_in_form_and_accuracy(fleet, serv
         assert local.status == "ok", local.reason
         for remote, server in ((a[name], servers[0]), (b[name], servers[1])):
             assert remote.status == "ok", remote.reason
-            assert measured(remote) == measured(local) and measured(remote.latency_ms) == measured(local.latency_ms)
+            # the native tool beside edgekd's benchmark runs on this machine only (latency_ms.native)
+            assert measured(remote) == measured(local) and measured(remote.latency_ms) == measured(local.latency_ms) - {"native"}
             assert measured(remote.host) == measured(local.host)
             assert remote.host.runner == f"ssh:{getpass.getuser()}@127.0.0.1:{server.port}"
             assert remote.accuracy_source == local.accuracy_source == "device"

@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from .atomic import write_text
-from .latency import LatencySettings, measure_latency
+from .latency import LatencySettings, empty_call_ms, measure_latency
 from .settings import ENERGY, LATENCY
 from .runtimes import Unavailable, as_input, load
 
@@ -128,7 +128,13 @@ def run(args: argparse.Namespace) -> dict:
                                min_seconds=args.min_seconds, max_seconds=args.max_seconds,
                                stability_threshold=args.stability_threshold, max_repeats=args.repeats)
     latency = measure_latency(infer, settings)
-    latency.update(load_ms=load_ms, first_inference_ms=first_ms)
+    nothing = [lambda: None] * len(pool)  # the same wrapper and pool, around calls that do nothing
+
+    def empty() -> None:
+        nothing[cursor[0] % len(nothing)]()
+        cursor[0] += 1
+
+    latency.update(load_ms=load_ms, first_inference_ms=first_ms, harness_overhead_ms=empty_call_ms(empty))
 
     logits = np.concatenate([model.predict(x[i : i + 1]) for i in range(len(x))])
     predicted = logits.argmax(axis=1)

@@ -26,7 +26,7 @@ import numpy as np
 
 from .settings import LatencySettings
 
-__all__ = ["LatencySettings", "measure_latency", "summarize", "settings_dict", "p50_spread", "BLOCKS", "MIN_SPREAD_RUNS"]
+__all__ = ["LatencySettings", "empty_call_ms", "measure_latency", "summarize", "settings_dict", "p50_spread", "BLOCKS", "MIN_SPREAD_RUNS"]
 
 BLOCKS = 5  # consecutive blocks of the timed runs whose medians are compared
 MIN_SPREAD_RUNS = 50  # fewer timed runs than this: blocks too small for a median to mean much, stability unknown
@@ -76,6 +76,13 @@ def _timed_loop(infer: Callable[[], object], settings: LatencySettings) -> tuple
         if (len(times) >= settings.runs and elapsed >= settings.min_seconds) or elapsed >= settings.max_seconds:
             break
     return np.asarray(times), clock() - started, time.process_time() - cpu_started
+
+
+def empty_call_ms(call: Callable[[], object], runs: int = 5000) -> float:
+    """The median time the timed loop records around ``call``, given one that does nothing: the part of every
+    latency figure that is the harness itself (clock reads, the list append, the Python call), not the runtime."""
+    samples, _, _ = _timed_loop(call, LatencySettings(runs=runs, min_seconds=0.0, max_seconds=5.0))
+    return float(np.median(samples))
 
 
 def measure_latency(infer: Callable[[], object], settings: LatencySettings | None = None) -> dict:
