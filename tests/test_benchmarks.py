@@ -88,6 +88,7 @@ def skip_without(modules: tuple[str, ...] = (), tools: tuple[str, ...] = ()) -> 
 # ---------------------------------------------------------------- training benchmarks
 
 
+@pytest.mark.slow  # a benchmark's quick run end to end (25-85 s here); CI runs it in make test-slow
 def test_kd_gain_quick(tmp_path):
     stdout, out = run_quick("kd_gain.py", tmp_path)
     header = ["recipe", "best setting (search)", "val acc % (best trial)", "test acc % (mean ± std)",
@@ -106,6 +107,7 @@ def test_kd_gain_quick(tmp_path):
         assert found["val"] == max(t["score"] for t in found["trials"])
 
 
+@pytest.mark.slow  # a benchmark's quick run end to end (25-85 s here); CI runs it in make test-slow
 def test_train_overhead_quick(tmp_path):
     stdout, out = run_quick("train_overhead.py", tmp_path)
     header = ["variant", "median s/epoch", "IQR", "min", "epochs timed", "edgekd stage wall s (median)"]
@@ -131,6 +133,7 @@ def test_quant_compare_quick(tmp_path):
     assert set(assert_json(out / "quant_compare_quick.json")["accuracy"]) == {"fp32", "ptq", "qad"}
 
 
+@pytest.mark.slow  # a benchmark's quick run end to end (25-85 s here); CI runs it in make test-slow
 def test_prune_sweep_quick(tmp_path):
     stdout, out = run_quick("prune_sweep.py", tmp_path)
     header = ["ratio", "MACs", "params", "MACs vs unpruned", "accuracy", "ORT p50 (ms)", "speed-up"]
@@ -142,6 +145,7 @@ def test_prune_sweep_quick(tmp_path):
     assert len(assert_json(out / "prune_sweep_quick.json")["rows"]) == 2
 
 
+@pytest.mark.slow  # a benchmark's quick run end to end (25-85 s here); CI runs it in make test-slow
 def test_ddp_scaling_quick(tmp_path):
     import torch.distributed
 
@@ -183,6 +187,7 @@ def test_text_distill_quick(tmp_path):
 # ---------------------------------------------------------------- latency benchmarks
 
 
+@pytest.mark.slow  # a benchmark's quick run end to end (25-85 s here); CI runs it in make test-slow
 def test_profiler_fidelity_quick(tmp_path):
     skip_without(modules=("openvino", "ai_edge_litert", "litert_torch"), tools=("benchmark_app", "litert-benchmark"))
     stdout, out = run_quick("profiler_fidelity.py", tmp_path)

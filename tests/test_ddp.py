@@ -231,6 +231,7 @@ def two(ddp_config, tmp_path_factory):
 # ---------------------------------------------------------------- parity and one writer
 
 
+@pytest.mark.slow  # torchrun with two training processes (20-40 s each); CI runs it in make test-slow
 def test_two_processes_match_one(single, two):
     one, dist = record(single), record(two["out"])
     acc_1, acc_2 = one.figures.accuracy, dist.figures.accuracy
@@ -250,6 +251,7 @@ def test_two_processes_match_one(single, two):
     assert rank_output(said, 1) == ""
 
 
+@pytest.mark.slow  # torchrun with two training processes (20-40 s each); CI runs it in make test-slow
 def test_one_checkpoint_set_written_by_rank_0_only(single, two):
     out, spy, cache = two["out"], two["spy"], two["cache"]
     # the run directory holds exactly what a single-process run writes: one checkpoint, one student, one marker each,
@@ -274,6 +276,7 @@ def test_one_checkpoint_set_written_by_rank_0_only(single, two):
     assert hashes[0] == hashes[1] == [record(out).model.sha256]
 
 
+@pytest.mark.slow  # torchrun with two training processes (20-40 s each); CI runs it in make test-slow
 def test_parity_is_exact_without_batch_norm_and_one_process_is_bitwise(pretrained_config, tmp_path):
     """No batch norm: the averaged gradient is exactly the global batch's, so 2 processes = 1 up to rounding.
     And torchrun with one process takes the distributed code path yet gives bitwise the single-process run."""
@@ -328,6 +331,7 @@ def _stop(proc: subprocess.Popen) -> tuple[str, str]:
     return proc.communicate(timeout=60)
 
 
+@pytest.mark.slow  # torchrun with two training processes (20-40 s each); CI runs it in make test-slow
 def test_killed_process_ends_the_other_with_a_message_then_resume_matches(ddp_config, two, tmp_path):
     _, config_path = ddp_config
     out, checkpoint = tmp_path / "run", tmp_path / "run" / "distill" / "checkpoints" / "last.pt"
@@ -362,6 +366,7 @@ def test_killed_process_ends_the_other_with_a_message_then_resume_matches(ddp_co
     assert [r["train_loss"] for r in metrics(out)] == [r["train_loss"] for r in metrics(two["out"])]
 
 
+@pytest.mark.slow  # torchrun with two training processes (20-40 s each); CI runs it in make test-slow
 def test_frozen_process_times_out_with_a_message(ddp_config, two, tmp_path):
     """SIGSTOP: the process lives on, so neither torchrun nor the socket notices; only the timeout ends the wait."""
     _, config_path = ddp_config
@@ -423,6 +428,7 @@ def test_waiting_for_one_process_is_bounded_by_its_own_limit(tmp_path):
 # ---------------------------------------------------------------- a bad launch
 
 
+@pytest.mark.slow  # torchrun with two training processes (20-40 s each); CI runs it in make test-slow
 def test_batch_that_does_not_split_fails_on_every_process(pretrained_config, tmp_path):
     cfg = pretrained_config({"distill": {"train": {"batch_size": 63, "epochs": 1}}})
     job = run_job(torchrun("-m", "edgekd", "distill", write_config(cfg, tmp_path / "bad.yaml"), "--out", tmp_path / "run"),
@@ -439,6 +445,7 @@ def test_batch_that_does_not_split_fails_on_every_process(pretrained_config, tmp
 # ---------------------------------------------------------------- several machines
 
 
+@pytest.mark.slow  # torchrun with two training processes (20-40 s each); CI runs it in make test-slow
 def test_two_machines_each_with_its_own_cache(ddp_config, two, tmp_path):
     """Two torchrun agents with one process each, joined by c10d rendezvous, as on two machines: each
     process is LOCAL_RANK 0, so each fills its own machine's teacher cache; the student is the 2-process one."""

@@ -203,6 +203,7 @@ def measured(block) -> set[str]:
     return set(block.model_dump(exclude_none=True))
 
 
+@pytest.mark.slow  # the two-device SSH fleet (a pipeline run and two sshd: ~90 s to set up); CI runs it in make test-slow
 def test_two_devices_at_once_give_the_local_run_in_form_and_accuracy(fleet, servers):
     result, _, _, spans = fleet
     here, a, b = rows(result, "here"), rows(result, "dev-a"), rows(result, "dev-b")
@@ -233,6 +234,7 @@ def test_two_devices_at_once_give_the_local_run_in_form_and_accuracy(fleet, serv
         assert leftovers(server) == []
 
 
+@pytest.mark.slow  # the two-device SSH fleet (a pipeline run and two sshd: ~90 s to set up); CI runs it in make test-slow
 def test_a_device_stopped_mid_run_is_unreachable_and_the_other_finishes(fleet, servers):
     result, cfg, tmp, _ = fleet
     a, b = servers
@@ -272,6 +274,7 @@ def test_a_device_stopped_mid_run_is_unreachable_and_the_other_finishes(fleet, s
     print(f"profile with one device stopped: {seconds:.1f}s")
 
 
+@pytest.mark.slow  # the two-device SSH fleet (a pipeline run and two sshd: ~90 s to set up); CI runs it in make test-slow
 def test_an_unknown_or_changed_host_key_is_refused_and_not_retried(fleet, servers, keys, tmp_path):
     result, _, _, _ = fleet
     row = next(r for r in result["compile"].artifacts if r.id == "dev-b/onnxruntime/fp32")
@@ -296,6 +299,7 @@ def test_an_unknown_or_changed_host_key_is_refused_and_not_retried(fleet, server
     assert leftovers(server) == []  # nothing reached the device
 
 
+@pytest.mark.slow  # the two-device SSH fleet (a pipeline run and two sshd: ~90 s to set up); CI runs it in make test-slow
 def test_names_paths_and_options_cannot_run_commands_on_the_device(fleet, servers, tmp_path):
     result, _, _, _ = fleet
     server = servers[1]
@@ -339,6 +343,7 @@ def test_devices_check_tells_reachability_runtimes_and_meters(servers, keys, tmp
     assert table.exit_code == 0 and "dev-a" in table.output and "onnxruntime" in table.output
 
 
+@pytest.mark.slow  # the two-device SSH fleet (a pipeline run and two sshd: ~90 s to set up); CI runs it in make test-slow
 def test_benchmark_app_on_the_device_instead_of_the_python_benchmark(fleet, servers):
     """``device.tool``: OpenVINO's own benchmark_app (the venv's) times the artifact on the device; its output is parsed."""
     result, cfg, _, _ = fleet
