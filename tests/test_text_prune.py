@@ -55,6 +55,7 @@ def test_half_the_heads_and_ffn_channels_go_hidden_size_stays(steps):
         assert tuple(layer.attention_norm.normalized_shape) == tuple(layer.output_norm.normalized_shape) == (HIDDEN,)
     assert model.embeddings.word_embeddings.embedding_dim == HIDDEN
     assert (model.classifier.in_features, model.classifier.out_features) == (HIDDEN, 2)
+    assert (model.num_heads, model.ffn_size) == (HEADS // 2, FFN // 2)  # the model's own figures follow its layers
     for length in (7, 16):
         assert model(ids(3, length)).shape == (3, 2)
 
@@ -170,3 +171,11 @@ def test_prune_stage_student_reloads_with_its_heads(prune_run):
     student = ctx.load_model(prune_run["prune"].model, key="student")
     assert set(attention_heads(student).values()) == {2}
     assert all(layer.intermediate.out_features == 32 for layer in student.encoder.layers)
+
+
+def test_head_and_ffn_counts_are_per_layer_when_layers_differ():
+    model = tiny_bert()
+    layer = model.encoder.layers[1]
+    layer.intermediate, layer.output = torch.nn.Linear(HIDDEN, 16), torch.nn.Linear(16, HIDDEN)
+    assert model.ffn_size == (FFN, 16) and model.num_heads == HEADS
+    assert model(ids(2, 8)).shape == (2, 2)

@@ -124,6 +124,11 @@ class Pool(nn.Module):
         return first if self.dense is None else torch.tanh(self.dense(first))
 
 
+def _same_or_each(values) -> int | tuple[int, ...]:
+    values = tuple(values)
+    return values[0] if len(set(values)) == 1 else values
+
+
 @MODELS.register("bert")
 class BertClassifier(nn.Module):
     """BERT-style encoder -> ``pool`` -> dropout -> ``classifier``; input ``input_ids`` (batch, L), int64.
@@ -155,9 +160,9 @@ class BertClassifier(nn.Module):
         _check(num_classes, vocab_size, pad_id, max_length, layers, hidden, heads, ffn, pooling, dropout, layer_norm_eps)
         if kept_tokens is not None and not (isinstance(kept_tokens, int) and 2 <= kept_tokens <= vocab_size):
             raise ValueError(f"kept_tokens must be an integer in [2, vocab_size={vocab_size}], got {kept_tokens!r}")
-        self.num_layers, self.hidden_size, self.num_heads = int(layers), int(hidden), int(heads)
+        self.num_layers, self.hidden_size = int(layers), int(hidden)
         self.pad_id, self.max_length = int(pad_id), int(max_length)
-        self.vocab_size, self.ffn_size = int(vocab_size), int(ffn)
+        self.vocab_size = int(vocab_size)
         self.pooling, self.kept_tokens = pooling, kept_tokens
         self.embeddings = Embeddings(vocab_size, max_length, hidden, pad_id, dropout, layer_norm_eps, kept_tokens)
         self.encoder = Encoder(layers, hidden, heads, ffn, dropout, layer_norm_eps)
@@ -166,6 +171,17 @@ class BertClassifier(nn.Module):
         self.classifier = nn.Linear(hidden, num_classes)
         self.source_note: str | None = None  # set by loaders that take weights from elsewhere (hf:)
         init_bert_weights(self)
+
+    # Read from the layers, not stored: structured pruning removes whole heads and FFN channels, per layer.
+    @property
+    def num_heads(self) -> int | tuple[int, ...]:
+        """Attention heads: one number when every layer has as many, else one per layer."""
+        return _same_or_each(layer.attention.num_heads for layer in self.encoder.layers)
+
+    @property
+    def ffn_size(self) -> int | tuple[int, ...]:
+        """FFN channels: one number when every layer has as many, else one per layer."""
+        return _same_or_each(layer.intermediate.out_features for layer in self.encoder.layers)
 
     def forward(self, input_ids: Tensor) -> Tensor:
         if input_ids.shape[1] > self.max_length:
