@@ -27,7 +27,7 @@ def artifact(ident: str, mean_ms: float, net_mj: float, sqnr_db: float | None = 
     return {"id": ident, "target": target, "backend": backend, "precision": precision, "path": None, "status": "ok",
             "accuracy": 0.98, "latency_ms": {"p50": mean_ms, "mean": mean_ms, "p95": mean_ms * 1.2}, "energy": e,
             "accuracy_per_watt": 0.98 / e["avg_power_w"], "accuracy_per_joule": 0.98 * e["inferences_per_joule"],
-            "parity": {"max_abs_diff": 0.01, "top1_agreement": 1.0, "ok": True, "sqnr_db": sqnr_db}}
+            "parity": {"max_abs_diff": 0.0 if sqnr_db is None else 0.01, "top1_agreement": 1.0, "ok": True, "sqnr_db": sqnr_db}}
 
 
 def report(*artifacts: dict) -> dict:
@@ -83,6 +83,10 @@ def test_min_accuracy_per_joule_and_min_sqnr_db():
     checks = gate(rep, min_sqnr_db=40, min_accuracy_per_joule=500)
     assert not checks[FAST]["min_sqnr_db"]["passed"] and checks[FAST]["min_sqnr_db"]["message"] == "38 < 40"
     assert checks[SLOW]["min_sqnr_db"]["passed"]  # identical outputs: no noise at all
+    older = artifact(FAST, mean_ms=0.05, net_mj=0.5)
+    del older["parity"]["sqnr_db"]  # a parity recorded before SQNR was: outputs differ, their SQNR is unknown
+    check = gate(report(older), min_sqnr_db=40)[FAST]["min_sqnr_db"]
+    assert not check["passed"] and check["measured"] is None and check["message"] == "not measured"
     per_joule = {ident: c["min_accuracy_per_joule"] for ident, c in checks.items()}
     assert per_joule[FAST]["measured"] == pytest.approx(0.98 * 1000 / (0.5 + 4.0 * 0.05))  # 1400
     assert per_joule[FAST]["passed"] and not per_joule[SLOW]["passed"]  # 0.98 x 1000 / 2.8 = 350

@@ -163,6 +163,18 @@ def test_rapl_polls_fast_only_near_the_wrap(tmp_path):
     meter.stop()
 
 
+def test_rapl_counter_going_backwards_is_refused_not_read_as_a_wrap(tmp_path):
+    root = tree(tmp_path, LAPTOP)
+    counter = root / "sys/class/powercap/intel-rapl:0/energy_uj"
+    meter = RaplMeter.open(root, poll_s=60)
+    write(counter, 100_000_000_000)
+    meter.start()
+    write(counter, 50_000_000_000)  # a reset: as a wrap it would be 212 kJ within a second
+    with pytest.raises(EnergyRefused, match=r"refused: the rapl counter went backwards \(100000000000 -> 50000000000\)"):
+        meter.joules()
+    meter.stop()
+
+
 def test_rapl_permission_error_names_the_fix(tmp_path, monkeypatch):
     root = tree(tmp_path, LAPTOP)
     real_read_text = Path.read_text

@@ -55,7 +55,9 @@ def _measured(key: str, artifact: dict[str, Any], report: dict[str, Any], limits
         parity = artifact.get("parity")
         if not parity:
             return None
-        return float("inf") if parity.get("sqnr_db") is None else parity["sqnr_db"]  # None: identical outputs
+        if parity.get("sqnr_db") is not None:
+            return parity["sqnr_db"]
+        return float("inf") if parity.get("max_abs_diff") == 0 else None  # identical outputs: no noise at all
     if key == "max_size_mb":
         return None if artifact.get("size_bytes") is None else artifact["size_bytes"] / 1e6
     if key == "max_peak_memory_mb":

@@ -27,14 +27,15 @@ def _check_window(what: str, seconds: float, meter: Meter) -> None:
         )
 
 
-def _check_delta(what: str, joules: float, seconds: float, meter: Meter) -> None:
+def check_delta(meter: str, what: str, joules: float, seconds: float, *, zero_ok: bool = False) -> None:
     """A window's energy must be positive: zero is a counter that did not advance (a stuck or virtualised
-    sensor), below zero a counter that went backwards or a power sign the meter misread."""
-    if joules == 0:
-        raise EnergyRefused(f"the {meter.name} reading did not advance over the {what} ({seconds:.3g} s): a stuck "
+    sensor), below zero a counter that went backwards or a power sign the meter misread. ``zero_ok``: the
+    idle window, where a power-gated rail may truly read nothing."""
+    if joules == 0 and not zero_ok:
+        raise EnergyRefused(f"the {meter} reading did not advance over the {what} ({seconds:.3g} s): a stuck "
                             "counter, or a sensor this machine does not update (common in VMs)")
     if joules < 0:
-        raise EnergyRefused(f"the {meter.name} reading fell by {-joules:.4g} J over the {what} ({seconds:.3g} s): "
+        raise EnergyRefused(f"the {meter} reading fell by {-joules:.4g} J over the {what} ({seconds:.3g} s): "
                             "energy cannot be negative (a counter reset, or a power sign the meter misread)")
 
 
@@ -76,7 +77,7 @@ def measure_energy(
         j0, t0 = _edge(meter)
         time.sleep(idle_s)
         j1, t1 = _edge(meter)
-        _check_delta("idle window", j1 - j0, t1 - t0, meter)
+        check_delta(meter.name, "idle window", j1 - j0, t1 - t0, zero_ok=True)
         idle_power_w = (j1 - j0) / (t1 - t0)
 
         rows = []
@@ -90,7 +91,7 @@ def measure_energy(
                     break
             j_end, t_end = _edge(meter)
             seconds, joules = t_end - t_start, j_end - j_start
-            _check_delta(f"window {k + 1} of {windows}", joules, seconds, meter)
+            check_delta(meter.name, f"window {k + 1} of {windows}", joules, seconds)
             rows.append({
                 "seconds": seconds,
                 "inferences": n,

@@ -32,6 +32,7 @@ from typing import Any
 from ..backends import DEVICE_TOOLS, DeviceTool
 from ..ondevice.backend_info import BACKEND_INFO
 from ..ondevice.meters.android import POLL_S, REFUSED_STATUS, BatteryReading, check_status, recorded_energy
+from ..ondevice.energy import check_delta
 from ..ondevice.meters.base import REFUSED, MeterUnavailable
 from ..ondevice.settings import EnergySettings, LatencySettings
 from .base import RUNNERS, DeviceFailed, DeviceRunner, DeviceUnreachable, ProfileJob, pin_mask, tail, tool_result
@@ -121,6 +122,7 @@ def battery_energy(output: str, latency: dict[str, Any]) -> tuple[dict[str, Any]
             return None, {"android-battery": f"{REFUSED}{len(during)} battery reading(s) during the timed runs; raise the energy windows "
                                              f"(profile.energy) so the runs last several {POLL_S:g} s polls"}
         joules, seconds, describe = recorded_energy(during, supply=Path(BATTERY))
+        check_delta("android-battery", "timed runs", joules, seconds)  # a gauge stuck at 0 mA measures nothing
         idle_power = None
         if len(idle) >= 2 and idle[-1].time_s > idle[0].time_s:
             idle_j, idle_s, _ = recorded_energy(idle, supply=Path(BATTERY))

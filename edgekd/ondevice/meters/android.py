@@ -103,6 +103,10 @@ class _Recorded(AndroidBatteryMeter):
     def clock(self) -> float:  # type: ignore[override]  # the reading's own time, not this machine's
         return self._now
 
+    @property
+    def sampling_interval_s(self) -> float:  # the phone's loop read the gauge; this meter is never polled
+        return self.update_period_s
+
     def read_power_w(self) -> float:
         reading = next(self._readings)
         self.status, self._now = reading.status, reading.time_s
