@@ -124,6 +124,42 @@ def gate_command(
     raise typer.Exit(0 if result["summary"]["passed"] else 1)
 
 
+@app.command("search")
+def search_command(
+    config: Path = CONFIG,
+    budgets: Path = typer.Option(..., "--budgets", "-b", help="Budgets YAML every candidate is gated against (see examples/budgets.yaml)."),
+    trials: int = typer.Option(30, "--trials", "-n", help="Complete trials the study should hold (those of an earlier or a parallel search count)."),
+    out: Path = typer.Option(Path("runs/search"), "--out", "-o", help="Output folder: study.db, trial-N/ run folders, stages/ (shared), search.json/html, best.yaml."),
+    space: Optional[Path] = typer.Option(None, "--space", help="Search file: `space:` (key -> list of values, or named choices) and `fixed:` settings (default space: student size, prune ratio off/0.2/0.4, quantize none/ptq/qad)."),
+    storage: Optional[str] = typer.Option(None, "--storage", help="Optuna storage URL shared by several processes or machines (default: sqlite:///OUT/study.db)."),
+    seed: int = typer.Option(0, "--seed", help="Seeds the sampler: the same space, budgets and seed propose the same trials."),
+    heartbeat_s: float = typer.Option(30.0, "--heartbeat-s", min=1, help="Seconds between a running trial's heartbeats; a trial silent for 3 times this (its process was killed) is failed and retried in its own folder."),
+) -> None:
+    """Search student size, pruning and quantization for the artifact that meets the budgets on each target.
+
+    Every trial is a full pipeline run reusing the stages it shares with earlier ones; every artifact is a
+    candidate. Writes best.yaml (the chosen trial's config: `edgekd run best.yaml` rebuilds it), search.json
+    and search.html (every candidate, the Pareto front). Exit 0 when every target has a candidate meeting
+    every budget, 1 when one has none (the binding budget and the closest candidate are named), 2 on bad input.
+    A killed search resumes when run again with the same --out (or --storage).
+    """
+    from .search import search
+
+    try:
+        result = search(config, budgets, trials=trials, out=out, space=space, seed=seed, storage=storage, console=console,
+                        heartbeat_s=heartbeat_s)
+    except EdgekdError as error:
+        console.print(f"[red]error:[/red] {escape(str(error))}")
+        raise typer.Exit(2) from None
+    from .search.live import runtimes_table
+
+    Console(width=None if console.is_terminal else 180).print(runtimes_table(result))
+    for line in result.verdict():
+        console.print(escape(line))
+    console.print(f"search: {out / 'search.json'}, {out / 'search.html'}")
+    raise typer.Exit(0 if result.passed else 1)
+
+
 @app.command("report-schema")
 def report_schema_command() -> None:
     """Print the JSON Schema of report.json (its version is schema_version)."""

@@ -25,7 +25,7 @@ from pydantic import ValidationError
 from rich.console import Console
 from rich.table import Table
 
-from . import __version__, distributed, preflight
+from . import __version__, distributed, preflight, stagestore
 from .config import PipelineConfig, load_config, parse_config
 from .errors import ConfigError, EdgekdError
 from .io import read_json, sha256_json, write_json
@@ -132,12 +132,15 @@ def run(
     resume: bool = False,
     wait: bool = False,
     console: Console | None = None,
+    stage_store: str | Path | None = None,
 ) -> PipelineResult:
     """Run ``stages`` (default: all) and what they require; return every stage's record.
 
     ``force`` re-runs that stage and all later ones even when cached; ``resume``
     continues an interrupted training from its last epoch checkpoint. Another run holding the run
     folder fails this one at once naming it, or with ``wait`` this one waits for it (``edgekd.runlock``).
+    ``stage_store``: a folder of completed stages shared by several runs (``edgekd.stagestore``); a stage
+    found there with the same key is copied in instead of run, and each stage run here is added to it.
     """
     cfg = as_config(config)
     console = console or Console(stderr=True)
@@ -153,14 +156,15 @@ def run(
     # One writer per run folder: rank 0 holds the lock and the log (under torchrun the other processes write nothing).
     log = run_log(run_dir / LOG_NAME) if distributed.is_writer() else contextlib.nullcontext()
     with run_lock(run_dir, wait=wait, console=console), log:
-        _run_stages(ctx, order, force, result, console)
+        _run_stages(ctx, order, force, result, console, Path(stage_store) if stage_store is not None else None)
         from .report.outputs import write_outputs
 
         result.report = distributed.on_writer(lambda: write_outputs(ctx), "writing the report on rank 0")
     return result
 
 
-def _run_stages(ctx: StageContext, order: list[str], force: str | None, result: PipelineResult, console: Console) -> None:
+def _run_stages(ctx: StageContext, order: list[str], force: str | None, result: PipelineResult, console: Console,
+                store: Path | None = None) -> None:
     """Check the config, then run each stage unless its marker holds the same key."""
     run_dir = ctx.run_dir
     stages_ = {name: STAGES.get(name)() for name in order}
@@ -184,11 +188,17 @@ def _run_stages(ctx: StageContext, order: list[str], force: str | None, result: 
         saved = None
         if not forcing and distributed.is_writer() and marker.exists():
             saved = saved_record(stage, marker, key, console)
+        restored = False
+        if saved is None and not forcing and distributed.is_writer() and store is not None:
+            restored = stagestore.restore(store, name, key, run_dir)
+            saved = saved_record(stage, marker, key, console) if restored else None
         saved = distributed.broadcast_object(saved, what=f"stage {name}: sharing rank 0's marker")  # every process agrees
         if saved is not None:
             ctx.records[name] = saved
             result.stages[name] = StageOutcome(name, True, 0.0, saved)
-            console.print(f"[dim]{name}: cached ({marker})[/dim]")
+            console.print(f"[dim]{name}: {'copied from the stage store ' + str(store) if restored else 'cached'} ({marker})[/dim]")
+            if store is not None and distributed.is_writer():
+                stagestore.publish(store, name, key, run_dir)
             continue
         console.print(f"[bold]{name}[/bold]: {stage.summary}")
         if distributed.is_writer():
@@ -203,6 +213,8 @@ def _run_stages(ctx: StageContext, order: list[str], force: str | None, result: 
         if distributed.is_writer():
             write_json(marker, {"stage": name, "key": key, "version": __version__, "seconds": seconds,
                                 "record": record.model_dump(mode="json")})
+            if store is not None:
+                stagestore.publish(store, name, key, run_dir)
         distributed.published(marker, what=f"finishing stage {name}")
         ctx.records[name] = record
         result.stages[name] = StageOutcome(name, False, seconds, record)

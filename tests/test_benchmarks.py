@@ -254,3 +254,18 @@ def test_text_int8_speed_quick(tmp_path):
         assert_figures([r for r in rows if r["runtime"] == "OpenVINO CPU"], ["benchmark_app p50 ms"])
     assert "3.8x" in stdout
     assert len(assert_json(out / "text_int8_speed_quick.json")["models"]) == 2
+
+
+@pytest.mark.slow  # the default run and three search trials end to end (about 4 minutes here)
+def test_search_mnist_quick(tmp_path):
+    stdout, out = run_quick("search_mnist.py", tmp_path)
+    header = ["runtime", "default FP32 p95 ms", "default accuracy", "p95 budget ms", "min accuracy", "best trial",
+              "choices", "its p95 ms", "its accuracy", "budgets", "best.yaml rerun accuracy"]
+    rows = saved_table(stdout, out, "search_mnist", header)
+    assert [r["runtime"] for r in rows] == ["onnxruntime"]
+    assert_figures(rows, ["default FP32 p95 ms", "default accuracy", "p95 budget ms", "min accuracy", "its p95 ms",
+                          "its accuracy"])
+    raw = assert_json(out / "search_mnist_quick.json")
+    default_p95 = float(rows[0]["default FP32 p95 ms"])
+    assert raw["limits_ms"]["onnxruntime"] == pytest.approx(0.6 * default_p95, rel=1e-2)  # 60% of the default's
+    assert sum(t["state"] in ("COMPLETE", "FAIL") for t in raw["trials"]) >= 3

@@ -1,0 +1,360 @@
+"""``edgekd search``: budgets in, the best artifact per target out.
+
+Each Optuna trial is a full pipeline run (``trial-N/``, a normal run folder) of the config with one choice
+per dimension of the space (``edgekd.search.space``), gated against the budgets; every artifact it builds is
+a candidate (``edgekd.search.candidates``). Completed stages go to a shared store (``stages/``), so trials
+that share a prefix (the teacher always; the same student, the same pruning) copy it instead of training it.
+
+The study lives in an Optuna storage, by default ``study.db`` (SQLite) in the output folder; any database URL
+Optuna supports lets several processes or machines search one study. Trials send a heartbeat: a trial whose
+process was killed is failed once its heartbeat is stale and retried (``RetryFailedTrialCallback``) in its
+own folder, so its training resumes from the last epoch checkpoint. A trial with the same choices as a
+finished one reuses its result; one that another process is running is waited for, not run twice.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import json
+import os
+import time
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+from rich.console import Console
+
+from pydantic import ValidationError
+
+from .. import yamlfile
+from ..config import PipelineConfig, parse_config
+from ..errors import ConfigError, EdgekdError
+from ..gate import load_budgets
+from ..io import write_json, write_text
+from ..problems import Problem, raise_problems
+from ..yamlfile import read_yaml
+from . import candidates as cands
+from .relocate import relocate
+from .space import SearchFile, default_space, describe, dimensions, load_search_file
+from .tune import Options, set_key
+
+STUDY = "edgekd-search"
+WAIT_POLL_S = 2.0
+
+
+@dataclass
+class SearchResult:
+    """Every trial and candidate; per runtime its best candidate; per target the chosen one and the front."""
+
+    out: Path
+    trials: list[dict[str, Any]]
+    candidates: list[dict[str, Any]]
+    runtimes: dict[str, dict[str, Any]]  # "target/backend" -> the best candidate, passing or closest
+    chosen: dict[str, dict[str, Any]]  # target -> the best candidate (passing or closest)
+    fronts: dict[str, list[dict[str, Any]]]  # target -> its accuracy / p95 latency Pareto front
+    configs: dict[str, Path] = field(default_factory=dict)  # target -> the chosen trial's config file
+
+    @property
+    def passed(self) -> bool:
+        """Every target has a candidate that meets every budget."""
+        return bool(self.chosen) and all(c["passed"] for c in self.chosen.values())
+
+    def verdict(self) -> list[str]:
+        """One line per target: the choice, or why none passed (the binding budget and the distance to it)."""
+        lines = []
+        for target, c in self.chosen.items():
+            where = f"trial {c['trial']} {c['backend']} {c['precision']}"
+            figures = f"accuracy {_pct(c['accuracy'])}, p95 {_ms(c['p95_ms'])}"
+            if c["passed"]:
+                lines.append(f"{target}: {where} meets every budget ({figures}); config {self.configs.get(target)}")
+            else:
+                b = c["binding"] or {}
+                lines.append(f"{target}: no candidate meets the budgets. Binding budget: {b.get('budget')} "
+                             f"(limit {b.get('limit')}); the closest candidate, {where} ({figures}), misses it by "
+                             f"{b.get('distance', 0):.1%} of the limit: {b.get('message')}")
+        return lines
+
+
+def _pct(v: float | None) -> str:
+    return "-" if v is None else f"{v:.2%}"
+
+
+def _ms(v: float | None) -> str:
+    return "-" if v is None else f"{v:.4g} ms"
+
+
+def trial_config(base: dict[str, Any], fixed: dict[str, Any], settings: dict[str, Any], budgets: Path) -> dict[str, Any]:
+    cfg = copy.deepcopy(base)
+    for key, value in {**fixed, **settings}.items():
+        set_key(cfg, key, value)
+    set_key(cfg, "gate.budgets", str(budgets))
+    return cfg
+
+
+def check(base: dict[str, Any], config_dir: Path, space: Sequence[Options], fixed: dict[str, Any], budgets: Path,
+          out: Path) -> None:
+    """Every choice of every dimension, applied alone, passes the checks a run makes before training; the
+    budgets file loads. One error naming every problem, before any trial."""
+    from .. import preflight
+    from ..stages import StageContext
+
+    load_budgets(budgets)
+    found: list[Problem] = []
+    data = None
+    choices = [(None, "", {})] + [(d.name, label, s) for d in space for label, s in d.options.items()]
+    for name, label, settings in choices:
+        where = "the config" if name is None else f"search space {name}: {label}"
+        try:
+            cfg = PipelineConfig.model_validate({**trial_config(base, fixed, settings, budgets), "base_dir": config_dir})
+        except ValidationError as error:
+            found += [_within(where, p) for p in yamlfile.problems(error, PipelineConfig)]
+            continue
+        ctx = StageContext(config=cfg, run_dir=out)
+        if data is not None and not any(k.startswith("data.") for k in settings):
+            ctx.__dict__["data"] = data  # the same data: load it once
+        try:
+            found += [_within(where, p) for p in preflight.problems(ctx)]
+            data = ctx.data
+        except EdgekdError as error:
+            found.append(Problem(where, str(error)))
+    raise_problems(found, "the search cannot run (checked before any trial; nothing was trained)")
+
+
+def _within(where: str, problem: Problem) -> Problem:
+    return Problem(f"{where}: {problem.key}", problem.message, problem.accepted, problem.suggestions)
+
+
+def _storage(url: str, heartbeat_s: float):
+    from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
+
+    with _quiet_optuna():
+        return RDBStorage(url, heartbeat_interval=max(1, int(heartbeat_s)), grace_period=max(2, int(3 * heartbeat_s)),
+                          heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=2))
+
+
+@contextlib.contextmanager
+def _quiet_optuna():
+    """Optuna marks heartbeats and retries experimental; the warning says nothing a user can act on."""
+    import optuna
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        yield
+
+
+def open_study(url: str, heartbeat_s: float, seed: int, attempts: int = 10):
+    """The study in ``url``, created when missing. Processes starting together race to create the database's
+    tables (one insert fails): the loser tries again once the winner is done."""
+    import optuna
+
+    for attempt in range(attempts):
+        try:
+            store = _storage(url, heartbeat_s)
+            try:
+                existing = len(optuna.load_study(study_name=STUDY, storage=store).trials)
+            except KeyError:
+                existing = 0
+            # Another process (or an earlier run) already proposed trials: a different seed keeps this process
+            # from proposing the same first trials; a fresh single-process search is reproducible from ``seed``.
+            return optuna.create_study(study_name=STUDY, storage=store, direction="maximize", load_if_exists=True,
+                                       sampler=optuna.samplers.TPESampler(seed=seed + existing))
+        except Exception as error:  # sqlalchemy's IntegrityError / OperationalError while tables are created
+            import sqlalchemy.exc
+
+            if isinstance(error, (sqlalchemy.exc.ArgumentError, ImportError, ValueError)) or attempt == attempts - 1:
+                raise ConfigError(f"--storage {url}: cannot open the study ({type(error).__name__}: "
+                                  f"{str(error).splitlines()[0]}); expected an Optuna storage URL such as "
+                                  "sqlite:///path/study.db or postgresql://user@host/db") from None
+            if "sqlalchemy" not in type(error).__module__:
+                raise
+            time.sleep(0.5 + 0.5 * attempt)
+    raise AssertionError("not reached")
+
+
+def _plain(settings: dict[str, Any]) -> dict[str, Any]:
+    return json.loads(json.dumps(settings, sort_keys=True))
+
+
+def search(
+    config: str | Path | dict[str, Any],
+    budgets: str | Path,
+    *,
+    trials: int,
+    out: str | Path,
+    space: str | Path | SearchFile | None = None,
+    seed: int = 0,
+    storage: str | None = None,
+    console: Console | None = None,
+    base_dir: str | Path = ".",
+    heartbeat_s: float = 30.0,
+    on_trial: Callable[[dict[str, Any]], None] | None = None,
+) -> SearchResult:
+    """Run trials until the study holds ``trials`` complete ones (counting those of earlier or other processes).
+
+    ``config``: a YAML file or a dict (its relative paths resolved against ``base_dir``); ``space``: a search
+    file (see ``edgekd.search.space``) or None for the default space; ``storage``: an Optuna database URL
+    (default ``sqlite:///OUT/study.db``).
+    """
+    import optuna
+
+    from .. import pipeline
+    from .live import TrialsView
+
+    console = console or Console(stderr=True)
+    out = Path(out)
+    if isinstance(config, dict):
+        base, config_dir = copy.deepcopy(config), Path(base_dir).resolve()
+    else:
+        base = read_yaml(config, what="config file") or {}
+        config_dir = Path(config).resolve().parent
+    if not isinstance(base, dict):
+        raise ConfigError(f"config {config}: expected a mapping of sections, got {type(base).__name__}")
+    budgets = Path(budgets).resolve()
+    spec = space if isinstance(space, SearchFile) else load_search_file(space)
+    dims = dimensions(spec.space) if spec.space else default_space(base)
+    if not dims:
+        raise ConfigError("search: the space is empty; give --space FILE with a `space:` mapping")
+    if trials < 1:
+        raise ConfigError(f"--trials {trials}: expected at least 1")
+    check(base, config_dir, dims, spec.fixed, budgets, out)
+    pipeline.make_run_dir(out, "--out")
+    console.print(f"[dim]search space: {describe(dims)}[/dim]")
+
+    optuna.logging.set_verbosity(optuna.logging.ERROR)  # a failed trial is shown in the table, not as a traceback
+    study = open_study(storage or f"sqlite:///{(out / 'study.db').resolve()}", heartbeat_s, seed)
+    view = TrialsView(Console(file=console.file, force_terminal=console.is_terminal,
+                              width=None if console.is_terminal else 200), study, trials)
+
+    def objective(trial) -> float:
+        settings: dict[str, Any] = {}
+        for part in dims:
+            settings.update(part.settings(trial))
+        settings = _plain(settings)
+        trial.set_user_attr("settings", settings)
+        reused = _reuse(study, trial, settings)
+        if reused is not None:
+            return reused
+        frozen = next(t for t in study.get_trials(deepcopy=False) if t.number == trial.number)
+        with _quiet_optuna():
+            retried = optuna.storages.RetryHeartbeatStaleTrialCallback.retried_trial_number(frozen)
+        folder = out / f"trial-{trial.number if retried is None else retried}"
+        cfg = parse_config(trial_config(base, spec.fixed, settings, budgets), origin=f"search trial {trial.number}",
+                           base_dir=config_dir)
+        view.started(trial.number, trial.params)
+        started = time.perf_counter()
+        folder.mkdir(parents=True, exist_ok=True)
+        try:
+            # The stages' own progress lines go to the trial's folder; the screen shows the table of trials.
+            with open(folder / "search-output.log", "a", encoding="utf-8") as log, \
+                    contextlib.redirect_stdout(log), contextlib.redirect_stderr(log):
+                result = pipeline.run(cfg, folder, stage_store=out / "stages", resume=retried is not None,
+                                      console=Console(file=log))
+        except EdgekdError as error:
+            trial.set_user_attr("error", str(error))
+            raise
+        finally:
+            trial.set_user_attr("seconds", time.perf_counter() - started)
+            trial.set_user_attr("folder", folder.name)
+        found = cands.candidates(result.report or {}, trial.number)
+        trial.set_user_attr("candidates", found)
+        return cands.trial_value(found)
+
+    def enough(study, _trial) -> None:
+        if finished(study) >= trials:
+            study.stop()
+
+    if finished(study) < trials:  # a finished search run again runs nothing
+        previous_tqdm = os.environ.get("TQDM_DISABLE")
+        os.environ["TQDM_DISABLE"] = "1"  # the trials' progress bars would tear the live table
+        try:
+            with view:
+                study.optimize(objective, catch=(EdgekdError,), callbacks=[enough, lambda s, t: view.finished(t)])
+        finally:
+            if previous_tqdm is None:
+                os.environ.pop("TQDM_DISABLE", None)
+            else:
+                os.environ["TQDM_DISABLE"] = previous_tqdm
+    result = summarise(study, out)
+    _write(result, base, spec.fixed, budgets, config_dir)
+    return result
+
+
+def _reuse(study, trial, settings: dict[str, Any]) -> float | None:
+    """The value of a finished trial with the same choices (its candidates copied); None when this trial must
+    run. Choices that another process is running now are not run twice: this trial is pruned (it does not
+    count) and the sampler proposes again."""
+    import optuna
+
+    State = optuna.trial.TrialState
+    same = [t for t in study.get_trials(deepcopy=False, states=(State.COMPLETE, State.RUNNING))
+            if t.number != trial.number and t.user_attrs.get("settings") == settings]
+    complete = [t for t in same if t.state == State.COMPLETE and "candidates" in t.user_attrs]
+    if complete:
+        first = min(complete, key=lambda t: t.number)
+        trial.set_user_attr("duplicate_of", first.user_attrs.get("duplicate_of", first.number))
+        trial.set_user_attr("candidates", first.user_attrs["candidates"])
+        trial.set_user_attr("folder", first.user_attrs.get("folder"))
+        return float(first.value)
+    running = [t for t in same if t.number < trial.number]
+    if running:
+        trial.set_user_attr("running_elsewhere", running[0].number)
+        time.sleep(WAIT_POLL_S)  # the sampler's next proposal comes after that trial has moved on
+        raise optuna.TrialPruned(f"trial {running[0].number} runs the same choices")
+    return None
+
+
+def finished(study) -> int:
+    """Trials that count: complete, or failed with an error of their own (a trial failed because its process
+    was killed is retried, so it does not count)."""
+    import optuna
+
+    State = optuna.trial.TrialState
+    return sum(t.state == State.COMPLETE or "error" in t.user_attrs
+               for t in study.get_trials(deepcopy=False, states=(State.COMPLETE, State.FAIL)))
+
+
+def summarise(study, out: Path) -> SearchResult:
+    import optuna
+
+    rows, found = [], []
+    for t in study.trials:
+        attrs = t.user_attrs
+        rows.append({"number": t.number, "state": t.state.name, "settings": attrs.get("settings"), "value": t.value,
+                     "seconds": attrs.get("seconds"), "folder": attrs.get("folder"), "error": attrs.get("error"),
+                     "duplicate_of": attrs.get("duplicate_of")})
+        if t.state == optuna.trial.TrialState.COMPLETE and attrs.get("duplicate_of") is None:
+            found += attrs.get("candidates") or []
+    runtimes = {k: cands.best(v) for k, v in cands.groups(found, "target", "backend").items()}
+    by_target = cands.groups(found, "target")
+    chosen = {k: cands.best(v) for k, v in by_target.items()}
+    fronts = {k: cands.front(v) for k, v in by_target.items()}
+    return SearchResult(out=out, trials=rows, candidates=found, runtimes=runtimes, chosen=chosen, fronts=fronts)
+
+
+def _write(result: SearchResult, base: dict[str, Any], fixed: dict[str, Any], budgets: Path, config_dir: Path) -> None:
+    """search.json; per target the chosen trial's config (``best-TARGET.yaml``, and ``best.yaml`` for the
+    first target's choice); search.html with every candidate and the fronts."""
+    import yaml
+
+    from .html import write_search_html
+
+    settings = {row["number"]: row["settings"] for row in result.trials}
+    for i, (target, chosen) in enumerate(result.chosen.items()):
+        cfg = relocate(trial_config(base, fixed, settings[chosen["trial"]], budgets), config_dir, result.out)
+        header = (f"# edgekd search: trial {chosen['trial']}, chosen for {target} ({chosen['backend']} "
+                  f"{chosen['precision']}: {'meets every budget' if chosen['passed'] else 'the closest; no candidate met the budgets'}).\n"
+                  f"# Choices: {json.dumps(settings[chosen['trial']])}\n# Run it: edgekd run {result.out / f'best-{target}.yaml'}\n")
+        text = header + yaml.safe_dump(cfg, sort_keys=False)
+        path = result.out / f"best-{target}.yaml"
+        write_text(path, text)
+        result.configs[target] = path
+        if i == 0:
+            write_text(result.out / "best.yaml", text)
+    write_json(result.out / "search.json", {
+        "passed": result.passed, "verdict": result.verdict(), "trials": result.trials,
+        "chosen": result.chosen, "runtimes": result.runtimes, "fronts": result.fronts, "candidates": result.candidates,
+        "configs": {k: str(v) for k, v in result.configs.items()},
+    })
+    write_search_html(result, result.out / "search.html")

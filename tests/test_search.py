@@ -1,0 +1,205 @@
+"""edgekd search: trials are pipeline runs sharing their stages, every artifact is a candidate gated against the
+budgets, the chosen config rebuilds the same artifact, an impossible budget names what binds, bad input stops
+before training, and a killed or shared study finishes without running a trial twice."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from edgekd.search.candidates import check_distance, trial_value
+
+ROOT = Path(__file__).resolve().parents[1]
+QUICK = {"warmup_s": 0.1, "warmup_runs": 5, "runs": 100, "min_seconds": 0.1, "repeats": 1, "native_tool": False,
+         "energy": {"meter": "none"}}
+ORT = {"name": "ort-only", "artifacts": [{"backend": "onnxruntime", "precisions": ["fp32", "int8"],
+                                          "options": {"threads": 1}}]}
+SPACE = {"space": {"student.kwargs.width": [0.25, 0.5],
+                   "prune": {"off": {"prune.enabled": False}, "0.3": {"prune.ratio": 0.3}}}}
+
+
+def budgets(tmp_path: Path, **limits) -> Path:
+    path = tmp_path / "budgets.yaml"
+    path.write_text(yaml.safe_dump({"budgets": [{"target": "*", "allow_unstable_latency": True, **limits}]}))
+    return path
+
+
+@pytest.fixture
+def search_setup(pretrained_config, tmp_path):
+    """A config file (teacher loaded, ONNX Runtime only, a short profile), its target file and a search file."""
+    (tmp_path / "ort.yaml").write_text(yaml.safe_dump(ORT))
+    cfg = pretrained_config({"targets": ["ort.yaml"], "profile": QUICK, "quantize": {"mode": "ptq", "calibration_size": 64},
+                             "prune": {"steps": 1, "recovery": {"epochs": 1}}})
+    (tmp_path / "cfg.yaml").write_text(yaml.safe_dump(cfg))
+    (tmp_path / "space.yaml").write_text(yaml.safe_dump(SPACE))
+    return tmp_path
+
+
+def cli(*args: str, cwd: Path, timeout: float = 600) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "edgekd", *args], cwd=cwd, capture_output=True, text=True,
+                          timeout=timeout, env={**os.environ, "COLUMNS": "200"})
+
+
+# ------------------------------------------------------------------------------------------ distances
+
+
+def check(budget, limit, measured, passed=False):
+    return {"budget": budget, "limit": limit, "measured": measured, "passed": passed, "skipped": False}
+
+
+def test_a_failed_check_is_as_far_as_it_is_past_its_limit_relative_to_the_limit():
+    assert check_distance(check("max_latency_ms.p95", 2.0, 3.0)) == pytest.approx(0.5)
+    assert check_distance(check("min_accuracy", 0.98, 0.97)) == pytest.approx(0.01 / 0.98)
+    assert check_distance(check("max_size_mb", 1.0, 1.25)) == pytest.approx(0.25)
+    assert check_distance(check("rate_hz", 30.0, 1.2)) == pytest.approx(0.2)  # 120% of the time busy
+    assert check_distance(check("min_accuracy", 0.98, None)) == 1.0  # not measured
+    assert check_distance(check("min_accuracy", 0.98, 0.99, passed=True)) == 0.0
+    # failed although under its bound (an unstable latency): still a failure, never distance 0
+    assert check_distance(check("max_latency_ms.p95", 2.0, 1.0)) > 0
+
+
+def test_the_sampler_prefers_passing_runtimes_then_accuracy_and_otherwise_the_closest():
+    def cand(backend, passed, accuracy, distance):
+        return {"target": "t", "backend": backend, "precision": "int8", "passed": passed, "accuracy": accuracy,
+                "distance": distance, "p95_ms": 1.0, "size_bytes": 1, "trial": 0}
+    both = trial_value([cand("ort", True, 0.9, 0.0), cand("ov", True, 0.8, 0.0)])
+    one = trial_value([cand("ort", True, 0.9, 0.0), cand("ov", False, 0.95, 0.2)])
+    assert both == pytest.approx(1.85) and one == pytest.approx((1.9 - 0.2) / 2) and both > one
+    assert trial_value([cand("ort", False, 0.9, 0.1)]) > trial_value([cand("ort", False, 0.9, 0.5)])
+    assert math.isfinite(trial_value([]))
+
+
+# ------------------------------------------------------------------------------------------ end to end
+
+
+def test_search_finds_the_passing_artifact_shares_stages_and_best_yaml_rebuilds_it(search_setup):
+    import edgekd
+    from edgekd.search import search
+
+    tmp = search_setup
+    limit = budgets(tmp, min_accuracy=0.5, max_latency_ms={"p95": 50.0})
+    result = search(tmp / "cfg.yaml", limit, trials=3, out=tmp / "out", space=tmp / "space.yaml", seed=1)
+    complete = [t for t in result.trials if t["state"] == "COMPLETE"]
+    assert len(complete) == 3 and result.passed
+    ran = [t for t in complete if t["duplicate_of"] is None]
+    # every trial that ran is a run folder whose report holds its candidates, each gated
+    for t in ran:
+        report = json.loads((tmp / "out" / t["folder"] / "report.json").read_text())
+        ids = {a["id"] for a in report["artifacts"]}
+        mine = [c for c in result.candidates if c["trial"] == t["number"]]
+        assert {c["id"] for c in mine} == ids and all(c["passed"] == (c["distance"] == 0) for c in mine)
+    # one teacher stage for every trial, one distilled student per width tried
+    store = tmp / "out" / "stages"
+    assert len(list((store / "teacher").iterdir())) == 1
+    widths = {t["settings"]["student.kwargs.width"] for t in ran}
+    assert len(list((store / "distill").iterdir())) == len(widths)
+    chosen = result.chosen["ort-only"]
+    assert chosen["passed"] and chosen == min((c for c in result.candidates if c["passed"]),
+                                              key=lambda c: (-c["accuracy"], c["p95_ms"], c["size_bytes"], c["trial"]))
+    # best.yaml is a plain config that runs from anywhere and rebuilds the chosen artifact's accuracy exactly
+    saved = json.loads((tmp / "out" / "search.json").read_text())
+    assert saved["passed"] and saved["chosen"]["ort-only"]["trial"] == chosen["trial"]
+    assert "<svg" in (tmp / "out" / "search.html").read_text()
+    rerun = edgekd.run(tmp / "out" / "best.yaml", tmp / "rerun")
+    again = next(a for a in rerun.report["artifacts"] if a["id"] == chosen["id"])
+    assert again["accuracy"] == chosen["accuracy"]
+
+
+def test_an_impossible_budget_exits_1_naming_the_binding_budget_and_the_distance(search_setup):
+    tmp = search_setup
+    limit = budgets(tmp, min_accuracy=0.999, max_size_mb=10.0)
+    done = cli("search", "cfg.yaml", "-b", str(limit), "-n", "1", "--space", "space.yaml", "-o", "out", cwd=tmp)
+    assert done.returncode == 1, done.stderr[-3000:]
+    text = " ".join(done.stderr.split())
+    assert "no candidate meets the budgets. Binding budget: min_accuracy (limit 0.999)" in text
+    closest = json.loads((tmp / "out" / "search.json").read_text())["chosen"]["ort-only"]
+    assert f"misses it by {closest['binding']['distance']:.1%} of the limit" in text
+    assert closest["binding"]["distance"] == pytest.approx((0.999 - closest["accuracy"]) / 0.999)
+    assert "Traceback" not in done.stderr
+
+
+@pytest.mark.parametrize("space, named", [
+    ({"space": {"prune.ratoi": [0.2]}}, "search space prune.ratoi: 0.2: prune.ratoi: unknown key 'ratoi'; did you mean 'ratio'?"),
+    ({"space": {"student.kwargs.widht": [0.5]}}, "search space student.kwargs.widht: 0.5: student: model 'tiny_cnn' has no argument 'widht'"),
+    ({"space": {"quantize.mode": []}}, "space.quantize.mode"),
+    ({"spaec": {}}, "spaec"),
+])
+def test_a_bad_search_space_stops_before_any_trial_naming_the_choice(search_setup, space, named):
+    tmp = search_setup
+    (tmp / "bad.yaml").write_text(yaml.safe_dump(space))
+    limit = budgets(tmp, min_accuracy=0.5)
+    done = cli("search", "cfg.yaml", "-b", str(limit), "-n", "2", "--space", "bad.yaml", "-o", "out", cwd=tmp)
+    assert done.returncode == 2, done.stderr[-3000:]
+    assert named in " ".join(done.stderr.split()) and "Traceback" not in done.stderr
+    assert not (tmp / "out").exists()  # nothing made, nothing trained
+
+
+def test_a_missing_budgets_file_is_named(search_setup):
+    done = cli("search", "cfg.yaml", "-b", "nope.yaml", "-n", "1", "-o", "out", cwd=search_setup)
+    assert done.returncode == 2 and "nope.yaml" in done.stderr and "Traceback" not in done.stderr
+
+
+# ------------------------------------------------------------------------------------------ killed and shared
+
+
+def _study(out: Path):
+    import optuna
+
+    return optuna.load_study(study_name="edgekd-search", storage=f"sqlite:///{out / 'study.db'}")
+
+
+@pytest.mark.slow
+def test_a_search_killed_mid_trial_is_retried_in_its_folder_and_finishes(search_setup):
+    tmp = search_setup
+    cfg = yaml.safe_load((tmp / "cfg.yaml").read_text())
+    cfg["distill"]["train"]["epochs"] = 30  # long enough to be killed while training
+    (tmp / "cfg.yaml").write_text(yaml.safe_dump(cfg))
+    limit = budgets(tmp, min_accuracy=0.1)
+    args = [sys.executable, "-m", "edgekd", "search", "cfg.yaml", "-b", str(limit), "-n", "2", "--space", "space.yaml",
+            "-o", "out", "--heartbeat-s", "1"]
+    first = subprocess.Popen(args, cwd=tmp, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    checkpoint = tmp / "out" / "trial-0" / "distill" / "checkpoints" / "last.pt"
+    deadline = time.monotonic() + 300
+    while not checkpoint.exists() and time.monotonic() < deadline and first.poll() is None:
+        time.sleep(0.2)
+    assert first.poll() is None, "the search ended before it could be killed"
+    os.killpg(first.pid, signal.SIGKILL)
+    first.wait()
+    time.sleep(4)  # past the grace period (3 heartbeats)
+    done = cli(*args[3:], cwd=tmp)
+    assert done.returncode == 0, done.stderr[-3000:]
+    trials = _study(tmp / "out").trials
+    assert trials[0].state.name == "FAIL"  # the killed one, failed by its stale heartbeat
+    retry = trials[1]
+    assert retry.params == trials[0].params and retry.user_attrs["folder"] == "trial-0"
+    assert sum(t.state.name == "COMPLETE" for t in trials) == 2
+    distilled = json.loads((tmp / "out" / "trial-0" / "distill" / "stage.json").read_text())["record"]["train"]
+    assert distilled["resumed_from_epoch"] > 0  # the retried training continued from its checkpoint
+
+
+@pytest.mark.slow
+def test_two_searches_on_one_study_never_run_the_same_choices_twice(search_setup):
+    tmp = search_setup
+    limit = budgets(tmp, min_accuracy=0.1)
+    args = [sys.executable, "-m", "edgekd", "search", "cfg.yaml", "-b", str(limit), "-n", "4", "--space", "space.yaml",
+            "-o", "out"]
+    (tmp / "out").mkdir()
+    procs = [subprocess.Popen(args, cwd=tmp, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+             for _ in range(2)]
+    for p in procs:
+        _, err = p.communicate(timeout=900)
+        assert p.returncode == 0, err[-3000:]
+    trials = [t for t in _study(tmp / "out").trials if t.state.name == "COMPLETE"]
+    assert len(trials) >= 4
+    ran = [t for t in trials if "duplicate_of" not in t.user_attrs]
+    settings = [json.dumps(t.user_attrs["settings"], sort_keys=True) for t in ran]
+    assert len(settings) == len(set(settings))  # each choice ran once; repeats reused its result
