@@ -16,6 +16,7 @@ whether it passes, and the rerun's accuracy; plus the search's wall time and tri
 from __future__ import annotations
 
 import json
+import shutil
 import time
 from pathlib import Path
 
@@ -65,6 +66,8 @@ def main(argv: list[str] | None = None) -> None:
     from edgekd.search import search
 
     out = work / "search"
+    for stale in (out / "study.db", out / "claims", *out.glob("trial-*")):  # a fresh study; stages/ stays a cache
+        shutil.rmtree(stale, ignore_errors=True) if stale.is_dir() else stale.unlink(missing_ok=True)
     started = time.perf_counter()
     default = edgekd.run(config, work / "default", stage_store=out / "stages")
     default_seconds = time.perf_counter() - started

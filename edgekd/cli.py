@@ -155,7 +155,7 @@ def search_command(
 
     Console(width=None if console.is_terminal else 180).print(runtimes_table(result))
     for line in result.verdict():
-        console.print(escape(line))
+        console.print(escape(line), soft_wrap=True)  # one line each, also in a CI log
     console.print(f"search: {out / 'search.json'}, {out / 'search.html'}")
     raise typer.Exit(0 if result.passed else 1)
 

@@ -214,7 +214,7 @@ def _run_stages(ctx: StageContext, order: list[str], force: str | None, result: 
             write_json(marker, {"stage": name, "key": key, "version": __version__, "seconds": seconds,
                                 "record": record.model_dump(mode="json")})
             if store is not None:
-                stagestore.publish(store, name, key, run_dir)
+                stagestore.publish(store, name, key, run_dir, replace=forcing)
         distributed.published(marker, what=f"finishing stage {name}")
         ctx.records[name] = record
         result.stages[name] = StageOutcome(name, False, seconds, record)

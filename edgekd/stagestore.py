@@ -35,15 +35,20 @@ def restore(store: Path, stage: str, key: str, run_dir: Path) -> bool:
     return True
 
 
-def publish(store: Path, stage: str, key: str, run_dir: Path) -> None:
-    """Copy ``run_dir/<stage>`` into the store under ``key`` unless another run already did."""
-    if stored(store, stage, key) is not None:
+def publish(store: Path, stage: str, key: str, run_dir: Path, *, replace: bool = False) -> None:
+    """Copy ``run_dir/<stage>`` into the store under ``key`` unless another run already did; ``replace``: a
+    stage re-run on purpose (``--force``) replaces the stored copy, so a bad entry can be mended."""
+    if stored(store, stage, key) is not None and not replace:
         return
     folder = Path(store) / stage
     folder.mkdir(parents=True, exist_ok=True)
     scratch = folder / f".{key}.{os.getpid()}.part"
     shutil.rmtree(scratch, ignore_errors=True)
     shutil.copytree(run_dir / stage, scratch)
+    if replace and (folder / key).exists():
+        old = folder / f".{key}.{os.getpid()}.old"
+        os.replace(folder / key, old)
+        shutil.rmtree(old, ignore_errors=True)
     try:
         os.rename(scratch, folder / key)  # atomic; fails when another process published first
     except OSError:

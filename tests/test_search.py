@@ -81,6 +81,10 @@ def test_the_sampler_prefers_passing_runtimes_then_accuracy_and_otherwise_the_cl
 # ------------------------------------------------------------------------------------------ end to end
 
 
+def _not_json(constant: str):
+    raise AssertionError(f"search.json holds {constant}, which is not JSON")
+
+
 def test_search_finds_the_passing_artifact_shares_stages_and_best_yaml_rebuilds_it(search_setup):
     import edgekd
     from edgekd.search import search
@@ -89,8 +93,12 @@ def test_search_finds_the_passing_artifact_shares_stages_and_best_yaml_rebuilds_
     limit = budgets(tmp, min_accuracy=0.5, max_latency_ms={"p95": 50.0})
     result = search(tmp / "cfg.yaml", limit, trials=3, out=tmp / "out", space=tmp / "space.yaml", seed=1)
     complete = [t for t in result.trials if t["state"] == "COMPLETE"]
-    assert len(complete) == 3 and result.passed
     ran = [t for t in complete if t["duplicate_of"] is None]
+    # --trials counts distinct choices: a proposal repeating a finished one reuses its result and does not count
+    assert len(ran) == 3 and len({json.dumps(t["settings"], sort_keys=True) for t in ran}) == 3 and result.passed
+    for t in complete:
+        if t["duplicate_of"] is not None:
+            assert next(r for r in ran if r["number"] == t["duplicate_of"])["settings"] == t["settings"]
     # every trial that ran is a run folder whose report holds its candidates, each gated
     for t in ran:
         report = json.loads((tmp / "out" / t["folder"] / "report.json").read_text())
@@ -106,7 +114,7 @@ def test_search_finds_the_passing_artifact_shares_stages_and_best_yaml_rebuilds_
     assert chosen["passed"] and chosen == min((c for c in result.candidates if c["passed"]),
                                               key=lambda c: (-c["accuracy"], c["p95_ms"], c["size_bytes"], c["trial"]))
     # best.yaml is a plain config that runs from anywhere and rebuilds the chosen artifact's accuracy exactly
-    saved = json.loads((tmp / "out" / "search.json").read_text())
+    saved = json.loads((tmp / "out" / "search.json").read_text(), parse_constant=_not_json)
     assert saved["passed"] and saved["chosen"]["ort-only"]["trial"] == chosen["trial"]
     assert "<svg" in (tmp / "out" / "search.html").read_text()
     rerun = edgekd.run(tmp / "out" / "best.yaml", tmp / "rerun")
@@ -141,6 +149,49 @@ def test_a_bad_search_space_stops_before_any_trial_naming_the_choice(search_setu
     assert done.returncode == 2, done.stderr[-3000:]
     assert named in " ".join(done.stderr.split()) and "Traceback" not in done.stderr
     assert not (tmp / "out").exists()  # nothing made, nothing trained
+
+
+def test_choices_that_clash_in_combination_stop_before_any_trial(search_setup):
+    tmp = search_setup
+    space = {"space": {"size": {"macs": {"prune.target_macs": 20000}}, "ratio": {"0.3": {"prune.ratio": 0.3}}}}
+    (tmp / "clash.yaml").write_text(yaml.safe_dump(space))
+    done = cli("search", "cfg.yaml", "-b", str(budgets(tmp, min_accuracy=0.5)), "-n", "2", "--space", "clash.yaml",
+               "-o", "out", cwd=tmp)
+    assert done.returncode == 2, done.stderr[-3000:]
+    assert "search space ratio: 0.3, size: macs: prune: give one of ratio, target_macs" in " ".join(done.stderr.split())
+    assert not (tmp / "out").exists()
+
+
+def test_a_study_is_continued_only_with_the_same_config_budgets_and_space(search_setup):
+    tmp = search_setup
+    first = cli("search", "cfg.yaml", "-b", str(budgets(tmp, min_accuracy=0.1)), "-n", "1", "--space", "space.yaml",
+                "-o", "out", cwd=tmp)
+    assert first.returncode == 0, first.stderr[-3000:]
+    again = cli("search", "cfg.yaml", "-b", str(budgets(tmp, min_accuracy=0.2)), "-n", "1", "--space", "space.yaml",
+                "-o", "out", cwd=tmp)  # the budgets changed: the old verdicts would answer the wrong question
+    assert again.returncode == 2 and "holds a search of another config, budgets file or space" in again.stderr
+    assert "Traceback" not in again.stderr
+
+
+def test_best_yaml_paths_point_at_the_same_files_and_names_stay_names(tmp_path):
+    from edgekd.search.relocate import relocate
+
+    config_dir, dest = tmp_path / "project", tmp_path / "runs" / "search"
+    (config_dir / "tiny_cnn").mkdir(parents=True)  # a folder named like a zoo model must not turn zoo:tiny_cnn into a path
+    dest.mkdir(parents=True)
+    (config_dir / "net.py").write_text("")
+    (config_dir / "w.safetensors").write_text("")
+    (config_dir / "data.npz").write_text("")
+    cfg = {"data": {"source": "npz:data.npz"}, "student": {"model": "zoo:tiny_cnn"},
+           "teacher": {"members": [{"model": "python:net:Net", "weights": "w.safetensors"}]},
+           "quantize": {"calibration": str(tmp_path / "abs")}, "targets": ["host-cpu"]}
+    moved = relocate(cfg, config_dir, dest)
+    assert moved["data"]["source"] == "npz:../../project/data.npz"
+    assert moved["student"]["model"] == "zoo:tiny_cnn"
+    assert moved["teacher"]["members"][0] == {"model": "python:../../project/net.py:Net",
+                                             "weights": "../../project/w.safetensors"}
+    assert moved["quantize"]["calibration"] == str(tmp_path / "abs")  # absolute stays absolute
+    assert moved["targets"] == ["host-cpu"]  # a built-in target stays a name
 
 
 def test_a_missing_budgets_file_is_named(search_setup):

@@ -58,3 +58,8 @@ def test_a_study_resumes_from_its_storage_and_a_seed_repeats_its_proposals(pretr
     assert len(more.trials) == 3 and more.trials[:2] == first.trials
     twin = tune(base, SPACE, trials=2, workdir=tmp_path / "b", seed=3)
     assert [t["settings"] for t in twin.trials] == [t["settings"] for t in first.trials]
+
+
+def test_set_key_through_a_value_that_is_not_a_section_is_named():
+    with pytest.raises(ConfigError, match=r"student.model.width: student.model holds 'zoo:tiny_cnn', not a section"):
+        set_key({"student": {"model": "zoo:tiny_cnn"}}, "student.model.width", 0.5)

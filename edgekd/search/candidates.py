@@ -2,7 +2,8 @@
 
 A candidate's distance is the sum, over its failed checks, of how far each is past its limit relative to
 the limit (a p95 of 3 ms against 2 ms: 0.5); a check that could not be measured counts 1. The binding
-budget is the failed check with the largest distance. Passing candidates have distance 0; among them the
+budget is the failed check with the largest distance; an artifact that failed to build or run has no distance
+(None: farther than any that ran). Passing candidates have distance 0; among them the
 choice is the most accurate, then the fastest (p95), then the smallest.
 """
 
@@ -53,8 +54,9 @@ def candidates(report: dict[str, Any], trial: int) -> list[dict[str, Any]]:
             "accuracy": artifact.get("accuracy"), "p95_ms": latency.get("p95"), "p50_ms": latency.get("p50"),
             "size_bytes": artifact.get("size_bytes"),
             "mj_per_inference": (artifact.get("energy") or {}).get("mj_per_inference"),
-            "passed": artifact.get("status") == "ok" and bool(checks) and not failed,
-            "distance": sum(d for d, _ in failed) if artifact.get("status") == "ok" else math.inf,
+            # no budget applies to an artifact: nothing to meet (as the gate's verdict "none")
+            "passed": artifact.get("status") == "ok" and not failed,
+            "distance": sum(d for d, _ in failed) if artifact.get("status") == "ok" else None,  # None: did not run
             "binding": None if binding is None else {"budget": binding[1]["budget"], "limit": binding[1]["limit"],
                                                      "measured": binding[1]["measured"], "distance": binding[0],
                                                      "message": binding[1]["message"]},
@@ -92,7 +94,7 @@ def trial_value(found: list[dict[str, Any]]) -> float:
         if top["passed"]:
             scores.append(1.0 + (top["accuracy"] or 0.0))
         else:
-            scores.append(-min(top["distance"], 10.0))
+            scores.append(-min(10.0 if top["distance"] is None else top["distance"], 10.0))
     return sum(scores) / len(scores) if scores else -10.0
 
 

@@ -16,7 +16,9 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import itertools
 import json
+import math
 import os
 import time
 import warnings
@@ -32,7 +34,7 @@ from .. import yamlfile
 from ..config import PipelineConfig, parse_config
 from ..errors import ConfigError, EdgekdError
 from ..gate import load_budgets
-from ..io import write_json, write_text
+from ..io import sha256_file, sha256_json, write_json, write_text
 from ..problems import Problem, raise_problems
 from ..yamlfile import read_yaml
 from . import candidates as cands
@@ -42,6 +44,8 @@ from .tune import Options, set_key
 
 STUDY = "edgekd-search"
 WAIT_POLL_S = 2.0
+MAX_COMBINATIONS = 5000  # combinations validated before the first trial
+MAX_PROPOSALS_PER_TRIAL = 20
 
 
 @dataclass
@@ -63,12 +67,18 @@ class SearchResult:
 
     def verdict(self) -> list[str]:
         """One line per target: the choice, or why none passed (the binding budget and the distance to it)."""
+        if not self.chosen:
+            errors = [t for t in self.trials if t.get("error")]
+            first = f"; the first error (trial {errors[0]['number']}): {errors[0]['error']}" if errors else ""
+            return [f"no trial produced an artifact to judge: {len(errors)} of {len(self.trials)} trials failed{first}"]
         lines = []
         for target, c in self.chosen.items():
             where = f"trial {c['trial']} {c['backend']} {c['precision']}"
             figures = f"accuracy {_pct(c['accuracy'])}, p95 {_ms(c['p95_ms'])}"
             if c["passed"]:
                 lines.append(f"{target}: {where} meets every budget ({figures}); config {self.configs.get(target)}")
+            elif c["distance"] is None:
+                lines.append(f"{target}: no artifact built and ran; the first: {where}, {c['status']}")
             else:
                 b = c["binding"] or {}
                 lines.append(f"{target}: no candidate meets the budgets. Binding budget: {b.get('budget')} "
@@ -95,8 +105,9 @@ def trial_config(base: dict[str, Any], fixed: dict[str, Any], settings: dict[str
 
 def check(base: dict[str, Any], config_dir: Path, space: Sequence[Options], fixed: dict[str, Any], budgets: Path,
           out: Path) -> None:
-    """Every choice of every dimension, applied alone, passes the checks a run makes before training; the
-    budgets file loads. One error naming every problem, before any trial."""
+    """Before any trial, one error naming every problem: the budgets file loads; every choice of every dimension,
+    applied alone, passes the checks a run makes before training; every combination of choices is a valid config
+    (pydantic only: two choices may clash, e.g. ``prune.ratio`` with ``prune.target_macs``)."""
     from .. import preflight
     from ..stages import StageContext
 
@@ -106,20 +117,44 @@ def check(base: dict[str, Any], config_dir: Path, space: Sequence[Options], fixe
     choices = [(None, "", {})] + [(d.name, label, s) for d in space for label, s in d.options.items()]
     for name, label, settings in choices:
         where = "the config" if name is None else f"search space {name}: {label}"
-        try:
-            cfg = PipelineConfig.model_validate({**trial_config(base, fixed, settings, budgets), "base_dir": config_dir})
-        except ValidationError as error:
-            found += [_within(where, p) for p in yamlfile.problems(error, PipelineConfig)]
+        cfg = _validated(base, fixed, settings, budgets, config_dir, where, found)
+        if cfg is None:
             continue
         ctx = StageContext(config=cfg, run_dir=out)
         if data is not None and not any(k.startswith("data.") for k in settings):
-            ctx.__dict__["data"] = data  # the same data: load it once
+            ctx.__dict__["data"] = data  # the base config's data: load it once
         try:
             found += [_within(where, p) for p in preflight.problems(ctx)]
-            data = ctx.data
+            if name is None:
+                data = ctx.data
         except EdgekdError as error:
             found.append(Problem(where, str(error)))
+    if not found:
+        for combination in itertools.islice(itertools.product(*(d.options.items() for d in space)), MAX_COMBINATIONS):
+            settings = {k: v for _, option in combination for k, v in option.items()}
+            where = "search space " + ", ".join(f"{d.name}: {label}" for d, (label, _) in zip(space, combination))
+            _validated(base, fixed, settings, budgets, config_dir, where, found)
     raise_problems(found, "the search cannot run (checked before any trial; nothing was trained)")
+
+
+def _validated(base, fixed, settings, budgets, config_dir, where: str, found: list[Problem]) -> PipelineConfig | None:
+    try:
+        return PipelineConfig.model_validate({**trial_config(base, fixed, settings, budgets), "base_dir": config_dir})
+    except ValidationError as error:
+        found += [_within(where, p) for p in yamlfile.problems(error, PipelineConfig)]
+    except ConfigError as error:  # set_key: a key through a value that is not a section
+        found.append(Problem(where, str(error)))
+    return None
+
+
+def space_size(space: Sequence[Options]) -> int:
+    return math.prod(len(d.options) for d in space)
+
+
+def fingerprint(base: dict[str, Any], fixed: dict[str, Any], budgets: Path, space: Sequence[Options]) -> str:
+    """What a study's results depend on: a study is continued only with the same config, budgets and space."""
+    return sha256_json({"config": base, "fixed": fixed, "budgets": sha256_file(budgets),
+                        "space": {d.name: d.options for d in space}})
 
 
 def _within(where: str, problem: Problem) -> Problem:
@@ -146,8 +181,9 @@ def _quiet_optuna():
 
 def open_study(url: str, heartbeat_s: float, seed: int, attempts: int = 10):
     """The study in ``url``, created when missing. Processes starting together race to create the database's
-    tables (one insert fails): the loser tries again once the winner is done."""
+    tables (one insert fails, or the file is locked): the loser tries again once the winner is done."""
     import optuna
+    import sqlalchemy.exc
 
     for attempt in range(attempts):
         try:
@@ -160,15 +196,12 @@ def open_study(url: str, heartbeat_s: float, seed: int, attempts: int = 10):
             # from proposing the same first trials; a fresh single-process search is reproducible from ``seed``.
             return optuna.create_study(study_name=STUDY, storage=store, direction="maximize", load_if_exists=True,
                                        sampler=optuna.samplers.TPESampler(seed=seed + existing))
-        except Exception as error:  # sqlalchemy's IntegrityError / OperationalError while tables are created
-            import sqlalchemy.exc
-
-            if isinstance(error, (sqlalchemy.exc.ArgumentError, ImportError, ValueError)) or attempt == attempts - 1:
+        except Exception as error:
+            racing = isinstance(error, sqlalchemy.exc.IntegrityError) or "locked" in str(error)
+            if not racing or attempt == attempts - 1:
                 raise ConfigError(f"--storage {url}: cannot open the study ({type(error).__name__}: "
                                   f"{str(error).splitlines()[0]}); expected an Optuna storage URL such as "
                                   "sqlite:///path/study.db or postgresql://user@host/db") from None
-            if "sqlalchemy" not in type(error).__module__:
-                raise
             time.sleep(0.5 + 0.5 * attempt)
     raise AssertionError("not reached")
 
@@ -224,8 +257,18 @@ def search(
 
     optuna.logging.set_verbosity(optuna.logging.ERROR)  # a failed trial is shown in the table, not as a traceback
     study = open_study(storage or f"sqlite:///{(out / 'study.db').resolve()}", heartbeat_s, seed)
+    mine = fingerprint(base, spec.fixed, budgets, dims)
+    theirs = study.user_attrs.get("fingerprint")
+    if theirs is None:
+        study.set_user_attr("fingerprint", mine)
+    elif theirs != mine:
+        raise ConfigError(f"{storage or out / 'study.db'} holds a search of another config, budgets file or space: its "
+                          "results would not answer this one; give a new --out (or --storage), or delete the study")
+    goal = min(trials, space_size(dims))  # distinct choices; a small space is done when every choice has run
+    if goal < trials:
+        console.print(f"[dim]the space has {goal} combinations of choices: the search ends when each has run[/dim]")
     view = TrialsView(Console(file=console.file, force_terminal=console.is_terminal,
-                              width=None if console.is_terminal else 200), study, trials)
+                              width=None if console.is_terminal else 200), study, goal)
 
     def objective(trial) -> float:
         settings: dict[str, Any] = {}
@@ -233,26 +276,26 @@ def search(
             settings.update(part.settings(trial))
         settings = _plain(settings)
         trial.set_user_attr("settings", settings)
-        reused = _reuse(study, trial, settings)
+        reused = _reuse(study, trial, settings, out / "claims")
         if reused is not None:
             return reused
         frozen = next(t for t in study.get_trials(deepcopy=False) if t.number == trial.number)
         with _quiet_optuna():
             retried = optuna.storages.RetryHeartbeatStaleTrialCallback.retried_trial_number(frozen)
         folder = out / f"trial-{trial.number if retried is None else retried}"
-        cfg = parse_config(trial_config(base, spec.fixed, settings, budgets), origin=f"search trial {trial.number}",
-                           base_dir=config_dir)
         view.started(trial.number, trial.params)
         started = time.perf_counter()
-        folder.mkdir(parents=True, exist_ok=True)
         try:
+            cfg = parse_config(trial_config(base, spec.fixed, settings, budgets), origin=f"search trial {trial.number}",
+                               base_dir=config_dir)
+            folder.mkdir(parents=True, exist_ok=True)
             # The stages' own progress lines go to the trial's folder; the screen shows the table of trials.
             with open(folder / "search-output.log", "a", encoding="utf-8") as log, \
                     contextlib.redirect_stdout(log), contextlib.redirect_stderr(log):
                 result = pipeline.run(cfg, folder, stage_store=out / "stages", resume=retried is not None,
                                       console=Console(file=log))
-        except EdgekdError as error:
-            trial.set_user_attr("error", str(error))
+        except Exception as error:  # one trial's failure (a converter's bug included) is that trial's result
+            trial.set_user_attr("error", str(error) if isinstance(error, EdgekdError) else f"{type(error).__name__}: {error}")
             raise
         finally:
             trial.set_user_attr("seconds", time.perf_counter() - started)
@@ -262,15 +305,17 @@ def search(
         return cands.trial_value(found)
 
     def enough(study, _trial) -> None:
-        if finished(study) >= trials:
+        if finished(study) >= goal:
             study.stop()
 
-    if finished(study) < trials:  # a finished search run again runs nothing
+    if finished(study) < goal:  # a finished search run again runs nothing
         previous_tqdm = os.environ.get("TQDM_DISABLE")
         os.environ["TQDM_DISABLE"] = "1"  # the trials' progress bars would tear the live table
         try:
             with view:
-                study.optimize(objective, catch=(EdgekdError,), callbacks=[enough, lambda s, t: view.finished(t)])
+                # n_trials bounds the proposals: late in a small space most repeat a finished choice (cheap)
+                study.optimize(objective, n_trials=MAX_PROPOSALS_PER_TRIAL * goal, catch=(Exception,),
+                               callbacks=[enough, lambda s, t: view.finished(t)])
         finally:
             if previous_tqdm is None:
                 os.environ.pop("TQDM_DISABLE", None)
@@ -281,38 +326,67 @@ def search(
     return result
 
 
-def _reuse(study, trial, settings: dict[str, Any]) -> float | None:
-    """The value of a finished trial with the same choices (its candidates copied); None when this trial must
-    run. Choices that another process is running now are not run twice: this trial is pruned (it does not
-    count) and the sampler proposes again."""
+def _reuse(study, trial, settings: dict[str, Any], claims: Path) -> float | None:
+    """A finished trial's result for the same choices (its candidates, or its error, copied); None when this
+    trial must run. Choices another process is running are not run twice: their claim file (created atomically
+    in ``claims/``) names that trial, and this one is pruned (it does not count) so the sampler proposes again."""
     import optuna
 
     State = optuna.trial.TrialState
-    same = [t for t in study.get_trials(deepcopy=False, states=(State.COMPLETE, State.RUNNING))
-            if t.number != trial.number and t.user_attrs.get("settings") == settings]
-    complete = [t for t in same if t.state == State.COMPLETE and "candidates" in t.user_attrs]
-    if complete:
-        first = min(complete, key=lambda t: t.number)
+    same = [t for t in study.get_trials(deepcopy=False, states=(State.COMPLETE, State.FAIL))
+            if t.number != trial.number and t.user_attrs.get("settings") == settings
+            and (t.state == State.COMPLETE or "error" in t.user_attrs)]
+    if same:
+        first = min(same, key=lambda t: t.number)
         trial.set_user_attr("duplicate_of", first.user_attrs.get("duplicate_of", first.number))
-        trial.set_user_attr("candidates", first.user_attrs["candidates"])
         trial.set_user_attr("folder", first.user_attrs.get("folder"))
+        if first.state == State.FAIL:
+            trial.set_user_attr("error", first.user_attrs["error"])
+            raise EdgekdError(first.user_attrs["error"])
+        trial.set_user_attr("candidates", first.user_attrs["candidates"])
         return float(first.value)
-    running = [t for t in same if t.number < trial.number]
-    if running:
-        trial.set_user_attr("running_elsewhere", running[0].number)
+    holder = _claim(claims, settings, trial.number, study)
+    if holder is not None:
+        trial.set_user_attr("running_elsewhere", holder)
         time.sleep(WAIT_POLL_S)  # the sampler's next proposal comes after that trial has moved on
-        raise optuna.TrialPruned(f"trial {running[0].number} runs the same choices")
+        raise optuna.TrialPruned(f"trial {holder} runs the same choices")
+    return None
+
+
+def _claim(claims: Path, settings: dict[str, Any], number: int, study) -> int | None:
+    """Claim ``settings`` for trial ``number``; the number of a running trial holding them instead, if any. A
+    claim left by a trial that is no longer running (killed, then failed by its heartbeat) is taken over."""
+    import optuna
+
+    claims.mkdir(parents=True, exist_ok=True)
+    path = claims / sha256_json(settings)
+    try:
+        handle = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+    except FileExistsError:
+        try:
+            holder = int(path.read_text() or -1)
+        except (OSError, ValueError):
+            holder = -1
+        states = {t.number: t.state for t in study.get_trials(deepcopy=False)}
+        if holder != number and states.get(holder) == optuna.trial.TrialState.RUNNING:
+            return holder
+        path.write_text(str(number))
+        return None
+    with os.fdopen(handle, "w") as claim:
+        claim.write(str(number))
     return None
 
 
 def finished(study) -> int:
-    """Trials that count: complete, or failed with an error of their own (a trial failed because its process
-    was killed is retried, so it does not count)."""
+    """Distinct choices the study has finished: complete, or failed with an error of their own (a trial failed
+    because its process was killed is retried, so it does not count; repeats count once)."""
     import optuna
 
     State = optuna.trial.TrialState
-    return sum(t.state == State.COMPLETE or "error" in t.user_attrs
-               for t in study.get_trials(deepcopy=False, states=(State.COMPLETE, State.FAIL)))
+    done = {json.dumps(t.user_attrs.get("settings"), sort_keys=True)
+            for t in study.get_trials(deepcopy=False, states=(State.COMPLETE, State.FAIL))
+            if t.state == State.COMPLETE or "error" in t.user_attrs}
+    return len(done)
 
 
 def summarise(study, out: Path) -> SearchResult:

@@ -34,6 +34,9 @@ def set_key(config: dict, key: str, value: Any) -> dict:
                 node[int(part)] = value
             else:
                 node = node[int(part)]
+        elif not isinstance(node, dict):
+            where = ".".join(parts[:i])
+            raise ConfigError(f"search: {key}: {where} holds {node!r}, not a section of keys")
         elif last:
             node[part] = value
         else:
