@@ -128,7 +128,7 @@ def gate_command(
 def search_command(
     config: Path = CONFIG,
     budgets: Path = typer.Option(..., "--budgets", "-b", help="Budgets YAML every candidate is gated against (see examples/budgets.yaml)."),
-    trials: int = typer.Option(30, "--trials", "-n", help="Complete trials the study should hold (those of an earlier or a parallel search count)."),
+    trials: int = typer.Option(30, "--trials", "-n", help="Distinct choices to run, counting those of an earlier or a parallel search on the same study (a proposal repeating a finished choice reuses its result and does not count; a smaller space ends when every choice has run)."),
     out: Path = typer.Option(Path("runs/search"), "--out", "-o", help="Output folder: study.db, trial-N/ run folders, stages/ (shared), search.json/html, best.yaml."),
     space: Optional[Path] = typer.Option(None, "--space", help="Search file: `space:` (key -> list of values, or named choices) and `fixed:` settings (default space: student size, prune ratio off/0.2/0.4, quantize none/ptq/qad)."),
     storage: Optional[str] = typer.Option(None, "--storage", help="Optuna storage URL shared by several processes or machines (default: sqlite:///OUT/study.db)."),
