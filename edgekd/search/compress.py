@@ -253,7 +253,7 @@ def search(
         raise ConfigError(f"--trials {trials}: expected at least 1")
     check(base, config_dir, dims, spec.fixed, budgets, out)
     pipeline.make_run_dir(out, "--out")
-    console.print(f"[dim]search space: {describe(dims)}[/dim]")
+    console.print(f"[dim]search space: {describe(dims)}[/dim]", soft_wrap=True)
 
     optuna.logging.set_verbosity(optuna.logging.ERROR)  # a failed trial is shown in the table, not as a traceback
     study = open_study(storage or f"sqlite:///{(out / 'study.db').resolve()}", heartbeat_s, seed)

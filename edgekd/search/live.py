@@ -5,6 +5,7 @@ On a terminal the table redraws in place; in a log (CI) each finished trial prin
 
 from __future__ import annotations
 
+import json
 import time
 from typing import Any
 
@@ -74,8 +75,10 @@ class TrialsView:
                                f"accuracy {accuracy}, p95 {p95} ms {note}".rstrip() + f"; {self.left()}")
 
     def left(self) -> str:
-        complete = sum(t.state.name == "COMPLETE" for t in self.rows)
-        text = f"{complete} of {self.trials} complete"
+        # distinct choices finished, as the search counts them (a repeat reuses a result and does not count)
+        complete = len({json.dumps(t.user_attrs.get("settings"), sort_keys=True) for t in self.rows
+                        if t.state.name == "COMPLETE" or (t.state.name == "FAIL" and "error" in t.user_attrs)})
+        text = f"{complete} of {self.trials} choices done"
         if self.durations and complete < self.trials:
             mean = sum(self.durations) / len(self.durations)
             text += f", about {(self.trials - complete) * mean / 60:.0f} min left ({mean:.0f} s per trial run)"
