@@ -85,6 +85,7 @@ def _not_json(constant: str):
     raise AssertionError(f"search.json holds {constant}, which is not JSON")
 
 
+@pytest.mark.slow  # whole searches (1-2.5 min here): make test stays within its 20 minutes
 def test_search_finds_the_passing_artifact_shares_stages_and_best_yaml_rebuilds_it(search_setup):
     import edgekd
     from edgekd.search import search
@@ -122,6 +123,7 @@ def test_search_finds_the_passing_artifact_shares_stages_and_best_yaml_rebuilds_
     assert again["accuracy"] == chosen["accuracy"]
 
 
+@pytest.mark.slow  # whole searches (1-2.5 min here): make test stays within its 20 minutes
 def test_an_impossible_budget_exits_1_naming_the_binding_budget_and_the_distance(search_setup):
     tmp = search_setup
     limit = budgets(tmp, min_accuracy=0.999, max_size_mb=10.0)
@@ -162,6 +164,7 @@ def test_choices_that_clash_in_combination_stop_before_any_trial(search_setup):
     assert not (tmp / "out").exists()
 
 
+@pytest.mark.slow  # whole searches (1-2.5 min here): make test stays within its 20 minutes
 def test_a_study_is_continued_only_with_the_same_config_budgets_and_space(search_setup):
     tmp = search_setup
     first = cli("search", "cfg.yaml", "-b", str(budgets(tmp, min_accuracy=0.1)), "-n", "1", "--space", "space.yaml",
