@@ -30,7 +30,7 @@ from rich.console import Console
 
 from pydantic import ValidationError
 
-from .. import yamlfile
+from .. import __version__, yamlfile
 from ..config import PipelineConfig, parse_config
 from ..errors import ConfigError, EdgekdError
 from ..gate import load_budgets
@@ -153,7 +153,7 @@ def space_size(space: Sequence[Options]) -> int:
 
 def fingerprint(base: dict[str, Any], fixed: dict[str, Any], budgets: Path, space: Sequence[Options]) -> str:
     """What a study's results depend on: a study is continued only with the same config, budgets and space."""
-    return sha256_json({"config": base, "fixed": fixed, "budgets": sha256_file(budgets),
+    return sha256_json({"edgekd": __version__, "config": base, "fixed": fixed, "budgets": sha256_file(budgets),
                         "space": {d.name: d.options for d in space}})
 
 
@@ -197,7 +197,8 @@ def open_study(url: str, heartbeat_s: float, seed: int, attempts: int = 10):
             return optuna.create_study(study_name=STUDY, storage=store, direction="maximize", load_if_exists=True,
                                        sampler=optuna.samplers.TPESampler(seed=seed + existing))
         except Exception as error:
-            racing = isinstance(error, sqlalchemy.exc.IntegrityError) or "locked" in str(error)
+            racing = (isinstance(error, sqlalchemy.exc.IntegrityError) or "locked" in str(error)
+                      or "already exists" in str(error))  # processes creating the same tables at once
             if not racing or attempt == attempts - 1:
                 raise ConfigError(f"--storage {url}: cannot open the study ({type(error).__name__}: "
                                   f"{str(error).splitlines()[0]}); expected an Optuna storage URL such as "
@@ -271,6 +272,16 @@ def search(
                               width=None if console.is_terminal else 200), study, goal)
 
     def objective(trial) -> float:
+        try:
+            return run_trial(trial)
+        except optuna.TrialPruned:
+            raise
+        except Exception as error:  # one trial's failure (a converter's bug included) is that trial's result
+            if "error" not in trial.user_attrs:
+                trial.set_user_attr("error", str(error) if isinstance(error, EdgekdError) else f"{type(error).__name__}: {error}")
+            raise
+
+    def run_trial(trial) -> float:
         settings: dict[str, Any] = {}
         for part in dims:
             settings.update(part.settings(trial))
@@ -294,9 +305,6 @@ def search(
                     contextlib.redirect_stdout(log), contextlib.redirect_stderr(log):
                 result = pipeline.run(cfg, folder, stage_store=out / "stages", resume=retried is not None,
                                       console=Console(file=log))
-        except Exception as error:  # one trial's failure (a converter's bug included) is that trial's result
-            trial.set_user_attr("error", str(error) if isinstance(error, EdgekdError) else f"{type(error).__name__}: {error}")
-            raise
         finally:
             trial.set_user_attr("seconds", time.perf_counter() - started)
             trial.set_user_attr("folder", folder.name)
@@ -321,6 +329,12 @@ def search(
                 os.environ.pop("TQDM_DISABLE", None)
             else:
                 os.environ["TQDM_DISABLE"] = previous_tqdm
+        done = finished(study)
+        if done < goal:
+            running = len(study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)))
+            console.print(f"[yellow]search: stopped after {MAX_PROPOSALS_PER_TRIAL * goal} proposals with {done} of "
+                          f"{goal} choices done ({running} running in other processes); this result leaves them "
+                          "out: run the search again when they end[/yellow]", soft_wrap=True)
     result = summarise(study, out)
     _write(result, base, spec.fixed, budgets, config_dir)
     return result
@@ -354,27 +368,35 @@ def _reuse(study, trial, settings: dict[str, Any], claims: Path) -> float | None
 
 
 def _claim(claims: Path, settings: dict[str, Any], number: int, study) -> int | None:
-    """Claim ``settings`` for trial ``number``; the number of a running trial holding them instead, if any. A
-    claim left by a trial that is no longer running (killed, then failed by its heartbeat) is taken over."""
+    """Claim ``settings`` for trial ``number``; the number of a running trial holding them instead, if any.
+
+    The claim file appears with its content at once (written aside, then hard-linked into place), so two
+    processes on one machine never both hold it. Across machines (a shared --storage) the study's running trials
+    with the same choices count as holders too. A claim left by a trial that is no longer running (killed, then
+    failed by its heartbeat) is taken over."""
     import optuna
 
+    State = optuna.trial.TrialState
+    running = [t.number for t in study.get_trials(deepcopy=False, states=(State.RUNNING,))
+               if t.number < number and t.user_attrs.get("settings") == settings]
+    if running:
+        return running[0]
     claims.mkdir(parents=True, exist_ok=True)
     path = claims / sha256_json(settings)
+    aside = claims / f".{path.name}.{os.getpid()}.{number}"
+    aside.write_text(str(number))
     try:
-        handle = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-    except FileExistsError:
-        try:
-            holder = int(path.read_text() or -1)
-        except (OSError, ValueError):
-            holder = -1
-        states = {t.number: t.state for t in study.get_trials(deepcopy=False)}
-        if holder != number and states.get(holder) == optuna.trial.TrialState.RUNNING:
-            return holder
-        path.write_text(str(number))
+        os.link(aside, path)
         return None
-    with os.fdopen(handle, "w") as claim:
-        claim.write(str(number))
-    return None
+    except FileExistsError:
+        holder = int(path.read_text())
+        states = {t.number: t.state for t in study.get_trials(deepcopy=False)}
+        if holder != number and states.get(holder) == State.RUNNING:
+            return holder
+        os.replace(aside, path)  # the holder ended without a result: this trial takes the choices over
+        return None
+    finally:
+        aside.unlink(missing_ok=True)
 
 
 def finished(study) -> int:

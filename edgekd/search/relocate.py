@@ -34,7 +34,7 @@ def moved(value: Any, config_dir: Path, dest_dir: Path) -> Any:
     if scheme == "python" and rest.count(":") == 1:  # python:module:attr; a bare module beside the config is a file
         module, attr = rest.split(":")
         file = module if module.endswith(".py") else f"{module}.py"
-        if "." in module[: -3 if module.endswith(".py") else None] or Path(file).is_absolute():
+        if (not module.endswith(".py") and "/" not in module and "." in module) or Path(file).is_absolute():
             return value  # dotted names import with the config's folder on sys.path (see best.yaml's header)
         full = config_dir / file
         return f"python:{_relative(full, dest_dir)}:{attr}" if full.is_file() else value
@@ -67,7 +67,7 @@ def relocate(config: dict[str, Any], config_dir: Path, dest_dir: Path) -> dict[s
         except ConfigError:
             targets.append(target)
             continue
-        builtin = source.parent == Path(PACKAGE_TARGETS).resolve() or source.parent == (Path.cwd() / "targets").resolve()
+        builtin = source.parent == Path(PACKAGE_TARGETS).resolve()
         keep = Path(target).is_absolute() or builtin
         targets.append(target if keep else _relative(source, dest_dir))
     out["targets"] = targets
