@@ -12,6 +12,7 @@ import matplotlib
 from ..io import write_text
 from ..report import plots
 from ..report.html import _CSS, _e
+from .compress import _ms, _pct
 
 if TYPE_CHECKING:
     from .compress import SearchResult
@@ -45,14 +46,6 @@ def _scatter(result: "SearchResult", target: str) -> str:
         ax.grid(alpha=0.3)
         ax.legend(loc="lower right")
     return plots._svg(fig, f"search-{target}")
-
-
-def _pct(v: float | None) -> str:
-    return "-" if v is None else f"{v:.2%}"
-
-
-def _ms(v: float | None) -> str:
-    return "-" if v is None else f"{v:.4g} ms"
 
 
 def _choice(c: dict | None) -> str:
