@@ -225,6 +225,11 @@ class CompileConfig(Section):
                                     "minimum SQNR in dB (their float sections turn one rounding flip into several "
                                     "output steps, so a step bound does not fit them)")
     min_top1_agreement: float = Field(0.98, gt=0, le=1)
+    int8_max_accuracy_drop: float | None = Field(
+        None, ge=0, lt=1, description="accuracy-aware mixed precision: where an INT8 artifact's validation accuracy, "
+        "in its own runtime, is more than this below the FP32 student's (0.01 = one point), return its most "
+        "sensitive layers to float, fewest first, until it is not (ONNX Runtime, OpenVINO, TensorRT); the all-INT8 "
+        "artifact is profiled beside it for the latency cost. Default: off")
 
 
 # The profile defaults live with the device-side benchmark (edgekd.ondevice.settings), which runs where

@@ -64,12 +64,13 @@ class StageContext:
             return None
         return self.config.profile.sequence_length or self.config.data.max_length
 
-    def artifact_inputs(self) -> torch.Tensor:
-        """The test split as artifacts take it: text right-padded to ``sequence_length`` (padding is masked)."""
+    def artifact_inputs(self, split: str = "test") -> torch.Tensor:
+        """A split (test or val) as artifacts take it: text right-padded to ``sequence_length`` (padding is masked)."""
         from .inputs import fit_length
 
+        x = {"test": self.data.x_test, "val": self.data.x_val}[split]
         length = self.sequence_length()
-        return self.data.x_test if length is None else fit_length(self.data.x_test, self.data.input, length)
+        return x if length is None else fit_length(x, self.data.input, length)
 
     def file_hash(self, path: str | None) -> str | None:
         """sha256 of a file the config names (weights, a model file, a manifest), so replacing it at the

@@ -383,6 +383,34 @@ class ArtifactKey(Record):
         return f"{self.target}/{self.backend}/{self.precision}"
 
 
+class LayerSensitivity(Record):
+    layer: str  # the ONNX node
+    sqnr_db: float | None  # logits with this layer alone in INT8 vs the FP32 student; None: identical
+    accuracy: float  # validation accuracy with this layer alone in INT8
+
+
+class FloatLayerStep(Record):
+    layers: list[str]  # returned to float, most sensitive first
+    accuracy: float  # validation accuracy with them in float
+
+
+class FloatLayers(Record):
+    """Accuracy-aware mixed precision of one INT8 artifact (compile.int8_max_accuracy_drop; edgekd.mixed_precision)."""
+
+    status: Literal["not needed", "met", "not met", "not supported"] = "not supported"
+    reason: str = ""
+    max_accuracy_drop: float
+    reference_accuracy: float | None = None  # the FP32 student, validation split
+    int8_accuracy: float | None = None  # every layer INT8, in this artifact's runtime, validation split
+    accuracy: float | None = None  # with ``layers`` in float
+    layers: list[str] = Field(default_factory=list)  # kept in float
+    quantized_layers: int = 0  # INT8 layers the model has
+    validation_samples: int = 0
+    sensitivity: list[LayerSensitivity] = Field(default_factory=list)
+    steps: list[FloatLayerStep] = Field(default_factory=list)
+    full_int8: str | None = None  # the all-INT8 artifact, relative to the run: profiled beside this one for the cost
+
+
 class CompiledArtifact(ArtifactKey):
     """One compile row: built, checked in its own runtime, or why not."""
 
@@ -399,6 +427,7 @@ class CompiledArtifact(ArtifactKey):
     inspect: dict[str, Any] = Field(default_factory=dict)
     operators: dict[str, Any] = Field(default_factory=dict)
     options: dict[str, Any] = Field(default_factory=dict)
+    float_layers: FloatLayers | None = None  # INT8 only, with compile.int8_max_accuracy_drop
 
 
 class CompileRecord(Record):
@@ -431,6 +460,19 @@ class ProfiledArtifact(ArtifactKey):
     host: HostInfo | None = None
     measured_by: str | None = None
     logits_sha256: str | None = None
+    float_layers_cost: FloatLayersCost | None = None  # INT8 artifacts with layers returned to float
+
+
+class FloatLayersCost(Record):
+    """What an artifact's float layers cost: the all-INT8 artifact profiled beside it, same device and settings."""
+
+    layers: list[str]
+    all_int8_status: str  # the all-INT8 artifact's profile status
+    all_int8_reason: str = ""
+    all_int8_accuracy: float | None = None
+    all_int8_latency_ms: LatencyStats | None = None
+    p50_added_ms: float | None = None  # this artifact's p50 minus the all-INT8 one's
+    p95_added_ms: float | None = None
 
 
 class ProfileRecord(Record):

@@ -64,6 +64,9 @@ class Backend(ABC):
     name: ClassVar[str]
     precisions: ClassVar[tuple[str, ...]]
     suffix: ClassVar[str]
+    # INT8 is built from ``CompileSources.int8_onnx`` (QDQ ONNX): layers return to float by rewiring that model
+    # (edgekd.mixed_precision), so compile.int8_max_accuracy_drop applies
+    int8_from_onnx: ClassVar[bool] = False
 
     def unavailable(self) -> str | None:
         """Why this backend cannot build here (a missing package), or None."""

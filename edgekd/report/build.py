@@ -33,6 +33,7 @@ def build_report(compiled: CompileRecord, profiled: ProfileRecord, teacher: Figu
             parity=row.parity, latency_ms=prof.latency_ms, energy=prof.energy, accuracy_per_watt=prof.accuracy_per_watt,
             accuracy_per_joule=prof.accuracy_per_joule,
             peak_memory_mb=prof.peak_memory_mb, host=prof.host,
+            float_layers=row.float_layers, float_layers_cost=prof.float_layers_cost,
         ))
     report = Report(
         edgekd_version=__version__, created=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), run=run_name,

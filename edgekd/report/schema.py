@@ -13,12 +13,14 @@ from __future__ import annotations
 from pydantic import Field
 
 from ..records import (
-    ArtifactStatus, Energy, Figures, GateCheck, GateSummary, HostInfo, InputSpec, LatencyStats, Parity, Record,
+    ArtifactStatus, Energy, Figures, FloatLayers, FloatLayersCost, GateCheck, GateSummary, HostInfo, InputSpec, LatencyStats,
+    Parity, Record,
 )
 
 # 2.0: latency stability judged on p50_spread (cov_threshold -> stability_threshold); 2.1: energy status, reason
-# and how it was measured (method, sampling interval, windows, duration, idle), accuracy_per_joule
-SCHEMA_VERSION = "2.1"
+# and how it was measured (method, sampling interval, windows, duration, idle), accuracy_per_joule; 2.2: INT8
+# layers returned to float (float_layers) and their latency cost (float_layers_cost)
+SCHEMA_VERSION = "2.2"
 
 
 class ArtifactReport(Record):
@@ -42,6 +44,9 @@ class ArtifactReport(Record):
     accuracy_per_joule: float | None = Field(None, description="accuracy x inferences per joule: what a battery buys")
     peak_memory_mb: float | None = Field(None, description="peak resident memory of the process that ran the artifact")
     host: HostInfo | None = None
+    float_layers: FloatLayers | None = Field(None, description="INT8 with compile.int8_max_accuracy_drop: the layers "
+                                             "returned to float, their sensitivity and the accuracy on the validation split")
+    float_layers_cost: FloatLayersCost | None = Field(None, description="the all-INT8 artifact profiled beside this one")
     gate: list[GateCheck] | None = Field(None, description="null when no budgets were applied")
 
 

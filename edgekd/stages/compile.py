@@ -7,19 +7,23 @@ not run here (with the reason); one failing artifact never loses the others.
 from __future__ import annotations
 
 import hashlib
+import shutil
 import time
 import traceback
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
+from rich.console import Console
 
 from ..backends import BACKENDS, CompileSources, NotRunnable
 from ..metrics import evaluate_logits, predict
 from ..ondevice.backend_info import artifact_files
 from ..parity import compare
 from ..runlog import vendor_output
-from ..records import CompiledArtifact, CompileRecord, ExportRecord, QuantizedRecord, StudentRecord
+from ..records import CompiledArtifact, CompileRecord, ExportRecord, FloatLayers, QuantizedRecord, StudentRecord
 from ..targets import load_target
 from .base import STAGES, Stage, StageContext
 
@@ -68,6 +72,7 @@ class CompileStage(Stage):
         from .. import onnx_export as ox  # onnx and onnxruntime: imported when compiling, not to plan a run
 
         cfg, data = ctx.config.compile, ctx.data
+        self._budget = None  # the FP32 student on the validation split, computed once if layers may return to float
         export, quant = ctx.record(EXPORTED, ExportRecord).artifacts, ctx.record(QUANTIZED, QuantizedRecord)
         student = ctx.record(STUDENT, StudentRecord).model
         from ..quantize import load_quantized  # torchao: imported when compiling, not to plan a run
@@ -120,6 +125,17 @@ class CompileStage(Stage):
             return
         out_dir.mkdir(parents=True, exist_ok=True)
         row.toolchain = backend.toolchain_version()
+        if row.precision == "int8" and cfg.int8_max_accuracy_drop is not None:
+            try:
+                sources, references = self._float_layers(ctx, backend, sources, row, out_dir, references)
+            except NotRunnable as why:  # the runtime that judges the layers is not here: neither is the artifact's
+                row.status, row.reason = NOT_RUN, str(why)
+                return
+            except Exception as error:
+                log = out_dir / f"{row.precision}.error.txt"
+                log.write_text("".join(traceback.format_exception(error)))
+                row.reason = f"returning layers to float: {first_lines(error)} (whole error: {ctx.relative(log)})"
+                return
         try:
             started = time.perf_counter()
             path = backend.build(sources, row.precision, out_dir, dict(row.options))
@@ -155,6 +171,68 @@ class CompileStage(Stage):
         except Exception as error:
             row.reason = "run failed: " + first_lines(error)
 
+    def _float_layers(self, ctx, backend, sources: CompileSources, row: CompiledArtifact, out_dir: Path, references):
+        """Accuracy-aware mixed precision (edgekd.mixed_precision): the sources and references with the INT8 model
+        whose most sensitive layers are back in float, or unchanged where the budget holds without; the choice is
+        recorded in ``row.float_layers``."""
+        from .. import onnx_export as ox
+        from ..mixed_precision import choose_float_layers, quantized_layers, with_float_layers
+
+        max_drop = ctx.config.compile.int8_max_accuracy_drop
+        if not backend.int8_from_onnx:
+            supported = ", ".join(sorted(n for n in BACKENDS.names() if BACKENDS.get(n).int8_from_onnx))
+            row.float_layers = FloatLayers(max_accuracy_drop=max_drop, reason=(
+                f"{row.backend} builds INT8 from the PyTorch graph, not the QDQ ONNX model; layers return to float "
+                f"for {supported}"))
+            return sources, references
+        budget = self._validation_budget(ctx, sources, max_drop)
+        x_val = ctx.artifact_inputs("val").numpy()
+        scratch = out_dir / f"{row.precision}.float-layers"
+        shutil.rmtree(scratch, ignore_errors=True)
+        builds = iter(range(1_000_000))
+
+        def predict(float_layers: list[str]) -> np.ndarray:
+            folder = scratch / str(next(builds))
+            folder.mkdir(parents=True)
+            source = (with_float_layers(sources.int8_onnx, float_layers, folder / "qdq.onnx", sources.fp32_onnx)
+                      if float_layers else sources.int8_onnx)
+            path = backend.build(replace(sources, int8_onnx=source), "int8", folder, dict(row.options))
+            return backend.load(path, dict(row.options)).predict_batched(x_val)
+
+        console = Console(stderr=True)
+        try:
+            record = choose_float_layers(quantized_layers(sources.int8_onnx), budget, predict,
+                                         progress=lambda text: console.print(f"  {row.id}: {text}", highlight=False))
+        finally:
+            shutil.rmtree(scratch, ignore_errors=True)
+        record.max_accuracy_drop = max_drop
+        row.float_layers = record
+        if not record.layers:
+            return sources, references
+        # the all-INT8 artifact stays beside, for the profile stage to time against
+        full_dir = out_dir / "all-int8"
+        full_dir.mkdir(exist_ok=True)
+        record.full_int8 = ctx.relative(backend.build(sources, "int8", full_dir, dict(row.options)))
+        mixed = with_float_layers(sources.int8_onnx, record.layers, out_dir / "model_int8_float_layers.qdq.onnx",
+                                  sources.fp32_onnx)
+        x_check = ctx.artifact_inputs()[: ctx.config.compile.parity_samples].numpy()
+        # this artifact's reference is its own QDQ model, float layers included (ORT's optimizations off)
+        reference = ox.run_session(ox.session(mixed, optimization="disable"), x_check)
+        return replace(sources, int8_onnx=mixed), {**references, "int8": reference}
+
+    def _validation_budget(self, ctx, sources: CompileSources, max_drop: float):
+        """The FP32 student's logits and accuracy on the validation split, computed once per stage run."""
+        from ..mixed_precision import Budget
+
+        if self._budget is None:
+            data = ctx.data
+            logits = predict(sources.fp32_model(), ctx.artifact_inputs("val")).numpy()
+            labels = data.y_val.numpy()
+            accuracy = evaluate_logits(logits, labels, data.num_classes).accuracy
+            self._budget = Budget(max_drop=max_drop, reference_accuracy=accuracy, reference_logits=logits,
+                                  labels=labels, num_classes=data.num_classes)
+        return self._budget
+
     def describe(self, record: CompileRecord) -> list[tuple[str, str]]:
         c = record.counts()
         return [("artifacts", f"{c[OK]} ok, {c[FAILED]} failed, {c[NOT_RUN]} not run here")]
@@ -181,7 +259,18 @@ def artifact_table(record: CompileRecord):
             f"{parity.max_abs_diff:.2g}" if parity else "-",
             f"{parity.top1_agreement:.1%}" if parity else "-",
             f"{row.compile_seconds:.1f}s" if row.compile_seconds is not None else "-",
-            (row.reason or "")[:70],
+            (row.reason or float_note(row))[:70],
         )
     return table
 
+
+
+def float_note(row: CompiledArtifact) -> str:
+    """The compile table's note on an INT8 artifact's layers returned to float."""
+    fl = row.float_layers
+    if fl is None or fl.status == "not supported":
+        return ""
+    if fl.status == "not needed":
+        return f"all INT8: val {fl.int8_accuracy:.2%} within {fl.max_accuracy_drop:.2%} of FP32"
+    return (f"{len(fl.layers)} of {fl.quantized_layers} layers float ({fl.status}): val {fl.int8_accuracy:.2%} -> "
+            f"{fl.accuracy:.2%}")

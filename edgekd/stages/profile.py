@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import time
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +32,7 @@ from ..errors import ConfigError
 from ..ondevice.backend_info import artifact_files
 from ..ondevice.meters.base import REFUSED
 from ..power_models import estimate
-from ..records import CompiledArtifact, CompileRecord, ProfiledArtifact, ProfileRecord
+from ..records import CompiledArtifact, CompileRecord, FloatLayersCost, ProfiledArtifact, ProfileRecord
 from ..runlock import scratch_dir
 from ..runners import DeviceFailed, DeviceUnreachable, ProfileJob, bench_args, runner_for
 from ..targets import load_target
@@ -87,6 +88,17 @@ def result_row(row: CompiledArtifact, bench: dict[str, Any], power: dict[str, An
         measured_by=measured_by,
         logits_sha256=bench.get("logits_sha256"),  # equal hashes: the device computed the same outputs
     )
+
+
+def float_layers_cost(layers: list[str], mixed: ProfiledArtifact, all_int8: ProfiledArtifact) -> FloatLayersCost:
+    cost = FloatLayersCost(layers=layers, all_int8_status=all_int8.status, all_int8_reason=all_int8.reason,
+                           all_int8_accuracy=all_int8.accuracy, all_int8_latency_ms=all_int8.latency_ms)
+    if mixed.latency_ms and all_int8.latency_ms:
+        for percentile in ("p50", "p95"):
+            mine, theirs = getattr(mixed.latency_ms, percentile), getattr(all_int8.latency_ms, percentile)
+            if mine is not None and theirs is not None:
+                setattr(cost, f"{percentile}_added_ms", mine - theirs)
+    return cost
 
 
 @STAGES.register("profile")
@@ -154,6 +166,11 @@ class ProfileStage(Stage):
                                  settings=cfg.model_dump(mode="json"), work_dir=scratch_dir(ctx.run_dir))
                 started = time.perf_counter()
                 rows.append(self._attempt(runner, job, row, target.power, retries))
+                if rows[-1].status == "ok" and row.float_layers and row.float_layers.full_int8:
+                    full = ctx.absolute(row.float_layers.full_int8)
+                    beside = self._attempt(runner, replace(job, artifact=full, files=artifact_files(row.backend, full)),
+                                           row, None, retries)
+                    rows[-1].float_layers_cost = float_layers_cost(row.float_layers.layers, rows[-1], beside)
                 if rows[-1].status == UNREACHABLE:
                     gone = rows[-1].reason
                 console.print(f"  {row.id} on {runner.label}: {rows[-1].status} ({time.perf_counter() - started:.1f}s)")
@@ -204,6 +221,12 @@ class ProfileStage(Stage):
                 rows.append(("p50 / native tool", ", ".join(f"{k.split('/', 1)[1]} {v:.2f}" for k, v in ratios.items())))
             statuses = sorted({r.energy.status for r in ok if r.energy})
             rows.append(("energy", ", ".join(statuses) or "none"))
+            for r in ok:
+                cost = r.float_layers_cost
+                if cost is not None:
+                    added = ("all-INT8 " + cost.all_int8_status if cost.p95_added_ms is None
+                             else f"p95 {cost.p95_added_ms:+.4f} ms, p50 {cost.p50_added_ms:+.4f} ms vs all-INT8")
+                    rows.append(("float layers", f"{r.id}: {', '.join(cost.layers)} ({added})"))
         for r in record.artifacts:  # a device's refusal or failure is worth a line of its own
             if r.status in ("failed", UNREACHABLE) and r.runner not in (None, "local"):
                 rows.append((r.id, f"{r.status}: {r.reason}"))

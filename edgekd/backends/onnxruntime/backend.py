@@ -19,6 +19,7 @@ class OnnxRuntimeBackend(Backend):
     name = "onnxruntime"
     precisions = ("fp32", "int8")
     suffix = ".onnx"
+    int8_from_onnx = True
 
     def toolchain_version(self) -> str:
         return package_version("onnxruntime")

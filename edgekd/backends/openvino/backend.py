@@ -16,6 +16,7 @@ class OpenVinoBackend(Backend):
     name = "openvino"
     precisions = ("fp32", "fp16", "int8")
     suffix = ".xml"
+    int8_from_onnx = True
 
     def unavailable(self) -> str | None:
         try:

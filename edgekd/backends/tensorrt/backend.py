@@ -23,6 +23,7 @@ class TensorRtBackend(Backend):
     name = "tensorrt"
     precisions = ("fp16", "int8")
     suffix = ".engine"
+    int8_from_onnx = True
 
     def unavailable(self) -> str | None:
         try:

@@ -1,0 +1,228 @@
+"""Accuracy-aware mixed precision: return the fewest INT8 layers to float until an accuracy budget holds.
+
+For the runtimes that take the QDQ ONNX model (ONNX Runtime, OpenVINO, TensorRT), a layer runs in INT8
+because its activation input arrives through QuantizeLinear -> DequantizeLinear: the runtime fuses the
+pair with the layer into an integer kernel. Feeding the layer the float tensor from before the
+QuantizeLinear leaves nothing to fuse, so the layer runs in float (its weights keep their INT8-rounded
+values, which the runtime dequantizes once as constants) while every other layer stays INT8.
+
+Which layers: as NNCF's accuracy control and ModelOpt's AutoQuantize do, rank them by sensitivity and
+return them in that order. A layer's sensitivity is the SQNR of the logits, against the FP32 student's,
+of the model with that layer alone in INT8 (lowest first), measured in the target runtime on the
+validation split; the test split is never looked at, so the accuracy the gate reads stays unbiased.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterable
+
+import numpy as np
+import onnx
+
+from .metrics import evaluate_logits
+from .parity import sqnr_db
+from .records import FloatLayers, FloatLayerStep, LayerSensitivity
+
+LAYER_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul")
+
+
+def _constants(graph) -> set[str]:
+    """Tensors computed from initializers and Constant nodes alone (weights, scales, zero points)."""
+    constant = {i.name for i in graph.initializer} | {n.output[0] for n in graph.node if n.op_type == "Constant"}
+    for node in graph.node:  # ONNX nodes are in topological order
+        if node.input and all(not name or name in constant for name in node.input):
+            constant.update(node.output)
+    return constant
+
+
+def _quantized_inputs(graph) -> dict[str, list[tuple[int, str]]]:
+    """Per layer (node name): its activation inputs that come through Q -> DQ, as (input index, float tensor)."""
+    producers = {out: node for node in graph.node for out in node.output}
+    constant = _constants(graph)
+    found: dict[str, list[tuple[int, str]]] = {}
+    for node in graph.node:
+        if node.op_type not in LAYER_OPS:
+            continue
+        for index, name in enumerate(node.input):
+            dq = producers.get(name)
+            if name in constant or dq is None or dq.op_type != "DequantizeLinear":
+                continue
+            q = producers.get(dq.input[0])
+            if q is not None and q.op_type == "QuantizeLinear":
+                found.setdefault(node.name, []).append((index, q.input[0]))
+    return found
+
+
+def quantized_layers(path: Path) -> list[str]:
+    """The layers of a QDQ ONNX model that run in INT8, by node name, in graph order."""
+    graph = onnx.load(str(path)).graph
+    names = [n.name for n in graph.node if n.op_type in LAYER_OPS]
+    if len(set(names)) != len(names) or not all(names):
+        raise ValueError(f"{path.name}: layers without unique node names; cannot name the ones returned to float")
+    found = _quantized_inputs(graph)
+    return [name for name in names if name in found]
+
+
+def with_float_layers(source: Path, layers: Iterable[str], target: Path, fp32: Path | None = None) -> Path:
+    """``source`` with ``layers`` fed their activations in float (see the module docstring), and their weights
+    taken from the FP32 model ``fp32`` where it has the same layer (same node name, op and weight shape): an
+    INT8-rounded weight times a large activation is the very error a float layer is there to avoid."""
+    model = onnx.load(str(source))
+    found = _quantized_inputs(model.graph)
+    wanted = set(layers)
+    unknown = wanted - set(found)
+    if unknown:
+        raise ValueError(f"not INT8 layers of {source.name}: {', '.join(sorted(unknown))}")
+    for node in model.graph.node:
+        for index, tensor in found.get(node.name, []) if node.name in wanted else []:
+            node.input[index] = tensor
+    if wanted and fp32 is not None:
+        _float_weights(model.graph, wanted, onnx.load(str(fp32)).graph)
+    if wanted:
+        _drop_stranded_pairs(model.graph, int8={name for name in found if name not in wanted})
+    del model.graph.value_info[:]  # shapes recorded for rewired tensors; the runtimes infer them again
+    # Q/DQ pairs that now feed nothing would still quantize and dequantize on every call
+    onnx.save(_without_dead_nodes(model), str(target))
+    return target
+
+
+def _float_weights(graph, layers: set[str], fp32_graph) -> None:
+    """Feed ``layers`` the FP32 model's weights in place of their DequantizeLinear of INT8 ones."""
+    producers = {out: node for node in graph.node for out in node.output}
+    fp32_nodes = {node.name: node for node in fp32_graph.node}
+    fp32_weights = {i.name: i for i in fp32_graph.initializer}
+    taken = {i.name for i in graph.initializer}
+    for node in graph.node:
+        twin = fp32_nodes.get(node.name)
+        if node.name not in layers or twin is None or twin.op_type != node.op_type:
+            continue
+        for index, name in enumerate(node.input[: len(twin.input)]):
+            dq, weight = producers.get(name), fp32_weights.get(twin.input[index])
+            if dq is None or dq.op_type != "DequantizeLinear" or weight is None:
+                continue
+            copy = onnx.TensorProto()
+            copy.CopyFrom(weight)
+            copy.name = f"{node.name}.fp32_input{index}"
+            if copy.name not in taken:
+                graph.initializer.append(copy)
+                taken.add(copy.name)
+            node.input[index] = copy.name
+
+
+def _drop_stranded_pairs(graph, int8: set[str]) -> None:
+    """Remove the activation Q -> DQ pairs that serve no INT8 layer any more: through the ops that are not
+    layers (ReLU, pooling, reshapes, concatenation), neither an INT8 layer's output reaches them nor do they
+    reach an INT8 layer's input. They kept the integer path between INT8 layers; between float layers they only
+    add rounding (the output quantizer after a float classifier; pooled features before a float head)."""
+    producers = {out: node for node in graph.node for out in node.output}
+    consumers: dict[str, list] = {}
+    for node in graph.node:
+        for name in node.input:
+            consumers.setdefault(name, []).append(node)
+    constant = _constants(graph)
+
+    def reaches(start, step) -> bool:
+        seen, todo = set(), [start]
+        while todo:
+            node = todo.pop()
+            for nxt in step(node):
+                if nxt.name in seen:
+                    continue
+                seen.add(nxt.name)
+                if nxt.op_type in LAYER_OPS:
+                    if nxt.name in int8:
+                        return True
+                    continue  # a float layer ends the integer path
+                todo.append(nxt)
+        return False
+
+    def downstream(node):
+        return [c for out in node.output for c in consumers.get(out, [])]
+
+    def upstream(node):
+        return [producers[name] for name in node.input if name in producers and name not in constant]
+
+    outputs = {o.name for o in graph.output}
+    for q in [n for n in graph.node if n.op_type == "QuantizeLinear" and n.input[0] not in constant]:
+        pairs = [dq for dq in consumers.get(q.output[0], []) if dq.op_type == "DequantizeLinear"]
+        if len(pairs) != 1 or reaches(q, upstream) or reaches(pairs[0], downstream):
+            continue
+        dq, source = pairs[0], q.input[0]
+        if dq.output[0] in outputs:  # the graph's output keeps its name: the producer writes it directly
+            for node in graph.node:
+                node.output[:] = [dq.output[0] if out == source else out for out in node.output]
+                node.input[:] = [dq.output[0] if name == source else name for name in node.input]
+            dq.output[0] = dq.output[0] + "_unused"  # the pair is now dead: removed with the others
+        else:
+            for node in consumers.get(dq.output[0], []):
+                node.input[:] = [source if name == dq.output[0] else name for name in node.input]
+
+
+def _without_dead_nodes(model: onnx.ModelProto) -> onnx.ModelProto:
+    graph = model.graph
+    needed = {o.name for o in graph.output}
+    keep = []
+    for node in reversed(graph.node):
+        if any(out in needed for out in node.output):
+            keep.append(node)
+            needed.update(node.input)
+    del graph.node[:]
+    graph.node.extend(reversed(keep))
+    used = needed | {name for node in keep for name in node.input}
+    kept = [i for i in graph.initializer if i.name in used]
+    del graph.initializer[:]
+    graph.initializer.extend(kept)
+    return model
+
+
+@dataclass
+class Budget:
+    max_drop: float  # accuracy points as a fraction, below the reference
+    reference_accuracy: float  # the FP32 student on the validation split
+    reference_logits: np.ndarray  # its logits there, for the SQNR of each layer
+    labels: np.ndarray
+    num_classes: int
+
+
+def choose_float_layers(layers: list[str], budget: Budget, predict: Callable[[list[str]], np.ndarray],
+                        progress: Callable[[str], None] = lambda _: None) -> FloatLayers:
+    """The fewest of ``layers`` to return to float so that the validation accuracy is within ``budget``.
+
+    ``predict(float_layers)`` builds the artifact with those layers in float, runs it in its runtime and returns
+    the validation logits."""
+
+    def accuracy(logits: np.ndarray) -> float:
+        return evaluate_logits(logits, budget.labels, budget.num_classes).accuracy
+
+    record = FloatLayers(max_accuracy_drop=budget.max_drop, reference_accuracy=budget.reference_accuracy,
+                         quantized_layers=len(layers), validation_samples=len(budget.labels))
+    record.int8_accuracy = record.accuracy = accuracy(predict([]))
+    if budget.reference_accuracy - record.int8_accuracy <= budget.max_drop + 1e-9:
+        record.status = "not needed"
+        return record
+    for i, layer in enumerate(layers):
+        progress(f"sensitivity {i + 1}/{len(layers)}: {layer} alone in INT8")
+        logits = predict([other for other in layers if other != layer])
+        record.sensitivity.append(LayerSensitivity(layer=layer, sqnr_db=sqnr_db(budget.reference_logits, logits),
+                                                   accuracy=accuracy(logits)))
+    # lowest SQNR first; an identical output (None: no noise at all) is the least sensitive
+    ranked = sorted(record.sensitivity, key=lambda s: (float("inf") if s.sqnr_db is None else s.sqnr_db))
+    best: FloatLayerStep | None = None
+    for k in range(1, len(ranked) + 1):
+        chosen = [s.layer for s in ranked[:k]]
+        progress(f"{k} layer(s) in float: {', '.join(chosen)}")
+        step = FloatLayerStep(layers=chosen, accuracy=accuracy(predict(chosen)))
+        record.steps.append(step)
+        if best is None or step.accuracy > best.accuracy:
+            best = step
+        if budget.reference_accuracy - step.accuracy <= budget.max_drop + 1e-9:
+            record.status, record.layers, record.accuracy = "met", chosen, step.accuracy
+            return record
+    record.status = "not met"
+    record.layers, record.accuracy = best.layers, best.accuracy
+    record.reason = (f"every INT8 layer in float reaches {best.accuracy:.2%} on the validation split, "
+                     f"{budget.reference_accuracy - best.accuracy:.2%} below the FP32 student's "
+                     f"{budget.reference_accuracy:.2%} (allowed: {budget.max_drop:.2%}); kept the most accurate")
+    return record

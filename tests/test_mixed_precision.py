@@ -1,0 +1,125 @@
+"""Accuracy-aware mixed precision (compile.int8_max_accuracy_drop, edgekd.mixed_precision), used as a user would:
+their own model (tests/fixtures/outlier_net.py, outside the zoo) whose head reads one input that always sits at
+1000, so one INT8 scale per tensor rounds the head's other inputs to zero. Full INT8 must break the budget,
+the head must be found the most sensitive layer, and returning the fewest layers to float must meet it, in
+ONNX Runtime and OpenVINO alike; the all-INT8 artifact is profiled beside for the latency cost."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from edgekd.cli import app
+
+FIXTURE = Path(__file__).parent / "fixtures" / "outlier_net.py"
+MAX_DROP = 0.02  # 180 validation samples: one is 0.56 points
+
+
+def config(folder: Path, teacher_weights: Path, **compile_options) -> Path:
+    shutil.copy(FIXTURE, folder / "outlier_net.py")
+    (folder / "cpu.yaml").write_text(yaml.safe_dump({"name": "cpu", "artifacts": [
+        {"backend": "onnxruntime", "precisions": ["fp32", "int8"], "options": {"threads": 1}},
+        {"backend": "openvino", "precisions": ["int8"], "options": {"threads": 1, "streams": 1, "inference_precision": "f32"}},
+        {"backend": "litert", "precisions": ["int8"], "options": {"threads": 1}}]}))
+    path = folder / "mixed.yaml"
+    path.write_text(yaml.safe_dump({
+        "name": "mixed", "seed": 0, "data": {"source": "builtin:digits"},
+        "teacher": {"model": "zoo:resnet", "kwargs": {"width": 0.25}, "weights": str(teacher_weights)},
+        "student": {"model": "python:./outlier_net.py:OutlierNet"},
+        "distill": {"losses": [{"name": "ce", "weight": 0.1}, {"name": "kd", "weight": 0.9, "temperature": 4.0}],
+                    "train": {"epochs": 20, "batch_size": 64, "lr": 0.01, "warmup_epochs": 0}},
+        "prune": {"enabled": False},
+        "quantize": {"mode": "ptq", "calibration_size": 128},
+        "export": {"int8_atol_steps": 60},  # 1000 x a weight's rounding: PyTorch and ONNX Runtime round apart
+        "targets": ["cpu.yaml"],
+        "compile": compile_options,
+        "profile": {"runs": 100, "min_seconds": 0.1, "warmup_s": 0.1, "energy": {"meter": "none"}},
+    }))
+    return path
+
+
+@pytest.fixture(scope="module")
+def mixed_run(tmp_path_factory, teacher_weights, single_thread):
+    folder = tmp_path_factory.mktemp("mixed")
+    result = CliRunner().invoke(app, ["run", str(config(folder, teacher_weights, int8_max_accuracy_drop=MAX_DROP)),
+                                      "--out", str(folder / "run")])
+    assert result.exit_code == 0, result.output
+    report = json.loads((folder / "run" / "report.json").read_text())
+    return folder / "run", {a["id"]: a for a in report["artifacts"]}
+
+
+@pytest.mark.parametrize("backend", ["onnxruntime", "openvino"])
+def test_the_fewest_most_sensitive_layers_return_to_float_until_the_budget_holds(mixed_run, backend):
+    _, artifacts = mixed_run
+    row = artifacts[f"cpu/{backend}/int8"]
+    fl = row["float_layers"]
+    assert fl["status"] == "met", fl
+    # full INT8 breaks the budget in this runtime; with the chosen layers in float it holds
+    assert fl["reference_accuracy"] - fl["int8_accuracy"] > MAX_DROP
+    assert fl["reference_accuracy"] - fl["accuracy"] <= MAX_DROP + 1e-9
+    # the head, which reads the outlier, is the most sensitive layer by far and the first returned
+    ranked = sorted(fl["sensitivity"], key=lambda s: s["sqnr_db"])
+    assert ranked[0]["layer"] == fl["layers"][0] == "node_linear"
+    assert ranked[0]["sqnr_db"] < ranked[1]["sqnr_db"] - 10
+    assert len(fl["layers"]) < fl["quantized_layers"] == 4
+    # each step of the search is recorded, the last one being the choice
+    assert fl["steps"][-1]["layers"] == fl["layers"] and len(fl["steps"]) == len(fl["layers"])
+    # on the test split, which chose nothing: the artifact beats the all-INT8 one profiled beside it
+    cost = row["float_layers_cost"]
+    assert cost["layers"] == fl["layers"] and cost["all_int8_status"] == "ok"
+    assert row["accuracy"] > cost["all_int8_accuracy"] + 0.1
+    assert cost["p95_added_ms"] == pytest.approx(row["latency_ms"]["p95"] - cost["all_int8_latency_ms"]["p95"])
+    assert row["status"] == "ok" and row["parity"]["ok"]
+
+
+def test_a_backend_that_builds_int8_from_pytorch_says_so_and_keeps_every_layer_int8(mixed_run):
+    _, artifacts = mixed_run
+    fl = artifacts["cpu/litert/int8"]["float_layers"]
+    assert fl["status"] == "not supported" and fl["layers"] == []
+    assert "litert builds INT8 from the PyTorch graph" in fl["reason"] and "onnxruntime" in fl["reason"]
+
+
+def test_every_layer_in_float_computes_the_fp32_model(mixed_run, tmp_path):
+    import onnxruntime as ort
+
+    from edgekd.mixed_precision import quantized_layers, with_float_layers
+
+    run_dir, _ = mixed_run
+    qdq, fp32 = run_dir / "export" / "student_int8_qdq.onnx", run_dir / "export" / "student_fp32.onnx"
+    layers = quantized_layers(qdq)
+    x = np.load(run_dir / "profile" / "test.npz")["x"][:32]
+
+    def outputs(path: Path) -> np.ndarray:
+        session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        return np.concatenate([session.run(None, {session.get_inputs()[0].name: x[i: i + 1]})[0] for i in range(len(x))])
+
+    every = with_float_layers(qdq, layers, tmp_path / "every.onnx", fp32)
+    np.testing.assert_allclose(outputs(every), outputs(fp32), atol=1e-5)
+    assert not any(n.op_type.endswith("QuantizeLinear") for n in __import__("onnx").load(str(every)).graph.node)
+    with pytest.raises(ValueError, match="not INT8 layers of student_int8_qdq.onnx: node_nope"):
+        with_float_layers(qdq, ["node_nope"], tmp_path / "nope.onnx")
+
+
+def test_a_budget_already_met_keeps_every_layer_int8(tmp_path, teacher_weights, single_thread):
+    result = CliRunner().invoke(app, ["run", str(config(tmp_path, teacher_weights, int8_max_accuracy_drop=0.9)),
+                                      "--out", str(tmp_path / "run")])
+    assert result.exit_code == 0, result.output
+    report = json.loads((tmp_path / "run" / "report.json").read_text())
+    row = next(a for a in report["artifacts"] if a["id"] == "cpu/onnxruntime/int8")
+    assert row["float_layers"]["status"] == "not needed" and row["float_layers"]["layers"] == []
+    assert row["float_layers_cost"] is None and not (tmp_path / "run" / "compile" / "cpu" / "onnxruntime" / "all-int8").exists()
+
+
+@pytest.mark.parametrize("value", [-0.1, 1.5, "a lot"])
+def test_a_bad_budget_is_refused_before_training_naming_the_key(tmp_path, teacher_weights, value):
+    result = CliRunner().invoke(app, ["run", str(config(tmp_path, teacher_weights, int8_max_accuracy_drop=value)),
+                                      "--out", str(tmp_path / "run")])
+    assert result.exit_code == 2
+    assert "compile.int8_max_accuracy_drop" in result.output
+    assert not (tmp_path / "run" / "distill").exists()
