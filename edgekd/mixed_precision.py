@@ -65,10 +65,39 @@ def quantized_layers(path: Path) -> list[str]:
     return [name for name in names if name in found]
 
 
-def with_float_layers(source: Path, layers: Iterable[str], target: Path, fp32: Path | None = None) -> Path:
-    """``source`` with ``layers`` fed their activations in float (see the module docstring), and their weights
-    taken from the FP32 model ``fp32`` where it has the same layer (same node name, op and weight shape): an
-    INT8-rounded weight times a large activation is the very error a float layer is there to avoid."""
+def _twins(graph, fp32_graph) -> dict[str, "onnx.NodeProto"]:
+    """Each layer's node in the FP32 model. The two exports name nodes their own way (``node_conv2d`` in one,
+    ``node_Conv_53`` in the other once batch norm is folded), so layers pair by their order among the layers of
+    the same op, and only where both models have as many of them."""
+    pairs = {}
+    for op in LAYER_OPS:
+        mine, theirs = [n for n in graph.node if n.op_type == op], [n for n in fp32_graph.node if n.op_type == op]
+        if len(mine) == len(theirs):
+            pairs.update({a.name: b for a, b in zip(mine, theirs)})
+    return pairs
+
+
+def module_names(source: Path, fp32: Path, layers: Iterable[str]) -> dict[str, str]:
+    """The PyTorch module of each layer, where its FP32 twin reads a weight named ``<module>.weight`` (the
+    exporter keeps parameter names; node names are its own, ``node_linear_1``)."""
+    fp32_graph = onnx.load(str(fp32)).graph
+    twins = _twins(onnx.load(str(source)).graph, fp32_graph)
+    weights = {i.name for i in fp32_graph.initializer}
+    found = {}
+    for layer in layers:
+        twin = twins.get(layer)
+        if twin is not None and len(twin.input) > 1 and twin.input[1] in weights and twin.input[1].endswith(".weight"):
+            found[layer] = twin.input[1].removesuffix(".weight")
+    return found
+
+
+def with_float_layers(source: Path, layers: Iterable[str], target: Path, fp32: Path | None = None) -> dict[str, str]:
+    """Write ``source`` with ``layers`` fed their activations in float (see the module docstring) to ``target``.
+
+    Their weights become float constants: the FP32 model's (``fp32``) where its twin layer has a weight of the
+    same shape within a few INT8 steps of this one (an INT8-rounded weight times a large activation is the very
+    error a float layer is there to avoid), else the INT8 weights' float values (quantization-aware training
+    moved them further: those are the learned ones). Returns where each layer's weights came from."""
     model = onnx.load(str(source))
     found = _quantized_inputs(model.graph)
     wanted = set(layers)
@@ -78,37 +107,74 @@ def with_float_layers(source: Path, layers: Iterable[str], target: Path, fp32: P
     for node in model.graph.node:
         for index, tensor in found.get(node.name, []) if node.name in wanted else []:
             node.input[index] = tensor
-    if wanted and fp32 is not None:
-        _float_weights(model.graph, wanted, onnx.load(str(fp32)).graph)
+    weights = {}
     if wanted:
+        weights = _float_weights(model, wanted, None if fp32 is None else onnx.load(str(fp32)).graph)
         _drop_stranded_pairs(model.graph, int8={name for name in found if name not in wanted})
     del model.graph.value_info[:]  # shapes recorded for rewired tensors; the runtimes infer them again
     # Q/DQ pairs that now feed nothing would still quantize and dequantize on every call
     onnx.save(_without_dead_nodes(model), str(target))
-    return target
+    return weights
 
 
-def _float_weights(graph, layers: set[str], fp32_graph) -> None:
-    """Feed ``layers`` the FP32 model's weights in place of their DequantizeLinear of INT8 ones."""
+def _float_weights(model: onnx.ModelProto, layers: set[str], fp32_graph) -> dict[str, str]:
+    """Feed ``layers`` float constants in place of their dequantized INT8 weights, so that no DequantizeLinear is
+    left to run on every call; returns ``fp32`` or ``int8 grid`` per layer (see ``with_float_layers``)."""
+    from onnx import numpy_helper
+
+    graph = model.graph
+    initializers = {i.name: i for i in graph.initializer}
+    constant = _constants(graph)
+    twins = _twins(graph, fp32_graph) if fp32_graph is not None else {}
+    fp32_weights = {i.name: i for i in fp32_graph.initializer} if fp32_graph is not None else {}
+    computed = [(node, index, name) for node in graph.node if node.name in layers
+                for index, name in enumerate(node.input) if name in constant and name not in initializers]
+    values = _evaluate(model, sorted({name for _, _, name in computed}))
+    sources: dict[str, str] = {}
+    for node, index, name in computed:
+        value, source = values[name], "int8 grid"
+        twin = twins.get(node.name)
+        theirs = fp32_weights.get(twin.input[index]) if twin is not None and index < len(twin.input) else None
+        if theirs is not None:
+            candidate = numpy_helper.to_array(theirs)
+            # a few INT8 steps apart at most: the same weights before rounding, not another layer's
+            if candidate.shape == value.shape and np.abs(candidate - value).max() <= 0.05 * np.abs(value).max() + 1e-12:
+                value, source = candidate, "fp32"
+        tensor = numpy_helper.from_array(value.astype(np.float32), f"{node.name}.float_input{index}")
+        graph.initializer.append(tensor)
+        node.input[index] = tensor.name
+        sources[node.name] = source if sources.get(node.name, source) == source else "int8 grid"
+    return sources
+
+
+def _evaluate(model: onnx.ModelProto, names: list[str]) -> dict[str, np.ndarray]:
+    """The values of tensors computed from constants alone (DequantizeLinear of int8 weights, and any Clip or
+    Transpose after it), by ONNX Runtime on just the nodes that make them (ONNX's reference evaluator lacks
+    DequantizeLinear at opset 18)."""
+    if not names:
+        return {}
+    import onnxruntime as ort
+
+    graph = model.graph
     producers = {out: node for node in graph.node for out in node.output}
-    fp32_nodes = {node.name: node for node in fp32_graph.node}
-    fp32_weights = {i.name: i for i in fp32_graph.initializer}
-    taken = {i.name for i in graph.initializer}
-    for node in graph.node:
-        twin = fp32_nodes.get(node.name)
-        if node.name not in layers or twin is None or twin.op_type != node.op_type:
+    needed, todo, nodes = set(), list(names), []
+    while todo:
+        name = todo.pop()
+        node = producers.get(name)
+        if name in needed or node is None:
             continue
-        for index, name in enumerate(node.input[: len(twin.input)]):
-            dq, weight = producers.get(name), fp32_weights.get(twin.input[index])
-            if dq is None or dq.op_type != "DequantizeLinear" or weight is None:
-                continue
-            copy = onnx.TensorProto()
-            copy.CopyFrom(weight)
-            copy.name = f"{node.name}.fp32_input{index}"
-            if copy.name not in taken:
-                graph.initializer.append(copy)
-                taken.add(copy.name)
-            node.input[index] = copy.name
+        needed.add(name)
+        todo.extend(i for i in node.input if i)
+    nodes = [n for n in graph.node if any(out in needed for out in n.output)]
+    used = {i for n in nodes for i in n.input}
+    outputs = [onnx.helper.make_tensor_value_info(n, onnx.TensorProto.FLOAT, None) for n in names]
+    sub = onnx.helper.make_graph(nodes, "weights", [], outputs, [i for i in graph.initializer if i.name in used])
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    options.log_severity_level = 3
+    made = onnx.helper.make_model(sub, opset_imports=model.opset_import, ir_version=model.ir_version)
+    session = ort.InferenceSession(made.SerializeToString(), options, providers=["CPUExecutionProvider"])
+    return dict(zip(names, session.run(names, {})))
 
 
 def _drop_stranded_pairs(graph, int8: set[str]) -> None:
@@ -187,7 +253,7 @@ class Budget:
 
 
 def choose_float_layers(layers: list[str], budget: Budget, predict: Callable[[list[str]], np.ndarray],
-                        progress: Callable[[str], None] = lambda _: None) -> FloatLayers:
+                        progress: Callable[[str], None] = lambda _: None, modules: dict[str, str] | None = None) -> FloatLayers:
     """The fewest of ``layers`` to return to float so that the validation accuracy is within ``budget``.
 
     ``predict(float_layers)`` builds the artifact with those layers in float, runs it in its runtime and returns
@@ -196,6 +262,7 @@ def choose_float_layers(layers: list[str], budget: Budget, predict: Callable[[li
     def accuracy(logits: np.ndarray) -> float:
         return evaluate_logits(logits, budget.labels, budget.num_classes).accuracy
 
+    modules = modules or {}
     record = FloatLayers(max_accuracy_drop=budget.max_drop, reference_accuracy=budget.reference_accuracy,
                          quantized_layers=len(layers), validation_samples=len(budget.labels))
     record.int8_accuracy = record.accuracy = accuracy(predict([]))
@@ -203,26 +270,30 @@ def choose_float_layers(layers: list[str], budget: Budget, predict: Callable[[li
         record.status = "not needed"
         return record
     for i, layer in enumerate(layers):
-        progress(f"sensitivity {i + 1}/{len(layers)}: {layer} alone in INT8")
+        progress(f"sensitivity {i + 1}/{len(layers)}: {modules.get(layer) or layer} alone in INT8")
         logits = predict([other for other in layers if other != layer])
-        record.sensitivity.append(LayerSensitivity(layer=layer, sqnr_db=sqnr_db(budget.reference_logits, logits),
-                                                   accuracy=accuracy(logits)))
+        record.sensitivity.append(LayerSensitivity(layer=layer, module=modules.get(layer),
+                                                   sqnr_db=sqnr_db(budget.reference_logits, logits), accuracy=accuracy(logits)))
     # lowest SQNR first; an identical output (None: no noise at all) is the least sensitive
     ranked = sorted(record.sensitivity, key=lambda s: (float("inf") if s.sqnr_db is None else s.sqnr_db))
-    best: FloatLayerStep | None = None
+    best = FloatLayerStep(layers=[], accuracy=record.int8_accuracy)  # all-INT8 stays a candidate
     for k in range(1, len(ranked) + 1):
         chosen = [s.layer for s in ranked[:k]]
-        progress(f"{k} layer(s) in float: {', '.join(chosen)}")
+        progress(f"{k} layer(s) in float: {', '.join(modules.get(layer) or layer for layer in chosen)}")
         step = FloatLayerStep(layers=chosen, accuracy=accuracy(predict(chosen)))
         record.steps.append(step)
-        if best is None or step.accuracy > best.accuracy:
+        if step.accuracy > best.accuracy:
             best = step
         if budget.reference_accuracy - step.accuracy <= budget.max_drop + 1e-9:
             record.status, record.layers, record.accuracy = "met", chosen, step.accuracy
+            record.modules = [modules.get(layer) for layer in chosen]
             return record
     record.status = "not met"
     record.layers, record.accuracy = best.layers, best.accuracy
-    record.reason = (f"every INT8 layer in float reaches {best.accuracy:.2%} on the validation split, "
-                     f"{budget.reference_accuracy - best.accuracy:.2%} below the FP32 student's "
-                     f"{budget.reference_accuracy:.2%} (allowed: {budget.max_drop:.2%}); kept the most accurate")
+    record.modules = [modules.get(layer) for layer in best.layers]
+    kept = f"{len(best.layers)} layer(s) in float" if best.layers else "every layer INT8"
+    record.reason = (f"no set of layers in float met it ({len(layers)} INT8 layers, returned one by one, most "
+                     f"sensitive first); the most accurate, {kept}, reaches {best.accuracy:.2%} on the validation "
+                     f"split, {budget.reference_accuracy - best.accuracy:.2%} below the FP32 student's "
+                     f"{budget.reference_accuracy:.2%} (allowed: {budget.max_drop:.2%}); kept it")
     return record

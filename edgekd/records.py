@@ -385,6 +385,7 @@ class ArtifactKey(Record):
 
 class LayerSensitivity(Record):
     layer: str  # the ONNX node
+    module: str | None = None  # the PyTorch module it came from, where known
     sqnr_db: float | None  # logits with this layer alone in INT8 vs the FP32 student; None: identical
     accuracy: float  # validation accuracy with this layer alone in INT8
 
@@ -397,13 +398,15 @@ class FloatLayerStep(Record):
 class FloatLayers(Record):
     """Accuracy-aware mixed precision of one INT8 artifact (compile.int8_max_accuracy_drop; edgekd.mixed_precision)."""
 
-    status: Literal["not needed", "met", "not met", "not supported"] = "not supported"
+    status: Literal["not needed", "met", "not met", "not supported", "failed"] = "not supported"
     reason: str = ""
     max_accuracy_drop: float
     reference_accuracy: float | None = None  # the FP32 student, validation split
     int8_accuracy: float | None = None  # every layer INT8, in this artifact's runtime, validation split
     accuracy: float | None = None  # with ``layers`` in float
-    layers: list[str] = Field(default_factory=list)  # kept in float
+    layers: list[str] = Field(default_factory=list)  # kept in float (ONNX nodes), most sensitive first
+    modules: list[str | None] = Field(default_factory=list)  # their PyTorch modules, where known
+    weights: dict[str, str] = Field(default_factory=dict)  # per layer in float: fp32 (the student's) or int8 grid
     quantized_layers: int = 0  # INT8 layers the model has
     validation_samples: int = 0
     sensitivity: list[LayerSensitivity] = Field(default_factory=list)
@@ -466,7 +469,7 @@ class ProfiledArtifact(ArtifactKey):
 class FloatLayersCost(Record):
     """What an artifact's float layers cost: the all-INT8 artifact profiled beside it, same device and settings."""
 
-    layers: list[str]
+    layers: list[str]  # returned to float: their PyTorch modules (ONNX node names where unknown)
     all_int8_status: str  # the all-INT8 artifact's profile status
     all_int8_reason: str = ""
     all_int8_accuracy: float | None = None

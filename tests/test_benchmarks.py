@@ -269,3 +269,16 @@ def test_search_mnist_quick(tmp_path):
     default_p95 = float(rows[0]["default FP32 p95 ms"])
     assert raw["limits_ms"]["onnxruntime"] == pytest.approx(0.6 * default_p95, rel=1e-2)  # 60% of the default's
     assert sum(t["state"] in ("COMPLETE", "FAIL") for t in raw["trials"]) >= 3
+
+
+@pytest.mark.slow  # a teacher, a student and a PTQ pipeline to two runtimes end to end (about a minute here)
+def test_mixed_precision_quick(tmp_path):
+    stdout, out = run_quick("mixed_precision.py", tmp_path)
+    header = ["quantize", "runtime", "val FP32", "val all-INT8", "layers returned to float", "val chosen", "budget",
+              "test FP32", "test all-INT8", "test chosen", "p95 ms FP32", "p95 ms all-INT8", "p95 ms chosen", "p95 added ms"]
+    rows = saved_table(stdout, out, "mixed_precision", header)
+    assert [(r["quantize"], r["runtime"]) for r in rows] == [("ptq", "onnxruntime"), ("ptq", "openvino")]
+    assert_figures(rows, header[2:4] + header[5:6] + header[7:])
+    for row in rows:  # the head is returned first: its input carries the outlier
+        assert row["layers returned to float"].split(": ")[1].startswith("head (fp32)")
+    assert set(assert_json(out / "mixed_precision_quick.json")["artifacts"]) == {"ptq"}

@@ -672,3 +672,38 @@ def test_pipeline_without_quantization(e2e):
     assert set(artifacts) == {"fp32"}
     assert artifacts["fp32"].parity.ok is True
     assert (run.run_dir / artifacts["fp32"].path).is_file()
+
+
+@pytest.mark.parametrize("mode", ["ptq", "qad"])
+def test_every_layer_back_in_float_takes_the_students_weights_and_leaves_no_quantizer(e2e, mode, tmp_path):
+    """A CNN with batch norm (folded into the convolutions, whose nodes the two exports name apart): layers pair
+    with their FP32 twins by order; PTQ rounded the very FP32 weights, so every layer takes them and the model
+    computes the FP32 one; QAD moved the weights on, so its float layers keep the learned (INT8 grid) values."""
+    import onnx
+    import onnxruntime as ort
+
+    from edgekd.mixed_precision import quantized_layers, with_float_layers
+
+    run = getattr(e2e, mode)
+    qdq, fp32 = (run.run_dir / run["export"].artifacts[k].path for k in ("int8", "fp32"))
+    layers = quantized_layers(qdq)
+    every = tmp_path / "every.onnx"
+    weights = with_float_layers(qdq, layers, every, fp32)
+    assert set(weights) == set(layers) and len(layers) >= 3
+    assert not [n.op_type for n in onnx.load(str(every)).graph.node if n.op_type.endswith("QuantizeLinear")]
+    x = np.random.default_rng(0).random((8, 1, 8, 8), dtype=np.float32) * 2 - 1
+
+    def outputs(path):
+        session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        return np.concatenate([session.run(None, {session.get_inputs()[0].name: x[i: i + 1]})[0] for i in range(len(x))])
+
+    if mode == "ptq":
+        assert set(weights.values()) == {"fp32"}
+        np.testing.assert_allclose(outputs(every), outputs(fp32), atol=1e-4)
+    else:
+        assert "int8 grid" in weights.values()
+    # what ONNX Runtime runs: float weights as constants, no dequantization left on every call
+    options = ort.SessionOptions()
+    options.optimized_model_filepath = str(tmp_path / "optimized.onnx")
+    ort.InferenceSession(str(every), options, providers=["CPUExecutionProvider"])
+    assert not [n.op_type for n in onnx.load(str(tmp_path / "optimized.onnx")).graph.node if "Quantize" in n.op_type]

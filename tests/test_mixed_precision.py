@@ -7,6 +7,7 @@ ONNX Runtime and OpenVINO alike; the all-INT8 artifact is profiled beside for th
 from __future__ import annotations
 
 import json
+import math
 import shutil
 from pathlib import Path
 
@@ -64,15 +65,16 @@ def test_the_fewest_most_sensitive_layers_return_to_float_until_the_budget_holds
     assert fl["reference_accuracy"] - fl["int8_accuracy"] > MAX_DROP
     assert fl["reference_accuracy"] - fl["accuracy"] <= MAX_DROP + 1e-9
     # the head, which reads the outlier, is the most sensitive layer by far and the first returned
-    ranked = sorted(fl["sensitivity"], key=lambda s: s["sqnr_db"])
-    assert ranked[0]["layer"] == fl["layers"][0] == "node_linear"
+    ranked = sorted(fl["sensitivity"], key=lambda s: math.inf if s["sqnr_db"] is None else s["sqnr_db"])
+    assert ranked[0]["layer"] == fl["layers"][0] == "node_linear" and ranked[0]["module"] == fl["modules"][0] == "head"
+    assert {s["module"] for s in fl["sensitivity"]} == {"features.0", "features.2", "head", "classifier"}
     assert ranked[0]["sqnr_db"] < ranked[1]["sqnr_db"] - 10
     assert len(fl["layers"]) < fl["quantized_layers"] == 4
     # each step of the search is recorded, the last one being the choice
     assert fl["steps"][-1]["layers"] == fl["layers"] and len(fl["steps"]) == len(fl["layers"])
     # on the test split, which chose nothing: the artifact beats the all-INT8 one profiled beside it
     cost = row["float_layers_cost"]
-    assert cost["layers"] == fl["layers"] and cost["all_int8_status"] == "ok"
+    assert cost["layers"] == fl["modules"] and cost["all_int8_status"] == "ok"
     assert row["accuracy"] > cost["all_int8_accuracy"] + 0.1
     assert cost["p95_added_ms"] == pytest.approx(row["latency_ms"]["p95"] - cost["all_int8_latency_ms"]["p95"])
     assert row["status"] == "ok" and row["parity"]["ok"]
@@ -99,7 +101,8 @@ def test_every_layer_in_float_computes_the_fp32_model(mixed_run, tmp_path):
         session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
         return np.concatenate([session.run(None, {session.get_inputs()[0].name: x[i: i + 1]})[0] for i in range(len(x))])
 
-    every = with_float_layers(qdq, layers, tmp_path / "every.onnx", fp32)
+    every = tmp_path / "every.onnx"
+    assert with_float_layers(qdq, layers, every, fp32) == {layer: "fp32" for layer in layers}
     np.testing.assert_allclose(outputs(every), outputs(fp32), atol=1e-5)
     assert not any(n.op_type.endswith("QuantizeLinear") for n in __import__("onnx").load(str(every)).graph.node)
     with pytest.raises(ValueError, match="not INT8 layers of student_int8_qdq.onnx: node_nope"):
@@ -123,3 +126,43 @@ def test_a_bad_budget_is_refused_before_training_naming_the_key(tmp_path, teache
     assert result.exit_code == 2
     assert "compile.int8_max_accuracy_drop" in result.output
     assert not (tmp_path / "run" / "distill").exists()
+
+
+def _budget(reference_accuracy: float, max_drop: float):
+    from edgekd.mixed_precision import Budget
+
+    labels = np.arange(100) % 2
+    return Budget(max_drop=max_drop, reference_accuracy=reference_accuracy, labels=labels, num_classes=2,
+                  reference_logits=np.eye(2)[labels])
+
+
+def _logits(accuracy: float) -> np.ndarray:
+    """Two-class logits on _budget's labels, right on the first ``accuracy`` share of them."""
+    labels = np.arange(100) % 2
+    right = np.arange(100) < round(accuracy * 100)
+    return np.eye(2)[np.where(right, labels, 1 - labels)]
+
+
+def test_when_no_layer_set_meets_the_budget_the_most_accurate_candidate_is_kept_all_int8_included():
+    from edgekd.mixed_precision import choose_float_layers
+
+    # every layer in float is worse than all-INT8 here (a model whose float layers interact badly)
+    accuracy = {(): 0.75, ("a",): 0.5, ("a", "b"): 0.6, ("b",): 0.7}
+    record = choose_float_layers(["a", "b"], _budget(0.9, 0.01), lambda layers: _logits(accuracy[tuple(sorted(layers))]))
+    assert record.status == "not met" and record.layers == [] and record.accuracy == 0.75
+    assert "every layer INT8, reaches 75.00%" in record.reason and "allowed: 1.00%" in record.reason
+    # no INT8 layer at all: nothing to return, said so, no crash
+    empty = choose_float_layers([], _budget(0.9, 0.01), lambda layers: _logits(0.5))
+    assert empty.status == "not met" and empty.layers == [] and empty.steps == []
+
+
+def test_layers_return_most_sensitive_first_and_stop_at_the_budget():
+    from edgekd.mixed_precision import choose_float_layers
+
+    # with b alone in INT8 the logits are the noisiest (lowest SQNR), then c, then a: returned in that order,
+    # until the budget holds (b and c in float: the float set that was also "a alone in INT8")
+    table = {(): 0.5, ("b", "c"): 0.9, ("a", "c"): 0.6, ("a", "b"): 0.85, ("b",): 0.8}
+    record = choose_float_layers(["a", "b", "c"], _budget(0.9, 0.01), lambda layers: _logits(table[tuple(sorted(layers))]))
+    assert [s.layer for s in sorted(record.sensitivity, key=lambda s: s.sqnr_db)] == ["b", "c", "a"]
+    assert record.status == "met" and record.layers == ["b", "c"] and record.accuracy == 0.9
+    assert [s.layers for s in record.steps] == [["b"], ["b", "c"]] and record.int8_accuracy == 0.5

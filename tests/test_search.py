@@ -260,3 +260,23 @@ def test_two_searches_on_one_study_never_run_the_same_choices_twice(search_setup
     assert len(ran) == 4  # every choice of the 2 x 2 space, once
     settings = [json.dumps(t.user_attrs["settings"], sort_keys=True) for t in ran]
     assert len(settings) == len(set(settings))  # each choice ran once; repeats reused its result
+
+
+@pytest.mark.parametrize("budgets, config, expected", [
+    ([{"target": "*", "max_accuracy_drop": 0.02}, {"target": "host-cpu", "backend": "openvino", "max_accuracy_drop": 0.005}],
+     {}, {"compile.int8_max_accuracy_drop": 0.005}),  # the tightest over the INT8 artifacts host-cpu builds
+    ([{"target": "*", "max_accuracy_drop": 0.005}, {"target": "*", "precision": "int8", "max_accuracy_drop": 0.03}],
+     {}, {"compile.int8_max_accuracy_drop": 0.03}),  # as the gate reads them: the later entry wins
+    ([{"target": "*", "against": "teacher"}, {"target": "*", "max_accuracy_drop": 0.01}], {}, {}),  # the teacher's
+    ([{"target": "*", "precision": "fp32", "max_accuracy_drop": 0.01}], {}, {}),  # not INT8
+    ([{"target": "*", "min_accuracy": 0.9}], {}, {}),
+    ([{"target": "pi-*", "max_accuracy_drop": 0.01}], {}, {}),  # another target
+    ([{"target": "*", "max_accuracy_drop": 0.01}], {"compile": {"int8_max_accuracy_drop": 0.03}}, {}),  # the config's
+    ([{"target": "*", "max_accuracy_drop": 0.01}], {"compile": {"int8_max_accuracy_drop": None}}, {}),  # off, said so
+])
+def test_an_int8_accuracy_drop_budget_becomes_every_trials_mixed_precision_budget(tmp_path, budgets, config, expected):
+    from edgekd.search.compress import float_layers_from_budgets
+
+    path = tmp_path / "budgets.yaml"
+    path.write_text(yaml.safe_dump({"budgets": budgets}))
+    assert float_layers_from_budgets({"targets": ["host-cpu"], **config}, path, tmp_path) == expected

@@ -396,3 +396,22 @@ def test_trimmed_student_compiles_for_every_host_runtime(trimmed_run, tmp_path):
         else:
             assert a.status == "ok" and a.parity is not None and a.parity.ok, (a.id, a.status, a.reason, a.parity)
     assert {a.backend for a in rows if a.status == "ok"} >= {"onnxruntime", "openvino", "litert", "executorch"}
+
+
+def test_every_layer_of_a_transformer_back_in_float_leaves_no_quantizer(export_run, tmp_path):
+    """The transformer scheme's weights arrive through Clip and Transpose after their DequantizeLinear: their float
+    values are computed once, so no DequantizeLinear is left to run on every call."""
+    import onnx
+
+    from edgekd.mixed_precision import quantized_layers, with_float_layers
+
+    qdq, fp32 = (export_run.run_dir / export_run["export"].artifacts[k].path for k in ("int8", "fp32"))
+    layers = quantized_layers(qdq)
+    assert any(name.lower().startswith("node_matmul") or "MatMul" in name for name in layers), layers
+    weights = with_float_layers(qdq, layers, tmp_path / "every.onnx", fp32)
+    assert set(weights) == set(layers)
+    ops = [n.op_type for n in onnx.load(str(tmp_path / "every.onnx")).graph.node]
+    assert "QuantizeLinear" not in ops and "DequantizeLinear" not in ops
+    x, _ = export_run_data(export_run)
+    every, reference, int8 = (onnx_session(p).run(None, {"input_ids": x[:16]})[0] for p in (tmp_path / "every.onnx", fp32, qdq))
+    assert np.abs(every - reference).max() < np.abs(int8 - reference).max()

@@ -34,6 +34,8 @@ from .. import __version__, yamlfile
 from ..config import PipelineConfig, parse_config
 from ..errors import ConfigError, EdgekdError
 from ..gate import load_budgets
+from ..gate.budgets import effective
+from ..targets import load_target
 from ..io import sha256_file, sha256_json, write_json, write_text
 from ..problems import Problem, raise_problems
 from ..yamlfile import read_yaml
@@ -151,6 +153,31 @@ def space_size(space: Sequence[Options]) -> int:
     return math.prod(len(d.options) for d in space)
 
 
+def float_layers_from_budgets(base: dict[str, Any], budgets: Path, config_dir: Path) -> dict[str, Any]:
+    """Where the budgets bound an INT8 artifact's accuracy drop against the FP32 student and the config does not
+    set ``compile.int8_max_accuracy_drop`` (null included), every trial sets it to the tightest such drop, read as
+    the gate reads it (matching entries merged in order, later keys winning) for each INT8 artifact the config's
+    targets build: an INT8 artifact that would break it returns its most sensitive layers to float
+    (edgekd.mixed_precision) instead of dropping out."""
+    if "int8_max_accuracy_drop" in (base.get("compile") or {}):
+        return {}
+    try:
+        entries = load_budgets(budgets)
+    except ConfigError:
+        return {}  # check() reports the budgets file with every other problem
+    drops = []
+    for i, name in enumerate(base.get("targets") or ["host-cpu"]):
+        try:
+            target = load_target(name, config_dir, key=f"targets[{i}]")
+        except EdgekdError:
+            continue  # check() reports it
+        for spec in target.artifacts:
+            limits = effective(entries, target.name, spec.backend, "int8") if "int8" in spec.precisions else {}
+            if limits.get("max_accuracy_drop") is not None and limits.get("against", "student") == "student":
+                drops.append(limits["max_accuracy_drop"])
+    return {"compile.int8_max_accuracy_drop": min(drops)} if drops else {}
+
+
 def fingerprint(base: dict[str, Any], fixed: dict[str, Any], budgets: Path, space: Sequence[Options]) -> str:
     """What a study's results depend on: a study is continued only with the same config, budgets and space."""
     return sha256_json({"edgekd": __version__, "config": base, "fixed": fixed, "budgets": sha256_file(budgets),
@@ -248,6 +275,7 @@ def search(
     budgets = Path(budgets).resolve()
     spec = space if isinstance(space, SearchFile) else load_search_file(space)
     dims = dimensions(spec.space) if spec.space else default_space(base)
+    spec = spec.model_copy(update={"fixed": {**float_layers_from_budgets(base, budgets, config_dir), **spec.fixed}})
     if not dims:
         raise ConfigError("search: the space is empty; give --space FILE with a `space:` mapping")
     if trials < 1:
@@ -255,6 +283,10 @@ def search(
     check(base, config_dir, dims, spec.fixed, budgets, out)
     pipeline.make_run_dir(out, "--out")
     console.print(f"[dim]search space: {describe(dims)}[/dim]", soft_wrap=True)
+    if spec.fixed.get("compile.int8_max_accuracy_drop") is not None:
+        console.print(f"[dim]INT8 artifacts more than {spec.fixed['compile.int8_max_accuracy_drop']:g} below the FP32 "
+                      "student return their most sensitive layers to float (compile.int8_max_accuracy_drop)[/dim]",
+                      soft_wrap=True)
 
     optuna.logging.set_verbosity(optuna.logging.ERROR)  # a failed trial is shown in the table, not as a traceback
     study = open_study(storage or f"sqlite:///{(out / 'study.db').resolve()}", heartbeat_s, seed)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import shutil
+import sys
 import time
 import traceback
 from dataclasses import replace
@@ -73,6 +74,7 @@ class CompileStage(Stage):
 
         cfg, data = ctx.config.compile, ctx.data
         self._budget = None  # the FP32 student on the validation split, computed once if layers may return to float
+        self._console = Console(file=sys.stderr)  # the terminal: inside vendor_output sys.stderr is the run's log
         export, quant = ctx.record(EXPORTED, ExportRecord).artifacts, ctx.record(QUANTIZED, QuantizedRecord)
         student = ctx.record(STUDENT, StudentRecord).model
         from ..quantize import load_quantized  # torchao: imported when compiling, not to plan a run
@@ -131,11 +133,6 @@ class CompileStage(Stage):
             except NotRunnable as why:  # the runtime that judges the layers is not here: neither is the artifact's
                 row.status, row.reason = NOT_RUN, str(why)
                 return
-            except Exception as error:
-                log = out_dir / f"{row.precision}.error.txt"
-                log.write_text("".join(traceback.format_exception(error)))
-                row.reason = f"returning layers to float: {first_lines(error)} (whole error: {ctx.relative(log)})"
-                return
         try:
             started = time.perf_counter()
             path = backend.build(sources, row.precision, out_dir, dict(row.options))
@@ -173,12 +170,15 @@ class CompileStage(Stage):
 
     def _float_layers(self, ctx, backend, sources: CompileSources, row: CompiledArtifact, out_dir: Path, references):
         """Accuracy-aware mixed precision (edgekd.mixed_precision): the sources and references with the INT8 model
-        whose most sensitive layers are back in float, or unchanged where the budget holds without; the choice is
-        recorded in ``row.float_layers``."""
+        whose most sensitive layers are back in float, or unchanged where the budget holds without (or the search
+        failed: an optional repair never costs the all-INT8 artifact); the choice is in ``row.float_layers``."""
         from .. import onnx_export as ox
-        from ..mixed_precision import choose_float_layers, quantized_layers, with_float_layers
+        from ..mixed_precision import choose_float_layers, module_names, quantized_layers, with_float_layers
 
         max_drop = ctx.config.compile.int8_max_accuracy_drop
+        full_dir, mixed = out_dir / "all-int8", out_dir / "model_int8_float_layers.qdq.onnx"
+        shutil.rmtree(full_dir, ignore_errors=True)  # a previous run's choice, if any
+        mixed.unlink(missing_ok=True)
         if not backend.int8_from_onnx:
             supported = ", ".join(sorted(n for n in BACKENDS.names() if BACKENDS.get(n).int8_from_onnx))
             row.float_layers = FloatLayers(max_accuracy_drop=max_drop, reason=(
@@ -194,27 +194,36 @@ class CompileStage(Stage):
         def predict(float_layers: list[str]) -> np.ndarray:
             folder = scratch / str(next(builds))
             folder.mkdir(parents=True)
-            source = (with_float_layers(sources.int8_onnx, float_layers, folder / "qdq.onnx", sources.fp32_onnx)
-                      if float_layers else sources.int8_onnx)
+            source = sources.int8_onnx
+            if float_layers:
+                source = folder / "qdq.onnx"
+                with_float_layers(sources.int8_onnx, float_layers, source, sources.fp32_onnx)
             path = backend.build(replace(sources, int8_onnx=source), "int8", folder, dict(row.options))
             return backend.load(path, dict(row.options)).predict_batched(x_val)
 
-        console = Console(stderr=True)
         try:
-            record = choose_float_layers(quantized_layers(sources.int8_onnx), budget, predict,
-                                         progress=lambda text: console.print(f"  {row.id}: {text}", highlight=False))
+            layers = quantized_layers(sources.int8_onnx)
+            record = choose_float_layers(layers, budget, predict, modules=module_names(sources.int8_onnx, sources.fp32_onnx, layers),
+                                         progress=lambda text: self._console.print(f"  {row.id}: {text}", highlight=False))
+            record.max_accuracy_drop = max_drop
+            if record.layers:
+                record.weights = with_float_layers(sources.int8_onnx, record.layers, mixed, sources.fp32_onnx)
+                # the all-INT8 artifact stays beside, for the profile stage to time against
+                full_dir.mkdir()
+                record.full_int8 = ctx.relative(backend.build(sources, "int8", full_dir, dict(row.options)))
+        except NotRunnable:
+            raise
+        except Exception as error:
+            log = out_dir / f"{row.precision}.float-layers.error.txt"
+            log.write_text("".join(traceback.format_exception(error)))
+            row.float_layers = FloatLayers(max_accuracy_drop=max_drop, status="failed", reason=(
+                f"{first_lines(error)} (whole error: {ctx.relative(log)}); the artifact is all-INT8"))
+            return sources, references
         finally:
             shutil.rmtree(scratch, ignore_errors=True)
-        record.max_accuracy_drop = max_drop
         row.float_layers = record
         if not record.layers:
             return sources, references
-        # the all-INT8 artifact stays beside, for the profile stage to time against
-        full_dir = out_dir / "all-int8"
-        full_dir.mkdir(exist_ok=True)
-        record.full_int8 = ctx.relative(backend.build(sources, "int8", full_dir, dict(row.options)))
-        mixed = with_float_layers(sources.int8_onnx, record.layers, out_dir / "model_int8_float_layers.qdq.onnx",
-                                  sources.fp32_onnx)
         x_check = ctx.artifact_inputs()[: ctx.config.compile.parity_samples].numpy()
         # this artifact's reference is its own QDQ model, float layers included (ORT's optimizations off)
         reference = ox.run_session(ox.session(mixed, optimization="disable"), x_check)
@@ -270,7 +279,10 @@ def float_note(row: CompiledArtifact) -> str:
     fl = row.float_layers
     if fl is None or fl.status == "not supported":
         return ""
+    if fl.status == "failed":
+        return "returning layers to float failed (float_layers.reason); all-INT8"
     if fl.status == "not needed":
         return f"all INT8: val {fl.int8_accuracy:.2%} within {fl.max_accuracy_drop:.2%} of FP32"
-    return (f"{len(fl.layers)} of {fl.quantized_layers} layers float ({fl.status}): val {fl.int8_accuracy:.2%} -> "
-            f"{fl.accuracy:.2%}")
+    names = ", ".join(module or layer for layer, module in zip(fl.layers, fl.modules))
+    return (f"{len(fl.layers)} of {fl.quantized_layers} layers float ({names}; {fl.status}): val "
+            f"{fl.int8_accuracy:.2%} -> {fl.accuracy:.2%}")
