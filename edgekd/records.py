@@ -413,6 +413,11 @@ class FloatLayers(Record):
     steps: list[FloatLayerStep] = Field(default_factory=list)
     full_int8: str | None = None  # the all-INT8 artifact, relative to the run: profiled beside this one for the cost
 
+    def names(self) -> list[str]:
+        """The layers in float by PyTorch module where known, else by ONNX node (records before modules existed)."""
+        modules = self.modules if len(self.modules) == len(self.layers) else [None] * len(self.layers)
+        return [module or layer for layer, module in zip(self.layers, modules)]
+
 
 class CompiledArtifact(ArtifactKey):
     """One compile row: built, checked in its own runtime, or why not."""

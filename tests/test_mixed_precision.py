@@ -166,3 +166,17 @@ def test_layers_return_most_sensitive_first_and_stop_at_the_budget():
     assert [s.layer for s in sorted(record.sensitivity, key=lambda s: s.sqnr_db)] == ["b", "c", "a"]
     assert record.status == "met" and record.layers == ["b", "c"] and record.accuracy == 0.9
     assert [s.layers for s in record.steps] == [["b"], ["b", "c"]] and record.int8_accuracy == 0.5
+
+
+def test_report_html_shows_the_layers_in_float_most_sensitive_first(mixed_run):
+    run_dir, artifacts = mixed_run
+    html = (run_dir / "report.html").read_text()
+    section = html[html.index('<section id="float-layers">'): html.index('<section id="not-run">')]
+    assert '<a href="#float-layers">' in html
+    for backend in ("onnxruntime", "openvino"):
+        part = section[section.index(f'data-artifact="cpu/{backend}/int8"'):]
+        rows = part[: part.index("</table>")].split("<tr>")[2:]  # after the header row
+        assert "<td>head</td><td><code>node_linear</code>" in rows[0] and "<td>fp32</td>" in rows[0]
+        assert len(rows) == 4 and sum("<td>fp32</td>" in r or "<td>int8 grid</td>" in r for r in rows) == len(
+            artifacts[f"cpu/{backend}/int8"]["float_layers"]["layers"])
+    assert "litert builds INT8 from the PyTorch graph" in section

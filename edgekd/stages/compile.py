@@ -277,12 +277,13 @@ def artifact_table(record: CompileRecord):
 def float_note(row: CompiledArtifact) -> str:
     """The compile table's note on an INT8 artifact's layers returned to float."""
     fl = row.float_layers
-    if fl is None or fl.status == "not supported":
+    if fl is None:
         return ""
+    if fl.status == "not supported":
+        return f"all INT8: {row.backend} cannot return layers to float"
     if fl.status == "failed":
         return "returning layers to float failed (float_layers.reason); all-INT8"
     if fl.status == "not needed":
-        return f"all INT8: val {fl.int8_accuracy:.2%} within {fl.max_accuracy_drop:.2%} of FP32"
-    names = ", ".join(module or layer for layer, module in zip(fl.layers, fl.modules))
-    return (f"{len(fl.layers)} of {fl.quantized_layers} layers float ({names}; {fl.status}): val "
+        return f"all INT8: val {fl.int8_accuracy:.2%}, FP32 {fl.reference_accuracy:.2%}, drop allowed {fl.max_accuracy_drop:.2%}"
+    return (f"{len(fl.layers)} of {fl.quantized_layers} layers float ({', '.join(fl.names())}; {fl.status}): val "
             f"{fl.int8_accuracy:.2%} -> {fl.accuracy:.2%}")

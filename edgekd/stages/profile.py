@@ -170,8 +170,7 @@ class ProfileStage(Stage):
                     full = ctx.absolute(row.float_layers.full_int8)
                     beside = self._attempt(runner, replace(job, artifact=full, files=artifact_files(row.backend, full)),
                                            row, None, retries)
-                    names = [m or layer for layer, m in zip(row.float_layers.layers, row.float_layers.modules)]
-                    rows[-1].float_layers_cost = float_layers_cost(names, rows[-1], beside)
+                    rows[-1].float_layers_cost = float_layers_cost(row.float_layers.names(), rows[-1], beside)
                 if rows[-1].status == UNREACHABLE:
                     gone = rows[-1].reason
                 console.print(f"  {row.id} on {runner.label}: {rows[-1].status} ({time.perf_counter() - started:.1f}s)")
