@@ -134,6 +134,7 @@ def search_command(
     storage: Optional[str] = typer.Option(None, "--storage", help="Optuna storage URL shared by several processes or machines (default: sqlite:///OUT/study.db)."),
     seed: int = typer.Option(0, "--seed", help="Seeds the sampler: the same space, budgets and seed propose the same trials."),
     heartbeat_s: float = typer.Option(30.0, "--heartbeat-s", min=1, help="Seconds between a running trial's heartbeats; a trial silent for 3 times this (its process was killed) is failed and retried in its own folder."),
+    objectives: str = typer.Option("budgets", "--objectives", help="What the sampler optimises: budgets (one objective: meet every budget, then the most accurate), accuracy-latency or accuracy-energy (two objectives, accuracy up and p95 latency or energy per inference down, with the budgets as constraints). The choice and best.yaml follow the budgets either way."),
 ) -> None:
     """Search student size, pruning and quantization for the artifact that meets the budgets on each target.
 
@@ -147,7 +148,7 @@ def search_command(
 
     try:
         result = search(config, budgets, trials=trials, out=out, space=space, seed=seed, storage=storage, console=console,
-                        heartbeat_s=heartbeat_s)
+                        heartbeat_s=heartbeat_s, objectives=objectives)
     except EdgekdError as error:
         console.print(f"[red]error:[/red] {escape(str(error))}")
         raise typer.Exit(2) from None

@@ -172,7 +172,7 @@ def test_a_study_is_continued_only_with_the_same_config_budgets_and_space(search
     assert first.returncode == 0, first.stderr[-3000:]
     again = cli("search", "cfg.yaml", "-b", str(budgets(tmp, min_accuracy=0.2)), "-n", "1", "--space", "space.yaml",
                 "-o", "out", cwd=tmp)  # the budgets changed: the old verdicts would answer the wrong question
-    assert again.returncode == 2 and "holds a search of another config, budgets file or space" in again.stderr
+    assert again.returncode == 2 and "holds a search of another config, budgets file, space or objectives" in again.stderr
     assert "Traceback" not in again.stderr
 
 
@@ -280,3 +280,54 @@ def test_an_int8_accuracy_drop_budget_becomes_every_trials_mixed_precision_budge
     path = tmp_path / "budgets.yaml"
     path.write_text(yaml.safe_dump({"budgets": budgets}))
     assert float_layers_from_budgets({"targets": ["host-cpu"], **config}, path, tmp_path) == expected
+
+
+def test_two_objectives_are_the_mean_accuracy_and_figure_of_each_runtimes_best_and_the_budgets_a_constraint():
+    from edgekd.search.candidates import trial_constraint, trial_values
+
+    def cand(backend, accuracy, p95, passed, distance):
+        return {"trial": 0, "id": f"t/{backend}/int8", "target": "t", "backend": backend, "precision": "int8",
+                "accuracy": accuracy, "p95_ms": p95, "size_bytes": 1, "mj_per_inference": None, "passed": passed,
+                "distance": distance}
+
+    found = [cand("onnxruntime", 0.9, 0.2, True, 0.0), cand("onnxruntime", 0.95, 0.5, False, 0.3),
+             cand("openvino", 0.8, 0.4, False, 0.5), cand("openvino", 0.7, 0.1, False, None)]
+    # per runtime its best: ORT's passing 0.9 @ 0.2 ms; OpenVINO's closest 0.8 @ 0.4 ms
+    assert trial_values(found, "accuracy-latency") == pytest.approx((0.85, 0.3))
+    assert trial_constraint(found) == pytest.approx(0.25)  # (0 + 0.5) / 2: infeasible until both pass
+    with pytest.raises(ValueError, match="energy per inference"):
+        trial_values(found, "accuracy-energy")  # no energy measured: nothing to place
+
+
+def test_an_unknown_objective_is_refused_naming_the_choices(search_setup):
+    done = cli("search", "cfg.yaml", "-b", str(budgets(search_setup, min_accuracy=0.5)), "-n", "1", "--objectives",
+               "speed", "-o", "out", cwd=search_setup)
+    assert done.returncode == 2 and "--objectives 'speed': expected one of budgets, accuracy-latency, accuracy-energy" \
+        in " ".join(done.stderr.split())
+    assert not (search_setup / "out").exists()
+
+
+@pytest.mark.slow  # a two-trial search end to end (about a minute here)
+def test_accuracy_against_latency_is_searched_with_the_budgets_as_constraint(search_setup):
+    tmp = search_setup
+    limit = budgets(tmp, min_accuracy=0.5, max_latency_ms={"p95": 50.0})
+    done = cli("search", "cfg.yaml", "-b", str(limit), "-n", "2", "--space", "space.yaml", "--objectives",
+               "accuracy-latency", "-o", "out", cwd=tmp)
+    assert done.returncode == 0, done.stderr[-3000:]
+    study = _study(tmp / "out")
+    assert [d.name for d in study.directions] == ["MAXIMIZE", "MINIMIZE"]
+    ran = [t for t in study.trials if t.state.name == "COMPLETE" and "duplicate_of" not in t.user_attrs]
+    assert len(ran) == 2
+    for t in ran:
+        tops = {}
+        for c in t.user_attrs["candidates"]:
+            tops.setdefault(c["backend"], []).append(c)
+        from edgekd.search.candidates import best
+
+        top = best(tops["onnxruntime"])
+        assert t.values == pytest.approx([top["accuracy"], top["p95_ms"]])
+        assert t.constraints == {"budgets": pytest.approx(0.0 if top["passed"] else top["distance"])}
+    rows = json.loads((tmp / "out" / "search.json").read_text())["trials"]
+    assert all(isinstance(r["value"], list) and len(r["value"]) == 2 for r in rows if r["state"] == "COMPLETE")
+    again = cli("search", "cfg.yaml", "-b", str(limit), "-n", "2", "--space", "space.yaml", "-o", "out", cwd=tmp)
+    assert again.returncode == 2 and "space or objectives" in again.stderr  # one objective now: another question

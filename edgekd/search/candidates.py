@@ -102,3 +102,30 @@ def front(found: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """The candidates no other beats on both accuracy and p95 latency (one target's, ordered by latency)."""
     keyed = {f"{c['trial']}:{c['id']}": c for c in found}
     return [keyed[k] for k in pareto_front([(k, c["accuracy"], c["p95_ms"]) for k, c in keyed.items()])]
+
+
+# ``edgekd search --objectives``: what the sampler optimises. ``budgets`` (one objective: ``trial_value``);
+# the others are two (accuracy up, the named figure down) with the budgets as Optuna constraints.
+OBJECTIVES = {"budgets": None, "accuracy-latency": ("p95_ms", "p95 latency"),
+              "accuracy-energy": ("mj_per_inference", "energy per inference")}
+
+
+def trial_values(found: list[dict[str, Any]], objective: str) -> float | tuple[float, float]:
+    """The trial's objective value(s): per runtime its best candidate (``best``), then the mean accuracy and
+    the mean of the objective's figure over runtimes."""
+    if OBJECTIVES[objective] is None:
+        return trial_value(found)
+    key, what = OBJECTIVES[objective]
+    tops = [best(group) for group in groups(found, "target", "backend").values()]
+    measured = [t for t in tops if t["accuracy"] is not None and t[key] is not None]
+    if not measured:
+        raise ValueError(f"no artifact with both an accuracy and a {what}: nothing to place against the others")
+    return (sum(t["accuracy"] for t in measured) / len(measured), sum(t[key] for t in measured) / len(measured))
+
+
+def trial_constraint(found: list[dict[str, Any]]) -> float:
+    """The budgets as one Optuna constraint (feasible at 0 or below): the mean over runtimes of the best
+    candidate's distance to the budgets (capped at 10, as ``trial_value`` does)."""
+    tops = [best(group) for group in groups(found, "target", "backend").values()]
+    distances = [10.0 if t["distance"] is None else min(t["distance"], 10.0) for t in tops]
+    return sum(distances) / len(distances) if distances else 10.0

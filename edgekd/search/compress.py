@@ -178,10 +178,14 @@ def float_layers_from_budgets(base: dict[str, Any], budgets: Path, config_dir: P
     return {"compile.int8_max_accuracy_drop": min(drops)} if drops else {}
 
 
-def fingerprint(base: dict[str, Any], fixed: dict[str, Any], budgets: Path, space: Sequence[Options]) -> str:
-    """What a study's results depend on: a study is continued only with the same config, budgets and space."""
+def fingerprint(base: dict[str, Any], fixed: dict[str, Any], budgets: Path, space: Sequence[Options],
+                objectives: str = "budgets") -> str:
+    """What a study's results depend on: a study is continued only with the same config, budgets, space and
+    objectives."""
     return sha256_json({"edgekd": __version__, "config": base, "fixed": fixed, "budgets": sha256_file(budgets),
-                        "space": {d.name: d.options for d in space}})
+                        "space": {d.name: d.options for d in space},
+                        # studies made before --objectives existed had one objective: they stay valid
+                        **({"objectives": objectives} if objectives != "budgets" else {})})
 
 
 def _within(where: str, problem: Problem) -> Problem:
@@ -206,7 +210,7 @@ def _quiet_optuna():
         yield
 
 
-def open_study(url: str, heartbeat_s: float, seed: int, attempts: int = 10):
+def open_study(url: str, heartbeat_s: float, seed: int, attempts: int = 10, objectives: str = "budgets"):
     """The study in ``url``, created when missing. Processes starting together race to create the database's
     tables (one insert fails, or the file is locked): the loser tries again once the winner is done."""
     import optuna
@@ -221,8 +225,10 @@ def open_study(url: str, heartbeat_s: float, seed: int, attempts: int = 10):
                 existing = 0
             # Another process (or an earlier run) already proposed trials: a different seed keeps this process
             # from proposing the same first trials; a fresh single-process search is reproducible from ``seed``.
-            return optuna.create_study(study_name=STUDY, storage=store, direction="maximize", load_if_exists=True,
-                                       sampler=optuna.samplers.TPESampler(seed=seed + existing))
+            several = cands.OBJECTIVES[objectives] is not None  # the budgets become each trial's constraint
+            return optuna.create_study(study_name=STUDY, storage=store, load_if_exists=True,
+                                       sampler=optuna.samplers.TPESampler(seed=seed + existing),
+                                       directions=["maximize", "minimize"] if several else ["maximize"])
         except Exception as error:
             racing = (isinstance(error, sqlalchemy.exc.IntegrityError) or "locked" in str(error)
                       or "already exists" in str(error))  # processes creating the same tables at once
@@ -251,12 +257,14 @@ def search(
     base_dir: str | Path = ".",
     heartbeat_s: float = 30.0,
     on_trial: Callable[[dict[str, Any]], None] | None = None,
+    objectives: str = "budgets",
 ) -> SearchResult:
     """Run trials until the study holds ``trials`` complete ones (counting those of earlier or other processes).
 
     ``config``: a YAML file or a dict (its relative paths resolved against ``base_dir``); ``space``: a search
     file (see ``edgekd.search.space``) or None for the default space; ``storage``: an Optuna database URL
-    (default ``sqlite:///OUT/study.db``).
+    (default ``sqlite:///OUT/study.db``); ``objectives``: what the sampler optimises (``candidates.OBJECTIVES``:
+    ``budgets``, or accuracy against latency or energy with the budgets as constraints).
     """
     import optuna
 
@@ -280,6 +288,8 @@ def search(
         raise ConfigError("search: the space is empty; give --space FILE with a `space:` mapping")
     if trials < 1:
         raise ConfigError(f"--trials {trials}: expected at least 1")
+    if objectives not in cands.OBJECTIVES:
+        raise ConfigError(f"--objectives {objectives!r}: expected one of {', '.join(cands.OBJECTIVES)}")
     check(base, config_dir, dims, spec.fixed, budgets, out)
     pipeline.make_run_dir(out, "--out")
     console.print(f"[dim]search space: {describe(dims)}[/dim]", soft_wrap=True)
@@ -289,13 +299,14 @@ def search(
                       soft_wrap=True)
 
     optuna.logging.set_verbosity(optuna.logging.ERROR)  # a failed trial is shown in the table, not as a traceback
-    study = open_study(storage or f"sqlite:///{(out / 'study.db').resolve()}", heartbeat_s, seed)
-    mine = fingerprint(base, spec.fixed, budgets, dims)
+    study = open_study(storage or f"sqlite:///{(out / 'study.db').resolve()}", heartbeat_s, seed, objectives=objectives)
+    mine = fingerprint(base, spec.fixed, budgets, dims, objectives)
+    several = cands.OBJECTIVES[objectives] is not None
     theirs = study.user_attrs.get("fingerprint")
     if theirs is None:
         study.set_user_attr("fingerprint", mine)
     elif theirs != mine:
-        raise ConfigError(f"{storage or out / 'study.db'} holds a search of another config, budgets file or space: its "
+        raise ConfigError(f"{storage or out / 'study.db'} holds a search of another config, budgets file, space or objectives: its "
                           "results would not answer this one; give a new --out (or --storage), or delete the study")
     goal = min(trials, space_size(dims))  # distinct choices; a small space is done when every choice has run
     if goal < trials:
@@ -303,7 +314,7 @@ def search(
     view = TrialsView(Console(file=console.file, force_terminal=console.is_terminal,
                               width=None if console.is_terminal else 200), study, goal)
 
-    def objective(trial) -> float:
+    def objective(trial) -> float | tuple[float, float]:
         try:
             return run_trial(trial)
         except optuna.TrialPruned:
@@ -313,7 +324,7 @@ def search(
                 trial.set_user_attr("error", str(error) if isinstance(error, EdgekdError) else f"{type(error).__name__}: {error}")
             raise
 
-    def run_trial(trial) -> float:
+    def run_trial(trial) -> float | tuple[float, float]:
         settings: dict[str, Any] = {}
         for part in dims:
             settings.update(part.settings(trial))
@@ -342,7 +353,9 @@ def search(
             trial.set_user_attr("folder", folder.name)
         found = cands.candidates(result.report or {}, trial.number)
         trial.set_user_attr("candidates", found)
-        return cands.trial_value(found)
+        if several:  # feasible (0 or below) when every runtime's best candidate meets the budgets
+            trial.set_constraint("budgets", cands.trial_constraint(found))
+        return cands.trial_values(found, objectives)
 
     def enough(study, _trial) -> None:
         if finished(study) >= goal:
@@ -372,7 +385,7 @@ def search(
     return result
 
 
-def _reuse(study, trial, settings: dict[str, Any], claims: Path) -> float | None:
+def _reuse(study, trial, settings: dict[str, Any], claims: Path) -> float | tuple[float, ...] | None:
     """A finished trial's result for the same choices (its candidates, or its error, copied); None when this
     trial must run. Choices another process is running are not run twice: their claim file (created atomically
     in ``claims/``) names that trial, and this one is pruned (it does not count) so the sampler proposes again."""
@@ -390,7 +403,11 @@ def _reuse(study, trial, settings: dict[str, Any], claims: Path) -> float | None
             trial.set_user_attr("error", first.user_attrs["error"])
             raise EdgekdError(first.user_attrs["error"])
         trial.set_user_attr("candidates", first.user_attrs["candidates"])
-        return float(first.value)
+        if len(first.values) == 1:
+            return float(first.value)
+        for key, value in first.constraints.items():
+            trial.set_constraint(key, value)
+        return tuple(first.values)
     holder = _claim(claims, settings, trial.number, study)
     if holder is not None:
         trial.set_user_attr("running_elsewhere", holder)
@@ -449,7 +466,9 @@ def summarise(study, out: Path) -> SearchResult:
     rows, found = [], []
     for t in study.trials:
         attrs = t.user_attrs
-        rows.append({"number": t.number, "state": t.state.name, "settings": attrs.get("settings"), "value": t.value,
+        values = t.values or [None]
+        rows.append({"number": t.number, "state": t.state.name, "settings": attrs.get("settings"),
+                     "value": values[0] if len(values) == 1 else list(values),
                      "seconds": attrs.get("seconds"), "folder": attrs.get("folder"), "error": attrs.get("error"),
                      "duplicate_of": attrs.get("duplicate_of")})
         if t.state == optuna.trial.TrialState.COMPLETE and attrs.get("duplicate_of") is None:

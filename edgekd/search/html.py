@@ -61,7 +61,8 @@ def _choice(c: dict | None) -> str:
 
 def _trial_row(t: dict) -> str:
     state = t["state"].lower() + ("" if t["duplicate_of"] is None else f" (same as {t['duplicate_of']})")
-    value = "" if t["value"] is None else f"{t['value']:.4f}"
+    value = t["value"]
+    value = "" if value is None else " / ".join(f"{v:.4f}" for v in (value if isinstance(value, list) else [value]))
     seconds = "" if t["seconds"] is None else f"{t['seconds']:.0f} s"
     return (f"<tr><td>{t['number']}</td><td><code>{_e(json.dumps(t['settings']))}</code></td><td>{_e(state)}</td>"
             f"<td>{value}</td><td>{seconds}</td><td>{_e(t['error'] or '')}</td></tr>")
