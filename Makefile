@@ -52,6 +52,8 @@ benchmarks: install
 	$(PY) benchmarks/profiler_fidelity.py
 	$(PY) benchmarks/text_distill.py
 	$(PY) benchmarks/text_int8_speed.py
+	$(PY) benchmarks/search_mnist.py
+	$(PY) benchmarks/mixed_precision.py
 
 # Every benchmark's --quick smoke run (tiny data, one round; tables under pytest's tmp folder), as `make test` runs them.
 benchmarks-quick: install-test
