@@ -6,8 +6,9 @@ features, one input that always sits at 1000 (the "massive activations" of large
 teacher (examples/mnist.yaml) is distilled into it, then quantized by PTQ and by QAD, and compiled for ONNX
 Runtime and OpenVINO with ``compile.int8_max_accuracy_drop``. Per quantization mode and runtime the table
 shows the validation accuracy (which chooses the layers) of FP32, all-INT8 and the chosen mix, the layers
-returned to float, the test accuracy (which chose nothing) of the three, and their latency measured in one
-profile run (the all-INT8 artifact is profiled beside the mixed one).
+returned to float, how many layers the runtime runs as integer kernels (from its own graph), the test accuracy
+(which chose nothing) of the three, and their latency measured in one profile run (the all-INT8 artifact is
+profiled beside the mixed one).
 """
 
 from __future__ import annotations
@@ -66,15 +67,15 @@ def main(argv: list[str] | None = None) -> None:
             rows.append([
                 mode, backend, _pct(fl.get("reference_accuracy")), _pct(fl.get("int8_accuracy")),
                 f"{len(fl.get('layers', []))} of {fl.get('quantized_layers', '?')}: {_names(fl) or '-'}",
-                _pct(fl.get("accuracy")), fl.get("status", "-"),
+                _pct(fl.get("accuracy")), fl.get("status", "-"), _kernels(fl),
                 _pct(fp32["accuracy"]), _pct(cost.get("all_int8_accuracy", int8["accuracy"])), _pct(int8["accuracy"]),
                 _ms(fp32["latency_ms"]["p95"]), _ms(all_int8_latency["p95"]), _ms(int8["latency_ms"]["p95"]),
                 "-" if cost.get("p95_added_ms") is None else f"{cost['p95_added_ms']:+.4f}",
             ])
     table = markdown_table(
         ["quantize", "runtime", "val FP32", "val all-INT8", "layers returned to float", "val chosen", "budget",
-         "test FP32", "test all-INT8", "test chosen", "p95 ms FP32", "p95 ms all-INT8", "p95 ms chosen", "p95 added ms"],
-        rows, ["l", "l", "r", "r", "l", "r", "l", "r", "r", "r", "r", "r", "r", "r"])
+         "integer kernels all-INT8 / chosen", "test FP32", "test all-INT8", "test chosen", "p95 ms FP32", "p95 ms all-INT8", "p95 ms chosen", "p95 added ms"],
+        rows, ["l", "l", "r", "r", "l", "r", "l", "l", "r", "r", "r", "r", "r", "r", "r"])
     info = machine_info()
     extra = {"command": command_line("mixed_precision.py", argv), "student": "tests/fixtures/outlier_net.py (OutlierNet)",
              "budget": f"compile.int8_max_accuracy_drop {args.max_drop} (validation split, against the FP32 student)"}
@@ -88,6 +89,13 @@ def _names(fl: dict) -> str:
     """The layers by PyTorch module, with where their float weights came from."""
     return ", ".join(f"{module or layer} ({fl.get('weights', {}).get(layer, '?')})"
                      for layer, module in zip(fl.get("layers", []), fl.get("modules", [])))
+
+
+def _kernels(fl: dict) -> str:
+    """How many of the layers each runtime runs as integer kernels, from its own graph."""
+    def count(found: dict) -> str:
+        return f"{sum(v == 'int8' for v in found.values())} of {len(found)}" if found else "?"
+    return f"{count(fl.get('all_int8_runtime') or {})} / {count(fl.get('runtime') or {})}"
 
 
 def _pct(value) -> str:

@@ -3,8 +3,10 @@
 For the runtimes that take the QDQ ONNX model (ONNX Runtime, OpenVINO, TensorRT), a layer runs in INT8
 because its activation input arrives through QuantizeLinear -> DequantizeLinear: the runtime fuses the
 pair with the layer into an integer kernel. Feeding the layer the float tensor from before the
-QuantizeLinear leaves nothing to fuse, so the layer runs in float (its weights keep their INT8-rounded
-values, which the runtime dequantizes once as constants) while every other layer stays INT8.
+QuantizeLinear leaves nothing to fuse, so the layer runs in float, its weights float constants. What the
+runtime then makes of its neighbours is its own affair: ONNX Runtime builds an integer kernel only where
+the layer's output is quantized again, so the INT8 layer whose one consumer went back to float runs float
+too. The compile stage records, from each runtime's own graph, which layers it runs as integer kernels.
 
 Which layers: as NNCF's accuracy control and ModelOpt's AutoQuantize do, rank them by sensitivity and
 return them in that order. A layer's sensitivity is the SQNR of the logits, against the FP32 student's,
@@ -26,6 +28,7 @@ from .parity import sqnr_db
 from .records import FloatLayers, FloatLayerStep, LayerSensitivity
 
 LAYER_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul")
+CONTROL_FLOW = ("If", "Loop", "Scan")
 
 
 def _constants(graph) -> set[str]:
@@ -58,6 +61,9 @@ def _quantized_inputs(graph) -> dict[str, list[tuple[int, str]]]:
 def quantized_layers(path: Path) -> list[str]:
     """The layers of a QDQ ONNX model that run in INT8, by node name, in graph order."""
     graph = onnx.load(str(path)).graph
+    flow = sorted({n.op_type for n in graph.node if n.op_type in CONTROL_FLOW})
+    if flow:  # their subgraphs would need the same rewiring and liveness: not done
+        raise ValueError(f"{path.name}: control flow ({', '.join(flow)}): layers return to float only in graphs without it")
     names = [n.name for n in graph.node if n.op_type in LAYER_OPS]
     if len(set(names)) != len(names) or not all(names):
         raise ValueError(f"{path.name}: layers without unique node names; cannot name the ones returned to float")
@@ -77,6 +83,25 @@ def _twins(graph, fp32_graph) -> dict[str, "onnx.NodeProto"]:
     return pairs
 
 
+def layer_aliases(path: Path, layers: Iterable[str]) -> dict[str, list[str]]:
+    """Other names a runtime may give each layer of ``path`` once it fuses it: its output tensor's, and that of
+    the activation (Relu, Clip) it fuses with."""
+    graph = onnx.load(str(path)).graph
+    consumers: dict[str, list] = {}
+    for node in graph.node:
+        for name in node.input:
+            consumers.setdefault(name, []).append(node)
+    wanted, found = set(layers), {}
+    for node in graph.node:
+        if node.name in wanted:
+            names = [node.output[0]]
+            after = consumers.get(node.output[0], [])
+            if len(after) == 1 and after[0].op_type in ("Relu", "Clip"):
+                names.append(after[0].output[0])
+            found[node.name] = names
+    return found
+
+
 def module_names(source: Path, fp32: Path, layers: Iterable[str]) -> dict[str, str]:
     """The PyTorch module of each layer, where its FP32 twin reads a weight named ``<module>.weight`` (the
     exporter keeps parameter names; node names are its own, ``node_linear_1``)."""
@@ -94,10 +119,11 @@ def module_names(source: Path, fp32: Path, layers: Iterable[str]) -> dict[str, s
 def with_float_layers(source: Path, layers: Iterable[str], target: Path, fp32: Path | None = None) -> dict[str, str]:
     """Write ``source`` with ``layers`` fed their activations in float (see the module docstring) to ``target``.
 
-    Their weights become float constants: the FP32 model's (``fp32``) where its twin layer has a weight of the
-    same shape within a few INT8 steps of this one (an INT8-rounded weight times a large activation is the very
-    error a float layer is there to avoid), else the INT8 weights' float values (quantization-aware training
-    moved them further: those are the learned ones). Returns where each layer's weights came from."""
+    Their weights become float constants: the FP32 model's (``fp32``, weights and bias) where its twin layer has
+    a weight of the same shape within a few INT8 steps of this one (an INT8-rounded weight times a large
+    activation is the very error a float layer is there to avoid; after quantization-aware training, the
+    student's weights from before it, which the choice then judges on validation accuracy like everything
+    else), else the INT8 weights' float values. Returns where each layer's weights came from."""
     model = onnx.load(str(source))
     found = _quantized_inputs(model.graph)
     wanted = set(layers)
@@ -144,6 +170,19 @@ def _float_weights(model: onnx.ModelProto, layers: set[str], fp32_graph) -> dict
         graph.initializer.append(tensor)
         node.input[index] = tensor.name
         sources[node.name] = source if sources.get(node.name, source) == source else "int8 grid"
+    # a layer that took the student's weights takes its bias too (quantization-aware training moved both)
+    for node in graph.node:
+        twin = twins.get(node.name)
+        if sources.get(node.name) != "fp32" or twin is None:
+            continue
+        for index, name in enumerate(node.input[: len(twin.input)]):
+            theirs = fp32_weights.get(twin.input[index])
+            if name in initializers and theirs is not None and list(theirs.dims) == list(initializers[name].dims):
+                copy = onnx.TensorProto()
+                copy.CopyFrom(theirs)
+                copy.name = f"{node.name}.float_input{index}"
+                graph.initializer.append(copy)
+                node.input[index] = copy.name
     return sources
 
 
@@ -211,18 +250,20 @@ def _drop_stranded_pairs(graph, int8: set[str]) -> None:
         return [producers[name] for name in node.input if name in producers and name not in constant]
 
     outputs = {o.name for o in graph.output}
+    stranded = []  # decided on the graph as it is, then removed (a renamed output would mislead later walks)
     for q in [n for n in graph.node if n.op_type == "QuantizeLinear" and n.input[0] not in constant]:
         pairs = [dq for dq in consumers.get(q.output[0], []) if dq.op_type == "DequantizeLinear"]
-        if len(pairs) != 1 or reaches(q, upstream) or reaches(pairs[0], downstream):
-            continue
-        dq, source = pairs[0], q.input[0]
+        if len(pairs) == 1 and not reaches(q, upstream) and not reaches(pairs[0], downstream):
+            stranded.append((q, pairs[0]))
+    for q, dq in stranded:
+        source = q.input[0]
         if dq.output[0] in outputs:  # the graph's output keeps its name: the producer writes it directly
             for node in graph.node:
                 node.output[:] = [dq.output[0] if out == source else out for out in node.output]
                 node.input[:] = [dq.output[0] if name == source else name for name in node.input]
             dq.output[0] = dq.output[0] + "_unused"  # the pair is now dead: removed with the others
         else:
-            for node in consumers.get(dq.output[0], []):
+            for node in graph.node:
                 node.input[:] = [source if name == dq.output[0] else name for name in node.input]
 
 

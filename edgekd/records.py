@@ -412,6 +412,15 @@ class FloatLayers(Record):
     sensitivity: list[LayerSensitivity] = Field(default_factory=list)
     steps: list[FloatLayerStep] = Field(default_factory=list)
     full_int8: str | None = None  # the all-INT8 artifact, relative to the run: profiled beside this one for the cost
+    # per layer, int8 where the runtime runs it as an integer kernel, float where not, from the runtime's own graph
+    # (ONNX Runtime's optimized model, OpenVINO's compiled one); layers it does not name are left out
+    runtime: dict[str, str] = Field(default_factory=dict)  # this artifact
+    all_int8_runtime: dict[str, str] = Field(default_factory=dict)  # the all-INT8 one
+
+    def runtime_int8(self, which: str = "runtime") -> str:
+        """``k of n`` layers the runtime runs as integer kernels, or ``unknown``."""
+        found = getattr(self, which)
+        return f"{sum(v == 'int8' for v in found.values())} of {len(found)}" if found else "unknown"
 
     def names(self) -> list[str]:
         """The layers in float by PyTorch module where known, else by ONNX node (records before modules existed)."""

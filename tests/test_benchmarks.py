@@ -275,10 +275,12 @@ def test_search_mnist_quick(tmp_path):
 def test_mixed_precision_quick(tmp_path):
     stdout, out = run_quick("mixed_precision.py", tmp_path)
     header = ["quantize", "runtime", "val FP32", "val all-INT8", "layers returned to float", "val chosen", "budget",
-              "test FP32", "test all-INT8", "test chosen", "p95 ms FP32", "p95 ms all-INT8", "p95 ms chosen", "p95 added ms"]
+              "integer kernels all-INT8 / chosen", "test FP32", "test all-INT8", "test chosen", "p95 ms FP32",
+              "p95 ms all-INT8", "p95 ms chosen", "p95 added ms"]
     rows = saved_table(stdout, out, "mixed_precision", header)
     assert [(r["quantize"], r["runtime"]) for r in rows] == [("ptq", "onnxruntime"), ("ptq", "openvino")]
-    assert_figures(rows, header[2:4] + header[5:6] + header[7:])
+    assert_figures(rows, header[2:4] + header[5:6] + header[8:])
+    assert all(re.fullmatch(r"\d of 4 / \d of 4", r["integer kernels all-INT8 / chosen"]) for r in rows)
     for row in rows:  # the head is returned first: its input carries the outlier
         assert row["layers returned to float"].split(": ")[1].startswith("head (fp32)")
     assert set(assert_json(out / "mixed_precision_quick.json")["artifacts"]) == {"ptq"}

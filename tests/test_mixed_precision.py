@@ -70,6 +70,13 @@ def test_the_fewest_most_sensitive_layers_return_to_float_until_the_budget_holds
     assert {s["module"] for s in fl["sensitivity"]} == {"features.0", "features.2", "head", "classifier"}
     assert ranked[0]["sqnr_db"] < ranked[1]["sqnr_db"] - 10
     assert len(fl["layers"]) < fl["quantized_layers"] == 4
+    # what the runtime made of it, from its own graph: the layers returned run float; ONNX Runtime ran every layer
+    # of the all-INT8 artifact as an integer kernel (OpenVINO leaves some float itself)
+    assert set(fl["runtime"]) == {s["layer"] for s in fl["sensitivity"]}
+    assert all(fl["runtime"][layer] == "float" for layer in fl["layers"])
+    assert "int8" in fl["all_int8_runtime"].values()
+    if backend == "onnxruntime":
+        assert set(fl["all_int8_runtime"].values()) == {"int8"} and len(fl["all_int8_runtime"]) == 4
     # each step of the search is recorded, the last one being the choice
     assert fl["steps"][-1]["layers"] == fl["layers"] and len(fl["steps"]) == len(fl["layers"])
     # on the test split, which chose nothing: the artifact beats the all-INT8 one profiled beside it
@@ -166,6 +173,14 @@ def test_layers_return_most_sensitive_first_and_stop_at_the_budget():
     assert [s.layer for s in sorted(record.sensitivity, key=lambda s: s.sqnr_db)] == ["b", "c", "a"]
     assert record.status == "met" and record.layers == ["b", "c"] and record.accuracy == 0.9
     assert [s.layers for s in record.steps] == [["b"], ["b", "c"]] and record.int8_accuracy == 0.5
+
+
+def test_the_model_card_names_the_layers_in_float(mixed_run):
+    run_dir, artifacts = mixed_run
+    row = artifacts["cpu/onnxruntime/int8"]
+    card = (run_dir / (row["path"] + ".card.md")).read_text()
+    line = next(line for line in card.splitlines() if line.startswith("| layers in float |"))
+    assert line.startswith(f"| layers in float | head") and f"{len(row['float_layers']['layers'])} of 4" in line
 
 
 def test_report_html_shows_the_layers_in_float_most_sensitive_first(mixed_run):

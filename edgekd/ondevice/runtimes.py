@@ -65,6 +65,13 @@ class Model:
         """Op types and where they ran (delegate, accelerator, precision) or fell back."""
         return {}
 
+    def layer_precisions(self, layers: dict[str, list[str]]) -> dict[str, str]:
+        """For layers of the ONNX model this artifact was built from (node name -> other names the runtime may
+        give it: its output tensor's, its fused activation's; ``edgekd.mixed_precision.layer_aliases``),
+        ``int8`` where the runtime runs one as an integer kernel and ``float`` where it does not, from the
+        runtime's own graph; layers it does not name are left out (all of them where the runtime cannot say)."""
+        return {}
+
 
 # Each backend folder's runtime.py registers its Model class on first lookup.
 RUNTIMES: Registry[Callable[[Path, dict[str, Any]], Model]] = Registry(

@@ -84,8 +84,22 @@ def model_card(artifact: dict[str, Any], report: dict[str, Any], manifest: dict[
         f"| peak memory | {num(artifact.get('peak_memory_mb'), '.1f')} MB |",
         f"| measured on | {(artifact.get('host') or {}).get('cpu', '-')} via {(artifact.get('host') or {}).get('runner', '-')} |",
         f"| gate | {gate_text} |",
+        *_float_layers_row(artifact),
         "",
     ])
+
+
+def _float_layers_row(artifact: dict[str, Any]) -> list[str]:
+    """The card's line on INT8 layers returned to float (compile.int8_max_accuracy_drop), where any were."""
+    fl = artifact.get("float_layers") or {}
+    if not fl.get("layers"):
+        return []
+    modules = fl.get("modules") or [None] * len(fl["layers"])
+    names = ", ".join(m or layer for layer, m in zip(fl["layers"], modules))
+    runs = fl.get("runtime") or {}
+    int8 = f"; the runtime runs {sum(v == 'int8' for v in runs.values())} of {len(runs)} layers as integer kernels" if runs else ""
+    return [f"| layers in float | {names} ({len(fl['layers'])} of {fl['quantized_layers']}; validation accuracy "
+            f"{fl['int8_accuracy']:.2%} all-INT8 -> {fl['accuracy']:.2%}{int8}) |"]
 
 
 def write_provenance(run_dir: Path, ctx: "StageContext", config: dict[str, Any], report: dict[str, Any] | None) -> dict[str, Any]:

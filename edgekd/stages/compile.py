@@ -127,6 +127,8 @@ class CompileStage(Stage):
             return
         out_dir.mkdir(parents=True, exist_ok=True)
         row.toolchain = backend.toolchain_version()
+        if row.precision == "int8":
+            self._clear_float_layers(out_dir, row.precision)
         if row.precision == "int8" and cfg.int8_max_accuracy_drop is not None:
             try:
                 sources, references = self._float_layers(ctx, backend, sources, row, out_dir, references)
@@ -154,6 +156,13 @@ class CompileStage(Stage):
         except Exception as error:
             row.reason = "load failed: " + first_lines(error)
             return
+        if row.float_layers is not None and row.float_layers.status in ("met", "not met", "not needed"):
+            from ..mixed_precision import layer_aliases, quantized_layers
+
+            # what the runtime made of it: a layer's integer kernel can need a quantized consumer (ONNX Runtime)
+            # every INT8 layer of the export: the sensitivity pass named them all (the float ones have no Q/DQ now)
+            layers = [s.layer for s in row.float_layers.sensitivity] or quantized_layers(sources.int8_onnx)
+            row.float_layers.runtime = runner.layer_precisions(layer_aliases(sources.int8_onnx, layers))
         try:
             x_test = ctx.artifact_inputs().numpy()
             parity = compare(references[reference_key], runner.predict_batched(x_test[: cfg.parity_samples]),
@@ -173,44 +182,49 @@ class CompileStage(Stage):
         whose most sensitive layers are back in float, or unchanged where the budget holds without (or the search
         failed: an optional repair never costs the all-INT8 artifact); the choice is in ``row.float_layers``."""
         from .. import onnx_export as ox
-        from ..mixed_precision import choose_float_layers, module_names, quantized_layers, with_float_layers
+        from ..mixed_precision import choose_float_layers, layer_aliases, module_names, quantized_layers, with_float_layers
 
         max_drop = ctx.config.compile.int8_max_accuracy_drop
-        full_dir, mixed = out_dir / "all-int8", out_dir / "model_int8_float_layers.qdq.onnx"
-        shutil.rmtree(full_dir, ignore_errors=True)  # a previous run's choice, if any
-        mixed.unlink(missing_ok=True)
         if not backend.int8_from_onnx:
             supported = ", ".join(sorted(n for n in BACKENDS.names() if BACKENDS.get(n).int8_from_onnx))
             row.float_layers = FloatLayers(max_accuracy_drop=max_drop, reason=(
                 f"{row.backend} builds INT8 from the PyTorch graph, not the QDQ ONNX model; layers return to float "
                 f"for {supported}"))
             return sources, references
-        budget = self._validation_budget(ctx, sources, max_drop)
-        x_val = ctx.artifact_inputs("val").numpy()
+        # a float layer takes the FP32 student's weights and bias back where they pair (with_float_layers): under
+        # QAD the learned INT8 values, trained around the very quantizers being removed, did worse in float
+        # (benchmarks/results/mixed_precision.md)
+        fp32 = sources.fp32_onnx
+        full_dir, mixed = out_dir / "all-int8", out_dir / "model_int8_float_layers.qdq.onnx"
         scratch = out_dir / f"{row.precision}.float-layers"
-        shutil.rmtree(scratch, ignore_errors=True)
         builds = iter(range(1_000_000))
+        all_int8: dict[str, Any] = {}
 
         def predict(float_layers: list[str]) -> np.ndarray:
-            folder = scratch / str(next(builds))
+            # the all-INT8 artifact is built once, where the profile stage times it against the choice
+            folder = scratch / str(next(builds)) if float_layers else full_dir
             folder.mkdir(parents=True)
             source = sources.int8_onnx
             if float_layers:
                 source = folder / "qdq.onnx"
-                with_float_layers(sources.int8_onnx, float_layers, source, sources.fp32_onnx)
+                with_float_layers(sources.int8_onnx, float_layers, source, fp32)
             path = backend.build(replace(sources, int8_onnx=source), "int8", folder, dict(row.options))
-            return backend.load(path, dict(row.options)).predict_batched(x_val)
+            model = backend.load(path, dict(row.options))
+            if not float_layers:
+                all_int8.update(path=path, runtime=model.layer_precisions(layer_aliases(source, layers)))
+            return model.predict_batched(x_val)
 
         try:
+            budget = self._validation_budget(ctx, sources, max_drop)
+            x_val = ctx.artifact_inputs("val").numpy()
             layers = quantized_layers(sources.int8_onnx)
             record = choose_float_layers(layers, budget, predict, modules=module_names(sources.int8_onnx, sources.fp32_onnx, layers),
                                          progress=lambda text: self._console.print(f"  {row.id}: {text}", highlight=False))
             record.max_accuracy_drop = max_drop
+            record.all_int8_runtime = all_int8.get("runtime", {})
             if record.layers:
-                record.weights = with_float_layers(sources.int8_onnx, record.layers, mixed, sources.fp32_onnx)
-                # the all-INT8 artifact stays beside, for the profile stage to time against
-                full_dir.mkdir()
-                record.full_int8 = ctx.relative(backend.build(sources, "int8", full_dir, dict(row.options)))
+                record.weights = with_float_layers(sources.int8_onnx, record.layers, mixed, fp32)
+                record.full_int8 = ctx.relative(all_int8["path"])
         except NotRunnable:
             raise
         except Exception as error:
@@ -218,16 +232,26 @@ class CompileStage(Stage):
             log.write_text("".join(traceback.format_exception(error)))
             row.float_layers = FloatLayers(max_accuracy_drop=max_drop, status="failed", reason=(
                 f"{first_lines(error)} (whole error: {ctx.relative(log)}); the artifact is all-INT8"))
+            shutil.rmtree(full_dir, ignore_errors=True)
             return sources, references
         finally:
             shutil.rmtree(scratch, ignore_errors=True)
         row.float_layers = record
         if not record.layers:
+            shutil.rmtree(full_dir, ignore_errors=True)  # the artifact is this one: built again where it belongs
             return sources, references
         x_check = ctx.artifact_inputs()[: ctx.config.compile.parity_samples].numpy()
         # this artifact's reference is its own QDQ model, float layers included (ORT's optimizations off)
         reference = ox.run_session(ox.session(mixed, optimization="disable"), x_check)
         return replace(sources, int8_onnx=mixed), {**references, "int8": reference}
+
+    @staticmethod
+    def _clear_float_layers(out_dir: Path, precision: str) -> None:
+        """A previous run's layers in float (this run may choose none, or not look): nothing of it is published."""
+        shutil.rmtree(out_dir / "all-int8", ignore_errors=True)
+        shutil.rmtree(out_dir / f"{precision}.float-layers", ignore_errors=True)
+        for stale in ("model_int8_float_layers.qdq.onnx", f"{precision}.float-layers.error.txt"):
+            (out_dir / stale).unlink(missing_ok=True)
 
     def _validation_budget(self, ctx, sources: CompileSources, max_drop: float):
         """The FP32 student's logits and accuracy on the validation split, computed once per stage run."""
@@ -284,6 +308,8 @@ def float_note(row: CompiledArtifact) -> str:
     if fl.status == "failed":
         return "returning layers to float failed (float_layers.reason); all-INT8"
     if fl.status == "not needed":
-        return f"all INT8: val {fl.int8_accuracy:.2%}, FP32 {fl.reference_accuracy:.2%}, drop allowed {fl.max_accuracy_drop:.2%}"
+        return (f"all INT8: val {fl.int8_accuracy:.2%}, FP32 {fl.reference_accuracy:.2%}, drop allowed "
+                f"{fl.max_accuracy_drop:.2%}; integer kernels {fl.runtime_int8()}")
     return (f"{len(fl.layers)} of {fl.quantized_layers} layers float ({', '.join(fl.names())}; {fl.status}): val "
-            f"{fl.int8_accuracy:.2%} -> {fl.accuracy:.2%}")
+            f"{fl.int8_accuracy:.2%} -> {fl.accuracy:.2%}; integer kernels {fl.runtime_int8()} (all-INT8: "
+            f"{fl.runtime_int8('all_int8_runtime')})")

@@ -52,6 +52,23 @@ class OnnxRuntimeModel(Model):
 
         return infer
 
+    def layer_precisions(self, layers: dict[str, list[str]]) -> dict[str, str]:
+        """From the artifact itself, the graph ONNX Runtime optimized (its nodes keep the layer's name, with a
+        ``_token_N`` suffix where ORT made them): QLinearConv, QGemm, ConvInteger, MatMulInteger... are integer."""
+        import re
+
+        import onnx  # the build machine's, as operator_report
+
+        aliases = {alias: name for name, names in layers.items() for alias in (name, *names)}
+        found = {}
+        for node in onnx.load(str(self.path)).graph.node:
+            # fused nodes are named "fused <node>", NCHWc convolutions "<output>_nchwc"
+            name = aliases.get(re.sub(r"(_token_\d+|_nchwc)$", "", node.name.removeprefix("fused ")))
+            if name is not None and name not in found:
+                integer = node.op_type.startswith("QLinear") or node.op_type in ("QGemm", "QAttention") or "Integer" in node.op_type
+                found[name] = "int8" if integer else "float"
+        return found
+
     def operator_report(self) -> dict[str, Any]:
         """Provider per node, from one profiled inference (ONNX Runtime's own record of where nodes ran), on the
         providers this session was given. Where one other than the CPU was asked for, every node that ran on the

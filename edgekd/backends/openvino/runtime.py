@@ -54,6 +54,24 @@ class OpenVinoModel(Model):
 
         return infer
 
+    def layer_precisions(self, layers: dict[str, list[str]]) -> dict[str, str]:
+        """From the compiled model: each runtime layer lists the ONNX nodes fused into it (``originalLayersNames``,
+        ``node/WithoutBiases`` for a layer's matmul part) and the precision it runs in (``runtimePrecision``)."""
+        aliases = {alias: name for name, names in layers.items() for alias in (name, *names)}
+        found = {}
+        for op in self.compiled.get_runtime_model().get_ops():
+            info = op.get_rt_info()
+            if "originalLayersNames" not in info or "runtimePrecision" not in info or "layerType" not in info:
+                continue
+            if info["layerType"].astype(str) not in ("Convolution", "GroupConvolution", "Deconvolution", "FullyConnected", "MatMul", "Subgraph"):
+                continue  # reorders and eltwise ops fused around a layer carry its name too (a Subgraph fuses layers)
+            precision = info["runtimePrecision"].astype(str)
+            for original in info["originalLayersNames"].astype(str).split(","):
+                name = aliases.get(original.split("/")[0])
+                if name is not None and name not in found:
+                    found[name] = "int8" if precision in ("u8", "i8") else "float"
+        return found
+
     def operator_report(self) -> dict[str, Any]:
         import openvino.properties.hint as hints
 
