@@ -278,9 +278,14 @@ def _without_dead_nodes(model: onnx.ModelProto) -> onnx.ModelProto:
     del graph.node[:]
     graph.node.extend(reversed(keep))
     used = needed | {name for node in keep for name in node.input}
+    dropped = {i.name for i in graph.initializer if i.name not in used}
     kept = [i for i in graph.initializer if i.name in used]
     del graph.initializer[:]
     graph.initializer.extend(kept)
+    # an initializer also listed as a graph input (older exporters) would leave an input nothing feeds
+    inputs = [i for i in graph.input if i.name not in dropped]
+    del graph.input[:]
+    graph.input.extend(inputs)
     return model
 
 

@@ -195,3 +195,33 @@ def test_report_html_shows_the_layers_in_float_most_sensitive_first(mixed_run):
         assert len(rows) == 4 and sum("<td>fp32</td>" in r or "<td>int8 grid</td>" in r for r in rows) == len(
             artifacts[f"cpu/{backend}/int8"]["float_layers"]["layers"])
     assert "litert builds INT8 from the PyTorch graph" in section
+
+
+def test_a_hand_built_qdq_model_with_initializers_listed_as_inputs_keeps_one_input(tmp_path):
+    """Older exporters list every initializer as a graph input too: those that go unused with their Q/DQ pair
+    must leave the input list, or the runtime would ask for them."""
+    import onnx
+    import onnxruntime as ort
+    from onnx import TensorProto, helper, numpy_helper
+
+    from edgekd.mixed_precision import quantized_layers, with_float_layers
+
+    rng = np.random.default_rng(0)
+    w = rng.integers(-127, 128, (4, 3), dtype=np.int8)
+    inits = [numpy_helper.from_array(w, "w_q"), numpy_helper.from_array(np.array(0.01, np.float32), "w_s"),
+             numpy_helper.from_array(np.array(0, np.int8), "zp"), numpy_helper.from_array(np.array(0.02, np.float32), "x_s")]
+    nodes = [helper.make_node("QuantizeLinear", ["x", "x_s", "zp"], ["xq"], name="q"),
+             helper.make_node("DequantizeLinear", ["xq", "x_s", "zp"], ["xd"], name="dq"),
+             helper.make_node("DequantizeLinear", ["w_q", "w_s", "zp"], ["wd"], name="wdq"),
+             helper.make_node("Gemm", ["xd", "wd"], ["y"], name="fc", transB=1)]
+    inputs = [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3])] + [
+        helper.make_tensor_value_info(i.name, i.data_type, list(i.dims)) for i in inits]
+    graph = helper.make_graph(nodes, "g", inputs, [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])], inits)
+    source = tmp_path / "qdq.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)], ir_version=9), source)
+    assert quantized_layers(source) == ["fc"]
+    assert with_float_layers(source, ["fc"], tmp_path / "float.onnx") == {"fc": "int8 grid"}
+    session = ort.InferenceSession(str(tmp_path / "float.onnx"), providers=["CPUExecutionProvider"])
+    assert [i.name for i in session.get_inputs()] == ["x"]
+    x = rng.random((1, 3), dtype=np.float32)
+    np.testing.assert_allclose(session.run(None, {"x": x})[0], x @ (w.astype(np.float32) * 0.01).T, rtol=1e-5, atol=1e-6)
