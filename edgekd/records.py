@@ -241,8 +241,9 @@ class NativeLatency(Record):
     p50: float | None = None
     mean: float | None = None
     runs: int | None = None
-    p50_ratio: float | None = Field(None, description="edgekd's p50 over the tool's: above 1, the Python call "
-                                    "into the runtime that a C++ application does not pay")
+    p50_ratio: float | None = Field(None, description="edgekd's p50 over the tool's: above 1 where edgekd times "
+                                    "the Python call into the runtime (a C++ application does not pay it); near 1 "
+                                    "where it reads the runtime's own clock (latency_ms.clock)")
     command: str = ""
 
 
@@ -276,6 +277,11 @@ class LatencyStats(Measured):
     harness_overhead_ms: float | None = Field(None, description="median time the timing loop records around a call "
                                               "that does nothing: the part of each figure that is the harness, not "
                                               "the runtime (edgekd's benchmark only)")
+    clock: str | None = Field(None, description="what timed each run: a clock around the Python call, or the "
+                              "runtime's own clock around the inference where its API keeps one (OpenVINO: "
+                              "InferRequest.latency), which is what a C++ application pays (edgekd's benchmark only)")
+    python_call_p50: float | None = Field(None, description="median of the same runs timed around the Python call; "
+                                          "above p50 by what calling from Python adds when the runtime's clock is used")
     stable: bool | None = Field(None, description="false when p50_spread stayed above stability_threshold after the "
                                 "repeats (a device's own tool: see its parser); null when unknown")
     repeats: int = Field(1, description="measurements taken; more than 1 when the first was unstable")

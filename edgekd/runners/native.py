@@ -1,11 +1,12 @@
 """The runtime's own benchmark tool, run beside edgekd's on this machine in the same profile.
 
 edgekd's benchmark times each inference from Python (the figure the gate reads: every percentile,
-stability, accuracy in the same process). A C++ application does not pay Python's call into the
-runtime, which on a 20-50 µs model is a sixth of the figure; the runtime's own tool (``benchmark_app``
-for OpenVINO, ``benchmark_model`` for LiteRT, ``trtexec`` for TensorRT: whatever the backend declares)
-shows what it pays. Both are recorded with their ratio. Tools run with the artifact's threads and the
-profile's runs and duration, after edgekd's benchmark has finished, so the two never share the CPU.
+stability, accuracy in the same process), by the runtime's own clock where its API keeps one (OpenVINO)
+and otherwise around the Python call, which a C++ application does not pay (on a 20-50 µs model, a
+sixth of the figure). The runtime's own tool (``benchmark_app`` for OpenVINO, ``benchmark_model`` for
+LiteRT, ``trtexec`` for TensorRT: whatever the backend declares) shows what a C++ loop pays. Both are
+recorded with their ratio. Tools run with the artifact's threads, the profile's runs and duration and
+the device's pinned cores, after edgekd's benchmark has finished, so the two never share the CPU.
 """
 
 from __future__ import annotations
@@ -27,8 +28,9 @@ def find_tool(name: str) -> str | None:
     return shutil.which(name, path=os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")]))
 
 
-def native_latency(job: ProfileJob) -> dict[str, Any] | None:
-    """The tool's median and mean for ``job``'s artifact, or why there is none; None when the backend declares no tool."""
+def native_latency(job: ProfileJob, pin: list[int] | None = None) -> dict[str, Any] | None:
+    """The tool's median and mean for ``job``'s artifact, or why there is none; None when the backend declares no tool.
+    ``pin``: the cores edgekd's benchmark was pinned to (the device's ``pin``); the tool runs on the same ones."""
     info = BACKEND_INFO.get(job.backend) if job.backend in BACKEND_INFO else None
     if info is None or not info.tool or info.tool not in DEVICE_TOOLS:
         return None
@@ -38,7 +40,8 @@ def native_latency(job: ProfileJob) -> dict[str, Any] | None:
     driver = DEVICE_TOOLS.get(info.tool)()
     command = driver.command(exe, str(job.artifact), job.options, job.settings, [])
     try:
-        done = subprocess.run(command, capture_output=True, text=True, timeout=job.timeout_s)
+        done = subprocess.run(command, capture_output=True, text=True, timeout=job.timeout_s,
+                              preexec_fn=(lambda: os.sched_setaffinity(0, set(pin))) if pin else None)
     except subprocess.TimeoutExpired:
         return {"tool": info.tool, "status": "failed", "reason": f"ran past the timeout ({job.timeout_s:.0f} s)"}
     output = done.stdout + done.stderr
@@ -49,4 +52,4 @@ def native_latency(job: ProfileJob) -> dict[str, Any] | None:
     except ValueError as why:
         return {"tool": info.tool, "status": "failed", "reason": str(why), "command": " ".join(command)}
     return {"tool": info.tool, "status": "ok", "p50": stats.get("p50"), "mean": stats.get("mean"),
-            "runs": stats.get("runs"), "command": " ".join(command)}
+            "runs": stats.get("runs"), "command": (f"taskset -c {','.join(map(str, pin))} " if pin else "") + " ".join(command)}
