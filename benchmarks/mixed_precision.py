@@ -20,6 +20,7 @@ import yaml
 
 from common import (RESULTS, bench_data, bench_parser, command_line, example_config, header, machine_info,
                     markdown_table, parse_bench_args, results_stem, setup_environment, trained_teacher, write_results)
+from edgekd.records import FloatLayers
 
 MODEL = Path(__file__).resolve().parents[1] / "tests" / "fixtures" / "outlier_net.py"
 PROFILE = {"warmup_s": 1.0, "runs": 1000, "min_seconds": 1.0, "native_tool": False, "energy": {"meter": "none"}}
@@ -62,12 +63,16 @@ def main(argv: list[str] | None = None) -> None:
         raw[mode] = artifacts
         for backend in ("onnxruntime", "openvino"):
             fp32, int8 = artifacts[f"cpu/{backend}/fp32"], artifacts[f"cpu/{backend}/int8"]
-            fl, cost = int8.get("float_layers") or {}, int8.get("float_layers_cost") or {}
+            fl = FloatLayers.model_validate(int8["float_layers"]) if int8.get("float_layers") else None
+            cost = int8.get("float_layers_cost") or {}
             all_int8_latency = cost.get("all_int8_latency_ms") or int8["latency_ms"]  # no float layers: the same artifact
+            # each layer by PyTorch module, with where its float weights came from
+            chosen = ", ".join(f"{name} ({fl.weights.get(layer, '?')})" for layer, name in zip(fl.layers, fl.names())) if fl else ""
             rows.append([
-                mode, backend, _pct(fl.get("reference_accuracy")), _pct(fl.get("int8_accuracy")),
-                f"{len(fl.get('layers', []))} of {fl.get('quantized_layers', '?')}: {_names(fl) or '-'}",
-                _pct(fl.get("accuracy")), fl.get("status", "-"), _kernels(fl),
+                mode, backend, _pct(fl and fl.reference_accuracy), _pct(fl and fl.int8_accuracy),
+                f"{len(fl.layers)} of {fl.quantized_layers}: {chosen or '-'}" if fl else "-",
+                _pct(fl and fl.accuracy), fl.status if fl else "-",
+                f"{fl.runtime_int8('all_int8_runtime')} / {fl.runtime_int8()}" if fl else "-",
                 _pct(fp32["accuracy"]), _pct(cost.get("all_int8_accuracy", int8["accuracy"])), _pct(int8["accuracy"]),
                 _ms(fp32["latency_ms"]["p95"]), _ms(all_int8_latency["p95"]), _ms(int8["latency_ms"]["p95"]),
                 "-" if cost.get("p95_added_ms") is None else f"{cost['p95_added_ms']:+.4f}",
@@ -83,19 +88,6 @@ def main(argv: list[str] | None = None) -> None:
     print(text)
     write_results(results_stem("mixed_precision", args.quick), text, {"info": info, **extra, "artifacts": raw},
                   args.out if args.out else RESULTS)
-
-
-def _names(fl: dict) -> str:
-    """The layers by PyTorch module, with where their float weights came from."""
-    return ", ".join(f"{module or layer} ({fl.get('weights', {}).get(layer, '?')})"
-                     for layer, module in zip(fl.get("layers", []), fl.get("modules", [])))
-
-
-def _kernels(fl: dict) -> str:
-    """How many of the layers each runtime runs as integer kernels, from its own graph."""
-    def count(found: dict) -> str:
-        return f"{sum(v == 'int8' for v in found.values())} of {len(found)}" if found else "?"
-    return f"{count(fl.get('all_int8_runtime') or {})} / {count(fl.get('runtime') or {})}"
 
 
 def _pct(value) -> str:

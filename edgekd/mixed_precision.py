@@ -320,8 +320,7 @@ def choose_float_layers(layers: list[str], budget: Budget, predict: Callable[[li
         logits = predict([other for other in layers if other != layer])
         record.sensitivity.append(LayerSensitivity(layer=layer, module=modules.get(layer),
                                                    sqnr_db=sqnr_db(budget.reference_logits, logits), accuracy=accuracy(logits)))
-    # lowest SQNR first; an identical output (None: no noise at all) is the least sensitive
-    ranked = sorted(record.sensitivity, key=lambda s: (float("inf") if s.sqnr_db is None else s.sqnr_db))
+    ranked = record.ranked()
     best = FloatLayerStep(layers=[], accuracy=record.int8_accuracy)  # all-INT8 stays a candidate
     for k in range(1, len(ranked) + 1):
         chosen = [s.layer for s in ranked[:k]]

@@ -428,6 +428,10 @@ class FloatLayers(Record):
         found = getattr(self, which)
         return f"{sum(v == 'int8' for v in found.values())} of {len(found)}" if found else "unknown"
 
+    def ranked(self) -> list[LayerSensitivity]:
+        """The layers most sensitive first: lowest SQNR with the layer alone INT8; identical outputs last."""
+        return sorted(self.sensitivity, key=lambda s: float("inf") if s.sqnr_db is None else s.sqnr_db)
+
     def names(self) -> list[str]:
         """The layers in float by PyTorch module where known, else by ONNX node (records before modules existed)."""
         modules = self.modules if len(self.modules) == len(self.layers) else [None] * len(self.layers)

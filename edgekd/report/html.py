@@ -457,8 +457,7 @@ def _float_layers_section(rep: Report) -> str:
             out.append("<table><thead><tr><th>layer</th><th>ONNX node</th><th>SQNR alone INT8 (dB)</th>"
                        "<th>accuracy alone INT8</th><th>in float</th><th>runs (this artifact)</th>"
                        "<th>runs (all-INT8)</th></tr></thead><tbody>")
-            ranked = sorted(fl.sensitivity, key=lambda s: float("inf") if s.sqnr_db is None else s.sqnr_db)
-            for s_ in ranked:
+            for s_ in fl.ranked():
                 sqnr = "identical" if s_.sqnr_db is None else f"{s_.sqnr_db:.1f}"
                 where = fl.weights.get(s_.layer, "yes") if s_.layer in chosen else ""
                 runs, before = fl.runtime.get(s_.layer, "?"), fl.all_int8_runtime.get(s_.layer, "?")

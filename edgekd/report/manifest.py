@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 from .. import __version__
 from ..io import write_json, write_text
+from ..records import FloatLayers
 
 if TYPE_CHECKING:
     from ..context import StageContext
@@ -91,15 +92,12 @@ def model_card(artifact: dict[str, Any], report: dict[str, Any], manifest: dict[
 
 def _float_layers_row(artifact: dict[str, Any]) -> list[str]:
     """The card's line on INT8 layers returned to float (compile.int8_max_accuracy_drop), where any were."""
-    fl = artifact.get("float_layers") or {}
-    if not fl.get("layers"):
+    if not (artifact.get("float_layers") or {}).get("layers"):
         return []
-    modules = fl.get("modules") or [None] * len(fl["layers"])
-    names = ", ".join(m or layer for layer, m in zip(fl["layers"], modules))
-    runs = fl.get("runtime") or {}
-    int8 = f"; the runtime runs {sum(v == 'int8' for v in runs.values())} of {len(runs)} layers as integer kernels" if runs else ""
-    return [f"| layers in float | {names} ({len(fl['layers'])} of {fl['quantized_layers']}; validation accuracy "
-            f"{fl['int8_accuracy']:.2%} all-INT8 -> {fl['accuracy']:.2%}{int8}) |"]
+    fl = FloatLayers.model_validate(artifact["float_layers"])
+    int8 = f"; the runtime runs {fl.runtime_int8()} layers as integer kernels" if fl.runtime else ""
+    return [f"| layers in float | {', '.join(fl.names())} ({len(fl.layers)} of {fl.quantized_layers}; validation accuracy "
+            f"{fl.int8_accuracy:.2%} all-INT8 -> {fl.accuracy:.2%}{int8}) |"]
 
 
 def write_provenance(run_dir: Path, ctx: "StageContext", config: dict[str, Any], report: dict[str, Any] | None) -> dict[str, Any]:

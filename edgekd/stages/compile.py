@@ -6,6 +6,7 @@ not run here (with the reason); one failing artifact never loses the others.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import shutil
 import sys
@@ -13,7 +14,7 @@ import time
 import traceback
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Callable
 
 import numpy as np
 import torch
@@ -27,6 +28,9 @@ from ..runlog import vendor_output
 from ..records import CompiledArtifact, CompileRecord, ExportRecord, FloatLayers, QuantizedRecord, StudentRecord
 from ..targets import load_target
 from .base import STAGES, Stage, StageContext
+
+if TYPE_CHECKING:
+    from ..mixed_precision import Budget
 
 OK, FAILED, NOT_RUN = "ok", "failed", "not run here"
 STUDENT, QUANTIZED, EXPORTED = "prune", "quantize", "export"
@@ -73,8 +77,7 @@ class CompileStage(Stage):
         from .. import onnx_export as ox  # onnx and onnxruntime: imported when compiling, not to plan a run
 
         cfg, data = ctx.config.compile, ctx.data
-        self._budget = None  # the FP32 student on the validation split, computed once if layers may return to float
-        self._console = Console(file=sys.stderr)  # the terminal: inside vendor_output sys.stderr is the run's log
+        terminal = Console(file=sys.stderr)  # inside vendor_output sys.stderr is the run's log
         export, quant = ctx.record(EXPORTED, ExportRecord).artifacts, ctx.record(QUANTIZED, QuantizedRecord)
         student = ctx.record(STUDENT, StudentRecord).model
         from ..quantize import load_quantized  # torchao: imported when compiling, not to plan a run
@@ -90,6 +93,8 @@ class CompileStage(Stage):
             int8_learned_float=(lambda: load_quantized(quant, ctx).with_learned_weights(ctx.load_model(student, key="compile")))
             if "int8" in export else None,
         )
+        # the FP32 student on the validation split, computed once if layers may return to float
+        budget = functools.cache(lambda: validation_budget(ctx, sources.fp32_model, cfg.int8_max_accuracy_drop))
         x_check = ctx.artifact_inputs()[: cfg.parity_samples].numpy()
         references = {"fp32": predict(sources.fp32_model(), torch.from_numpy(x_check)).numpy()}
         tolerance = {"fp32": dict(atol=cfg.fp32_atol), "fp16": dict(atol=cfg.fp16_atol)}
@@ -109,10 +114,11 @@ class CompileStage(Stage):
                     row = CompiledArtifact(target=target.name, backend=spec.backend, precision=precision, options=spec.options)
                     rows.append(row)
                     with vendor_output():  # converters' progress bars and runtimes' logs go to the run's log
-                        self._one(ctx, backend, sources, row, out_dir / target.name / spec.backend, references, tolerance)
+                        self._one(ctx, backend, sources, row, out_dir / target.name / spec.backend, references, tolerance,
+                                  budget, terminal)
         return CompileRecord(artifacts=rows)
 
-    def _one(self, ctx, backend, sources, row: CompiledArtifact, out_dir: Path, references, tolerance) -> None:
+    def _one(self, ctx, backend, sources, row: CompiledArtifact, out_dir: Path, references, tolerance, budget, terminal) -> None:
         cfg, data = ctx.config.compile, ctx.data
         if row.precision not in backend.precisions:
             row.reason = f"{row.backend} has no precision {row.precision!r}; it offers {', '.join(backend.precisions)}"
@@ -131,7 +137,7 @@ class CompileStage(Stage):
             self._clear_float_layers(out_dir, row.precision)
         if row.precision == "int8" and cfg.int8_max_accuracy_drop is not None:
             try:
-                sources, references = self._float_layers(ctx, backend, sources, row, out_dir, references)
+                sources, references = self._float_layers(ctx, backend, sources, row, out_dir, references, budget, terminal)
             except NotRunnable as why:  # the runtime that judges the layers is not here: neither is the artifact's
                 row.status, row.reason = NOT_RUN, str(why)
                 return
@@ -180,10 +186,12 @@ class CompileStage(Stage):
         except Exception as error:
             row.reason = "run failed: " + first_lines(error)
 
-    def _float_layers(self, ctx, backend, sources: CompileSources, row: CompiledArtifact, out_dir: Path, references):
+    def _float_layers(self, ctx, backend, sources: CompileSources, row: CompiledArtifact, out_dir: Path, references,
+                      budget: Callable[[], Budget], terminal: Console):
         """Accuracy-aware mixed precision (edgekd.mixed_precision): the sources and references with the INT8 model
         whose most sensitive layers are back in float, or unchanged where the budget holds without (or the search
-        failed: an optional repair never costs the all-INT8 artifact); the choice is in ``row.float_layers``."""
+        failed: an optional repair never costs the all-INT8 artifact); the choice is in ``row.float_layers``.
+        ``budget``: the FP32 student's validation figures; ``terminal``: where the search's progress shows."""
         from .. import onnx_export as ox
         from ..mixed_precision import choose_float_layers, layer_aliases, module_names, quantized_layers, with_float_layers
 
@@ -218,11 +226,10 @@ class CompileStage(Stage):
             return model.predict_batched(x_val)
 
         try:
-            budget = self._validation_budget(ctx, sources, max_drop)
             x_val = ctx.artifact_inputs("val").numpy()
             layers = quantized_layers(sources.int8_onnx)
-            record = choose_float_layers(layers, budget, predict, modules=module_names(sources.int8_onnx, sources.fp32_onnx, layers),
-                                         progress=lambda text: self._console.print(f"  {row.id}: {text}", highlight=False))
+            record = choose_float_layers(layers, budget(), predict, modules=module_names(sources.int8_onnx, sources.fp32_onnx, layers),
+                                         progress=lambda text: terminal.print(f"  {row.id}: {text}", highlight=False))
             record.max_accuracy_drop = max_drop
             record.all_int8_runtime = all_int8.get("runtime", {})
             if record.layers:
@@ -255,19 +262,6 @@ class CompileStage(Stage):
         shutil.rmtree(out_dir / f"{precision}.float-layers", ignore_errors=True)
         for stale in ("model_int8_float_layers.qdq.onnx", f"{precision}.float-layers.error.txt"):
             (out_dir / stale).unlink(missing_ok=True)
-
-    def _validation_budget(self, ctx, sources: CompileSources, max_drop: float):
-        """The FP32 student's logits and accuracy on the validation split, computed once per stage run."""
-        from ..mixed_precision import Budget
-
-        if self._budget is None:
-            data = ctx.data
-            logits = predict(sources.fp32_model(), ctx.artifact_inputs("val")).numpy()
-            labels = data.y_val.numpy()
-            accuracy = evaluate_logits(logits, labels, data.num_classes).accuracy
-            self._budget = Budget(max_drop=max_drop, reference_accuracy=accuracy, reference_logits=logits,
-                                  labels=labels, num_classes=data.num_classes)
-        return self._budget
 
     def describe(self, record: CompileRecord) -> list[tuple[str, str]]:
         c = record.counts()
@@ -316,3 +310,15 @@ def float_note(row: CompiledArtifact) -> str:
     return (f"{len(fl.layers)} of {fl.quantized_layers} layers float ({', '.join(fl.names())}; {fl.status}): val "
             f"{fl.int8_accuracy:.2%} -> {fl.accuracy:.2%}; integer kernels {fl.runtime_int8()} (all-INT8: "
             f"{fl.runtime_int8('all_int8_runtime')})")
+
+
+def validation_budget(ctx: StageContext, fp32_model: Callable[[], torch.nn.Module], max_drop: float) -> Budget:
+    """The FP32 student's logits and accuracy on the validation split: what layers in float are judged against."""
+    from ..mixed_precision import Budget
+
+    data = ctx.data
+    logits = predict(fp32_model(), ctx.artifact_inputs("val")).numpy()
+    labels = data.y_val.numpy()
+    accuracy = evaluate_logits(logits, labels, data.num_classes).accuracy
+    return Budget(max_drop=max_drop, reference_accuracy=accuracy, reference_logits=logits,
+                  labels=labels, num_classes=data.num_classes)
