@@ -275,8 +275,9 @@ class LatencyStats(Measured):
     load_ms: float | None = Field(None, description="loading/compiling the artifact in its runtime, apart from the steady state")
     first_inference_ms: float | None = None
     harness_overhead_ms: float | None = Field(None, description="median time the timing loop records around a call "
-                                              "that does nothing: the part of each figure that is the harness, not "
-                                              "the runtime (edgekd's benchmark only)")
+                                              "that does nothing: the part of each figure timed around the Python "
+                                              "call that is the harness, not the runtime; none of it is in a runtime "
+                                              "clock's figures (edgekd's benchmark only)")
     clock: str | None = Field(None, description="what timed each run: a clock around the Python call, or the "
                               "runtime's own clock around the inference where its API keeps one (OpenVINO: "
                               "InferRequest.latency), which is what a C++ application pays (edgekd's benchmark only)")

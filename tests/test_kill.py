@@ -113,7 +113,7 @@ def kill_inside(stage: str, config: Path, run_dir: Path, env: dict, delay: float
             proc.wait()
         proc.stderr.close()
     deadline = time.monotonic() + 10
-    while survivors(run_dir):  # the kernel ends a benchmark whose parent died (edgekd.runners.local.die_with_parent)
+    while survivors(run_dir):  # the kernel ends a benchmark whose parent died (edgekd.runners.base.die_with_parent)
         assert time.monotonic() < deadline, f"a process of the killed run is still running: {survivors(run_dir)}"
         time.sleep(0.1)
     return not (run_dir / stage / "stage.json").exists()

@@ -7,6 +7,8 @@ benchmark_model is a C++ binary this machine does not have, and the profile says
 from __future__ import annotations
 
 import json
+import os
+import sys
 
 import numpy as np
 import onnx
@@ -63,11 +65,25 @@ def test_benchmark_app_times_the_artifact_beside_edgekd(tmp_path):
 
 
 @pytest.mark.skipif(find_tool("benchmark_app") is None, reason="benchmark_app is not installed (pip install openvino)")
-def test_the_tool_runs_on_the_cores_the_device_pins(tmp_path):
-    bench = LocalRunner(None, {"pin": [0]}).profile(job(tmp_path, tiny_ir(tmp_path)))
-    assert bench["host"]["affinity"] == [0]  # edgekd's benchmark ...
+@pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="one core: pinning to it changes nothing")
+def test_the_tool_runs_on_the_cores_the_device_pins(tmp_path, monkeypatch):
+    import edgekd.runners.native as native
+
+    core = max(os.sched_getaffinity(0))
+    seen = {}
+    real_run = native.subprocess.run
+
+    def run_and_look(command, **kwargs):  # the tool's process, started as native_latency starts it: where may it run?
+        probe = [sys.executable, "-c", "import os; print(sorted(os.sched_getaffinity(0)))"]
+        seen["cores"] = real_run(probe, capture_output=True, text=True, preexec_fn=kwargs["preexec_fn"]).stdout.strip()
+        return real_run(command, **kwargs)
+
+    monkeypatch.setattr(native.subprocess, "run", run_and_look)
+    bench = LocalRunner(None, {"pin": [core]}).profile(job(tmp_path, tiny_ir(tmp_path)))
+    assert bench["host"]["affinity"] == [core]  # edgekd's benchmark ...
+    assert seen["cores"] == f"[{core}]"  # ... and the tool, on the same core
     assert bench["native_latency"]["status"] == "ok"
-    assert bench["native_latency"]["command"].startswith("taskset -c 0 ")  # ... and the tool, on the same core
+    assert bench["native_latency"]["command"].startswith(f"taskset -c {core} ")  # the command as a user would repeat it
 
 
 def test_native_tool_off_runs_nothing_beside(tmp_path):

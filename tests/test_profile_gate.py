@@ -340,6 +340,22 @@ def test_steady_timing_is_stable_at_once(monkeypatch):
     assert stable["runs"] == 100
 
 
+def test_a_runtime_clock_is_what_the_statistics_are_of(monkeypatch):
+    """A runtime that times its own inference (OpenVINO's InferRequest.latency): each run's figure is the runtime's,
+    and the clock around the Python call, 0.5 ms longer here, is kept beside it."""
+    infer = fake_clock(monkeypatch, lambda n: 2.5 if n % 2 else 1.5)
+    own = iter(np.tile([1.0, 2.0], 1000))  # the runtime's figure for each call, in the same order
+    settings = latency_mod.LatencySettings(warmup_s=0.0, warmup_runs=0, runs=100, min_seconds=0.0,
+                                           stability_threshold=0.05, max_repeats=1)
+    lat = latency_mod.measure_latency(infer, settings, runtime_ms=lambda: float(next(own)), runtime_clock="the runtime's")
+    assert lat["clock"] == "the runtime's"
+    assert lat["mean"] == pytest.approx(1.5) and lat["min"] == pytest.approx(1.0) and lat["max"] == pytest.approx(2.0)
+    assert lat["python_call_p50"] == pytest.approx(2.0)  # median of 1.5 and 2.5 around the call
+    plain = latency_mod.measure_latency(fake_clock(monkeypatch, lambda n: 2.5 if n % 2 else 1.5), settings)
+    assert plain["clock"] == latency_mod.PYTHON_CLOCK and plain["mean"] == pytest.approx(2.0)
+    assert plain["python_call_p50"] == plain["p50"]
+
+
 def test_unknown_power_model_is_a_config_error(pretrained_config, tmp_path):
     bad = {**TARGET, "power": {"model": "guesswork", "tdp_w": 5}}
     cfg = pretrained_config({"prune": {"enabled": False}, "quantize": {"mode": "none"}, "targets": [str(write_yaml(tmp_path / "t.yaml", bad))]})
@@ -410,3 +426,21 @@ def test_a_new_power_model_reprofiles_without_recompiling(profiled, tmp_path):
     before = artifact(result.report, "test-cpu/onnxruntime/fp32")["energy"]["meter"]
     after = artifact(second.report, "test-cpu/onnxruntime/fp32")["energy"]["meter"]
     assert "tdp_w=10" in before and "tdp_w=20" in after
+
+
+def test_the_profile_summary_says_which_figures_leave_out_the_python_call():
+    from edgekd.records import LatencyStats, ProfiledArtifact, ProfileRecord
+    from edgekd.stages.profile import ProfileStage
+
+    def row(backend, p50, clock, call):
+        return ProfiledArtifact(target="cpu", backend=backend, precision="fp32", status="ok",
+                                latency_ms=LatencyStats(p50=p50, clock=clock, python_call_p50=call))
+
+    record = ProfileRecord(test_samples=10, artifacts=[
+        row("openvino", 0.050, "InferRequest.latency (OpenVINO's C++ clock around infer)", 0.066),
+        row("onnxruntime", 0.045, latency_mod.PYTHON_CLOCK, 0.045)])
+    summary = dict(ProfileStage().describe(record))
+    assert summary["clock"] == ("1 of 2 timed by the runtime's own clock (InferRequest.latency), which leaves out "
+                                "the Python call (+16.0 µs on their median); the rest around the Python call")
+    record.artifacts.pop(0)
+    assert "clock" not in dict(ProfileStage().describe(record))

@@ -333,6 +333,24 @@ def test_text_is_escaped_and_missing_values_render(report):
     assert len(dom.find_all("figure", **{"class": "hist"})) == 7
 
 
+def test_a_runtime_clock_is_marked_where_the_figure_is(report):
+    """OpenVINO's figures are its own C++ clock, the others' are taken around the Python call: the p50 cell says so
+    and gives the Python-call median beside it; the rest carry no mark."""
+    from edgekd.report.manifest import _clock_note
+
+    rep = copy.deepcopy(report)
+    ov = next(a for a in rep["artifacts"] if a["backend"] == "openvino" and a["status"] == "ok")
+    ov["latency_ms"].update(clock="InferRequest.latency (OpenVINO's C++ clock around infer)", python_call_p50=0.0824)
+    dom = parse(render_html(rep))
+    marks = {a["id"]: _cell(dom.find_all("tr", data_artifact=a["id"])[0], "p50").find_all("span", **{"class": "clock"})
+             for a in rep["artifacts"] if a["status"] == "ok"}
+    assert [k for k, found in marks.items() if found] == [ov["id"]]
+    assert "around the Python call: 0.0824 ms" in marks[ov["id"]][0].attrs["title"]
+    assert _clock_note(ov["latency_ms"]) == ("; timed by InferRequest.latency (OpenVINO's C++ clock around infer), "
+                                             "p50 0.0824 ms around the Python call")
+    assert _clock_note({"clock": "perf_counter around the Python call", "python_call_p50": 1.0}) == ""
+
+
 def test_invalid_report_is_refused(report):
     bad = copy.deepcopy(report)
     del bad["teacher"]

@@ -63,7 +63,7 @@ class Model:
 
     # The runtime's own clock around each inference, where its API keeps one: the timing loop then records
     # ``last_call_ms`` for each run instead of a Python clock around the call (which a C++ application does
-    # not pay: a sixth of a 40 µs figure). None: the loop times the Python call.
+    # not pay: a fifth of an 80 µs figure). None: the loop times the Python call.
     clock: str | None = None
 
     def last_call_ms(self) -> float:  # pragma: no cover - interface, for runtimes that name a clock

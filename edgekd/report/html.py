@@ -28,6 +28,7 @@ from typing import Any
 
 from ..gate.check import verdict
 from ..io import write_text
+from ..ondevice.latency import PYTHON_CLOCK
 from . import plots
 from .schema import ArtifactReport, Report
 
@@ -150,6 +151,7 @@ table#artifacts { border-collapse: collapse; width: 100%; font-size: 13px; }
 .reason { display: block; font-size: 11.5px; line-height: 1.3; color: var(--muted); white-space: normal; overflow-wrap: anywhere; }
 .delta { display: block; font-size: 11px; color: var(--muted); }
 .unstable { display: block; font-size: 11px; color: var(--est); }
+.clock { display: block; font-size: 11px; color: var(--muted); }
 td.energy .source { display: block; font-size: 11px; line-height: 1.3; white-space: normal; overflow-wrap: anywhere;
   min-width: 7rem; max-width: 9rem; margin-left: auto; }
 td.energy.measured .source { color: var(--ok); }
@@ -314,6 +316,9 @@ def _table(rep: Report) -> str:
             v = getattr(lat, q) if lat is not None else None
             flag = '<span class="unstable" title="the spread of the median across blocks of the timed runs stayed above profile.stability_threshold">unstable</span>' \
                 if (lat is not None and lat.stable is False and q == "p99") else ""
+            if lat is not None and q == "p50" and lat.clock and lat.clock != PYTHON_CLOCK:
+                call = f"; around the Python call: {_sig(lat.python_call_p50)} ms" if lat.python_call_p50 else ""
+                flag = f'<span class="clock" title="{_e(lat.clock + call)}">runtime clock</span>'
             cells.append(f'<td class="num latency {q}"><span class="value">{_sig(v)}</span>{flag}</td>')
         cells.append(_energy_cells(a))
         mem = "—" if a.peak_memory_mb is None else f"{a.peak_memory_mb:.1f} MB"

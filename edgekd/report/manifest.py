@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 from .. import __version__
 from ..io import write_json, write_text
+from ..ondevice.latency import PYTHON_CLOCK
 from ..records import FloatLayers
 
 if TYPE_CHECKING:
@@ -79,7 +80,8 @@ def model_card(artifact: dict[str, Any], report: dict[str, Any], manifest: dict[
         f"| status | {artifact['status']}{': ' + artifact['reason'] if artifact.get('reason') else ''} |",
         f"| file | `{artifact.get('path')}` ({num(artifact.get('size_bytes'), ',')} bytes, sha256 `{(artifact.get('sha256') or '')[:16]}`) |",
         f"| accuracy | {num(artifact.get('accuracy'), '.2%')} (teacher {report['teacher']['accuracy']:.2%}, FP32 student {report['student']['accuracy']:.2%}) |",
-        f"| latency (batch 1) | p50 {num(lat.get('p50'), '.4g')} ms, p95 {num(lat.get('p95'), '.4g')} ms, p99 {num(lat.get('p99'), '.4g')} ms |",
+        f"| latency (batch 1) | p50 {num(lat.get('p50'), '.4g')} ms, p95 {num(lat.get('p95'), '.4g')} ms, p99 {num(lat.get('p99'), '.4g')} ms"
+        f"{_clock_note(lat)} |",
         f"| energy | {energy_text} |",
         f"| accuracy per watt | {num(artifact.get('accuracy_per_watt'), '.4g')} |",
         f"| peak memory | {num(artifact.get('peak_memory_mb'), '.1f')} MB |",
@@ -88,6 +90,15 @@ def model_card(artifact: dict[str, Any], report: dict[str, Any], manifest: dict[
         *_float_layers_row(artifact),
         "",
     ])
+
+
+def _clock_note(latency: dict[str, Any]) -> str:
+    """Where the runtime's own clock timed the runs: which, and the median around the Python call beside it."""
+    clock = latency.get("clock")
+    if not clock or clock == PYTHON_CLOCK:
+        return ""
+    around = latency.get("python_call_p50")
+    return f"; timed by {clock}" + (f", p50 {around:.4g} ms around the Python call" if around is not None else "")
 
 
 def _float_layers_row(artifact: dict[str, Any]) -> list[str]:

@@ -19,8 +19,9 @@ from ..records import (
 
 # 2.0: latency stability judged on p50_spread (cov_threshold -> stability_threshold); 2.1: energy status, reason
 # and how it was measured (method, sampling interval, windows, duration, idle), accuracy_per_joule; 2.2: INT8
-# layers returned to float (float_layers) and their latency cost (float_layers_cost)
-SCHEMA_VERSION = "2.2"
+# layers returned to float (float_layers) and their latency cost (float_layers_cost); 2.3: latency_ms.clock (OpenVINO's
+# figures are its own C++ clock around each inference) and latency_ms.python_call_p50 beside them
+SCHEMA_VERSION = "2.3"
 
 
 class ArtifactReport(Record):

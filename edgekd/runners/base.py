@@ -7,13 +7,40 @@ raises ``DeviceUnreachable`` / ``DeviceFailed`` with the reason.
 
 from __future__ import annotations
 
+import ctypes
+import os
+import sys
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, Callable, ClassVar
 
 from ..records import LatencyStats
 from ..registry import Registry
+
+# prctl(PR_SET_PDEATHSIG, SIGKILL), bound here so a child calls no more Python than that between fork and exec.
+_PRCTL = ctypes.CDLL(None, use_errno=True).prctl if sys.platform.startswith("linux") else None
+
+
+def die_with_parent() -> None:
+    """In a benchmark's process before it starts (Linux): the kernel kills it when edgekd's thread that started
+    it dies, so a killed run leaves no benchmark running on, writing its result into the next run's scratch folder."""
+    _PRCTL(1, 9)
+
+
+def child_setup(pin: list[int] | None) -> Callable[[], None] | None:
+    """What a benchmark's process does before it starts: run on the ``pin`` cores (where given) and die with its
+    parent (Linux). The core set is built here, before the fork."""
+    cores = frozenset(int(c) for c in pin or ())
+    if not cores:
+        return die_with_parent if _PRCTL else None
+
+    def setup() -> None:
+        os.sched_setaffinity(0, cores)
+        if _PRCTL:
+            _PRCTL(1, 9)
+
+    return setup
 
 
 class DeviceUnreachable(Exception):

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import ctypes
 import json
 import subprocess
 import sys
@@ -10,18 +9,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from .base import RUNNERS, DeviceFailed, DeviceRunner, ProfileJob
+from .base import RUNNERS, DeviceFailed, DeviceRunner, ProfileJob, child_setup
 from .native import native_latency
-
-
-# prctl(PR_SET_PDEATHSIG, SIGKILL), bound here so the child calls no more Python than that between fork and exec.
-_PRCTL = ctypes.CDLL(None, use_errno=True).prctl if sys.platform.startswith("linux") else None
-
-
-def die_with_parent() -> None:
-    """In the benchmark's process before it starts (Linux): the kernel kills it when edgekd's thread that started
-    it dies, so a killed run leaves no benchmark running on, writing its result into the next run's scratch folder."""
-    _PRCTL(1, 9)
 
 
 def bench_command(python: str, job: ProfileJob, artifact: str, data: str, out: str) -> list[str]:
@@ -41,7 +30,7 @@ class LocalRunner(DeviceRunner):
                 command += ["--pin", ",".join(map(str, self.device["pin"]))]
             try:
                 done = subprocess.run(command, capture_output=True, text=True, timeout=job.timeout_s,
-                                      preexec_fn=die_with_parent if _PRCTL else None)
+                                      preexec_fn=child_setup(None))
             except subprocess.TimeoutExpired:
                 raise DeviceFailed(f"the benchmark ran past its timeout ({job.timeout_s:.0f} s)") from None
             if not out.is_file():

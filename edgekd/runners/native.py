@@ -3,7 +3,7 @@
 edgekd's benchmark times each inference from Python (the figure the gate reads: every percentile,
 stability, accuracy in the same process), by the runtime's own clock where its API keeps one (OpenVINO)
 and otherwise around the Python call, which a C++ application does not pay (on a 20-50 µs model, a
-sixth of the figure). The runtime's own tool (``benchmark_app`` for OpenVINO, ``benchmark_model`` for
+fifth of the figure). The runtime's own tool (``benchmark_app`` for OpenVINO, ``benchmark_model`` for
 LiteRT, ``trtexec`` for TensorRT: whatever the backend declares) shows what a C++ loop pays. Both are
 recorded with their ratio. Tools run with the artifact's threads, the profile's runs and duration and
 the device's pinned cores, after edgekd's benchmark has finished, so the two never share the CPU.
@@ -20,7 +20,7 @@ from typing import Any
 
 from ..backends.base import DEVICE_TOOLS
 from ..ondevice.backend_info import BACKEND_INFO
-from .base import ProfileJob, tail
+from .base import ProfileJob, child_setup, tail
 
 
 def find_tool(name: str) -> str | None:
@@ -41,7 +41,7 @@ def native_latency(job: ProfileJob, pin: list[int] | None = None) -> dict[str, A
     command = driver.command(exe, str(job.artifact), job.options, job.settings, [])
     try:
         done = subprocess.run(command, capture_output=True, text=True, timeout=job.timeout_s,
-                              preexec_fn=(lambda: os.sched_setaffinity(0, set(pin))) if pin else None)
+                              preexec_fn=child_setup(pin))
     except subprocess.TimeoutExpired:
         return {"tool": info.tool, "status": "failed", "reason": f"ran past the timeout ({job.timeout_s:.0f} s)"}
     output = done.stdout + done.stderr

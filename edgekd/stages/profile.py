@@ -19,6 +19,7 @@ carries the compile check's accuracy for the same artifact and says so
 
 from __future__ import annotations
 
+import statistics
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
@@ -30,6 +31,7 @@ from rich.console import Console
 
 from ..errors import ConfigError
 from ..ondevice.backend_info import artifact_files
+from ..ondevice.latency import PYTHON_CLOCK
 from ..ondevice.meters.base import REFUSED
 from ..power_models import estimate
 from ..records import CompiledArtifact, CompileRecord, FloatLayersCost, ProfiledArtifact, ProfileRecord
@@ -211,6 +213,13 @@ class ProfileStage(Stage):
             fastest = min(timed, key=lambda r: r.latency_ms.p50)
             accuracy = "?" if fastest.accuracy is None else f"{fastest.accuracy:.2%}"
             rows.append(("fastest", f"{fastest.id} p50 {fastest.latency_ms.p50:.4f} ms, {accuracy}"))
+            # figures from a runtime's own clock leave out the Python call the others include: say which, and by how much
+            own = [r for r in timed if r.latency_ms.clock not in (None, PYTHON_CLOCK) and r.latency_ms.python_call_p50]
+            if own:
+                added = statistics.median((r.latency_ms.python_call_p50 - r.latency_ms.p50) * 1000 for r in own)
+                rows.append(("clock", f"{len(own)} of {len(timed)} timed by the runtime's own clock "
+                             f"({own[0].latency_ms.clock.split(' (')[0]}), which leaves out the Python call "
+                             f"(+{added:.1f} µs on their median); the rest around the Python call"))
         if ok:
             unstable = [r.id for r in ok if r.latency_ms and r.latency_ms.stable is False]
             if unstable:
