@@ -127,7 +127,8 @@ def run(args: argparse.Namespace) -> dict:
     settings = LatencySettings(warmup_s=args.warmup_s, warmup_runs=args.warmup_runs, runs=args.runs,
                                min_seconds=args.min_seconds, max_seconds=args.max_seconds,
                                stability_threshold=args.stability_threshold, max_repeats=args.repeats)
-    latency = measure_latency(infer, settings, runtime_ms=model.last_call_ms if model.clock else None, runtime_clock=model.clock)
+    clock_name, runtime_ms = model.runtime_clock() or (None, None)
+    latency = measure_latency(infer, settings, runtime_ms=runtime_ms, runtime_clock=clock_name)
     nothing = [lambda: None] * len(pool)  # the same wrapper and pool, around calls that do nothing
 
     def empty() -> None:

@@ -16,7 +16,7 @@ granularity, which dominate single runs of a tens-of-microseconds inference and
 leave the median steady, so ``cov`` is kept as context only.
 
 Each run is timed by a clock around the Python call unless the runtime keeps its own
-(``Model.last_call_ms``: OpenVINO times ``infer`` in C++): then each run's figure is the
+(``Model.runtime_clock``: OpenVINO times ``infer`` in C++): then each run's figure is the
 runtime's, which is what a C++ application pays, and the Python call's median is kept
 beside it (``python_call_p50``), so the cost of calling from Python stays visible.
 """

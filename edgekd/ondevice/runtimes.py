@@ -61,14 +61,12 @@ class Model:
         (tens of microseconds per call, which is most of a small model's latency). Default: ``predict``."""
         return lambda: self.predict(x)
 
-    # The runtime's own clock around each inference, where its API keeps one: the timing loop then records
-    # ``last_call_ms`` for each run instead of a Python clock around the call (which a C++ application does
-    # not pay: a fifth of an 80 µs figure). None: the loop times the Python call.
-    clock: str | None = None
-
-    def last_call_ms(self) -> float:  # pragma: no cover - interface, for runtimes that name a clock
-        """The runtime's own time of the last inference, in milliseconds."""
-        raise NotImplementedError
+    def runtime_clock(self) -> tuple[str, Callable[[], float]] | None:
+        """The runtime's own clock around each inference, where its API keeps one: its name and a function giving
+        the last inference's time in ms. The timing loop then records it for each run instead of a Python clock
+        around the call (which a C++ application does not pay: a fifth of an 80 µs figure). None: the loop times
+        the Python call."""
+        return None
 
     def operator_report(self) -> dict[str, Any]:
         """Op types and where they ran (delegate, accelerator, precision) or fell back."""

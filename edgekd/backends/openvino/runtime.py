@@ -54,12 +54,11 @@ class OpenVinoModel(Model):
 
         return infer
 
-    # The Python binding stamps a C++ clock before and after the inference (with the GIL released), as
-    # benchmark_app's own loop does; what a Python caller adds on top is kept as python_call_p50.
-    clock = "InferRequest.latency (OpenVINO's C++ clock around infer)"
-
-    def last_call_ms(self) -> float:
-        return float(self.request.latency)
+    def runtime_clock(self) -> tuple[str, Callable[[], float]]:
+        # The Python binding stamps a C++ clock before and after the inference (with the GIL released), as
+        # benchmark_app's own loop does; what a Python caller adds on top is kept as python_call_p50.
+        request = self.request
+        return "InferRequest.latency (OpenVINO's C++ clock around infer)", lambda: float(request.latency)
 
     def layer_precisions(self, layers: dict[str, list[str]]) -> dict[str, str]:
         """From the compiled model: each runtime layer lists the ONNX nodes fused into it (``originalLayersNames``,
