@@ -116,15 +116,30 @@ def run_artifacts(run: Path | None) -> tuple[dict[str, Path], Path | None]:
     return paths, data if data.is_file() else None
 
 
+def tool_median(name: str, path: Path, backend: str, threads: int, args, expected_ms: float | None) -> float:
+    """The native tool's median over the same duration as edgekd's timed runs: benchmark_app -t, and for
+    litert-benchmark (which counts runs) as many runs as edgekd's last median fits in that time."""
+    seconds = args.tool_seconds or max(1, round(args.min_seconds))
+    if backend == "openvino":
+        tool = benchmark_app(path, threads, seconds)
+    else:
+        runs = max(args.runs, int(seconds * 1000 / expected_ms)) if expected_ms else args.runs
+        tool = litert_benchmark(path, threads, runs, args.tool_warmup_runs, args.workdir / "lb.json")
+    if tool.get("median_ms") is None:
+        raise RuntimeError(f"{name}: {tool.get('error')}")
+    return tool["median_ms"]
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = bench_parser(__doc__, workdir=DEFAULT_WORKDIR / "fidelity")
-    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--rounds", type=int, default=9)
     parser.add_argument("--run", type=Path, default=None, help="a demo run whose compiled artifacts are measured too")
     parser.add_argument("--sizes", default="48,176", help="MobileNetV2 input heights and widths (comma-separated)")
     parser.add_argument("--runs", type=int, default=1000, help="edgekd's timed runs (at least) and litert-benchmark --num_runs")
     parser.add_argument("--min-seconds", type=float, default=3.0, help="edgekd's timed seconds (at least)")
     parser.add_argument("--warmup", type=float, default=2.0, help="edgekd's warm-up seconds")
-    parser.add_argument("--tool-seconds", type=int, default=10, help="benchmark_app -t")
+    parser.add_argument("--tool-seconds", type=int, default=None,
+                        help="the tools' timed seconds (benchmark_app -t; litert-benchmark's runs fill it); default: edgekd's")
     parser.add_argument("--tool-warmup-runs", type=int, default=200, help="litert-benchmark --warmup_runs")
     args = parse_bench_args(parser, argv, quick={"rounds": 1, "sizes": "32", "runs": 50, "min_seconds": 0.2, "warmup": 0.2,
                                                  "tool_seconds": 1, "tool_warmup_runs": 10})
@@ -144,16 +159,17 @@ def main(argv: list[str] | None = None) -> int:
         backend = name.split("/")[1]
         options = {"threads": threads, **({"streams": 1, "inference_precision": "f32"} if backend == "openvino" else {})}
         ratios, ours, theirs, calls = [], [], [], []
-        for _ in range(args.rounds):
-            mine, python_call, clock = edgekd_p50(path, backend, datasets[name], options, timing)
-            if backend == "openvino":
-                tool = benchmark_app(path, threads, args.tool_seconds)
-                tool_p50 = tool.get("median_ms")
+        expected_ms = None
+        for round_ in range(args.rounds):
+            # Alternate which of the two goes first, so a machine that slows down (or speeds up) within a round
+            # does not favour one side; on this VM a few seconds' median moves by up to +-10-20% (see the reading).
+            if round_ % 2 == 0:
+                mine, python_call, clock = edgekd_p50(path, backend, datasets[name], options, timing)
+                tool_p50 = tool_median(name, path, backend, threads, args, expected_ms or mine)
             else:
-                tool = litert_benchmark(path, threads, args.runs, args.tool_warmup_runs, args.workdir / "lb.json")
-                tool_p50 = tool.get("median_ms")
-            if tool_p50 is None:
-                raise RuntimeError(f"{name}: {tool.get('error')}")
+                tool_p50 = tool_median(name, path, backend, threads, args, expected_ms)
+                mine, python_call, clock = edgekd_p50(path, backend, datasets[name], options, timing)
+            expected_ms = mine
             ours.append(mine)
             calls.append(python_call)
             theirs.append(tool_p50)
@@ -173,8 +189,9 @@ def main(argv: list[str] | None = None) -> int:
                             "range", "within 0.95-1.05", "Python-call p50 ms", "its ratio"], rows)
     md = (f"# Profiler fidelity: edgekd p50 against the vendors' tools\n\n"
           f"- **machine**: {info}\n- rounds: {args.rounds}, one thread, batch 1, same artifact file in both tools\n"
-          f"- edgekd: >= {args.runs} runs and >= {args.min_seconds:g} s after {args.warmup:g} s warm-up; benchmark_app -t "
-          f"{args.tool_seconds}; litert-benchmark {args.runs} runs after {args.tool_warmup_runs} warm-up runs\n"
+          f"- edgekd: >= {args.runs} runs and >= {args.min_seconds:g} s after {args.warmup:g} s warm-up; the tools over the same "
+          f"{args.tool_seconds or max(1, round(args.min_seconds))} s (benchmark_app -t; litert-benchmark: as many runs as edgekd's "
+          f"median fits, at least {args.runs}, after {args.tool_warmup_runs} warm-up runs); each round alternates which goes first\n"
           f"- models: {', '.join(f'{name} ({shape[0]}x{shape[1]}x{shape[2]})' for name, _, shape in models)}; FP32, "
           f"untrained weights (timing only)\n\n{table}\n\n"
           "edgekd's clock: what timed each of edgekd's runs. OpenVINO: `InferRequest.latency`, the C++ clock its Python "
@@ -182,8 +199,10 @@ def main(argv: list[str] | None = None) -> int:
           "Interpreter keeps no clock, so its runs are timed around the Python call (`set_tensor` + `invoke`). "
           "Python-call p50: the same runs timed around the Python call; its ratio is what edgekd gated before it read "
           "OpenVINO's clock. `litert-benchmark` is the ai-edge-litert wheel's own Python tool (`CompiledModel.run_by_name` "
-          "timed by `time.perf_counter`); it prints and saves its median rounded to 0.01 ms, so on a tens-of-microseconds "
-          "model its figure is only good to about 10 µs.\n")
+          "timed by `time.perf_counter`); it prints and saves its median rounded to 0.01 ms (a quarter of a 40 µs figure), so "
+          "its column is the median it computed before rounding: its own main() run with `statistics.median` wrapped to print "
+          "the value (`native_tools.litert_benchmark`). OpenVINO: edgekd copies each input into the request's one input "
+          "tensor before the call, as `benchmark_app` feeds one tensor.\n")
     print(md)
     md_path, js_path = write_results(results_stem("profiler_fidelity", args.quick), md,
                                      {"rows": rows, "raw": raw, "machine": info}, args.out)

@@ -96,3 +96,20 @@ def test_a_missing_tool_is_named(tmp_path):
     native = native_latency(job(tmp_path, tmp_path / "m.tflite", backend="litert"))
     assert native == {"tool": "benchmark_model", "status": "not run here",
                       "reason": "benchmark_model is not on PATH on this machine"}
+
+
+def test_openvino_timed_calls_run_the_input_they_were_bound_to(tmp_path):
+    """The timing loop's calls copy each input into the request's one input tensor: each must still compute its own
+    input's output, in any order, and after predict() has set a tensor of its own on the request."""
+    from edgekd.ondevice.runtimes import load
+
+    model = load("openvino", tiny_ir(tmp_path), {"threads": 1, "inference_precision": "f32"})
+    inputs = np.random.default_rng(1).normal(size=(3, 1, 64)).astype(np.float32)
+    calls = [model.bind(x) for x in inputs]
+    expected = [model.predict(x) for x in inputs]
+    for i in (2, 0, 1, 1, 2):
+        calls[i]()
+        np.testing.assert_allclose(model.request.get_output_tensor(0).data, expected[i], rtol=1e-6)
+    model.predict(inputs[0] * 3)
+    calls[1]()
+    np.testing.assert_allclose(model.request.get_output_tensor(0).data, expected[1], rtol=1e-6)

@@ -38,18 +38,31 @@ class OpenVinoModel(Model):
         first = self.compiled.input(0).get_partial_shape()[0]
         self.batch = first.get_length() if first.is_static else None
         self.runtime = package_version("openvino")
+        self._inputs: dict[tuple, Any] = {}  # bind's input tensors by (shape, dtype)
+        self._bound = None  # the one of them set on the request
 
     def infer(self, x: np.ndarray) -> np.ndarray:
+        self._bound = None  # infer({0: x}) copies into the set tensor, or sets its own when the shape differs
         return np.asarray(self.request.infer({0: x})[0]).copy()
 
     def bind(self, x: np.ndarray) -> Callable[[], object]:
+        # Each input is copied into one input tensor the request keeps, outside the runtime's clock, as a C++
+        # application writes each frame into its request's input and as benchmark_app's loop feeds one tensor:
+        # handing the request a different tensor per call cost 2% of the MNIST student's 50 µs here.
         import openvino as ov
 
-        tensor = ov.Tensor(as_input(x))
-        request = self.request
+        data = as_input(x)
+        key = (data.shape, data.dtype.str)
+        if key not in self._inputs:
+            self._inputs[key] = ov.Tensor(data)  # a copy, in memory OpenVINO owns
+        tensor = self._inputs[key]
+        view, request = tensor.data, self.request
 
         def infer() -> None:
-            request.set_input_tensor(tensor)  # no copy: the request reads the tensor's memory
+            np.copyto(view, data)
+            if self._bound is not tensor:  # set once, again only after another shape or infer() replaced it
+                request.set_input_tensor(tensor)
+                self._bound = tensor
             request.infer()
 
         return infer
