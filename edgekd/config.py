@@ -213,6 +213,15 @@ class ExportConfig(Section):
     min_top1_agreement: float = Field(0.98, gt=0, le=1, description="near-tied logits may flip under INT8 rounding")
 
 
+class SqnrFloors(Section):
+    """``compile.min_sqnr_db``: a minimum SQNR in dB per precision, on top of its own bound."""
+
+    fp32: float | None = Field(None, description="FP32 artifacts vs the PyTorch student")
+    fp16: float | None = Field(None, description="FP16 artifacts vs the PyTorch student")
+    int8: float | None = Field(None, description="INT8 artifacts vs the QDQ ONNX model (for the transformer scheme it "
+                               "replaces int8_min_sqnr_db)")
+
+
 class CompileConfig(Section):
     parity_samples: int = Field(256, ge=1, description="held-out test inputs compared against the reference")
     accuracy_samples: int | None = Field(None, ge=1, description="test inputs each artifact is scored on here "
@@ -224,6 +233,10 @@ class CompileConfig(Section):
     int8_min_sqnr_db: float = Field(25.0, description="INT8 artifacts of the transformer scheme vs the QDQ ONNX model: "
                                     "minimum SQNR in dB (their float sections turn one rounding flip into several "
                                     "output steps, so a step bound does not fit them)")
+    min_sqnr_db: SqnrFloors = Field(default_factory=SqnrFloors, description="per precision, a minimum SQNR in dB of "
+                                    "the artifact's outputs against its reference, beside the bound above (e.g. "
+                                    "{int8: 30}: 10 log10 of signal over quantization noise power, as torchao's "
+                                    "compute_error); default: none")
     min_top1_agreement: float = Field(0.98, gt=0, le=1)
     int8_max_accuracy_drop: float | None = Field(
         None, ge=0, lt=1, description="accuracy-aware mixed precision: where an INT8 artifact's validation accuracy, "

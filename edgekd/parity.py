@@ -42,11 +42,12 @@ def sqnr_db(reference: np.ndarray, candidate: np.ndarray) -> float | None:
 
 def compare(reference, candidate, *, atol: float | None = None, min_top1_agreement: float,
             step: float | None = None, limit_steps: float | None = None, min_sqnr_db: float | None = None) -> Parity:
-    """Compare within ``atol`` (absolute), within ``limit_steps`` whole steps of size ``step`` (INT8), or with an
-    SQNR of at least ``min_sqnr_db`` (INT8 with float sections; ``step`` then only reports the difference in steps)."""
-    criteria = (atol is not None) + (limit_steps is not None) + (min_sqnr_db is not None)
-    if criteria != 1 or (limit_steps is not None and step is None) or (atol is not None and step is not None):
-        raise ValueError("compare needs one of atol, step with limit_steps, or min_sqnr_db")
+    """Compare within ``atol`` (absolute) or within ``limit_steps`` whole steps of size ``step`` (INT8), and/or with
+    an SQNR of at least ``min_sqnr_db`` (alone: INT8 with float sections, where ``step`` only reports the difference
+    in steps; beside a bound: a floor the config sets per precision)."""
+    if ((atol is not None and limit_steps is not None) or (limit_steps is not None and step is None)
+            or (atol is not None and step is not None) or (atol is None and limit_steps is None and min_sqnr_db is None)):
+        raise ValueError("compare needs atol, or step with limit_steps, or min_sqnr_db (alone or beside either)")
     reference, candidate = np.asarray(reference, dtype=np.float64), np.asarray(candidate, dtype=np.float64)
     if reference.shape != candidate.shape:
         raise StageError(f"output shapes differ: reference {reference.shape}, candidate {candidate.shape}")
@@ -54,12 +55,13 @@ def compare(reference, candidate, *, atol: float | None = None, min_top1_agreeme
     top1_agreement = float((reference.argmax(1) == candidate.argmax(1)).mean()) if len(reference) else 1.0
     sqnr = sqnr_db(reference, candidate)
     steps = max_abs_diff / step if step else None
-    if min_sqnr_db is not None:
-        close = sqnr is None or sqnr >= min_sqnr_db
-    elif limit_steps is not None:
+    close = True
+    if limit_steps is not None:
         atol, close = limit_steps * step, steps <= limit_steps + STEP_ALLOWANCE
-    else:
+    elif atol is not None:
         close = max_abs_diff <= atol
+    if min_sqnr_db is not None:
+        close = close and (sqnr is None or sqnr >= min_sqnr_db)
     return Parity(
         max_abs_diff=max_abs_diff, top1_agreement=top1_agreement, samples=int(len(reference)),
         atol=None if atol is None else float(atol), min_top1_agreement=float(min_top1_agreement),

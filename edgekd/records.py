@@ -212,7 +212,11 @@ class Parity(Record):
 
     def describe(self) -> str:
         sqnr = "identical outputs" if self.sqnr_db is None else f"SQNR {self.sqnr_db:.1f} dB"
-        if self.min_sqnr_db is not None:
+        if self.min_sqnr_db is not None and self.atol is not None:  # a bound and the config's SQNR floor
+            steps = f" = {self.max_diff_steps:.8g} output steps" if self.max_diff_steps is not None else ""
+            diff = (f"max |diff| {self.max_abs_diff:.3g}{steps} (tolerance {self.atol:.3g}), "
+                    f"{sqnr} (required {self.min_sqnr_db:g} dB)")
+        elif self.min_sqnr_db is not None:
             steps = f" = {self.max_diff_steps:.3g} output steps" if self.max_diff_steps is not None else ""
             diff = f"{sqnr} (required {self.min_sqnr_db:g} dB), max |diff| {self.max_abs_diff:.3g}{steps}"
         elif self.step is not None and self.max_diff_steps is not None:

@@ -182,3 +182,14 @@ def test_accuracy_samples_scores_each_artifact_on_the_first_n_test_inputs(pretra
     logits = run_session(session(tmp_path / "run" / row.path), data.x_test[:37])
     expected = evaluate_logits(logits, data.y_test[:37], data.num_classes).accuracy
     assert row.accuracy == expected and abs(row.accuracy * 37 - round(row.accuracy * 37)) < 1e-9
+
+
+def test_a_precisions_sqnr_floor_from_the_config_fails_an_artifact_that_misses_it(pretrained_config, tmp_path):
+    """compile.min_sqnr_db: {fp32: 300} asks more than float32 round-off leaves (about 120-140 dB here): the artifact
+    fails parity with the SQNR it reached, though its max |diff| is far inside fp32_atol."""
+    only_ort = {"name": "ort-only", "artifacts": [{"backend": "onnxruntime", "precisions": ["fp32"]}]}
+    cfg = pretrained_config({"prune": {"enabled": False}, "quantize": {"mode": "none"},
+                             "compile": {"min_sqnr_db": {"fp32": 300}}, "targets": [write_target(tmp_path, only_ort)]})
+    row = edgekd.run(cfg, tmp_path / "run", stages=["compile"])["compile"].artifacts[0]
+    assert row.status == "failed" and "(required 300 dB)" in row.reason, row.reason
+    assert row.parity.max_abs_diff < 1e-3 and 60 < row.parity.sqnr_db < 300

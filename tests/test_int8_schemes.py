@@ -110,7 +110,29 @@ def test_sqnr_decides_where_asked_and_is_reported_everywhere():
     assert not compare(reference, reference + noise, step=0.001, limit_steps=3, min_top1_agreement=0.98).ok
     assert compare(reference, reference, atol=1e-6, min_top1_agreement=0.98).sqnr_db is None  # identical: no finite ratio
     with pytest.raises(ValueError):
-        compare(reference, reference, atol=1e-3, min_sqnr_db=30.0, min_top1_agreement=0.98)
+        compare(reference, reference, atol=1e-3, step=0.001, limit_steps=3, min_top1_agreement=0.98)
+    with pytest.raises(ValueError):
+        compare(reference, reference, min_top1_agreement=0.98)
+
+
+def test_the_config_floor_on_sqnr_holds_beside_a_precisions_own_bound():
+    """compile.min_sqnr_db: {int8: ...} adds an SQNR floor to the step bound (and {fp16: ...} to the atol): both must
+    hold, and a failure names the SQNR it missed."""
+    from edgekd.config import CompileConfig
+    from edgekd.parity import compare
+
+    reference = torch.randn(200, 3, generator=torch.Generator().manual_seed(0)).numpy()
+    noisy = reference + reference * 0.01  # 40 dB
+    within_steps = dict(step=0.02, limit_steps=3)  # max |diff| about 0.03: inside 3 steps of 0.02
+    assert compare(reference, noisy, **within_steps, min_top1_agreement=0.98).ok
+    assert compare(reference, noisy, **within_steps, min_sqnr_db=35.0, min_top1_agreement=0.98).ok
+    failed = compare(reference, noisy, **within_steps, min_sqnr_db=45.0, min_top1_agreement=0.98)
+    assert not failed.ok and "SQNR 40.0 dB (required 45 dB)" in failed.describe() and "tolerance" in failed.describe()
+    assert not compare(reference, noisy, atol=1.0, min_sqnr_db=45.0, min_top1_agreement=0.98).ok  # atol alone would pass
+    floors = CompileConfig.model_validate({"min_sqnr_db": {"int8": 30, "fp16": 50}}).min_sqnr_db
+    assert floors.model_dump(exclude_none=True) == {"int8": 30.0, "fp16": 50.0}
+    with pytest.raises(Exception, match="int4"):
+        CompileConfig.model_validate({"min_sqnr_db": {"int4": 30}})
 
 
 def test_onnx_runtime_gets_uint8_activations_that_compute_the_same_and_fuse_every_linear(tmp_path):

@@ -563,3 +563,20 @@ def test_screenshot_is_not_blank(rendered):
     rgb = {c for _, c in colors}
     assert any(abs(r - 0x1F) < 12 and abs(g - 0x77) < 12 and abs(b - 0xB4) < 12 for r, g, b in rgb)
     assert any(abs(r - 0xD6) < 12 and abs(g - 0x27) < 12 and abs(b - 0x28) < 12 for r, g, b in rgb)
+
+
+def test_each_artifact_shows_its_sqnr_and_accuracy_per_joule(report):
+    """Under the accuracy: the SQNR of the artifact's outputs against its reference (the whole parity check in the
+    tooltip); under accuracy per watt (at full load): accuracy per joule, which tells the artifacts apart."""
+    rep = copy.deepcopy(report)
+    ok = [a for a in rep["artifacts"] if a["status"] == "ok" and a["accuracy_per_watt"] is not None]
+    ok[0]["parity"].update(sqnr_db=31.26)
+    ok[1]["parity"].update(sqnr_db=None)
+    ok[0]["accuracy_per_joule"], ok[1]["accuracy_per_joule"] = 1234.5, None
+    dom = parse(render_html(rep))
+    row = {a["id"]: dom.find_all("tr", data_artifact=a["id"])[0] for a in ok[:2]}
+    first = _cell(row[ok[0]["id"]], "accuracy").find_all("span", **{"class": "parity"})[0]
+    assert first.text() == "SQNR 31.3 dB" and "top-1 agreement" in first.attrs["title"]
+    assert _cell(row[ok[1]["id"]], "accuracy").find_all("span", **{"class": "parity"})[0].text() == "identical outputs"
+    joules = [_cell(row[a["id"]], "apw").find_all("span", **{"class": "per-joule"}) for a in ok[:2]]
+    assert joules[0][0].text() == "1234/J" and joules[1] == []

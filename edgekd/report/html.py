@@ -150,6 +150,8 @@ table#artifacts { border-collapse: collapse; width: 100%; font-size: 13px; }
 #artifacts td.status { min-width: 6.5rem; width: 9rem; }  /* a preferred width: long reasons wrap */
 .reason { display: block; font-size: 11.5px; line-height: 1.3; color: var(--muted); white-space: normal; overflow-wrap: anywhere; }
 .delta { display: block; font-size: 11px; color: var(--muted); }
+.parity { display: block; font-size: 11px; color: var(--muted); }
+td.apw .per-joule { display: block; font-size: 11px; color: var(--muted); }
 .unstable { display: block; font-size: 11px; color: var(--est); }
 .clock { display: block; font-size: 11px; color: var(--muted); }
 td.energy .source { display: block; font-size: 11px; line-height: 1.3; white-space: normal; overflow-wrap: anywhere;
@@ -241,13 +243,16 @@ def _energy_cells(a: ArtifactReport) -> str:
             net = f'<span class="source">net {_sig(en.net_mj_per_inference)}{_e(idle)}</span>'
         energy = (f'<td class="num energy measured"><span class="value">{_sig(en.mj_per_inference)}</span>'
                   f'<span class="source">measured ({_e(en.meter)}, {_e(en.boundary)})</span>{net}</td>')
+    # at full load every artifact's average power is about the same, so accuracy per joule goes beside it
+    per_joule = ("" if a.accuracy_per_joule is None else
+                 f'<span class="per-joule" title="accuracy x inferences per joule">{_sig(a.accuracy_per_joule)}/J</span>')
     if a.accuracy_per_watt is None:
         apw = '<td class="num apw missing">—</td>'
     elif en is not None and en.source == "estimated":
-        apw = (f'<td class="num apw estimated" title="from estimated power">'
-               f'<span class="value">≈{_sig(a.accuracy_per_watt)}</span></td>')
+        apw = (f'<td class="num apw estimated" title="from estimated power, at full load">'
+               f'<span class="value">≈{_sig(a.accuracy_per_watt)}</span>{per_joule}</td>')
     else:
-        apw = f'<td class="num apw"><span class="value">{_sig(a.accuracy_per_watt)}</span></td>'
+        apw = f'<td class="num apw" title="at full load"><span class="value">{_sig(a.accuracy_per_watt)}</span>{per_joule}</td>'
     return energy + apw
 
 
@@ -275,6 +280,14 @@ def _gate_cell(a: ArtifactReport) -> str:
     return f'<td class="gate fail">fail<ul class="failed-budgets">{items}</ul></td>'
 
 
+def _parity_line(a: ArtifactReport) -> str:
+    """The outputs' SQNR against the reference the compile stage checked them on (tooltip: the whole check)."""
+    if a.parity is None:
+        return ""
+    sqnr = "identical outputs" if a.parity.sqnr_db is None else f"SQNR {a.parity.sqnr_db:.1f} dB"
+    return f'<span class="parity" title="{_e(a.parity.describe())}">{sqnr}</span>'
+
+
 def _artifact_id(ident: str) -> str:
     """The id, breakable after each ``/`` so a long one wraps instead of widening the table."""
     return "/<wbr>".join(_e(part) for part in ident.split("/"))
@@ -285,7 +298,9 @@ def _table(rep: Report) -> str:
     heads = [("Artifact", "", ""), ("Status", "", ""), ("Size", "num", ""), ("Accuracy", "num", ""),
              ("p50 ms", "num", "latency, 50th percentile (ms)"), ("p95 ms", "num", "latency, 95th percentile (ms)"),
              ("p99 ms", "num", "latency, 99th percentile (ms)"), ("Energy mJ/inf.", "num", "energy per inference (mJ)"),
-             ("Acc. / W", "num", "accuracy per watt of average power"),
+             ("Acc. / W", "num", "accuracy per watt of average power at full load (the benchmark loop back to back; "
+                                 "a budget's rate_hz judges it at the application's rate); below: accuracy x inferences "
+                                 "per joule"),
              ("Peak mem.", "num", "peak resident memory of the process that ran the artifact"), ("Gate", "", "")]
     out = ['<div class="table-wrap"><table id="artifacts">',
            "<caption>Latency: single stream, batch 1, steady state. Accuracy on the held-out test set; "
@@ -307,7 +322,7 @@ def _table(rep: Report) -> str:
         if a.accuracy is not None:
             delta = (a.accuracy - rep.student.accuracy) * 100
             acc = (f'<span class="value">{_pct(a.accuracy)}</span>'
-                   f'<span class="delta">{"+" if delta >= 0 else "−"}{abs(delta):.2f} pp</span>')
+                   f'<span class="delta">{"+" if delta >= 0 else "−"}{abs(delta):.2f} pp</span>{_parity_line(a)}')
         else:
             acc = "—"
         cells = [f'<th scope="row"><code>{_artifact_id(a.id)}</code></th>', _status_cell(a),

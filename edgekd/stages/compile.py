@@ -104,6 +104,9 @@ class CompileStage(Stage):
             # whole steps of the output quantizer, as the export checked the QDQ model; SQNR for the transformer scheme
             tolerance["int8"] = (dict(min_sqnr_db=cfg.int8_min_sqnr_db) if sources.int8_scheme == "transformer"
                                  else dict(step=ox.output_scale(sources.int8_onnx), limit_steps=int8_limit(ctx.config)))
+        for precision, floor in cfg.min_sqnr_db.model_dump(exclude_none=True).items():
+            if precision in tolerance:
+                tolerance[precision] = {**tolerance[precision], "min_sqnr_db": floor}
 
         rows: list[CompiledArtifact] = []
         for i, name in enumerate(ctx.config.targets):
@@ -276,8 +279,9 @@ def artifact_table(record: CompileRecord):
     from rich.table import Table
 
     table = Table(title="compiled artifacts")
-    for column in ("target", "backend", "precision", "status", "size", "accuracy", "max |diff|", "top-1 agree", "compile", "note"):
-        table.add_column(column, justify="right" if column in ("size", "accuracy", "max |diff|", "top-1 agree", "compile") else "left")
+    numbers = ("size", "accuracy", "max |diff|", "SQNR dB", "top-1 agree", "compile")
+    for column in ("target", "backend", "precision", "status", *numbers, "note"):
+        table.add_column(column, justify="right" if column in numbers else "left")
     style = {OK: "green", FAILED: "red", NOT_RUN: "yellow"}
     for row in record.artifacts:
         parity = row.parity
@@ -287,6 +291,7 @@ def artifact_table(record: CompileRecord):
             f"{row.size_bytes / 1024:.0f} KiB" if row.size_bytes else "-",
             f"{row.accuracy:.2%}" if row.accuracy is not None else "-",
             f"{parity.max_abs_diff:.2g}" if parity else "-",
+            ("identical" if parity.sqnr_db is None else f"{parity.sqnr_db:.1f}") if parity else "-",
             f"{parity.top1_agreement:.1%}" if parity else "-",
             f"{row.compile_seconds:.1f}s" if row.compile_seconds is not None else "-",
             (row.reason or float_note(row))[:70],
