@@ -98,6 +98,9 @@ class Target(_Strict):
     artifacts: list[ArtifactSpec]
     device: DeviceSpec = DeviceSpec()
     power: PowerSpec | None = Field(None, description="power model used when no meter exists")
+    rate_hz: float | None = Field(None, gt=0, description="the application's inference rate on this device (a 30 fps "
+                                  "camera: 30): the gate judges accuracy per watt at this rate and fails an artifact "
+                                  "too slow to sustain it, wherever budgets apply (a budget's own rate_hz wins)")
     source: str = Field("", exclude=True)
 
 

@@ -90,3 +90,31 @@ def test_min_accuracy_per_joule_and_min_sqnr_db():
     per_joule = {ident: c["min_accuracy_per_joule"] for ident, c in checks.items()}
     assert per_joule[FAST]["measured"] == pytest.approx(0.98 * 1000 / (0.5 + 4.0 * 0.05))  # 1400
     assert per_joule[FAST]["passed"] and not per_joule[SLOW]["passed"]  # 0.98 x 1000 / 2.8 = 350
+
+
+def test_a_targets_rate_applies_where_budgets_do_and_a_budgets_own_rate_wins():
+    """A target may state the application's rate (target rate_hz, carried into the report): the gate then checks
+    that each of its artifacts sustains it and judges accuracy per watt at it; a budget's rate_hz overrides it."""
+    fast, slow = artifact(FAST, mean_ms=0.05, net_mj=0.5), artifact(SLOW, mean_ms=40.0, net_mj=2.0)
+    for a in (fast, slow):
+        a["rate_hz"] = 30.0
+    rep = report(fast, slow)
+    checks = gate(rep, min_accuracy=0.5, min_accuracy_per_watt=0.2)
+    assert not checks[SLOW]["rate_hz"]["passed"] and "cannot sustain 30 Hz" in checks[SLOW]["rate_hz"]["message"]
+    assert checks[FAST]["min_accuracy_per_watt"]["message"].endswith("at 30 Hz")
+    assert checks[FAST]["min_accuracy_per_watt"]["measured"] == pytest.approx(0.98 / power_at_rate(rep["artifacts"][0]["energy"], 30.0))
+    assert gate(rep, min_accuracy=0.5, rate_hz=20)[SLOW]["rate_hz"]["limit"] == 20  # 20 Hz x 40 ms: 80% busy
+    assert gate(rep, min_accuracy=0.5, rate_hz=20)[SLOW]["rate_hz"]["passed"]
+    assert evaluate(rep, BudgetsFile.model_validate({"budgets": [{"target": "other", "min_accuracy": 0.5}]}))["per_artifact"][SLOW] == []
+
+
+def test_a_targets_rate_is_validated_with_the_target(tmp_path):
+    from edgekd.errors import ConfigError
+    from edgekd.targets import load_target
+
+    path = tmp_path / "cam.yaml"
+    path.write_text("name: cam\nrate_hz: 30\nartifacts: [{backend: onnxruntime, precisions: [fp32]}]\n")
+    assert load_target(str(path), tmp_path).rate_hz == 30.0
+    path.write_text("name: cam\nrate_hz: -5\nartifacts: [{backend: onnxruntime, precisions: [fp32]}]\n")
+    with pytest.raises(ConfigError, match="rate_hz"):
+        load_target(str(path), tmp_path)

@@ -444,3 +444,22 @@ def test_the_profile_summary_says_which_figures_leave_out_the_python_call():
                                 "the Python call (+16.0 µs on their median); the rest around the Python call")
     record.artifacts.pop(0)
     assert "clock" not in dict(ProfileStage().describe(record))
+
+
+def test_a_rate_stated_by_the_target_reruns_only_the_gate_and_fails_what_cannot_sustain_it(profiled, tmp_path):
+    """target rate_hz: the application's rate, in the report beside each of the target's artifacts; no artifact
+    runs a million inferences a second, so each one's rate check fails with the reason, and nothing is rebuilt."""
+    result, config_path, _ = profiled
+    cfg = yaml.safe_load(config_path.read_text())
+    cfg["targets"][0] = str(write_yaml(tmp_path / "test-cpu.yaml", {**TARGET, "rate_hz": 1e6}))
+    again = edgekd.run(write_yaml(tmp_path / "rated.yaml", cfg), result.run_dir)
+    assert [name for name, outcome in again.stages.items() if not outcome.cached] == ["gate"]
+    report = json.loads((result.run_dir / "report.json").read_text())
+    rated = [a for a in report["artifacts"] if a["target"] == "test-cpu"]
+    assert rated and all(a["rate_hz"] == 1e6 for a in rated)
+    assert all(a["rate_hz"] is None for a in report["artifacts"] if a["target"] == "test-mac")
+    for a in (a for a in rated if a["status"] == "ok"):
+        check = next(c for c in a["gate"] if c["budget"] == "rate_hz")
+        assert not check["passed"] and "cannot sustain 1e+06 Hz" in check["message"], check
+    assert again.gate_passed is False
+    edgekd.run(config_path, result.run_dir)  # back to the module's own run for the tests after this one

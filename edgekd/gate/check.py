@@ -140,6 +140,9 @@ def check_artifact(artifact: dict[str, Any], report: dict[str, Any], budgets: Bu
     gated = [k for k in limits if k not in OPTIONS]
     if not gated:
         return []
+    if artifact.get("rate_hz") is not None and "rate_hz" not in limits:  # the rate the target states, unless a budget's
+        limits["rate_hz"] = artifact["rate_hz"]
+        gated.append("rate_hz")
     if artifact["status"] == "not run here" and limits.get("allow_not_run", True):
         return [{**_check(artifact, "status", "ok", artifact["status"], True, f"skipped: not run here ({artifact.get('reason', '')})"),
                  "skipped": True}]

@@ -11,8 +11,10 @@ from .schema import ArtifactReport, Report
 
 
 def build_report(compiled: CompileRecord, profiled: ProfileRecord, teacher: Figures, student: Figures,
-                 class_names: list[str], run_name: str, inputs: list[InputSpec] = ()) -> dict[str, Any]:
-    """The report of a run whose profile stage has run; ``gate`` fields stay empty until budgets are applied."""
+                 class_names: list[str], run_name: str, inputs: list[InputSpec] = (),
+                 rates: dict[str, float] | None = None) -> dict[str, Any]:
+    """The report of a run whose profile stage has run; ``gate`` fields stay empty until budgets are applied.
+    ``rates``: target name -> the application's inference rate it states."""
     profiles = {p.id: p for p in profiled.artifacts}
     artifacts = []
     for row in compiled.artifacts:
@@ -31,7 +33,7 @@ def build_report(compiled: CompileRecord, profiled: ProfileRecord, teacher: Figu
             accuracy=prof.accuracy if measured_here else row.accuracy,
             per_class_accuracy=prof.per_class_accuracy if measured_here else row.per_class_accuracy,
             parity=row.parity, latency_ms=prof.latency_ms, energy=prof.energy, accuracy_per_watt=prof.accuracy_per_watt,
-            accuracy_per_joule=prof.accuracy_per_joule,
+            accuracy_per_joule=prof.accuracy_per_joule, rate_hz=(rates or {}).get(row.target),
             peak_memory_mb=prof.peak_memory_mb, host=prof.host,
             float_layers=row.float_layers, float_layers_cost=prof.float_layers_cost,
         ))

@@ -20,8 +20,9 @@ from ..records import (
 # 2.0: latency stability judged on p50_spread (cov_threshold -> stability_threshold); 2.1: energy status, reason
 # and how it was measured (method, sampling interval, windows, duration, idle), accuracy_per_joule; 2.2: INT8
 # layers returned to float (float_layers) and their latency cost (float_layers_cost); 2.3: latency_ms.clock (OpenVINO's
-# figures are its own C++ clock around each inference) and latency_ms.python_call_p50 beside them
-SCHEMA_VERSION = "2.3"
+# figures are its own C++ clock around each inference) and latency_ms.python_call_p50 beside them; 2.4: rate_hz, the
+# application's inference rate its target states
+SCHEMA_VERSION = "2.4"
 
 
 class ArtifactReport(Record):
@@ -43,6 +44,8 @@ class ArtifactReport(Record):
                                             "energy windows, where the benchmark loop runs back to back (a budget's "
                                             "rate_hz judges it at the application's rate instead)")
     accuracy_per_joule: float | None = Field(None, description="accuracy x inferences per joule: what a battery buys")
+    rate_hz: float | None = Field(None, description="the application's inference rate its target states (target rate_hz); "
+                                  "the gate judges accuracy per watt at it and whether the artifact sustains it")
     peak_memory_mb: float | None = Field(None, description="peak resident memory of the process that ran the artifact")
     host: HostInfo | None = None
     float_layers: FloatLayers | None = Field(None, description="INT8 with compile.int8_max_accuracy_drop: the layers "

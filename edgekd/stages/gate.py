@@ -30,7 +30,10 @@ class GateStage(Stage):
 
     def cache_inputs(self, ctx: StageContext) -> dict[str, Any]:
         path = self._budgets_path(ctx)
-        return {"gate": ctx.config.section("gate"), "budgets": ctx.file_hash(str(path)) if path else None}
+        from ..report.outputs import target_rates
+
+        return {"gate": ctx.config.section("gate"), "budgets": ctx.file_hash(str(path)) if path else None,
+                "rates": target_rates(ctx)}
 
     def run(self, ctx: StageContext, out_dir: Path) -> GateRecord:
         path = self._budgets_path(ctx)
