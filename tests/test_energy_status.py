@@ -196,3 +196,34 @@ def test_a_stuck_phone_gauge_is_refused_on_the_adb_path():
     assert len(parse_battery(output)[0]) == 5
     energy, reasons = battery_energy(output, {"runs": 100, "mean": 5.0})
     assert energy is None and reasons["android-battery"].startswith("refused: the android-battery reading did not advance")
+
+
+def test_a_stuck_nvml_counter_is_refused(monkeypatch):
+    """NVML's total-energy counter frozen (a driver that stopped updating it): the GPU meter is refused like RAPL."""
+    import types
+
+    monkeypatch.setitem(sys.modules, "pynvml", types.SimpleNamespace(
+        nvmlInit=lambda: None, nvmlDeviceGetHandleByIndex=lambda index: f"gpu{index}",
+        nvmlDeviceGetName=lambda handle: "NVIDIA H200", nvmlDeviceGetTotalEnergyConsumption=lambda handle: 987_654_321))
+    energy, reasons = measured_energy(infer, "nvml", windows=1, window_s=1.0)
+    assert energy is None
+    assert_refused(report_with(energy, reasons), "nvml", "did not advance over the window 1 of 1")
+
+
+def test_powermetrics_reporting_zero_power_is_refused(tmp_path, monkeypatch):
+    """A powermetrics stream whose every sample reads 0 mW (a sampler that reports nothing) adds up to no energy:
+    refused, not reported as a free inference."""
+    from edgekd.ondevice.meters import powermetrics
+
+    binary = tmp_path / "usr/bin/powermetrics"
+    binary.parent.mkdir(parents=True)
+    sample = ("*** Sampled system activity (Wed Dec  3 10:00:00 2026 +0000) (100.00ms elapsed) ***\\n\\n"
+              "Combined Power (CPU + GPU + ANE): 0 mW\\n\\n")
+    binary.write_text(f"#!{sys.executable}\nimport sys, time\nwhile True:\n"
+                      f"    sys.stdout.write('{sample}')\n    sys.stdout.flush()\n    time.sleep(0.1)\n")
+    binary.chmod(0o755)
+    monkeypatch.setattr(powermetrics, "_is_macos", lambda: True)
+    monkeypatch.setattr(powermetrics.os, "geteuid", lambda: 0)  # no sudo in front of the fake binary
+    energy, reasons = measured_energy(infer, "powermetrics", windows=1, window_s=1.0, root=tmp_path)
+    assert energy is None
+    assert_refused(report_with(energy, reasons), "powermetrics", "did not advance over the window 1 of 1")
