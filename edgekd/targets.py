@@ -61,8 +61,12 @@ class DeviceSpec(_Strict):
         "yes", description="ssh StrictHostKeyChecking: yes refuses unknown hosts; accept-new trusts a first key; never off")
     connect_timeout_s: int = Field(10, ge=1, description="ssh/adb: seconds to wait for the connection")
     tool: str | None = Field(
-        None, description="ssh: time the artifact with the device's own tool instead of the Python benchmark "
-                          "(one a backend declares in its folder, e.g. benchmark_app or trtexec)")
+        None, description="ssh: time the artifact with the device's own tool (one a backend declares in its folder, "
+                          "e.g. benchmark_app or trtexec), instead of the Python benchmark or beside it (tool_as)")
+    tool_as: Literal["gated", "beside"] = Field(
+        "gated", description="ssh: gated: the tool's figures are the artifact's (a device without the runtime's Python "
+                             "API); beside: edgekd's benchmark is gated and the tool runs after it, its median and "
+                             "the ratio kept beside (latency_ms.native), as on this machine")
     tool_path: str | None = Field(None, description="ssh: the tool on the device (default: its name, found on PATH)")
     tool_args: list[str] = Field(default_factory=list, description="extra arguments for the tool (each quoted)")
     benchmark_model: str | None = Field(None, description="adb: this machine's path of an Android benchmark_model binary, pushed to the phone")

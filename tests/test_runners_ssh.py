@@ -427,3 +427,31 @@ def test_device_specs_refuse_unchecked_host_keys_and_option_like_addresses():
         DeviceSpec(adb="emulator-5554 ; reboot")
     with pytest.raises(ValueError, match="port"):
         parse_address("pi@host:22;reboot")
+
+
+def test_benchmark_app_on_the_device_beside_the_python_benchmark(fleet, servers):
+    """``device.tool_as: beside``: edgekd's benchmark gives the gated figures (and the accuracy on the device), then
+    the device's benchmark_app times the same artifact on the same pinned core; its median and the ratio stay beside."""
+    result, cfg, _, _ = fleet
+    tool = Path(sys.executable).parent / "benchmark_app"
+    if not tool.is_file():
+        pytest.skip("openvino's benchmark_app is not installed in this environment")
+    row = next(r for r in result["compile"].artifacts if r.target == "dev-b" and r.backend == "openvino")
+    path = result.run_dir / row.path
+    server = servers[1]
+    spec = DeviceSpec(**server.device(tool="benchmark_app", tool_path=str(tool), tool_as="beside", pin=[0]))
+    data = result.run_dir / "profile" / "test.npz"
+    job = ProfileJob(artifact=path, files=[path, path.with_suffix(".bin")], backend="openvino", precision="fp32",
+                     options={"threads": 1}, data=data, timeout_s=120,
+                     settings={**QUICK, "runs": 50, "stability_threshold": 0.05}, bench_args=["--runs", "50", "--min-seconds", "0.2",
+                                                                                      "--warmup-s", "0.2", "--meter", "none"])
+    out = ProfileStage._attempt(runner_for(spec), job, row, None, retries=0)
+    assert out.status == "ok", out.reason
+    lat = out.latency_ms
+    assert out.measured_by == "edgekd.ondevice.bench" and lat.clock.startswith("InferRequest.latency")
+    assert out.accuracy_source == "device" and out.accuracy == pytest.approx(row.accuracy, abs=0.02)
+    native = lat.native
+    assert native.tool == "benchmark_app" and native.status == "ok" and native.p50 > 0, native
+    assert native.p50_ratio == pytest.approx(lat.p50 / native.p50)
+    assert native.command.startswith("taskset -c 0 ") and "-nthreads 1" in native.command
+    assert leftovers(server) == []

@@ -195,8 +195,23 @@ class SshRunner(DeviceRunner):
 
     def profile(self, job: ProfileJob) -> dict[str, Any]:
         tool = self.device.get("tool")
-        if tool:
+        if tool and self.device.get("tool_as", "gated") == "gated":
             return self._profile_with_tool(tool, job)
+        result = self._profile_with_python(job)
+        if tool and result.get("status") == "ok" and job.settings.get("native_tool", True):
+            result["native_latency"] = self._tool_beside(tool, job)  # after edgekd's: never both on the CPU at once
+        return result
+
+    def _tool_beside(self, tool: str, job: ProfileJob) -> dict[str, Any]:
+        """The device tool's median beside edgekd's figure, or why there is none (a side figure never fails the row)."""
+        try:
+            latency, _, argv = self._run_tool(tool, job)
+        except (DeviceFailed, DeviceUnreachable) as why:
+            return {"tool": tool, "status": "failed", "reason": str(why)}
+        return {"tool": tool, "status": "ok", "p50": latency.get("p50"), "mean": latency.get("mean"),
+                "runs": latency.get("runs"), "command": " ".join(argv)}
+
+    def _profile_with_python(self, job: ProfileJob) -> dict[str, Any]:
         python = str(self.device.get("python") or "python3")
         argv = [python, "-m", f"{PACKAGE}.ondevice.bench", "--artifact", f"files/{job.artifact.name}", "--backend", job.backend,
                 "--data", "data/test.npz", "--options", json.dumps(job.options), "--out", "result.json", *job.bench_args]
@@ -211,20 +226,27 @@ class SshRunner(DeviceRunner):
         return result
 
     def _profile_with_tool(self, tool: str, job: ProfileJob) -> dict[str, Any]:
+        latency, output, _ = self._run_tool(tool, job)
+        driver = DEVICE_TOOLS.get(tool, key=f"{self.label}: device.tool")()
+        return tool_result(tool, latency, {"cpu": "", "threads": job.options.get("threads")}, output,
+                           peak_memory_mb=driver.peak_memory_mb(output))
+
+    def _run_tool(self, tool: str, job: ProfileJob) -> tuple[dict[str, Any], str, list[str]]:
+        """The device tool on ``job``'s artifact: its parsed statistics, its output and its command."""
         path = str(self.device.get("tool_path") or tool)
         driver = DEVICE_TOOLS.get(tool, key=f"{self.label}: device.tool")()
         argv = driver.command(path, f"files/{job.artifact.name}", job.options, job.settings,
                               [str(a) for a in self.device.get("tool_args") or []])
+        if self.device.get("pin"):  # the cores edgekd's benchmark is pinned to (util-linux and Android's toybox have taskset)
+            argv = ["taskset", "-c", ",".join(map(str, self.device["pin"])), *argv]
         output, _, _ = self.run(argv, job.files, None, job.timeout_s, job.work_dir)
         output, _, rc = output.rpartition("edgekd-rc ")
         if rc.strip() != "0":
             raise DeviceFailed(f"{self.label}: {tool} exited {rc.strip()}: {tail(output)}")
         try:
-            latency = driver.parse(output, job.settings.get("stability_threshold"))
+            return driver.parse(output, job.settings.get("stability_threshold")), output, argv
         except ValueError as why:
             raise DeviceFailed(f"{self.label}: {why}") from None
-        return tool_result(tool, latency, {"cpu": "", "threads": job.options.get("threads")}, output,
-                           peak_memory_mb=driver.peak_memory_mb(output))
 
     def check(self) -> dict[str, Any]:
         """Connect, copy the ondevice package and run its probe: Python, runtimes, meters, tools."""
