@@ -189,8 +189,9 @@ def main(argv: list[str] | None = None) -> int:
                             "range", "within 0.95-1.05", "Python-call p50 ms", "its ratio"], rows)
     md = (f"# Profiler fidelity: edgekd p50 against the vendors' tools\n\n"
           f"- **machine**: {info}\n- rounds: {args.rounds}, one thread, batch 1, same artifact file in both tools\n"
-          f"- edgekd: >= {args.runs} runs and >= {args.min_seconds:g} s after {args.warmup:g} s warm-up; the tools over the same "
-          f"{args.tool_seconds or max(1, round(args.min_seconds))} s (benchmark_app -t; litert-benchmark: as many runs as edgekd's "
+          f"- edgekd: >= {args.runs} runs and >= {args.min_seconds:g} s after {args.warmup:g} s warm-up; the tools for edgekd's "
+          f"minimum duration, {args.tool_seconds or max(1, round(args.min_seconds))} s (longer models take edgekd longer to reach "
+          f"{args.runs} runs; benchmark_app -t; litert-benchmark: as many runs as edgekd's "
           f"median fits, at least {args.runs}, after {args.tool_warmup_runs} warm-up runs); each round alternates which goes first\n"
           f"- models: {', '.join(f'{name} ({shape[0]}x{shape[1]}x{shape[2]})' for name, _, shape in models)}; FP32, "
           f"untrained weights (timing only)\n\n{table}\n\n"

@@ -208,23 +208,26 @@ class Parity(Record):
     max_diff_steps: float | None = None  # INT8: max |diff| in output quantization steps (compared with atol / step)
     step: float | None = None  # INT8: the output quantizer's step
     sqnr_db: float | None = None  # 20 log10(|reference| / |difference|); None when the outputs are identical
-    min_sqnr_db: float | None = None  # set when SQNR, not a tolerance, decides (INT8 with float sections)
+    min_sqnr_db: float | None = None  # the SQNR floor: alone (INT8 with float sections) or beside a bound (compile.min_sqnr_db)
+
+    def sqnr_text(self, unit: bool = True) -> str:
+        """The SQNR as shown in tables; a record from before SQNR was kept has none, which is not identity."""
+        if self.sqnr_db is not None:
+            return f"SQNR {self.sqnr_db:.1f} dB" if unit else f"{self.sqnr_db:.1f}"
+        return ("identical outputs" if unit else "identical") if self.max_abs_diff == 0 else ("SQNR —" if unit else "—")
 
     def describe(self) -> str:
-        sqnr = "identical outputs" if self.sqnr_db is None else f"SQNR {self.sqnr_db:.1f} dB"
-        if self.min_sqnr_db is not None and self.atol is not None:  # a bound and the config's SQNR floor
-            steps = f" = {self.max_diff_steps:.8g} output steps" if self.max_diff_steps is not None else ""
-            diff = (f"max |diff| {self.max_abs_diff:.3g}{steps} (tolerance {self.atol:.3g}), "
-                    f"{sqnr} (required {self.min_sqnr_db:g} dB)")
-        elif self.min_sqnr_db is not None:
+        sqnr = self.sqnr_text()
+        floor = f" (required {self.min_sqnr_db:g} dB)" if self.min_sqnr_db is not None else ""
+        if self.min_sqnr_db is not None and self.atol is None:  # SQNR alone decides (the transformer scheme)
             steps = f" = {self.max_diff_steps:.3g} output steps" if self.max_diff_steps is not None else ""
             diff = f"{sqnr} (required {self.min_sqnr_db:g} dB), max |diff| {self.max_abs_diff:.3g}{steps}"
         elif self.step is not None and self.max_diff_steps is not None:
             # enough digits to tell 3.0000014 steps from 4
             diff = (f"max |diff| {self.max_abs_diff:.3g} = {self.max_diff_steps:.8g} output steps of {self.step:.3g} "
-                    f"(limit {self.atol / self.step:.6g}), {sqnr}")
+                    f"(limit {self.atol / self.step:.6g}), {sqnr}{floor}")
         else:
-            diff = f"max |diff| {self.max_abs_diff:.3g} (tolerance {self.atol:.3g})"
+            diff = f"max |diff| {self.max_abs_diff:.3g} (tolerance {self.atol:.3g})" + (f", {sqnr}{floor}" if floor else "")
         return (
             f"{diff}, top-1 agreement {self.top1_agreement:.2%} (required {self.min_top1_agreement:.2%}) "
             f"on {self.samples} inputs"

@@ -11,7 +11,7 @@ import re
 from pathlib import Path
 from typing import Literal, Union
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from typing_extensions import TypedDict
 
 from . import yamlfile
@@ -64,9 +64,10 @@ class DeviceSpec(_Strict):
         None, description="ssh: time the artifact with the device's own tool (one a backend declares in its folder, "
                           "e.g. benchmark_app or trtexec), instead of the Python benchmark or beside it (tool_as)")
     tool_as: Literal["gated", "beside"] = Field(
-        "gated", description="ssh: gated: the tool's figures are the artifact's (a device without the runtime's Python "
-                             "API); beside: edgekd's benchmark is gated and the tool runs after it, its median and "
-                             "the ratio kept beside (latency_ms.native), as on this machine")
+        "gated", description="ssh: gated: the tool's figures are the artifact's, for every artifact of the target (a "
+                             "device without the runtime's Python API); beside: edgekd's benchmark is gated and, for "
+                             "the artifacts of the tool's own runtime, the tool runs after it on the pinned cores, its "
+                             "median and the ratio kept beside (latency_ms.native), as on this machine")
     tool_path: str | None = Field(None, description="ssh: the tool on the device (default: its name, found on PATH)")
     tool_args: list[str] = Field(default_factory=list, description="extra arguments for the tool (each quoted)")
     benchmark_model: str | None = Field(None, description="adb: this machine's path of an Android benchmark_model binary, pushed to the phone")
@@ -94,6 +95,13 @@ class DeviceSpec(_Strict):
         if value is not None:
             device_tools().get(value)  # ValueError naming the near miss and the declared tools
         return value
+
+    @model_validator(mode="after")
+    def _tool_beside_needs_a_tool(self) -> "DeviceSpec":
+        if self.tool_as == "beside" and self.tool is None:
+            raise ValueError("tool_as: beside runs the device's own tool after edgekd's benchmark: set device.tool "
+                             "too (e.g. benchmark_app, trtexec)")
+        return self
 
 
 class Target(_Strict):
@@ -148,3 +156,9 @@ def list_targets(base_dir: Path | None = None) -> list[Target]:
         raise ConfigError(f"{len(broken)} broken target file(s) in {', '.join(map(str, search_dirs(base_dir)))}:\n"
                           + "\n".join(f"  {b}" for b in broken))
     return list(seen.values())
+
+
+def target_rates(config) -> dict[str, float]:
+    """The inference rate each of a run's targets states (target ``rate_hz``), by target name."""
+    targets = (load_target(t, config.base_dir, key=f"targets[{i}]") for i, t in enumerate(config.targets))
+    return {t.name: t.rate_hz for t in targets if t.rate_hz is not None}

@@ -127,7 +127,7 @@ def test_the_config_floor_on_sqnr_holds_beside_a_precisions_own_bound():
     assert compare(reference, noisy, **within_steps, min_top1_agreement=0.98).ok
     assert compare(reference, noisy, **within_steps, min_sqnr_db=35.0, min_top1_agreement=0.98).ok
     failed = compare(reference, noisy, **within_steps, min_sqnr_db=45.0, min_top1_agreement=0.98)
-    assert not failed.ok and "SQNR 40.0 dB (required 45 dB)" in failed.describe() and "tolerance" in failed.describe()
+    assert not failed.ok and "output steps of 0.02 (limit 3), SQNR 40.0 dB (required 45 dB)" in failed.describe()
     assert not compare(reference, noisy, atol=1.0, min_sqnr_db=45.0, min_top1_agreement=0.98).ok  # atol alone would pass
     floors = CompileConfig.model_validate({"min_sqnr_db": {"int8": 30, "fp16": 50}}).min_sqnr_db
     assert floors.model_dump(exclude_none=True) == {"int8": 30.0, "fp16": 50.0}

@@ -23,13 +23,14 @@ from edgekd.config import ProfileConfig
 from edgekd.stages.profile import result_row
 
 
-def tiny_ir(tmp_path):
+def tiny_ir(tmp_path, batch=1):
+    """A 64 -> 10 MatMul as an OpenVINO IR; ``batch``: its batch size, or a name for a dynamic one."""
     import openvino as ov
 
     weight = numpy_helper.from_array(np.linspace(-1, 1, 64 * 10, dtype=np.float32).reshape(64, 10), "w")
     graph = helper.make_graph([helper.make_node("MatMul", ["x", "w"], ["y"])], "tiny",
-                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 64])],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 10])], [weight])
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [batch, 64])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [batch, 10])], [weight])
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(tmp_path / "m.onnx"))
     ov.save_model(ov.convert_model(str(tmp_path / "m.onnx")), str(tmp_path / "m.xml"))
     return tmp_path / "m.xml"
@@ -98,12 +99,13 @@ def test_a_missing_tool_is_named(tmp_path):
                       "reason": "benchmark_model is not on PATH on this machine"}
 
 
-def test_openvino_timed_calls_run_the_input_they_were_bound_to(tmp_path):
+@pytest.mark.parametrize("batch", [1, "N"])
+def test_openvino_timed_calls_run_the_input_they_were_bound_to(tmp_path, batch):
     """The timing loop's calls copy each input into the request's one input tensor: each must still compute its own
-    input's output, in any order, and after predict() has set a tensor of its own on the request."""
+    input's output, in any order, and after predict() has run other inputs (for a dynamic batch, 8 rows at once)."""
     from edgekd.ondevice.runtimes import load
 
-    model = load("openvino", tiny_ir(tmp_path), {"threads": 1, "inference_precision": "f32"})
+    model = load("openvino", tiny_ir(tmp_path, batch), {"threads": 1, "inference_precision": "f32"})
     inputs = np.random.default_rng(1).normal(size=(3, 1, 64)).astype(np.float32)
     calls = [model.bind(x) for x in inputs]
     expected = [model.predict(x) for x in inputs]
@@ -111,5 +113,7 @@ def test_openvino_timed_calls_run_the_input_they_were_bound_to(tmp_path):
         calls[i]()
         np.testing.assert_allclose(model.request.get_output_tensor(0).data, expected[i], rtol=1e-6)
     model.predict(inputs[0] * 3)
+    if batch == "N":
+        model.predict(np.concatenate([inputs[0]] * 8))
     calls[1]()
     np.testing.assert_allclose(model.request.get_output_tensor(0).data, expected[1], rtol=1e-6)

@@ -571,12 +571,15 @@ def test_each_artifact_shows_its_sqnr_and_accuracy_per_joule(report):
     rep = copy.deepcopy(report)
     ok = [a for a in rep["artifacts"] if a["status"] == "ok" and a["accuracy_per_watt"] is not None]
     ok[0]["parity"].update(sqnr_db=31.26)
-    ok[1]["parity"].update(sqnr_db=None)
+    ok[1]["parity"].update(sqnr_db=None, max_abs_diff=0.0)
+    ok[2]["parity"].update(sqnr_db=None, max_abs_diff=0.041)  # a report from before SQNR was kept: unknown, not identical
     ok[0]["accuracy_per_joule"], ok[1]["accuracy_per_joule"] = 1234.5, None
     dom = parse(render_html(rep))
     row = {a["id"]: dom.find_all("tr", data_artifact=a["id"])[0] for a in ok[:2]}
     first = _cell(row[ok[0]["id"]], "accuracy").find_all("span", **{"class": "parity"})[0]
     assert first.text() == "SQNR 31.3 dB" and "top-1 agreement" in first.attrs["title"]
+    row[ok[2]["id"]] = dom.find_all("tr", data_artifact=ok[2]["id"])[0]
     assert _cell(row[ok[1]["id"]], "accuracy").find_all("span", **{"class": "parity"})[0].text() == "identical outputs"
+    assert _cell(row[ok[2]["id"]], "accuracy").find_all("span", **{"class": "parity"})[0].text() == "SQNR —"
     joules = [_cell(row[a["id"]], "apw").find_all("span", **{"class": "per-joule"}) for a in ok[:2]]
     assert joules[0][0].text() == "1234/J" and joules[1] == []

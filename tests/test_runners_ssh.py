@@ -19,6 +19,7 @@ import subprocess
 import sys
 import threading
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -454,4 +455,16 @@ def test_benchmark_app_on_the_device_beside_the_python_benchmark(fleet, servers)
     assert native.tool == "benchmark_app" and native.status == "ok" and native.p50 > 0, native
     assert native.p50_ratio == pytest.approx(lat.p50 / native.p50)
     assert native.command.startswith("taskset -c 0 ") and "-nthreads 1" in native.command
+    ort = next(r for r in result["compile"].artifacts if r.target == "dev-b" and r.backend == "onnxruntime")
+    ort_path = result.run_dir / ort.path
+    other = ProfileStage._attempt(runner_for(spec), replace(job, artifact=ort_path, files=[ort_path], backend="onnxruntime"),
+                                  ort, None, retries=0)
+    assert other.status == "ok" and other.latency_ms.native is None  # benchmark_app is not ONNX Runtime's tool
     assert leftovers(server) == []
+
+
+def test_tool_beside_without_a_tool_is_a_config_error():
+    with pytest.raises(ValueError, match="tool_as: beside .* set device.tool"):
+        DeviceSpec(ssh="pi@raspberrypi", tool_as="beside")
+    with pytest.raises(ValueError, match="tool_as"):
+        DeviceSpec(ssh="pi@raspberrypi", tool="benchmark_app", tool_as="instead")

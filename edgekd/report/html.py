@@ -284,7 +284,7 @@ def _parity_line(a: ArtifactReport) -> str:
     """The outputs' SQNR against the reference the compile stage checked them on (tooltip: the whole check)."""
     if a.parity is None:
         return ""
-    sqnr = "identical outputs" if a.parity.sqnr_db is None else f"SQNR {a.parity.sqnr_db:.1f} dB"
+    sqnr = a.parity.sqnr_text()
     return f'<span class="parity" title="{_e(a.parity.describe())}">{sqnr}</span>'
 
 
@@ -299,7 +299,7 @@ def _table(rep: Report) -> str:
              ("p50 ms", "num", "latency, 50th percentile (ms)"), ("p95 ms", "num", "latency, 95th percentile (ms)"),
              ("p99 ms", "num", "latency, 99th percentile (ms)"), ("Energy mJ/inf.", "num", "energy per inference (mJ)"),
              ("Acc. / W", "num", "accuracy per watt of average power at full load (the benchmark loop back to back; "
-                                 "a budget's rate_hz judges it at the application's rate); below: accuracy x inferences "
+                                 "a target's or budget's rate_hz judges it at the application's rate); below: accuracy x inferences "
                                  "per joule"),
              ("Peak mem.", "num", "peak resident memory of the process that ran the artifact"), ("Gate", "", "")]
     out = ['<div class="table-wrap"><table id="artifacts">',

@@ -13,6 +13,7 @@ from typing import Any
 from ..context import StageContext
 from ..io import write_json
 from ..records import CompileRecord, GateRecord, ProfileRecord, StudentRecord, TeacherRecord
+from ..targets import target_rates
 
 TEACHER, STUDENT, COMPILED, PROFILED, GATE = "teacher", "prune", "compile", "profile", "gate"
 
@@ -24,15 +25,7 @@ def run_report(ctx: StageContext) -> dict[str, Any]:
     student = ctx.record(STUDENT, StudentRecord)
     return build_report(ctx.record(COMPILED, CompileRecord), ctx.record(PROFILED, ProfileRecord),
                         ctx.record(TEACHER, TeacherRecord).figures, student.figures, student.class_names, ctx.config.name,
-                        student.inputs, target_rates(ctx))
-
-
-def target_rates(ctx: StageContext) -> dict[str, float]:
-    """The inference rate each of the run's targets states (target ``rate_hz``), by target name."""
-    from ..targets import load_target
-
-    targets = (load_target(t, ctx.config.base_dir, key=f"targets[{i}]") for i, t in enumerate(ctx.config.targets))
-    return {t.name: t.rate_hz for t in targets if t.rate_hz is not None}
+                        student.inputs, target_rates(ctx.config))
 
 
 def write_outputs(ctx: StageContext) -> dict[str, Any] | None:

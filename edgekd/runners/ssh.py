@@ -34,6 +34,7 @@ from typing import Any
 
 from .. import ondevice
 from ..backends import DEVICE_TOOLS
+from ..ondevice.backend_info import BACKEND_INFO
 from .base import RUNNERS, DeviceFailed, DeviceRunner, DeviceUnreachable, HostKeyRefused, ProfileJob, tail, tool_result
 
 PACKAGE = "edgekd_ondevice"  # edgekd's name on the device: the ondevice package and the backends' runtimes only
@@ -198,14 +199,17 @@ class SshRunner(DeviceRunner):
         if tool and self.device.get("tool_as", "gated") == "gated":
             return self._profile_with_tool(tool, job)
         result = self._profile_with_python(job)
-        if tool and result.get("status") == "ok" and job.settings.get("native_tool", True):
-            result["native_latency"] = self._tool_beside(tool, job)  # after edgekd's: never both on the CPU at once
+        own = BACKEND_INFO.get(job.backend).tool if job.backend in BACKEND_INFO else None
+        if tool and tool == own and result.get("status") == "ok" and job.settings.get("native_tool", True):
+            # after edgekd's: never both on the CPU at once; only the artifact's own runtime's tool, so the ratio
+            # compares one runtime with itself (benchmark_app would also read an .onnx)
+            result["native_latency"] = self._tool_beside(tool, job)
         return result
 
     def _tool_beside(self, tool: str, job: ProfileJob) -> dict[str, Any]:
         """The device tool's median beside edgekd's figure, or why there is none (a side figure never fails the row)."""
         try:
-            latency, _, argv = self._run_tool(tool, job)
+            latency, _, argv = self._run_tool(tool, job, pinned=True)
         except (DeviceFailed, DeviceUnreachable) as why:
             return {"tool": tool, "status": "failed", "reason": str(why)}
         return {"tool": tool, "status": "ok", "p50": latency.get("p50"), "mean": latency.get("mean"),
@@ -231,13 +235,14 @@ class SshRunner(DeviceRunner):
         return tool_result(tool, latency, {"cpu": "", "threads": job.options.get("threads")}, output,
                            peak_memory_mb=driver.peak_memory_mb(output))
 
-    def _run_tool(self, tool: str, job: ProfileJob) -> tuple[dict[str, Any], str, list[str]]:
-        """The device tool on ``job``'s artifact: its parsed statistics, its output and its command."""
+    def _run_tool(self, tool: str, job: ProfileJob, pinned: bool = False) -> tuple[dict[str, Any], str, list[str]]:
+        """The device tool on ``job``'s artifact: its parsed statistics, its output and its command; ``pinned``: on the
+        device's ``pin`` cores, as edgekd's benchmark beside it was."""
         path = str(self.device.get("tool_path") or tool)
         driver = DEVICE_TOOLS.get(tool, key=f"{self.label}: device.tool")()
         argv = driver.command(path, f"files/{job.artifact.name}", job.options, job.settings,
                               [str(a) for a in self.device.get("tool_args") or []])
-        if self.device.get("pin"):  # the cores edgekd's benchmark is pinned to (util-linux and Android's toybox have taskset)
+        if pinned and self.device.get("pin"):  # util-linux and Android's toybox have taskset
             argv = ["taskset", "-c", ",".join(map(str, self.device["pin"])), *argv]
         output, _, _ = self.run(argv, job.files, None, job.timeout_s, job.work_dir)
         output, _, rc = output.rpartition("edgekd-rc ")

@@ -291,7 +291,7 @@ def artifact_table(record: CompileRecord):
             f"{row.size_bytes / 1024:.0f} KiB" if row.size_bytes else "-",
             f"{row.accuracy:.2%}" if row.accuracy is not None else "-",
             f"{parity.max_abs_diff:.2g}" if parity else "-",
-            ("identical" if parity.sqnr_db is None else f"{parity.sqnr_db:.1f}") if parity else "-",
+            parity.sqnr_text(unit=False) if parity else "-",
             f"{parity.top1_agreement:.1%}" if parity else "-",
             f"{row.compile_seconds:.1f}s" if row.compile_seconds is not None else "-",
             (row.reason or float_note(row))[:70],

@@ -12,6 +12,7 @@ from typing import Any
 
 from ..gate import evaluate, gate_table, load_budgets, write_junit, write_markdown
 from ..records import GateRecord
+from ..targets import target_rates
 from .base import STAGES, Stage, StageContext
 
 
@@ -30,10 +31,8 @@ class GateStage(Stage):
 
     def cache_inputs(self, ctx: StageContext) -> dict[str, Any]:
         path = self._budgets_path(ctx)
-        from ..report.outputs import target_rates
-
         return {"gate": ctx.config.section("gate"), "budgets": ctx.file_hash(str(path)) if path else None,
-                "rates": target_rates(ctx)}
+                "rates": target_rates(ctx.config)}
 
     def run(self, ctx: StageContext, out_dir: Path) -> GateRecord:
         path = self._budgets_path(ctx)

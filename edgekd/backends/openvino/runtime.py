@@ -42,8 +42,11 @@ class OpenVinoModel(Model):
         self._bound = None  # the one of them set on the request
 
     def infer(self, x: np.ndarray) -> np.ndarray:
-        self._bound = None  # infer({0: x}) copies into the set tensor, or sets its own when the shape differs
-        return np.asarray(self.request.infer({0: x})[0]).copy()
+        import openvino as ov
+
+        # A Tensor is set on the request (a numpy array would be copied into, and resize, bind's tensor)
+        self._bound = None
+        return np.asarray(self.request.infer({0: ov.Tensor(as_input(x))})[0]).copy()
 
     def bind(self, x: np.ndarray) -> Callable[[], object]:
         # Each input is copied into one input tensor the request keeps, outside the runtime's clock, as a C++
