@@ -344,15 +344,20 @@ def test_devices_check_tells_reachability_runtimes_and_meters(servers, keys, tmp
     assert table.exit_code == 0 and "dev-a" in table.output and "onnxruntime" in table.output
 
 
+def openvino_on_dev_b(fleet):
+    """The fleet run, the venv's benchmark_app, and dev-b's OpenVINO FP32 row and IR (skips without benchmark_app)."""
+    result = fleet[0]
+    tool = Path(sys.executable).parent / "benchmark_app"
+    if not tool.is_file():
+        pytest.skip("openvino's benchmark_app is not installed in this environment (it ships in the openvino wheel)")
+    row = next(r for r in result["compile"].artifacts if r.target == "dev-b" and r.backend == "openvino")
+    return result, tool, row, result.run_dir / row.path
+
+
 @pytest.mark.slow  # the two-device SSH fleet (a pipeline run and two sshd: ~90 s to set up); CI runs it in make test-slow
 def test_benchmark_app_on_the_device_instead_of_the_python_benchmark(fleet, servers):
     """``device.tool``: OpenVINO's own benchmark_app (the venv's) times the artifact on the device; its output is parsed."""
-    result, cfg, _, _ = fleet
-    tool = Path(sys.executable).parent / "benchmark_app"
-    if not tool.is_file():
-        pytest.skip("openvino's benchmark_app is not installed in this environment")
-    row = next(r for r in result["compile"].artifacts if r.target == "dev-b" and r.backend == "openvino")
-    path = result.run_dir / row.path
+    result, tool, row, path = openvino_on_dev_b(fleet)
     server = servers[1]
     spec = DeviceSpec(**server.device(tool="benchmark_app", tool_path=str(tool)))
     runner = runner_for(spec)
@@ -430,15 +435,11 @@ def test_device_specs_refuse_unchecked_host_keys_and_option_like_addresses():
         parse_address("pi@host:22;reboot")
 
 
+@pytest.mark.slow  # the two-device SSH fleet, as the test above
 def test_benchmark_app_on_the_device_beside_the_python_benchmark(fleet, servers):
     """``device.tool_as: beside``: edgekd's benchmark gives the gated figures (and the accuracy on the device), then
     the device's benchmark_app times the same artifact on the same pinned core; its median and the ratio stay beside."""
-    result, cfg, _, _ = fleet
-    tool = Path(sys.executable).parent / "benchmark_app"
-    if not tool.is_file():
-        pytest.skip("openvino's benchmark_app is not installed in this environment")
-    row = next(r for r in result["compile"].artifacts if r.target == "dev-b" and r.backend == "openvino")
-    path = result.run_dir / row.path
+    result, tool, row, path = openvino_on_dev_b(fleet)
     server = servers[1]
     spec = DeviceSpec(**server.device(tool="benchmark_app", tool_path=str(tool), tool_as="beside", pin=[0]))
     data = result.run_dir / "profile" / "test.npz"
