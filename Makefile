@@ -37,8 +37,10 @@ system-deps:
 test: install-test system-deps
 	$(PY) -m pytest -q -m "not slow" --durations=25 tests
 
-# The long end-to-end tests: kills at every stage, a user's own model on every backend, benchmark smoke runs.
+# The long end-to-end tests: kills at every stage, a user's own model on every backend, benchmark smoke runs
+# (with the benchmarks' reference toolchains, so none of those smoke runs skips).
 test-slow: install-test system-deps
+	$(PIP) -e '.[bench]'
 	$(PY) -m pytest -q -m slow --durations=15 tests
 
 benchmarks: install
@@ -50,6 +52,7 @@ benchmarks: install
 	$(PY) benchmarks/artifact_speed.py
 	$(PY) benchmarks/ddp_scaling.py
 	$(PY) benchmarks/profiler_fidelity.py
+	$(PY) benchmarks/latency_stability.py
 	$(PY) benchmarks/text_distill.py
 	$(PY) benchmarks/text_int8_speed.py
 	$(PY) benchmarks/search_mnist.py

@@ -1,4 +1,4 @@
-"""What the latency protocol's stability judgement sees: per-sample CoV against p50_spread.
+"""What the latency protocol's stability judgement sees: per-sample CoV against p50_spread and p95_spread.
 
 Two ONNX models, each run in ONNX Runtime with one thread on a fixed batch-1 input and timed
 with ``edgekd.ondevice.latency.measure_latency`` (the profile stage's protocol) several times:
@@ -38,7 +38,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import (bench_parser, command_line, header, machine_info, markdown_table, parse_bench_args,  # noqa: E402
                     results_stem, setup_environment, write_results)
 
-from edgekd.ondevice.latency import BLOCKS, _timed_loop, p50_spread, summarize  # noqa: E402
+from edgekd.ondevice.latency import BLOCKS, _timed_loop, p50_spread, percentile_spread, summarize  # noqa: E402
 from edgekd.ondevice.settings import LATENCY, LatencySettings  # noqa: E402
 
 MODELS = {
@@ -88,20 +88,27 @@ def main(argv: list[str] | None = None) -> None:
             samples = _timed_loop(infer, settings)[0]
             stats = summarize(samples)
             kept.append({"p50": stats["p50"], "cov": stats["cov"], "p50_spread": stats["p50_spread"],
-                         "shuffled_p50_spread": p50_spread(rng.permutation(samples)), "runs": stats["runs"]})
+                         "shuffled_p50_spread": p50_spread(rng.permutation(samples)), "runs": stats["runs"],
+                         "p95_spread": stats["tail_spread"]["p95"],
+                         "shuffled_p95_spread": percentile_spread(rng.permutation(samples), 95)})
         raw["models"][name] = kept
         covs, spreads = [m["cov"] for m in kept], [m["p50_spread"] for m in kept if m["p50_spread"] is not None]
         shuffled = [m["shuffled_p50_spread"] for m in kept if m["shuffled_p50_spread"] is not None]
+        tails = [m["p95_spread"] for m in kept if m["p95_spread"] is not None]
+        shuffled_tails = [m["shuffled_p95_spread"] for m in kept if m["shuffled_p95_spread"] is not None]
         p50 = statistics.median(m["p50"] for m in kept) * 1000
         fig = lambda values: f"{statistics.median(values):.4f}" if values else "-"  # noqa: E731
         rows.append([name, f"{p50:.1f}", len(kept), f"{statistics.median(covs):.3f}", f"{max(covs):.3f}",
                      fig(spreads), f"{max(spreads):.4f}" if spreads else "-", fig(shuffled),
-                     f"{max(shuffled):.4f}" if shuffled else "-", " ".join(f"{s:.3f}" for s in spreads)])
+                     f"{max(shuffled):.4f}" if shuffled else "-", " ".join(f"{s:.3f}" for s in spreads),
+                     fig(tails), f"{max(tails):.4f}" if tails else "-", f"{max(shuffled_tails):.4f}" if shuffled_tails else "-",
+                     " ".join(f"{s:.3f}" for s in tails)])
         print(f"{name}: {rows[-1]}", flush=True)
     table = markdown_table(["model", "p50 µs", "loops", "CoV median", "CoV max", "p50_spread median", "p50_spread max",
-                            "shuffled median", "shuffled max", "p50_spread, each loop"], rows,
-                           ["l", "r", "r", "r", "r", "r", "r", "r", "r", "l"])
-    markdown = header("Latency stability: per-sample CoV against p50_spread", info,
+                            "shuffled median", "shuffled max", "p50_spread, each loop", "p95_spread median", "p95_spread max",
+                            "p95 shuffled max", "p95_spread, each loop"], rows,
+                           ["l", "r", "r", "r", "r", "r", "r", "r", "r", "l", "r", "r", "r", "l"])
+    markdown = header("Latency stability: per-sample CoV against p50_spread and p95_spread", info,
                       {"command": raw["command"], "threads": 1, "blocks": BLOCKS}) + "\n" + table + "\n"
     print(table)
     write_results(results_stem("latency_stability", args.quick), markdown, raw, args.out)

@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from edgekd.backends.litert.tool import LiteRtBenchmark, parse_litert_benchmark
 from edgekd.backends.openvino.tool import parse_benchmark_app
 
 VENV_BIN = Path(sys.executable).parent
@@ -38,35 +39,24 @@ def benchmark_app(xml: Path, threads: int, seconds: int) -> dict[str, Any]:
             "max_ms": latency["max"], "count": latency["runs"], "compiled_properties": props}
 
 
-# litert-benchmark rounds its median to 0.01 ms, in its printout and its JSON alike: on a 40 µs model that is a
-# quarter of the figure. Its own main() runs here unchanged, with statistics.median wrapped to print the value it
-# computed before rounding (the tool's loop, clock and median; only the rounding is skipped).
-_UNROUNDED = """
-import statistics, sys
-from ai_edge_litert.tools.benchmark_litert_model import main
-median = statistics.median
-def unrounded(data):
-    value = median(data)
-    print(f"UNROUNDED_MEDIAN_MS {value!r}")
-    return value
-statistics.median = unrounded
-sys.argv[0] = "litert-benchmark"
-sys.exit(main())
-"""
-
-
 def litert_benchmark(path: Path, threads: int, runs: int, warmup: int, json_path: Path) -> dict[str, Any]:
-    """litert-benchmark on ``path``; ``median_ms`` is its median before rounding (``median_ms_printed``: after)."""
+    """litert-benchmark on ``path`` through edgekd's driver (the profile's): ``median_ms`` is its median before the
+    tool rounds it to 0.01 ms (``median_ms_printed``: after, from its JSON)."""
     if not (VENV_BIN / "litert-benchmark").exists():
         return {"error": f"{VENV_BIN / 'litert-benchmark'} not found"}
-    args = ["--model", str(path), "--num_threads", str(threads), "--num_runs", str(runs),
-            "--warmup_runs", str(warmup), "--result_json", str(json_path)]
-    proc = subprocess.run([sys.executable, "-c", _UNROUNDED, *args], capture_output=True, text=True, timeout=600)
-    found = re.findall(r"UNROUNDED_MEDIAN_MS (\S+)", proc.stdout)
-    if proc.returncode != 0 or not json_path.exists() or not found:
+    driver = LiteRtBenchmark()
+    cmd = driver.command(str(VENV_BIN / "litert-benchmark"), str(path), {"threads": threads},
+                         {"runs": runs, "warmup_runs": warmup}, ["--result_json", str(json_path)])
+    shown = " ".join(["litert-benchmark", *cmd[3:]])  # the tool's own arguments, without the wrapper script
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    try:
+        latency = parse_litert_benchmark(proc.stdout + proc.stderr) if proc.returncode == 0 else None
+    except ValueError:
+        latency = None
+    if latency is None or "unrounded" not in latency["rounding"] or not json_path.exists():
         tail = " | ".join(l.strip() for l in (proc.stdout + proc.stderr).strip().splitlines()[-3:])
-        return {"error": f"litert-benchmark rc={proc.returncode}: {tail}", "cmd": " ".join(["litert-benchmark", *args])}
-    lat = json.loads(json_path.read_text())["latency"]
+        return {"error": f"litert-benchmark rc={proc.returncode}: {tail}", "cmd": shown}
+    printed = json.loads(json_path.read_text())["latency"]
     json_path.unlink()
-    return {"cmd": " ".join(["litert-benchmark", *args]), "median_ms": float(found[-1]), "median_ms_printed": lat["median_ms"],
-            "avg_ms": lat["avg_ms"], "min_ms": lat["min_ms"], "count": lat["num_runs"]}
+    return {"cmd": shown, "median_ms": latency["p50"], "median_ms_printed": printed["median_ms"],
+            "avg_ms": printed["avg_ms"], "min_ms": printed["min_ms"], "count": printed["num_runs"]}

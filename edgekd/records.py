@@ -276,6 +276,9 @@ class LatencyStats(Measured):
     p50_spread: float | None = Field(None, description="(max - min) of the medians of 5 consecutive blocks of the timed "
                                      "runs, over the median of all runs: what stability is judged on; null when the "
                                      "tool gave no per-run times or there were fewer than 50 runs")
+    tail_spread: dict[str, float | None] | None = Field(
+        None, description="the same spread for p90, p95 and p99 (each block's percentile); null where a block has fewer "
+        "than 10 runs above it: context beside the gate's tail checks, judged only with max_percentile_spread")
     runs: int | None = None
     warmup_runs: int | None = None
     warmup_seconds: float | None = None

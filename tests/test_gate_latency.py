@@ -178,3 +178,41 @@ def test_terminal_table_says_skipped_for_an_artifact_not_run_here():
         if cells and "/" in cells[0]:
             rows[cells[0]] = cells[-1]  # the gate column
     assert rows == {"cpu/ort/int8": "pass", "mac/coreml/fp16": "skipped", "pi/ort/int8": "FAIL max_latency_ms.p95"}
+
+
+def with_tail(lat: dict, p95_spread: float | None) -> dict:
+    return {**lat, "tail_spread": {"p90": None, "p95": p95_spread, "p99": None}}
+
+
+def test_a_tail_percentile_shows_its_own_spread_and_is_judged_on_it_only_when_asked():
+    rep = report(artifact("cpu/ort/int8", with_tail(latency(0.05, stable=True), 0.31)),
+                 artifact("cpu/ort/fp32", with_tail(latency(0.05, stable=True), 0.08)),
+                 artifact("dev/tool/int8", latency(0.05, stable=None, spread=None)))  # a device tool: no per-run times
+    (shown,) = checks_of(rep, budgets(), "cpu/ort/int8")
+    assert shown["passed"] and shown["message"] == "p95 0.05 ms <= 2 ms; its spread across blocks 0.31"
+    strict = budgets(max_percentile_spread=0.2)
+    (moved,) = checks_of(rep, strict, "cpu/ort/int8")
+    assert not moved["passed"] and moved["measured"] == pytest.approx(0.05)
+    assert "moved 0.31 across blocks of the timed runs, above max_percentile_spread 0.2" in moved["message"]
+    (held,) = checks_of(rep, strict, "cpu/ort/fp32")
+    assert held["passed"] and held["message"].endswith("its spread across blocks 0.08 <= 0.2")
+    (unknown,) = checks_of(rep, strict, "dev/tool/int8")
+    assert not unknown["passed"] and "spread across blocks is unknown" in unknown["message"]
+    # a budget's p95 bound still decides on its own: a spread within the limit never passes a slow artifact
+    slow = report(artifact("cpu/ort/int8", with_tail(latency(3.0, stable=True), 0.01)))
+    assert not checks_of(slow, strict, "cpu/ort/int8")[0]["passed"]
+
+
+def test_tail_spread_needs_ten_runs_above_the_percentile_in_every_block():
+    import numpy as np
+
+    from edgekd.ondevice.latency import percentile_spread, summarize
+
+    steady = np.random.default_rng(0).normal(1.0, 0.05, size=1000)
+    assert summarize(steady)["tail_spread"]["p99"] is None  # 5 blocks x 10 runs above p99 need 5,000 runs
+    p95_spread = summarize(steady)["tail_spread"]["p95"]
+    assert p95_spread == pytest.approx(percentile_spread(steady, 95)) and p95_spread < 0.05
+    slowed = steady.copy()
+    slowed[800:] *= 1.5  # the last block ran 50% slower: its p95, and so the spread, moves by about that
+    assert percentile_spread(slowed, 95) > 0.3
+    assert percentile_spread(steady[:999], 95) is None

@@ -1,7 +1,8 @@
 """The runtime's own tool times the artifact beside edgekd's benchmark, in the same profile (issue 16).
 
 OpenVINO's benchmark_app ships with the openvino wheel, so it runs here on a real IR; LiteRT's
-benchmark_model is a C++ binary this machine does not have, and the profile says so.
+benchmark_model is a C++ binary this machine does not have, so its Python tool (ai-edge-litert's
+litert-benchmark) times LiteRT artifacts instead, and where neither is installed the profile says so.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from onnx import TensorProto, helper, numpy_helper
 from edgekd.records import CompiledArtifact
 from edgekd.runners.base import ProfileJob, bench_args
 from edgekd.runners.local import LocalRunner
+from edgekd.runners import native
 from edgekd.runners.native import find_tool, native_latency
 from edgekd.config import ProfileConfig
 from edgekd.stages.profile import result_row
@@ -36,11 +38,12 @@ def tiny_ir(tmp_path, batch=1):
     return tmp_path / "m.xml"
 
 
-def job(tmp_path, artifact, backend="openvino", **profile) -> ProfileJob:
+def job(tmp_path, artifact, backend="openvino", inputs=None, **profile) -> ProfileJob:
     cfg = ProfileConfig.model_validate({"runs": 200, "min_seconds": 0.5, "warmup_s": 0.2, "repeats": 1,
                                         "energy": {"meter": "none"}, **profile})
     data = tmp_path / "data.npz"
-    np.savez(data, x=np.random.default_rng(0).normal(size=(16, 64)).astype(np.float32), y=np.zeros(16, dtype=np.int64))
+    x = np.random.default_rng(0).normal(size=(16, 64)).astype(np.float32) if inputs is None else inputs
+    np.savez(data, x=x, y=np.zeros(len(x), dtype=np.int64))
     return ProfileJob(artifact=artifact, files=[artifact], backend=backend, precision="fp32",
                       options={"threads": 1, "inference_precision": "f32"}, data=data, bench_args=bench_args(cfg),
                       timeout_s=300, settings=cfg.model_dump(mode="json"), work_dir=tmp_path)
@@ -92,11 +95,59 @@ def test_native_tool_off_runs_nothing_beside(tmp_path):
     assert bench["status"] == "ok" and "native_latency" not in bench
 
 
-@pytest.mark.skipif(find_tool("benchmark_model") is not None, reason="benchmark_model is installed here")
-def test_a_missing_tool_is_named(tmp_path):
-    native = native_latency(job(tmp_path, tmp_path / "m.tflite", backend="litert"))
-    assert native == {"tool": "benchmark_model", "status": "not run here",
-                      "reason": "benchmark_model is not on PATH on this machine"}
+def test_a_missing_tool_is_named(tmp_path, monkeypatch):
+    monkeypatch.setattr(native, "find_tool", lambda name: None)
+    found = native_latency(job(tmp_path, tmp_path / "m.tflite", backend="litert"))
+    assert found == {"tool": "benchmark_model", "status": "not run here",
+                     "reason": "benchmark_model or litert-benchmark: not on PATH on this machine"}
+
+
+@pytest.mark.skipif(find_tool("litert-benchmark") is None, reason="litert-benchmark is not installed (pip install ai-edge-litert)")
+@pytest.mark.skipif(find_tool("benchmark_model") is not None, reason="benchmark_model is installed here: it is used first")
+def test_litert_benchmark_times_litert_artifacts_where_benchmark_model_is_not_built(tmp_path):
+    from test_plugin_contracts import built, tiny
+
+    bench = LocalRunner(None).profile(job(tmp_path, built("litert", "fp32"), backend="litert",
+                                          inputs=tiny().inputs[:16]))
+    found = bench["native_latency"]
+    assert found["status"] == "ok" and found["tool"] == "litert-benchmark", found
+    # it counts runs only: it is given as many as edgekd's benchmark took, so both time the same work
+    assert found["runs"] == bench["latency_ms"]["runs"] >= 200
+    assert f"--num_runs {found['runs']}" in found["command"] and "--num_threads 1" in found["command"]
+    assert found["p50"] > 0 and round(found["p50"], 2) != found["p50"]  # read before the tool rounds it to 0.01 ms
+
+
+LITERT_BENCHMARK_OUTPUT = """
+========================================
+ BENCHMARK RESULTS
+========================================
+Model initialization:  3.21 ms
+Warmup (first):        0.40 ms
+Warmup (avg):          0.05 ms (20 runs)
+Inference (avg):       0.04 ms (5000 runs)
+Inference (min):       0.03 ms
+Inference (max):       0.31 ms
+Inference (median):    0.04 ms
+Inference (std):       0.01 ms
+Inference (p5):        0.03 ms
+Inference (p95):       0.06 ms
+Fully accelerated:     True
+========================================
+"""
+
+
+@pytest.mark.parametrize("unrounded", [True, False])
+def test_litert_benchmark_output_is_read_with_its_rounding_named(unrounded):
+    from edgekd.backends.litert.tool import parse_litert_benchmark
+
+    output = ("UNROUNDED_MEDIAN_MS 0.04187\n" if unrounded else "") + LITERT_BENCHMARK_OUTPUT
+    latency = parse_litert_benchmark(output, 0.05)
+    assert latency["p50"] == (0.04187 if unrounded else 0.04) and latency["mean"] == 0.04 and latency["p95"] == 0.06
+    assert latency["runs"] == 5000 and latency["warmup_runs"] == 20 and latency["load_ms"] == 3.21
+    assert latency["measured_by"] == "litert-benchmark" and latency["stable"] is None  # no per-run times: unknown
+    assert latency["rounding"] == ("median unrounded; other figures to 0.01 ms" if unrounded else "every figure to 0.01 ms")
+    with pytest.raises(ValueError, match="no litert-benchmark results"):
+        parse_litert_benchmark("Traceback ...\nRuntimeError: cannot open model")
 
 
 @pytest.mark.parametrize("batch", [1, "N"])

@@ -13,7 +13,7 @@ from .budgets import BudgetsFile, effective
 TOLERANCE = 1e-9
 
 # Budget keys that change how the others are judged; they are not checks themselves.
-OPTIONS = ("against", "class_drop_against", "allow_not_run", "allow_unstable_latency")
+OPTIONS = ("against", "class_drop_against", "allow_not_run", "allow_unstable_latency", "max_percentile_spread")
 ENERGY_KEYS = ("max_energy_mj", "min_accuracy_per_watt", "min_accuracy_per_joule")
 
 LIMITS = {
@@ -105,9 +105,12 @@ def _check(artifact, budget, limit, measured, passed, message) -> dict[str, Any]
             "measured": measured, "passed": bool(passed), "message": message, "skipped": False}
 
 
-def _latency_checks(artifact: dict[str, Any], bounds: dict[str, float], allow_unstable: bool) -> list[dict[str, Any]]:
+def _latency_checks(artifact: dict[str, Any], bounds: dict[str, float], allow_unstable: bool,
+                    max_spread: float | None = None) -> list[dict[str, Any]]:
     """One check per percentile. A number flagged unstable (its p50_spread, the spread of the median across
-    blocks of the timed runs, stayed above the stability threshold after the repeats) fails unless the budgets allow it: on a busy machine it says more about the machine than the model."""
+    blocks of the timed runs, stayed above the stability threshold after the repeats) fails unless the budgets allow
+    it: on a busy machine it says more about the machine than the model. A tail percentile's own spread across the
+    blocks is shown beside it, and with ``max_spread`` (the budget's max_percentile_spread) judged too."""
     latency = artifact.get("latency_ms") or {}
     unstable = latency.get("stable") is False
     p50_spread, threshold = latency.get("p50_spread"), latency.get("stability_threshold")
@@ -127,8 +130,24 @@ def _latency_checks(artifact: dict[str, Any], bounds: dict[str, float], allow_un
             text = f"{percentile} {value:.4g} ms {'<=' if ok else '>'} {bound:g} ms"
             if unstable:
                 text += f" (unstable: {spread}; allowed by allow_unstable_latency)"
+            if percentile != "p50":
+                ok, text = _tail_spread(latency, percentile, max_spread, ok, text)
         checks.append(_check(artifact, f"max_latency_ms.{percentile}", bound, value, ok, text))
     return checks
+
+
+def _tail_spread(latency: dict[str, Any], percentile: str, max_spread: float | None, ok: bool, text: str) -> tuple[bool, str]:
+    """The percentile's spread across blocks beside its check; over ``max_spread``, or unknown when one is set, fails."""
+    tail = (latency.get("tail_spread") or {}).get(percentile)
+    if max_spread is None:
+        return ok, text + (f"; its spread across blocks {tail:.3g}" if tail is not None else "")
+    if tail is None:
+        return False, text + (f"; its spread across blocks is unknown (no per-run times, or too few runs for a {percentile} "
+                              f"of each block), and max_percentile_spread {max_spread:g} needs it")
+    if tail > max_spread + TOLERANCE:
+        return False, text + (f"; but it moved {tail:.3g} across blocks of the timed runs, above max_percentile_spread "
+                              f"{max_spread:g}: re-measure on a quieter machine or with more runs")
+    return ok, text + f"; its spread across blocks {tail:.3g} <= {max_spread:g}"
 
 
 def _num(value: float | None) -> str:
@@ -153,7 +172,8 @@ def check_artifact(artifact: dict[str, Any], report: dict[str, Any], budgets: Bu
     for key in gated:
         limit = limits[key]
         if key == "max_latency_ms":
-            checks += _latency_checks(artifact, limit, allow_unstable=bool(limits.get("allow_unstable_latency")))
+            checks += _latency_checks(artifact, limit, allow_unstable=bool(limits.get("allow_unstable_latency")),
+                                      max_spread=limits.get("max_percentile_spread"))
         elif key == "require_measured_energy":
             energy = artifact.get("energy") or {}
             status = energy.get("status")

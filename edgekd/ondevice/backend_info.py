@@ -23,6 +23,11 @@ class BackendInfo:
     modules: tuple[str, ...]  # Python modules that provide the runtime; the first that imports is used
     packages: tuple[str, ...] = ()  # pip distributions of its converter and runtime (the manifest's toolchain)
     tool: str | None = None  # the device's own benchmark tool for its artifacts (a target's device.tool)
+    other_tools: tuple[str, ...] = ()  # further tools that time them, tried in order where ``tool`` is not installed
+
+    @property
+    def tools(self) -> tuple[str, ...]:
+        return ((self.tool,) if self.tool else ()) + self.other_tools
     systems: tuple[str, ...] = ()  # platform.system() names the runtime exists on; empty: any
     beside: tuple[str, ...] = ()  # suffixes of files written beside the artifact that belong to it (an IR's .bin)
 
@@ -45,6 +50,6 @@ def device_tools() -> Registry[str]:
     """Device tool name -> the backend that declares it."""
     tools: Registry[str] = Registry("device tool")
     for name, info in BACKEND_INFO.items():
-        if info.tool:
-            tools.register(info.tool, name)
+        for tool in info.tools:
+            tools.register(tool, name)
     return tools

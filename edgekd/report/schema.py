@@ -21,8 +21,8 @@ from ..records import (
 # and how it was measured (method, sampling interval, windows, duration, idle), accuracy_per_joule; 2.2: INT8
 # layers returned to float (float_layers) and their latency cost (float_layers_cost); 2.3: latency_ms.clock (OpenVINO's
 # figures are its own C++ clock around each inference) and latency_ms.python_call_p50 beside them; 2.4: rate_hz, the
-# application's inference rate its target states
-SCHEMA_VERSION = "2.4"
+# application's inference rate its target states; 2.5: latency_ms.tail_spread (p90/p95/p99 across blocks)
+SCHEMA_VERSION = "2.5"
 
 
 class ArtifactReport(Record):

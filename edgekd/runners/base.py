@@ -140,7 +140,7 @@ def bench_args(profile_cfg) -> list[str]:
 # The statistics of a latency measurement (the report's LatencyStats, declared once in edgekd.records); a device's
 # own tool prints only some of them. The other fields say how they were taken.
 LATENCY_FIELDS = tuple(f for f in LatencyStats.model_fields if f not in ("stability_threshold", "measured_by", "unknown", "native",
-                                                                   "harness_overhead_ms", "clock", "python_call_p50"))
+                                                                   "harness_overhead_ms", "clock", "python_call_p50", "tail_spread"))
 
 
 def tool_latency(tool: str, stability_threshold: float | None, **known: Any) -> dict[str, Any]:

@@ -39,7 +39,7 @@ class LocalRunner(DeviceRunner):
             result = json.loads(out.read_text())
         if result.get("status") == "ok" and job.settings.get("native_tool", True):
             try:  # after edgekd's benchmark: never both on the CPU at once
-                result["native_latency"] = native_latency(job, self.device.get("pin"))
+                result["native_latency"] = native_latency(job, self.device.get("pin"), result.get("latency_ms"))
             except Exception as error:  # a side figure must never fail the gated one
                 result["native_latency"] = {"tool": "?", "status": "failed", "reason": f"{type(error).__name__}: {error}"}
         return result

@@ -28,28 +28,35 @@ def find_tool(name: str) -> str | None:
     return shutil.which(name, path=os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")]))
 
 
-def native_latency(job: ProfileJob, pin: list[int] | None = None) -> dict[str, Any] | None:
+def native_latency(job: ProfileJob, pin: list[int] | None = None, measured: dict[str, Any] | None = None) -> dict[str, Any] | None:
     """The tool's median and mean for ``job``'s artifact, or why there is none; None when the backend declares no tool.
-    ``pin``: the cores edgekd's benchmark was pinned to (the device's ``pin``); the tool runs on the same ones."""
+    ``pin``: the cores edgekd's benchmark was pinned to (the device's ``pin``); the tool runs on the same ones.
+    ``measured``: edgekd's latency figures; a tool that only counts runs is given as many runs and warm-up runs."""
     info = BACKEND_INFO.get(job.backend) if job.backend in BACKEND_INFO else None
-    if info is None or not info.tool or info.tool not in DEVICE_TOOLS:
+    tools = [tool for tool in (info.tools if info else ()) if tool in DEVICE_TOOLS]
+    if not tools:
         return None
-    exe = find_tool(info.tool)
-    if exe is None:
-        return {"tool": info.tool, "status": "not run here", "reason": f"{info.tool} is not on PATH on this machine"}
-    driver = DEVICE_TOOLS.get(info.tool)()
-    command = driver.command(exe, str(job.artifact), job.options, job.settings, [])
+    found = [(tool, exe) for tool in tools if (exe := find_tool(tool))]
+    if not found:
+        return {"tool": tools[0], "status": "not run here", "reason": f"{' or '.join(tools)}: not on PATH on this machine"}
+    tool, exe = found[0]
+    driver, settings = DEVICE_TOOLS.get(tool)(), dict(job.settings)
+    if getattr(driver, "counts_runs_only", False) and measured:
+        settings["runs"] = max(int(settings.get("runs") or 0), int(measured.get("runs") or 0))
+        settings["warmup_runs"] = max(int(settings.get("warmup_runs") or 0), int(measured.get("warmup_runs") or 0))
+    command = driver.command(exe, str(job.artifact), job.options, settings, [])
+    shown = " ".join(a if len(a) < 200 else f"<{len(a)}-character script>" for a in command)
     try:
         done = subprocess.run(command, capture_output=True, text=True, timeout=job.timeout_s,
                               preexec_fn=child_setup(pin))
     except subprocess.TimeoutExpired:
-        return {"tool": info.tool, "status": "failed", "reason": f"ran past the timeout ({job.timeout_s:.0f} s)"}
+        return {"tool": tool, "status": "failed", "reason": f"ran past the timeout ({job.timeout_s:.0f} s)"}
     output = done.stdout + done.stderr
     try:
         if done.returncode != 0:
             raise ValueError(f"exited {done.returncode}: {tail(output)}")
         stats = driver.parse(output)
     except ValueError as why:
-        return {"tool": info.tool, "status": "failed", "reason": str(why), "command": " ".join(command)}
-    return {"tool": info.tool, "status": "ok", "p50": stats.get("p50"), "mean": stats.get("mean"),
-            "runs": stats.get("runs"), "command": (f"taskset -c {','.join(map(str, pin))} " if pin else "") + " ".join(command)}
+        return {"tool": tool, "status": "failed", "reason": str(why), "command": shown}
+    return {"tool": tool, "status": "ok", "p50": stats.get("p50"), "mean": stats.get("mean"),
+            "runs": stats.get("runs"), "command": (f"taskset -c {','.join(map(str, pin))} " if pin else "") + shown}

@@ -199,8 +199,8 @@ class SshRunner(DeviceRunner):
         if tool and self.device.get("tool_as", "gated") == "gated":
             return self._profile_with_tool(tool, job)
         result = self._profile_with_python(job)
-        own = BACKEND_INFO.get(job.backend).tool if job.backend in BACKEND_INFO else None
-        if tool and tool == own and result.get("status") == "ok" and job.settings.get("native_tool", True):
+        own = BACKEND_INFO.get(job.backend).tools if job.backend in BACKEND_INFO else ()
+        if tool and tool in own and result.get("status") == "ok" and job.settings.get("native_tool", True):
             # after edgekd's: never both on the CPU at once; only the artifact's own runtime's tool, so the ratio
             # compares one runtime with itself (benchmark_app would also read an .onnx)
             result["native_latency"] = self._tool_beside(tool, job)

@@ -24,4 +24,5 @@ pass and get float32.
 from ...ondevice.backend_info import declare
 
 declare("litert", modules=("ai_edge_litert.interpreter", "tflite_runtime.interpreter"),
-        packages=("litert-torch", "ai-edge-litert", "tflite-runtime"), tool="benchmark_model")
+        packages=("litert-torch", "ai-edge-litert", "tflite-runtime"), tool="benchmark_model",
+        other_tools=("litert-benchmark",))  # ai-edge-litert's Python tool, where the C++ one is not built
