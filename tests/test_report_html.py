@@ -351,6 +351,29 @@ def test_a_runtime_clock_is_marked_where_the_figure_is(report):
     assert _clock_note({"clock": "perf_counter around the Python call", "python_call_p50": 1.0}) == ""
 
 
+def test_the_native_tool_the_harness_and_the_tail_spread_are_shown_where_their_figures_are(report):
+    """Under the p50: the runtime's own tool's ratio (the fidelity goal) or why it did not run, and, for figures
+    timed around the Python call, what an empty call costs; under the p95: how far it moved across blocks."""
+    rep = copy.deepcopy(report)
+    ok = [a for a in rep["artifacts"] if a["status"] == "ok"]
+    timed, missing = ok[0], ok[1]
+    timed["latency_ms"].update(harness_overhead_ms=0.00014, tail_spread={"p90": 0.1, "p95": 0.31, "p99": None},
+                               native={"tool": "litert-benchmark", "status": "ok", "p50": 0.0402, "runs": 30000,
+                                       "p50_ratio": 1.0325, "command": "litert-benchmark --model m.tflite"})
+    missing["latency_ms"]["native"] = {"tool": "benchmark_model", "status": "not run here",
+                                       "reason": "benchmark_model or litert-benchmark: not on PATH on this machine"}
+    dom = parse(render_html(rep))
+    marks = lambda a, q: [n for n in _cell(dom.find_all("tr", data_artifact=a["id"])[0], q).find_all("span")  # noqa: E731
+                          if "clock" in n.classes]
+    assert [n.text() for n in marks(timed, "p50")] == ["harness 0.14 µs", "1.03× litert-benchmark"]
+    title = marks(timed, "p50")[1].attrs["title"]
+    assert "0.0402 ms over 30000 runs" in title and "litert-benchmark --model m.tflite" in title
+    (why,) = [n for n in marks(missing, "p50") if "benchmark_model" in n.text()]
+    assert why.text() == "benchmark_model: not run here" and "not on PATH" in why.attrs["title"]
+    assert [n.text() for n in marks(timed, "p95")] == ["moved 31%"]
+    assert marks(timed, "p99") == []  # too few runs for its spread: nothing shown
+
+
 def test_invalid_report_is_refused(report):
     bad = copy.deepcopy(report)
     del bad["teacher"]

@@ -29,6 +29,7 @@ from typing import Any
 from ..gate.check import verdict
 from ..io import write_text
 from ..ondevice.latency import PYTHON_CLOCK
+from ..records import LatencyStats
 from . import plots
 from .schema import ArtifactReport, Report
 
@@ -293,6 +294,30 @@ def _artifact_id(ident: str) -> str:
     return "/<wbr>".join(_e(part) for part in ident.split("/"))
 
 
+def _clock_line(lat: LatencyStats) -> str:
+    """What timed the runs, under the p50: the runtime's own clock, or the Python call with the harness's share."""
+    if lat.clock and lat.clock != PYTHON_CLOCK:
+        call = f"; around the Python call: {_sig(lat.python_call_p50)} ms" if lat.python_call_p50 else ""
+        return f'<span class="clock" title="{_e(lat.clock + call)}">runtime clock</span>'
+    if lat.harness_overhead_ms is not None:
+        us = lat.harness_overhead_ms * 1000
+        return (f'<span class="clock" title="each run timed around the Python call; of that, the timing loop itself '
+                f'records {us:.2g} µs around a call that does nothing">harness {us:.2g} µs</span>')
+    return ""
+
+
+def _native_line(lat: LatencyStats) -> str:
+    """The runtime's own tool beside edgekd's p50, with the ratio the fidelity goal (0.95-1.05) is judged on."""
+    native = lat.native
+    if native is None:
+        return ""
+    if native.status != "ok" or not native.p50_ratio:
+        return f'<span class="clock" title="{_e(native.reason or native.status)}">{_e(native.tool)}: {_e(native.status)}</span>'
+    title = (f"this p50 over {native.tool}'s ({_sig(native.p50)} ms over {native.runs or '?'} runs, same artifact, "
+             f"threads and cores): {native.command}")
+    return f'<span class="clock native" title="{_e(title)}">{native.p50_ratio:.2f}× {_e(native.tool)}</span>'
+
+
 def _table(rep: Report) -> str:
     # (header, class, tooltip): short headers keep the numeric columns narrow; the tooltip spells them out.
     heads = [("Artifact", "", ""), ("Status", "", ""), ("Size", "num", ""), ("Accuracy", "num", ""),
@@ -331,9 +356,11 @@ def _table(rep: Report) -> str:
             v = getattr(lat, q) if lat is not None else None
             flag = '<span class="unstable" title="the spread of the median across blocks of the timed runs stayed above profile.stability_threshold">unstable</span>' \
                 if (lat is not None and lat.stable is False and q == "p99") else ""
-            if lat is not None and q == "p50" and lat.clock and lat.clock != PYTHON_CLOCK:
-                call = f"; around the Python call: {_sig(lat.python_call_p50)} ms" if lat.python_call_p50 else ""
-                flag = f'<span class="clock" title="{_e(lat.clock + call)}">runtime clock</span>'
+            if lat is not None and q == "p50":
+                flag = _clock_line(lat) + _native_line(lat)
+            elif lat is not None and (lat.tail_spread or {}).get(q) is not None:
+                flag = (f'<span class="clock" title="how far the {q} of 5 consecutive blocks of the timed runs moved, over '
+                        f'the {q}: context (stability is judged on the median)">moved {lat.tail_spread[q]:.0%}</span>' + flag)
             cells.append(f'<td class="num latency {q}"><span class="value">{_sig(v)}</span>{flag}</td>')
         cells.append(_energy_cells(a))
         mem = "—" if a.peak_memory_mb is None else f"{a.peak_memory_mb:.1f} MB"
