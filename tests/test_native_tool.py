@@ -168,3 +168,48 @@ def test_openvino_timed_calls_run_the_input_they_were_bound_to(tmp_path, batch):
         model.predict(np.concatenate([inputs[0]] * 8))
     calls[1]()
     np.testing.assert_allclose(model.request.get_output_tensor(0).data, expected[1], rtol=1e-6)
+
+
+# onnxruntime_perf_test's output as performance_runner.cc prints it (Run(), then DumpToFile with -s and no result file)
+PERF_TEST_OUTPUT = """Session creation time cost: 0.0123 s
+First inference time cost: 1 ms
+Total inference time cost: 2.41 s
+Total inference requests: 50000
+Average inference time cost: 0.0482 ms
+Total inference run time: 3.00012 s
+Number of inferences per second: 16665.9
+Avg CPU usage: 50 %
+Peak working set size: 31457280 bytes
+Avg CPU usage:50
+Peak working set size:31457280
+Runs:50000
+Min Latency: 3.9e-05 s
+Max Latency: 0.000912 s
+P50 Latency: 4.61e-05 s
+P90 Latency: 5.2e-05 s
+P95 Latency: 5.6e-05 s
+P99 Latency: 8.1e-05 s
+P999 Latency: 0.000301 s
+"""
+
+
+def test_onnxruntime_perf_test_is_driven_with_the_profile_and_read_in_milliseconds():
+    from edgekd.backends.base import DEVICE_TOOLS
+    from edgekd.ondevice.backend_info import BACKEND_INFO
+
+    assert BACKEND_INFO.get("onnxruntime").tools == ("onnxruntime_perf_test",)
+    tool = DEVICE_TOOLS.get("onnxruntime_perf_test")()
+    command = tool.command("onnxruntime_perf_test", "files/model_int8.ort", {"threads": 2},
+                           {"min_seconds": 3, "warmup_s": 2}, [])
+    # generated inputs, statistics printed, CPU provider, the profile's seconds plus its warm-up (it warms up once)
+    assert command == ["onnxruntime_perf_test", "-I", "-s", "-e", "cpu", "-m", "duration", "-t", "5", "-x", "2",
+                       "files/model_int8.ort"]
+    latency = tool.parse(PERF_TEST_OUTPUT, 0.05)
+    assert latency["p50"] == pytest.approx(0.0461) and latency["p95"] == pytest.approx(0.056)
+    assert latency["p99"] == pytest.approx(0.081) and latency["min"] == pytest.approx(0.039)
+    assert latency["mean"] == pytest.approx(0.0482) and latency["runs"] == 50000
+    assert latency["load_ms"] == pytest.approx(12.3) and latency["first_inference_ms"] == 1
+    assert latency["measured_by"] == "onnxruntime_perf_test" and latency["stable"] is None
+    assert tool.peak_memory_mb(PERF_TEST_OUTPUT) == 30.0
+    with pytest.raises(ValueError, match="no onnxruntime_perf_test summary"):
+        tool.parse("there is no test data for model m\n")

@@ -2,4 +2,5 @@
 
 from ...ondevice.backend_info import declare
 
-declare("onnxruntime", modules=("onnxruntime",), packages=("onnxruntime", "onnxruntime-gpu"))
+# onnxruntime_perf_test: ONNX Runtime's own benchmark, where a build of it is on PATH (no wheel ships it)
+declare("onnxruntime", modules=("onnxruntime",), packages=("onnxruntime", "onnxruntime-gpu"), tool="onnxruntime_perf_test")
