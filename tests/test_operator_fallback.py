@@ -44,3 +44,20 @@ def test_nodes_on_the_cpu_are_named_when_another_provider_was_asked_for(tmp_path
     executed = sum(report["executed_ops_by_provider"]["CPUExecutionProvider"].values())
     assert len(report["fallback_ops"]) == executed >= 1  # every node that ran, named with its op
     assert all(entry.endswith(")") and "(" in entry for entry in report["fallback_ops"])
+
+
+@pytest.mark.parametrize("device", ["CPU", "HETERO:CPU"])
+def test_openvino_reports_where_each_op_runs_from_the_device_query(tmp_path, device):
+    """OpenVINO's report counts the model's ops per device as ``Core.query_model`` places them on the configured
+    device; ops the first device of a HETERO list cannot run would be named in fallback_ops. This machine has only
+    the CPU plugin, so every op lands on it, under HETERO too (which keeps no inference precision of its own)."""
+    import openvino as ov
+
+    from edgekd.backends.openvino.runtime import OpenVinoModel
+
+    ir = tmp_path / "m.xml"
+    ov.save_model(ov.convert_model(str(tiny_model(tmp_path / "m.onnx"))), str(ir))
+    report = OpenVinoModel(ir, {"threads": 1, "device": device}).operator_report()
+    # the MatMul, the Relu and the Convert that decompresses the weight save_model stored in fp16
+    assert report["devices"] == {"CPU": 3} and report["fallback_ops"] == []
+    assert report["inference_precision"] == ("f32" if device == "CPU" else None)

@@ -34,6 +34,7 @@ def openvino_compile(path: Path, options: dict[str, Any]):
 class OpenVinoModel(Model):
     def __init__(self, path: Path, options: dict[str, Any]) -> None:
         self.compiled = openvino_compile(path, options)
+        self.path, self.device = Path(path), str(options.get("device", "CPU"))
         self.request = self.compiled.create_infer_request()
         first = self.compiled.input(0).get_partial_shape()[0]
         self.batch = first.get_length() if first.is_static else None
@@ -106,9 +107,26 @@ class OpenVinoModel(Model):
                 continue
             layers[layer] += 1
             precisions[info["runtimePrecision"].astype(str) if "runtimePrecision" in info else "?"] += 1
-        return {
-            "inference_precision": self.compiled.get_property(hints.inference_precision).get_type_name(),
-            "layers": dict(layers),
-            "runtime_precision_per_layer": dict(precisions),
-            "fallback_ops": [],
-        }
+        try:
+            precision = self.compiled.get_property(hints.inference_precision).get_type_name()
+        except RuntimeError:  # HETERO keeps no such property of its own: each device's part has its own
+            precision = None
+        return {"inference_precision": precision, "layers": dict(layers), "runtime_precision_per_layer": dict(precisions),
+                **self.placement()}
+
+    def placement(self) -> dict[str, Any]:
+        """Where each operation of the model (as read, before the plugin fuses it) runs, from ``Core.query_model`` on
+        the configured device, counted per device: for ``HETERO:GPU,CPU`` the ops the first device cannot run go to
+        the next, and those are the fallback; on one device (``CPU``, ``GPU``, ``NPU``) an op it does not support is
+        listed, since compiling it would fail."""
+        if self.device.startswith(("AUTO", "MULTI", "BATCH")):  # the whole model on one device the plugin picks
+            return {"devices": {}, "placement": f"{self.device}: chosen by the plugin at run time", "fallback_ops": []}
+        import openvino as ov
+
+        core = ov.Core()
+        model = core.read_model(str(self.path))
+        placed = core.query_model(model, self.device)
+        first = self.device.partition(":")[2].split(",")[0] if ":" in self.device else self.device
+        ops = [op.get_friendly_name() for op in model.get_ops() if op.get_type_name() not in ("Parameter", "Result", "Constant")]
+        devices = Counter(placed.get(name, "unsupported") for name in ops)
+        return {"devices": dict(devices), "fallback_ops": sorted(name for name in ops if placed.get(name) != first)}
