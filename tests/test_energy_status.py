@@ -130,6 +130,74 @@ def test_a_window_shorter_than_ten_meter_updates_is_refused(tmp_path):
     assert_refused(report_with(energy, reasons), "rapl", "window_s=0.005 s is shorter than 10x the rapl meter's update period")
 
 
+def fake_nvml(monkeypatch, counter) -> None:
+    """pynvml with one GPU whose total-energy counter (mJ) is ``counter()``."""
+    import types
+
+    monkeypatch.setitem(sys.modules, "pynvml", types.SimpleNamespace(
+        nvmlInit=lambda: None, nvmlDeviceGetHandleByIndex=lambda index: f"gpu{index}",
+        nvmlDeviceGetName=lambda handle: "NVIDIA H200", nvmlDeviceGetTotalEnergyConsumption=lambda handle: counter()))
+
+
+def fake_powermetrics(tmp_path, monkeypatch, milliwatts: int) -> Path:
+    """A powermetrics on a pretend Mac that prints ``milliwatts`` every 100 ms; its root folder."""
+    from edgekd.ondevice.meters import powermetrics
+
+    binary = tmp_path / "usr/bin/powermetrics"
+    binary.parent.mkdir(parents=True, exist_ok=True)
+    sample = ("*** Sampled system activity (Wed Dec  3 10:00:00 2026 +0000) (100.00ms elapsed) ***\\n\\n"
+              f"Combined Power (CPU + GPU + ANE): {milliwatts} mW\\n\\n")
+    binary.write_text(f"#!{sys.executable}\nimport sys, time\nwhile True:\n"
+                      f"    sys.stdout.write('{sample}')\n    sys.stdout.flush()\n    time.sleep(0.1)\n")
+    binary.chmod(0o755)
+    monkeypatch.setattr(powermetrics, "_is_macos", lambda: True)
+    monkeypatch.setattr(powermetrics.os, "geteuid", lambda: 0)  # no sudo in front of the fake binary
+    return tmp_path
+
+
+def meter_root(meter: str, tmp_path: Path, monkeypatch, reading: int) -> Path:
+    """Each meter on its recorded sysfs tree (or a fake driver or binary) with its power or counter step at
+    ``reading`` (0: a sensor that reads nothing, a counter that does not move); the root to measure from.
+    The too-short-window test needs no real reading: the window is refused before the meter is read."""
+    if meter == "rapl":  # the recorded counter never moves (a VM's frozen one): reading 0 is all it can be
+        return tree(tmp_path, "rapl-laptop-1socket")
+    if meter == "jetson-ina3221":
+        root = tree(tmp_path, "jetson-orin-nano-jp6")
+        write(root / ORIN_HWMON / "curr1_input", reading)
+        return root
+    if meter == "android-battery":
+        root = tree(tmp_path, "android-pixel")
+        write(root / BATTERY / "current_now", -reading)  # discharging current is negative on this phone
+        return root
+    if meter == "nvml":
+        ticks = iter(range(0, 10**9, max(reading, 0) or 1))
+        fake_nvml(monkeypatch, (lambda: next(ticks)) if reading else (lambda: 987_654_321))
+        return tmp_path  # NVML reads no files
+    return fake_powermetrics(tmp_path, monkeypatch, reading)
+
+
+METERS = ["rapl", "jetson-ina3221", "android-battery", "nvml", "powermetrics"]
+
+
+@pytest.mark.parametrize("meter", METERS)
+def test_every_meter_refuses_a_window_shorter_than_ten_of_its_updates(tmp_path, monkeypatch, meter):
+    root = meter_root(meter, tmp_path, monkeypatch, reading=500)
+    energy, reasons = measured_energy(infer, meter, windows=2, window_s=0.0005, root=root)
+    assert energy is None
+    assert_refused(report_with(energy, reasons), meter, f"window_s=0.0005 s is shorter than 10x the {meter} meter's update period")
+
+
+@pytest.mark.parametrize("meter", METERS)
+def test_every_meter_refuses_a_reading_that_does_not_move(tmp_path, monkeypatch, meter):
+    """A counter frozen (RAPL, NVML) or a power sensor that reads zero throughout (an INA3221 rail, a battery's
+    current, powermetrics' samples): no energy went through the window, so the figure is refused, never 0 mJ."""
+    root = meter_root(meter, tmp_path, monkeypatch, reading=0)
+    window_s = 2.5 if meter == "android-battery" else 1.0  # ten of the fuel gauge's 0.25 s updates
+    energy, reasons = measured_energy(infer, meter, windows=1, window_s=window_s, root=root)
+    assert energy is None
+    assert_refused(report_with(energy, reasons), meter, "did not advance over the window 1 of 1")
+
+
 @pytest.mark.parametrize("meter", ["android-battery", "auto"])
 def test_a_charging_phone_is_refused(tmp_path, meter, monkeypatch):
     monkeypatch.setitem(sys.modules, "pynvml", None)  # auto tries NVML first: a GPU here must not answer for the phone
@@ -198,32 +266,12 @@ def test_a_stuck_phone_gauge_is_refused_on_the_adb_path():
     assert energy is None and reasons["android-battery"].startswith("refused: the android-battery reading did not advance")
 
 
-def test_a_stuck_nvml_counter_is_refused(monkeypatch):
-    """NVML's total-energy counter frozen (a driver that stopped updating it): the GPU meter is refused like RAPL."""
-    import types
+def test_too_few_phone_gauge_readings_during_the_runs_are_refused_on_the_adb_path():
+    """One fuel-gauge reading inside the timed runs spans no time: no energy can be made of it."""
+    from edgekd.runners.adb import battery_energy
 
-    monkeypatch.setitem(sys.modules, "pynvml", types.SimpleNamespace(
-        nvmlInit=lambda: None, nvmlDeviceGetHandleByIndex=lambda index: f"gpu{index}",
-        nvmlDeviceGetName=lambda handle: "NVIDIA H200", nvmlDeviceGetTotalEnergyConsumption=lambda handle: 987_654_321))
-    energy, reasons = measured_energy(infer, "nvml", windows=1, window_s=1.0)
+    readings = "\n".join(f"edgekd-battery {t:.2f} -250000 3850000 Discharging" for t in (0.0, 0.25, 0.5, 0.95))
+    energy, reasons = battery_energy(f"edgekd-start 0.9\n{readings}\nedgekd-end 1.0\n", {"runs": 20, "mean": 5.0})
     assert energy is None
-    assert_refused(report_with(energy, reasons), "nvml", "did not advance over the window 1 of 1")
-
-
-def test_powermetrics_reporting_zero_power_is_refused(tmp_path, monkeypatch):
-    """A powermetrics stream whose every sample reads 0 mW (a sampler that reports nothing) adds up to no energy:
-    refused, not reported as a free inference."""
-    from edgekd.ondevice.meters import powermetrics
-
-    binary = tmp_path / "usr/bin/powermetrics"
-    binary.parent.mkdir(parents=True)
-    sample = ("*** Sampled system activity (Wed Dec  3 10:00:00 2026 +0000) (100.00ms elapsed) ***\\n\\n"
-              "Combined Power (CPU + GPU + ANE): 0 mW\\n\\n")
-    binary.write_text(f"#!{sys.executable}\nimport sys, time\nwhile True:\n"
-                      f"    sys.stdout.write('{sample}')\n    sys.stdout.flush()\n    time.sleep(0.1)\n")
-    binary.chmod(0o755)
-    monkeypatch.setattr(powermetrics, "_is_macos", lambda: True)
-    monkeypatch.setattr(powermetrics.os, "geteuid", lambda: 0)  # no sudo in front of the fake binary
-    energy, reasons = measured_energy(infer, "powermetrics", windows=1, window_s=1.0, root=tmp_path)
-    assert energy is None
-    assert_refused(report_with(energy, reasons), "powermetrics", "did not advance over the window 1 of 1")
+    assert reasons["android-battery"] == ("refused: 1 battery reading(s) during the timed runs; raise the energy windows "
+                                          "(profile.energy) so the runs last several 0.25 s polls")
