@@ -27,7 +27,7 @@ WAIT = typer.Option(False, "--wait", help="If another edgekd run is using the ru
 
 
 def _run_stages(config: Path, out: Optional[Path], stages: list[str] | None, force: Optional[str], resume: bool,
-                devices: Optional[str] = None, wait: bool = False) -> None:
+                devices: Optional[str] = None, wait: bool = False, min_duration: Optional[float] = None) -> None:
     from .distributed import is_writer
     from .pipeline import as_config, run, stage_tables, summary_table  # heavy imports (torch) only when a command runs
 
@@ -35,6 +35,9 @@ def _run_stages(config: Path, out: Optional[Path], stages: list[str] | None, for
         cfg = as_config(config)
         if devices:
             cfg = cfg.model_copy(update={"profile": cfg.profile.model_copy(update={"devices": devices.split(",")})})
+        if min_duration is not None:  # typer has checked it is a number >= 0, as the config key is
+            energy = cfg.profile.energy.model_copy(update={"min_duration_s": float(min_duration)})
+            cfg = cfg.model_copy(update={"profile": cfg.profile.model_copy(update={"energy": energy})})
         result = run(cfg, out, stages=stages, force=force, resume=resume, wait=wait, console=console)
     except EdgekdError as error:
         console.print(f"[red]error:[/red] {escape(str(error))}")  # a value may hold [brackets]
@@ -90,9 +93,12 @@ _stage_command("compile", "Build every target's artifacts and check each in its 
 def profile_command(
     config: Path = CONFIG, out: Optional[Path] = OUT, force: Optional[str] = FORCE, resume: bool = RESUME, wait: bool = WAIT,
     devices: Optional[str] = typer.Option(None, "--devices", help="Comma-separated target names to profile (default: all); devices run concurrently."),
+    min_duration: Optional[float] = typer.Option(
+        None, "--min-duration", min=0.0, metavar="SECONDS", help="Energy windows last at least this long together, for a "
+        "defensible figure (MLPerf Power runs 600 s); sets profile.energy.min_duration_s. The report states the duration used."),
 ) -> None:
     """Latency percentiles, accuracy, memory and energy of every artifact, on each target's device; writes report.json/html."""
-    _run_stages(config, out, ["profile"], force, resume, devices, wait=wait)
+    _run_stages(config, out, ["profile"], force, resume, devices, wait=wait, min_duration=min_duration)
 
 
 @app.command("gate")
