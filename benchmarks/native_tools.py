@@ -47,7 +47,7 @@ def litert_benchmark(path: Path, threads: int, runs: int, warmup: int, json_path
     driver = LiteRtBenchmark()
     cmd = driver.command(str(VENV_BIN / "litert-benchmark"), str(path), {"threads": threads},
                          {"runs": runs, "warmup_runs": warmup}, ["--result_json", str(json_path)])
-    shown = " ".join(["litert-benchmark", *cmd[3:]])  # the tool's own arguments, without the wrapper script
+    shown = driver.shown(cmd)
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     try:
         latency = parse_litert_benchmark(proc.stdout + proc.stderr) if proc.returncode == 0 else None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Optional
 
@@ -9,7 +10,7 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
-from .errors import EdgekdError
+from .errors import ConfigError, EdgekdError
 
 app = typer.Typer(
     add_completion=False,
@@ -35,7 +36,9 @@ def _run_stages(config: Path, out: Optional[Path], stages: list[str] | None, for
         cfg = as_config(config)
         if devices:
             cfg = cfg.model_copy(update={"profile": cfg.profile.model_copy(update={"devices": devices.split(",")})})
-        if min_duration is not None:  # typer has checked it is a number >= 0, as the config key is
+        if min_duration is not None:
+            if not math.isfinite(min_duration):  # click's range lets inf and nan through
+                raise ConfigError(f"--min-duration {min_duration}: expected a number of seconds, such as 600")
             energy = cfg.profile.energy.model_copy(update={"min_duration_s": float(min_duration)})
             cfg = cfg.model_copy(update={"profile": cfg.profile.model_copy(update={"energy": energy})})
         result = run(cfg, out, stages=stages, force=force, resume=resume, wait=wait, console=console)

@@ -26,5 +26,7 @@ def test_min_duration_sets_the_energy_windows_total_and_refuses_a_negative_one(m
     (cfg,) = seen
     assert cfg.profile.energy.min_duration_s == 600.0
     assert cfg.profile.energy.windows == pipeline.as_config(MNIST).profile.energy.windows  # the rest as configured
-    bad = CliRunner().invoke(app, ["profile", MNIST, "--min-duration", "-3"])
-    assert bad.exit_code == 2 and "--min-duration" in bad.output and len(seen) == 1
+    for bad_value in ("-3", "inf", "nan"):
+        bad = CliRunner().invoke(app, ["profile", MNIST, "--min-duration", bad_value])
+        assert bad.exit_code == 2 and "--min-duration" in bad.output, bad.output
+    assert len(seen) == 1  # none of them reached the pipeline

@@ -113,6 +113,8 @@ def test_litert_benchmark_times_litert_artifacts_where_benchmark_model_is_not_bu
     assert found["status"] == "ok" and found["tool"] == "litert-benchmark", found
     # it counts runs only: it is given as many as edgekd's benchmark took, so both time the same work
     assert found["runs"] == bench["latency_ms"]["runs"] >= 200
+    # the command as a user would repeat it: the tool's own, not the wrapper that reads the median unrounded
+    assert found["command"].startswith("litert-benchmark --model ") and "-c" not in found["command"].split()
     assert f"--num_runs {found['runs']}" in found["command"] and "--num_threads 1" in found["command"]
     assert found["p50"] > 0 and round(found["p50"], 2) != found["p50"]  # read before the tool rounds it to 0.01 ms
 
@@ -213,3 +215,37 @@ def test_onnxruntime_perf_test_is_driven_with_the_profile_and_read_in_millisecon
     assert tool.peak_memory_mb(PERF_TEST_OUTPUT) == 30.0
     with pytest.raises(ValueError, match="no onnxruntime_perf_test summary"):
         tool.parse("there is no test data for model m\n")
+
+
+def test_a_tool_that_only_counts_runs_is_given_the_counts_edgekd_took():
+    from edgekd.backends.litert.tool import LiteRtBenchmark
+    from edgekd.backends.openvino.tool import BenchmarkApp
+    from edgekd.runners.base import tool_settings
+
+    settings = {"runs": 1000, "warmup_runs": 20, "min_seconds": 2.0}
+    took = {"runs": 400, "warmup_runs": 9000}  # a slow model stopped at max_seconds; a long warm-up
+    assert tool_settings(LiteRtBenchmark(), settings, took) == {**settings, **took}
+    assert tool_settings(LiteRtBenchmark(), settings, None) == settings  # nothing measured: the profile's
+    assert tool_settings(BenchmarkApp(), settings, took) == settings  # it runs for the profile's duration itself
+
+
+@pytest.mark.parametrize("shebang, interpreter", [
+    ("#!/venv/bin/python", ["/venv/bin/python"]),
+    ("#!/usr/bin/python3 -s", ["/usr/bin/python3", "-s"]),
+    ("#!/usr/bin/env python3", ["/usr/bin/env", "python3"]),
+    ("#!/bin/sh", None),  # a shell wrapper: run as it is, its median rounded
+])
+def test_litert_benchmark_runs_under_its_script_s_own_python(tmp_path, shebang, interpreter):
+    from edgekd.backends.litert.tool import LiteRtBenchmark
+
+    script = tmp_path / "litert-benchmark"
+    script.write_text(f"{shebang}\nfrom ai_edge_litert.tools.benchmark_litert_model import main\n")
+    command = LiteRtBenchmark().command(str(script), "m.tflite", {"threads": 1}, {"runs": 50, "warmup_runs": 5}, [])
+    tail = ["--model", "m.tflite", "--num_runs", "50", "--warmup_runs", "5", "--num_threads", "1"]
+    if interpreter is None:
+        assert command == [str(script), *tail]
+    else:
+        assert command[:len(interpreter) + 1] == [*interpreter, "-c"] and command[-len(tail):] == tail
+        assert "UNROUNDED_MEDIAN_MS" in command[len(interpreter) + 1]
+    # a device's tool named by PATH (the SSH runner's) runs as it is
+    assert LiteRtBenchmark().command("litert-benchmark", "m.tflite", {}, {"runs": 50, "warmup_runs": 5}, [])[0] == "litert-benchmark"

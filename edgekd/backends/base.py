@@ -105,5 +105,9 @@ class DeviceTool(ABC):
     def peak_memory_mb(self, output: str) -> float | None:
         return None
 
+    def shown(self, command: list[str]) -> str:
+        """The command as a user would type it to repeat the measurement."""
+        return " ".join(command)
+
 
 DEVICE_TOOLS: Registry[type[DeviceTool]] = Registry("device tool", plugins=lambda: discover(__package__, "tool"))

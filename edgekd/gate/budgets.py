@@ -57,9 +57,10 @@ class Budget(BaseModel):
     allow_unstable_latency: bool | None = Field(
         None, description="judge max_latency_ms on a measurement flagged unstable (default false: such a check fails)")
     max_percentile_spread: float | None = Field(
-        None, gt=0, description="the most each budgeted percentile above p50 may move across 5 blocks of the timed "
-        "runs, over its value; unknown fails. Unset by default: on a quiet 2-vCPU VM a 7.6 us model's p95 moved 12-53% "
-        "within loops whose median held to 1% (benchmarks/results/latency_stability_quiet.md)")
+        None, gt=0, description="the most each tail percentile budgeted in max_latency_ms (p90, p95, p99) may move "
+        "across 5 blocks of the timed runs, over its value: one check of its own per percentile "
+        "(max_percentile_spread.p95); unknown fails. Unset by default: on a quiet 2-vCPU VM a 7.6 us model's p95 "
+        "moved 12-53% within loops whose median held to 1% (benchmarks/results/latency_stability_quiet.md)")
     allow_not_run: bool | None = Field(None, description="artifacts not run here are skipped, not failed (default true)")
 
     def matches(self, target: str, backend: str, precision: str) -> bool:

@@ -49,6 +49,8 @@ def percentile_spread(samples_ms: np.ndarray, q: float, blocks: int = BLOCKS) ->
     """``p50_spread`` for the ``q``-th percentile: (max - min) of the blocks' q-th percentiles over that of all samples.
     A tail percentile needs ``TAIL_RUNS_PER_BLOCK`` runs above it in each block to be more than a few samples' whim
     (p95: 200 runs a block, 1,000 in all; p99: 5,000 in all); fewer: None (unknown)."""
+    if not 0 < q < 100:
+        raise ValueError(f"percentile_spread: q={q} must lie strictly between 0 and 100")
     samples = np.asarray(samples_ms, dtype=np.float64)
     needed = max(MIN_SPREAD_RUNS, blocks) if q == 50 else blocks * TAIL_RUNS_PER_BLOCK / (1 - q / 100)
     if len(samples) < needed - 1e-6:

@@ -312,7 +312,9 @@ def _native_line(lat: LatencyStats) -> str:
     if native is None:
         return ""
     if native.status != "ok" or not native.p50_ratio:
-        return f'<span class="clock" title="{_e(native.reason or native.status)}">{_e(native.tool)}: {_e(native.status)}</span>'
+        why = native.reason or ("it printed no median" if native.status == "ok" else native.status)
+        word = "no median" if native.status == "ok" else native.status
+        return f'<span class="clock" title="{_e(why)}">{_e(native.tool)}: {_e(word)}</span>'
     title = (f"this p50 over {native.tool}'s ({_sig(native.p50)} ms over {native.runs or '?'} runs, same artifact, "
              f"threads and cores): {native.command}")
     return f'<span class="clock native" title="{_e(title)}">{native.p50_ratio:.2f}× {_e(native.tool)}</span>'

@@ -143,6 +143,14 @@ LATENCY_FIELDS = tuple(f for f in LatencyStats.model_fields if f not in ("stabil
                                                                    "harness_overhead_ms", "clock", "python_call_p50", "tail_spread"))
 
 
+def tool_settings(driver: Any, settings: dict[str, Any], measured: dict[str, Any] | None) -> dict[str, Any]:
+    """The profile settings a tool runs with: one that only counts runs (no duration option) is given the runs and
+    warm-up runs edgekd's benchmark took, so both time the same work (the profile's counts where none were kept)."""
+    if not getattr(driver, "counts_runs_only", False) or not measured:
+        return dict(settings)
+    return {**settings, **{key: int(measured[key]) for key in ("runs", "warmup_runs") if measured.get(key)}}
+
+
 def tool_latency(tool: str, stability_threshold: float | None, **known: Any) -> dict[str, Any]:
     """A latency dict of the Python benchmark's shape from a tool's printed statistics (milliseconds).
 

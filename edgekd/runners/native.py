@@ -4,7 +4,9 @@ edgekd's benchmark times each inference from Python (the figure the gate reads: 
 stability, accuracy in the same process), by the runtime's own clock where its API keeps one (OpenVINO)
 and otherwise around the Python call, which a C++ application does not pay (on a 20-50 µs model, a
 fifth of the figure). The runtime's own tool (``benchmark_app`` for OpenVINO, ``benchmark_model`` for
-LiteRT, ``trtexec`` for TensorRT: whatever the backend declares) shows what a C++ loop pays. Both are
+LiteRT, ``trtexec`` for TensorRT, ``onnxruntime_perf_test``: whatever the backend declares) shows what a C++ loop
+pays; where only ai-edge-litert's Python ``litert-benchmark`` is installed, it is a second Python loop (over LiteRT's
+CompiledModel API, where edgekd's runtime uses the Interpreter), which checks edgekd's harness, not C++ overhead. Both are
 recorded with their ratio. Tools run with the artifact's threads, the profile's runs and duration and
 the device's pinned cores, after edgekd's benchmark has finished, so the two never share the CPU.
 """
@@ -20,7 +22,7 @@ from typing import Any
 
 from ..backends.base import DEVICE_TOOLS
 from ..ondevice.backend_info import BACKEND_INFO
-from .base import ProfileJob, child_setup, tail
+from .base import ProfileJob, child_setup, tail, tool_settings
 
 
 def find_tool(name: str) -> str | None:
@@ -40,17 +42,16 @@ def native_latency(job: ProfileJob, pin: list[int] | None = None, measured: dict
     if not found:
         return {"tool": tools[0], "status": "not run here", "reason": f"{' or '.join(tools)}: not on PATH on this machine"}
     tool, exe = found[0]
-    driver, settings = DEVICE_TOOLS.get(tool)(), dict(job.settings)
-    if getattr(driver, "counts_runs_only", False) and measured:
-        settings["runs"] = max(int(settings.get("runs") or 0), int(measured.get("runs") or 0))
-        settings["warmup_runs"] = max(int(settings.get("warmup_runs") or 0), int(measured.get("warmup_runs") or 0))
-    command = driver.command(exe, str(job.artifact), job.options, settings, [])
-    shown = " ".join(a if len(a) < 200 else f"<{len(a)}-character script>" for a in command)
+    driver = DEVICE_TOOLS.get(tool)()
+    command = driver.command(exe, str(job.artifact), job.options, tool_settings(driver, job.settings, measured), [])
+    shown = driver.shown(command)
     try:
         done = subprocess.run(command, capture_output=True, text=True, timeout=job.timeout_s,
                               preexec_fn=child_setup(pin))
     except subprocess.TimeoutExpired:
         return {"tool": tool, "status": "failed", "reason": f"ran past the timeout ({job.timeout_s:.0f} s)"}
+    except OSError as error:  # the tool (or the interpreter its script names) cannot be executed
+        return {"tool": tool, "status": "failed", "reason": f"could not start {command[0]}: {error}", "command": shown}
     output = done.stdout + done.stderr
     try:
         if done.returncode != 0:

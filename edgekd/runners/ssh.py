@@ -35,7 +35,8 @@ from typing import Any
 from .. import ondevice
 from ..backends import DEVICE_TOOLS
 from ..ondevice.backend_info import BACKEND_INFO
-from .base import RUNNERS, DeviceFailed, DeviceRunner, DeviceUnreachable, HostKeyRefused, ProfileJob, tail, tool_result
+from .base import (RUNNERS, DeviceFailed, DeviceRunner, DeviceUnreachable, HostKeyRefused, ProfileJob, tail, tool_result,
+                   tool_settings)
 
 PACKAGE = "edgekd_ondevice"  # edgekd's name on the device: the ondevice package and the backends' runtimes only
 DEVICE_SIDE = ("__init__.py", "runtime.py")  # what a backend folder holds for the device: its declaration and its runtime
@@ -203,13 +204,13 @@ class SshRunner(DeviceRunner):
         if tool and tool in own and result.get("status") == "ok" and job.settings.get("native_tool", True):
             # after edgekd's: never both on the CPU at once; only the artifact's own runtime's tool, so the ratio
             # compares one runtime with itself (benchmark_app would also read an .onnx)
-            result["native_latency"] = self._tool_beside(tool, job)
+            result["native_latency"] = self._tool_beside(tool, job, result.get("latency_ms"))
         return result
 
-    def _tool_beside(self, tool: str, job: ProfileJob) -> dict[str, Any]:
+    def _tool_beside(self, tool: str, job: ProfileJob, measured: dict[str, Any] | None) -> dict[str, Any]:
         """The device tool's median beside edgekd's figure, or why there is none (a side figure never fails the row)."""
         try:
-            latency, _, argv = self._run_tool(tool, job, pinned=True)
+            latency, _, argv = self._run_tool(tool, job, pinned=True, measured=measured)
         except (DeviceFailed, DeviceUnreachable) as why:
             return {"tool": tool, "status": "failed", "reason": str(why)}
         return {"tool": tool, "status": "ok", "p50": latency.get("p50"), "mean": latency.get("mean"),
@@ -235,12 +236,13 @@ class SshRunner(DeviceRunner):
         return tool_result(tool, latency, {"cpu": "", "threads": job.options.get("threads")}, output,
                            peak_memory_mb=driver.peak_memory_mb(output))
 
-    def _run_tool(self, tool: str, job: ProfileJob, pinned: bool = False) -> tuple[dict[str, Any], str, list[str]]:
+    def _run_tool(self, tool: str, job: ProfileJob, pinned: bool = False,
+                  measured: dict[str, Any] | None = None) -> tuple[dict[str, Any], str, list[str]]:
         """The device tool on ``job``'s artifact: its parsed statistics, its output and its command; ``pinned``: on the
-        device's ``pin`` cores, as edgekd's benchmark beside it was."""
+        device's ``pin`` cores, as edgekd's benchmark beside it was; ``measured``: that benchmark's figures."""
         path = str(self.device.get("tool_path") or tool)
         driver = DEVICE_TOOLS.get(tool, key=f"{self.label}: device.tool")()
-        argv = driver.command(path, f"files/{job.artifact.name}", job.options, job.settings,
+        argv = driver.command(path, f"files/{job.artifact.name}", job.options, tool_settings(driver, job.settings, measured),
                               [str(a) for a in self.device.get("tool_args") or []])
         if pinned and self.device.get("pin"):  # util-linux and Android's toybox have taskset
             argv = ["taskset", "-c", ",".join(map(str, self.device["pin"])), *argv]

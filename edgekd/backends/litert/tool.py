@@ -13,6 +13,7 @@ and p50/p95 from older builds) stay None: nothing is interpolated.
 from __future__ import annotations
 
 import re
+import shlex
 from pathlib import Path
 from typing import Any
 
@@ -130,15 +131,20 @@ sys.exit(main())
 _PRINTED = re.compile(rf"^Inference \((?P<name>avg|min|max|median|std|p5|p95)\):\s+(?P<ms>{_NUMBER}) ms", re.M)
 
 
-def script_interpreter(path: str) -> str | None:
-    """The Python a pip console script runs under (its ``#!`` line), when ``path`` is such a script on this machine."""
+def script_interpreter(path: str) -> list[str] | None:
+    """The Python (and its flags) a pip console script runs under, from its ``#!`` line, when ``path`` is such a
+    script on this machine: the local runner's tool. A device's tool (a bare name, or a path that is not a file
+    here) runs as it is, its median rounded."""
+    if not Path(path).is_absolute() or not Path(path).is_file():
+        return None
     try:
         with open(path, "rb") as script:
             first = script.readline(4096).decode("utf-8", "replace").strip()
     except OSError:
         return None
-    interpreter = first[2:].strip() if first.startswith("#!") else ""
-    return interpreter if "python" in Path(interpreter.split()[0] if interpreter else "").name else None
+    words = shlex.split(first[2:]) if first.startswith("#!") else []
+    # "#!/venv/bin/python", "#!/usr/bin/python3 -s" or "#!/usr/bin/env python3": a Python, with its flags
+    return words if any("python" in Path(word).name for word in words[:2]) else None
 
 
 def parse_litert_benchmark(output: str, stability_threshold: float | None = None) -> dict[str, Any]:
@@ -175,7 +181,11 @@ class LiteRtBenchmark(DeviceTool):
             args += ["--num_threads", str(int(options["threads"]))]
         args += [str(a) for a in extra]
         interpreter = script_interpreter(path)
-        return [interpreter, "-c", _UNROUNDED, *args] if interpreter else [path, *args]
+        return [*interpreter, "-c", _UNROUNDED, *args] if interpreter else [path, *args]
 
     def parse(self, output: str, stability_threshold: float | None = None) -> dict[str, Any]:
         return parse_litert_benchmark(output, stability_threshold)
+
+    def shown(self, command: list[str]) -> str:
+        """The tool's own command line, not the wrapper that reads its median before rounding."""
+        return " ".join(["litert-benchmark", *command[command.index("--model"):]]) if "-c" in command else " ".join(command)

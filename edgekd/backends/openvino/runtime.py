@@ -112,7 +112,13 @@ class OpenVinoModel(Model):
         except RuntimeError:  # HETERO keeps no such property of its own: each device's part has its own
             precision = None
         return {"inference_precision": precision, "layers": dict(layers), "runtime_precision_per_layer": dict(precisions),
-                **self.placement()}
+                **self._placement_or_why()}
+
+    def _placement_or_why(self) -> dict[str, Any]:
+        try:  # a side report: an op query the device refuses must not fail an artifact that passed parity
+            return self.placement()
+        except RuntimeError as error:
+            return {"devices": {}, "placement": f"unknown: query_model on {self.device} failed: {error}", "fallback_ops": []}
 
     def placement(self) -> dict[str, Any]:
         """Where each operation of the model (as read, before the plugin fuses it) runs, from ``Core.query_model`` on
