@@ -45,7 +45,7 @@ def litert_benchmark(path: Path, threads: int, runs: int, warmup: int, json_path
     if not (VENV_BIN / "litert-benchmark").exists():
         return {"error": f"{VENV_BIN / 'litert-benchmark'} not found"}
     driver = LiteRtBenchmark()
-    cmd = driver.command(str(VENV_BIN / "litert-benchmark"), str(path), {"threads": threads},
+    cmd = driver.local_command(str(VENV_BIN / "litert-benchmark"), str(path), {"threads": threads},
                          {"runs": runs, "warmup_runs": warmup}, ["--result_json", str(json_path)])
     shown = driver.shown(cmd)
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)

@@ -240,12 +240,13 @@ def test_litert_benchmark_runs_under_its_script_s_own_python(tmp_path, shebang, 
 
     script = tmp_path / "litert-benchmark"
     script.write_text(f"{shebang}\nfrom ai_edge_litert.tools.benchmark_litert_model import main\n")
-    command = LiteRtBenchmark().command(str(script), "m.tflite", {"threads": 1}, {"runs": 50, "warmup_runs": 5}, [])
+    command = LiteRtBenchmark().local_command(str(script), "m.tflite", {"threads": 1}, {"runs": 50, "warmup_runs": 5}, [])
     tail = ["--model", "m.tflite", "--num_runs", "50", "--warmup_runs", "5", "--num_threads", "1"]
     if interpreter is None:
         assert command == [str(script), *tail]
     else:
         assert command[:len(interpreter) + 1] == [*interpreter, "-c"] and command[-len(tail):] == tail
         assert "UNROUNDED_MEDIAN_MS" in command[len(interpreter) + 1]
-    # a device's tool named by PATH (the SSH runner's) runs as it is
-    assert LiteRtBenchmark().command("litert-benchmark", "m.tflite", {}, {"runs": 50, "warmup_runs": 5}, [])[0] == "litert-benchmark"
+    # a device's tool (the SSH runner's command) runs as it is, whatever file lies at that path on this machine
+    assert LiteRtBenchmark().command(str(script), "m.tflite", {"threads": 1}, {"runs": 50, "warmup_runs": 5}, []) == [
+        str(script), *tail]

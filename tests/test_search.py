@@ -60,6 +60,8 @@ def test_a_failed_check_is_as_far_as_it_is_past_its_limit_relative_to_the_limit(
     assert check_distance(check("max_latency_ms.p95", 2.0, 3.0)) == pytest.approx(0.5)
     assert check_distance(check("min_accuracy", 0.98, 0.97)) == pytest.approx(0.01 / 0.98)
     assert check_distance(check("max_size_mb", 1.0, 1.25)) == pytest.approx(0.25)
+    assert check_distance(check("max_percentile_spread.p95", 0.2, 0.31)) == pytest.approx(0.55)  # an upper limit too
+    assert check_distance(check("min_sqnr_db", 30.0, 24.0)) == pytest.approx(0.2)
     assert check_distance(check("rate_hz", 30.0, 1.2)) == pytest.approx(0.2)  # 120% of the time busy
     assert check_distance(check("min_accuracy", 0.98, None)) == 1.0  # not measured
     assert check_distance(check("min_accuracy", 0.98, 0.99, passed=True)) == 0.0

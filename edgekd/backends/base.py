@@ -105,6 +105,12 @@ class DeviceTool(ABC):
     def peak_memory_mb(self, output: str) -> float | None:
         return None
 
+    def local_command(self, path: str, artifact: str, options: dict[str, Any], settings: dict[str, Any],
+                      extra: list[str]) -> list[str]:
+        """The command on this machine (the local runner's tool beside edgekd), where a driver may look at the
+        installed tool; ``command`` is what a device runs."""
+        return self.command(path, artifact, options, settings, extra)
+
     def shown(self, command: list[str]) -> str:
         """The command as a user would type it to repeat the measurement."""
         return " ".join(command)

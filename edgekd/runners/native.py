@@ -43,7 +43,7 @@ def native_latency(job: ProfileJob, pin: list[int] | None = None, measured: dict
         return {"tool": tools[0], "status": "not run here", "reason": f"{' or '.join(tools)}: not on PATH on this machine"}
     tool, exe = found[0]
     driver = DEVICE_TOOLS.get(tool)()
-    command = driver.command(exe, str(job.artifact), job.options, tool_settings(driver, job.settings, measured), [])
+    command = driver.local_command(exe, str(job.artifact), job.options, tool_settings(driver, job.settings, measured), [])
     shown = driver.shown(command)
     try:
         done = subprocess.run(command, capture_output=True, text=True, timeout=job.timeout_s,

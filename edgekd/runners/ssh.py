@@ -214,7 +214,7 @@ class SshRunner(DeviceRunner):
         except (DeviceFailed, DeviceUnreachable) as why:
             return {"tool": tool, "status": "failed", "reason": str(why)}
         return {"tool": tool, "status": "ok", "p50": latency.get("p50"), "mean": latency.get("mean"),
-                "runs": latency.get("runs"), "command": " ".join(argv)}
+                "runs": latency.get("runs"), "command": DEVICE_TOOLS.get(tool)().shown(argv)}
 
     def _profile_with_python(self, job: ProfileJob) -> dict[str, Any]:
         python = str(self.device.get("python") or "python3")

@@ -132,10 +132,8 @@ _PRINTED = re.compile(rf"^Inference \((?P<name>avg|min|max|median|std|p5|p95)\):
 
 
 def script_interpreter(path: str) -> list[str] | None:
-    """The Python (and its flags) a pip console script runs under, from its ``#!`` line, when ``path`` is such a
-    script on this machine: the local runner's tool. A device's tool (a bare name, or a path that is not a file
-    here) runs as it is, its median rounded."""
-    if not Path(path).is_absolute() or not Path(path).is_file():
+    """The Python (and its flags) a pip console script on this machine runs under, from its ``#!`` line."""
+    if not Path(path).is_file():
         return None
     try:
         with open(path, "rb") as script:
@@ -179,9 +177,14 @@ class LiteRtBenchmark(DeviceTool):
         args = ["--model", artifact, "--num_runs", str(int(s.runs)), "--warmup_runs", str(int(s.warmup_runs))]
         if options.get("threads"):
             args += ["--num_threads", str(int(options["threads"]))]
-        args += [str(a) for a in extra]
+        return [path, *args, *map(str, extra)]
+
+    def local_command(self, path: str, artifact: str, options: dict[str, Any], settings: dict[str, Any],
+                      extra: list[str]) -> list[str]:
+        """On this machine, through the Python its console script names, with the median read before rounding."""
+        command = self.command(path, artifact, options, settings, extra)
         interpreter = script_interpreter(path)
-        return [*interpreter, "-c", _UNROUNDED, *args] if interpreter else [path, *args]
+        return [*interpreter, "-c", _UNROUNDED, *command[1:]] if interpreter else command
 
     def parse(self, output: str, stability_threshold: float | None = None) -> dict[str, Any]:
         return parse_litert_benchmark(output, stability_threshold)
