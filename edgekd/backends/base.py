@@ -94,6 +94,8 @@ BACKENDS: Registry[type[Backend]] = Registry("backend", plugins=lambda: discover
 class DeviceTool(ABC):
     """A device's own benchmark (benchmark_app, trtexec, ...) that a target's ``device.tool`` names."""
 
+    counts_runs_only = False  # no duration option: given the run counts edgekd's benchmark took (runners.base.tool_settings)
+
     @abstractmethod
     def command(self, path: str, artifact: str, options: dict[str, Any], settings: dict[str, Any], extra: list[str]) -> list[str]:
         """The tool's command line (``path``: the tool; ``artifact``: the artifact's path on the device)."""

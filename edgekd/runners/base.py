@@ -13,10 +13,15 @@ import sys
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, ClassVar
+from typing import TYPE_CHECKING, Any, Callable, ClassVar
 
 from ..records import LatencyStats
 from ..registry import Registry
+
+if TYPE_CHECKING:
+    from ..backends.base import DeviceTool
+
+NUMBER = r"[-+]?\d+(?:\.\d+)?(?:[eE][-+]?\d+)?"  # a number as device tools print it (sign, decimals, exponent)
 
 # prctl(PR_SET_PDEATHSIG, SIGKILL), bound here so a child calls no more Python than that between fork and exec.
 _PRCTL = ctypes.CDLL(None, use_errno=True).prctl if sys.platform.startswith("linux") else None
@@ -143,10 +148,10 @@ LATENCY_FIELDS = tuple(f for f in LatencyStats.model_fields if f not in ("stabil
                                                                    "harness_overhead_ms", "clock", "python_call_p50", "tail_spread"))
 
 
-def tool_settings(driver: Any, settings: dict[str, Any], measured: dict[str, Any] | None) -> dict[str, Any]:
+def tool_settings(driver: "DeviceTool", settings: dict[str, Any], measured: dict[str, Any] | None) -> dict[str, Any]:
     """The profile settings a tool runs with: one that only counts runs (no duration option) is given the runs and
     warm-up runs edgekd's benchmark took, so both time the same work (the profile's counts where none were kept)."""
-    if not getattr(driver, "counts_runs_only", False) or not measured:
+    if not driver.counts_runs_only or not measured:
         return dict(settings)
     return {**settings, **{key: int(measured[key]) for key in ("runs", "warmup_runs") if measured.get(key)}}
 

@@ -18,10 +18,9 @@ from pathlib import Path
 from typing import Any
 
 from ...ondevice.settings import LatencySettings
-from ...runners.base import tail, tool_latency
+from ...runners.base import NUMBER as _NUMBER, tail, tool_latency
 from ..base import DEVICE_TOOLS, DeviceTool
 
-_NUMBER = r"[-+]?\d+(?:\.\d+)?(?:[eE][-+]?\d+)?"
 _STATS = re.compile(rf"count=(?P<count>\d+)(?P<rest>(?:\s+\w+={_NUMBER})+)")
 _PAIR = re.compile(rf"(\w+)=({_NUMBER})")
 _TIMINGS = re.compile(
@@ -167,10 +166,7 @@ def parse_litert_benchmark(output: str, stability_threshold: float | None = None
 
 @DEVICE_TOOLS.register("litert-benchmark")
 class LiteRtBenchmark(DeviceTool):
-    """``litert-benchmark`` counts runs only (no duration option): it is given as many as edgekd's benchmark took,
-    so both time the same amount of work."""
-
-    counts_runs_only = True
+    counts_runs_only = True  # no duration option: given as many runs as edgekd's benchmark took, the same work
 
     def command(self, path: str, artifact: str, options: dict[str, Any], settings: dict[str, Any], extra: list[str]) -> list[str]:
         s = LatencySettings.from_profile(settings)

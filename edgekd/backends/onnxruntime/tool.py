@@ -13,10 +13,9 @@ import re
 from typing import Any
 
 from ...ondevice.settings import LatencySettings
-from ...runners.base import tail, tool_latency
+from ...runners.base import NUMBER as _NUMBER, tail, tool_latency
 from ..base import DEVICE_TOOLS, DeviceTool
 
-_NUMBER = r"[-+]?\d+(?:\.\d+)?(?:[eE][-+]?\d+)?"
 
 
 def parse_perf_test(output: str, stability_threshold: float | None = None) -> dict[str, Any]:
