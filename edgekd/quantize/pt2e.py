@@ -28,6 +28,7 @@ from ..errors import ModelError
 from ..inputs import dynamic_axes, example_input
 from ..io import atomic_path
 from ..records import InputSpec
+from .patterns import fewer_pattern_exports
 from .quantizer import BATCH_NORM, Int8Quantizer, scheme_for
 
 
@@ -116,7 +117,8 @@ class QuantizedStudent(torch.nn.Module):
         graph = copy.deepcopy(self.graph)
         move_exported_model_to_eval(graph)
         graph.apply(disable_observer)
-        converted = convert_pt2e(graph, fold_quantize=fold_quantize)
+        with fewer_pattern_exports():
+            converted = convert_pt2e(graph, fold_quantize=fold_quantize)
         converted.training = False  # .eval() is not allowed on PT2E graphs
         return converted
 
@@ -134,7 +136,8 @@ def prepare(model: torch.nn.Module, spec: InputSpec, *, observer: str = "moving_
         first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise ModelError(f"quantize: cannot capture {type(model).__name__} with torch.export: {first}") from error
     scheme = scheme_for(graph) if scheme == "auto" else scheme
-    student = QuantizedStudent(prepare_qat_pt2e(graph, Int8Quantizer(observer, scheme)), scheme)
+    with fewer_pattern_exports():
+        student = QuantizedStudent(prepare_qat_pt2e(graph, Int8Quantizer(observer, scheme)), scheme)
     return student.train()
 
 
