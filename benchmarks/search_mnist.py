@@ -33,8 +33,8 @@ HOST = Path(__file__).resolve().parents[1] / "targets" / "host-cpu.yaml"
 def main(argv: list[str] | None = None) -> None:
     parser = bench_parser(__doc__)
     parser.add_argument("--trials", type=int, default=30)
-    parser.add_argument("--backends", default="onnxruntime,openvino",
-                        help="host-cpu runtimes to search (LiteRT and ExecuTorch INT8 conversions take 44-62 s a trial here)")
+    parser.add_argument("--backends", default="onnxruntime,openvino,litert,executorch",
+                        help="host-cpu runtimes to search (comma-separated)")
     parser.add_argument("--latency-fraction", type=float, default=0.6)
     parser.add_argument("--max-drop", type=float, default=0.003)
     args = parse_bench_args(parser, argv, {"trials": 3, "backends": "onnxruntime"})
