@@ -421,9 +421,10 @@ class FloatLayers(Record):
     reference_accuracy: float | None = None  # the FP32 student, validation split
     int8_accuracy: float | None = None  # every layer INT8, in this artifact's runtime, validation split
     accuracy: float | None = None  # with ``layers`` in float
-    layers: list[str] = Field(default_factory=list)  # kept in float (ONNX nodes), most sensitive first
+    layers: list[str] = Field(default_factory=list)  # kept in float (ONNX nodes; PT2E graph nodes for LiteRT, ExecuTorch), most sensitive first
     modules: list[str | None] = Field(default_factory=list)  # their PyTorch modules, where known
-    weights: dict[str, str] = Field(default_factory=dict)  # per layer in float: fp32 (the student's) or int8 grid
+    # per layer in float: fp32 (the student's), int8 grid, or pre-rounding (PT2E: the value its INT8 weight was rounded from)
+    weights: dict[str, str] = Field(default_factory=dict)
     quantized_layers: int = 0  # INT8 layers the model has
     validation_samples: int = 0
     sensitivity: list[LayerSensitivity] = Field(default_factory=list)

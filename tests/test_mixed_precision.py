@@ -2,7 +2,8 @@
 their own model (tests/fixtures/outlier_net.py, outside the zoo) whose head reads one input that always sits at
 1000, so one INT8 scale per tensor rounds the head's other inputs to zero. Full INT8 must break the budget,
 the head must be found the most sensitive layer, and returning the fewest layers to float must meet it, in
-ONNX Runtime and OpenVINO alike; the all-INT8 artifact is profiled beside for the latency cost."""
+ONNX Runtime and OpenVINO (layers fed float in the QDQ ONNX model) as in LiteRT and ExecuTorch (in the PT2E
+graph); the all-INT8 artifact is profiled beside for the latency cost."""
 
 from __future__ import annotations
 
@@ -27,7 +28,8 @@ def config(folder: Path, teacher_weights: Path, **compile_options) -> Path:
     (folder / "cpu.yaml").write_text(yaml.safe_dump({"name": "cpu", "artifacts": [
         {"backend": "onnxruntime", "precisions": ["fp32", "int8"], "options": {"threads": 1}},
         {"backend": "openvino", "precisions": ["int8"], "options": {"threads": 1, "streams": 1, "inference_precision": "f32"}},
-        {"backend": "litert", "precisions": ["int8"], "options": {"threads": 1}}]}))
+        {"backend": "litert", "precisions": ["int8"], "options": {"threads": 1}},
+        {"backend": "executorch", "precisions": ["int8"], "options": {"threads": 1}}]}))
     path = folder / "mixed.yaml"
     path.write_text(yaml.safe_dump({
         "name": "mixed", "seed": 0, "data": {"source": "builtin:digits"},
@@ -55,7 +57,10 @@ def mixed_run(tmp_path_factory, teacher_weights, single_thread):
     return folder / "run", {a["id"]: a for a in report["artifacts"]}
 
 
-@pytest.mark.parametrize("backend", ["onnxruntime", "openvino"])
+FROM_ONNX = ("onnxruntime", "openvino")
+
+
+@pytest.mark.parametrize("backend", [*FROM_ONNX, "litert", "executorch"])
 def test_the_fewest_most_sensitive_layers_return_to_float_until_the_budget_holds(mixed_run, backend):
     _, artifacts = mixed_run
     row = artifacts[f"cpu/{backend}/int8"]
@@ -66,15 +71,21 @@ def test_the_fewest_most_sensitive_layers_return_to_float_until_the_budget_holds
     assert fl["reference_accuracy"] - fl["accuracy"] <= MAX_DROP + 1e-9
     # the head, which reads the outlier, is the most sensitive layer by far and the first returned
     ranked = sorted(fl["sensitivity"], key=lambda s: math.inf if s["sqnr_db"] is None else s["sqnr_db"])
-    assert ranked[0]["layer"] == fl["layers"][0] == "node_linear" and ranked[0]["module"] == fl["modules"][0] == "head"
+    assert ranked[0]["layer"] == fl["layers"][0] and ranked[0]["module"] == fl["modules"][0] == "head"
+    assert fl["layers"][0] == ("node_linear" if backend in FROM_ONNX else "linear")  # ONNX node / PT2E graph node
     assert {s["module"] for s in fl["sensitivity"]} == {"features.0", "features.2", "head", "classifier"}
     assert ranked[0]["sqnr_db"] < ranked[1]["sqnr_db"] - 10
     assert len(fl["layers"]) < fl["quantized_layers"] == 4
-    # what the runtime made of it, from its own graph: the layers returned run float; ONNX Runtime ran every layer
-    # of the all-INT8 artifact as an integer kernel (OpenVINO leaves some float itself)
-    assert set(fl["runtime"]) == {s["layer"] for s in fl["sensitivity"]}
-    assert all(fl["runtime"][layer] == "float" for layer in fl["layers"])
-    assert "int8" in fl["all_int8_runtime"].values()
+    assert set(fl["weights"]) == set(fl["layers"])
+    assert set(fl["weights"].values()) <= ({"fp32", "int8 grid"} if backend in FROM_ONNX else {"pre-rounding"})
+    if backend in FROM_ONNX:
+        # what the runtime made of it, from its own graph: the layers returned run float; ONNX Runtime ran every
+        # layer of the all-INT8 artifact as an integer kernel (OpenVINO leaves some float itself)
+        assert set(fl["runtime"]) == {s["layer"] for s in fl["sensitivity"]}
+        assert all(fl["runtime"][layer] == "float" for layer in fl["layers"])
+        assert "int8" in fl["all_int8_runtime"].values()
+    else:  # LiteRT's and ExecuTorch's Python APIs do not say which kernel each layer got
+        assert fl["runtime"] == {} and fl["all_int8_runtime"] == {}
     if backend == "onnxruntime":
         assert set(fl["all_int8_runtime"].values()) == {"int8"} and len(fl["all_int8_runtime"]) == 4
     # each step of the search is recorded, the last one being the choice
@@ -87,11 +98,50 @@ def test_the_fewest_most_sensitive_layers_return_to_float_until_the_budget_holds
     assert row["status"] == "ok" and row["parity"]["ok"]
 
 
-def test_a_backend_that_builds_int8_from_pytorch_says_so_and_keeps_every_layer_int8(mixed_run):
-    _, artifacts = mixed_run
-    fl = artifacts["cpu/litert/int8"]["float_layers"]
-    assert fl["status"] == "not supported" and fl["layers"] == []
-    assert "litert builds INT8 from the PyTorch graph" in fl["reason"] and "onnxruntime" in fl["reason"]
+def test_every_graph_layer_in_float_computes_the_fp32_model(monkeypatch):
+    """The PT2E side (LiteRT, ExecuTorch): every layer in float, and the pairs left serving no INT8 layer
+    dropped, is the float model; one layer in float leaves the others INT8; folding the result is what
+    convert_pt2e(fold_quantize=True) does."""
+    import importlib.util
+
+    import torch
+
+    from edgekd.inputs import image_spec
+    from edgekd.quantize import float_layers as fl
+    from edgekd.quantize.pt2e import prepare
+
+    spec = importlib.util.spec_from_file_location("outlier_net", FIXTURE)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    torch.manual_seed(0)
+    model = module.OutlierNet(in_channels=1).eval()
+    student = prepare(model, image_spec((1, 8, 8)), scheme="full")
+    x = torch.randn(64, 1, 8, 8, generator=torch.Generator().manual_seed(1))
+    student.calibrate(x)
+    student.freeze_observers()
+    student.eval()
+    graph = student.converted(fold_quantize=False)
+    layers = fl.quantized_layers(graph)
+    assert fl.module_names(graph, layers) == dict(zip(layers, ["features.0", "features.2", "head", "classifier"]))
+    every = fl.with_float_layers(graph, layers)
+    assert not any("quantize" in str(n.target) for n in every.graph.nodes)
+    with torch.no_grad():
+        torch.testing.assert_close(every(x), model(x), atol=1e-5, rtol=1e-5)
+    head_float = fl.with_float_layers(graph, ["linear"])
+    head = next(n for n in head_float.graph.nodes if n.name == "linear")
+    assert not any("dequantize" in str(arg.target) for arg in head.args[:2])  # float activations and weight
+    assert fl.quantized_layers(head_float) == [layer for layer in layers if layer != "linear"]  # the rest stay INT8
+    # the first conv alone INT8: its consumer went float, so its output is no longer quantized and its weight
+    # becomes the float constant of its INT8 value (XNNPACK cannot run it as an integer kernel; ExecuTorch 1.4.1
+    # miscomputes the weight's dequantize left outside the delegate), computing the same numbers
+    first_alone = fl.with_float_layers(graph, layers[1:])
+    assert [n.name for n in first_alone.graph.nodes if n.op == "get_attr" and "int8_grid" in n.name] == ["conv2d_int8_grid_1"]
+    monkeypatch.setattr(fl, "_constant_weights_where_output_is_float", lambda graph: None)
+    with torch.no_grad():
+        torch.testing.assert_close(first_alone(x), fl.with_float_layers(graph, layers[1:])(x), atol=1e-6, rtol=0)
+    assert fl.folded(graph).code == student.converted(fold_quantize=True).code
+    with pytest.raises(ValueError, match="not layers of the converted graph: nope"):
+        fl.with_float_layers(graph, ["nope"])
 
 
 def test_every_layer_in_float_computes_the_fp32_model(mixed_run, tmp_path):
@@ -188,13 +238,13 @@ def test_report_html_shows_the_layers_in_float_most_sensitive_first(mixed_run):
     html = (run_dir / "report.html").read_text()
     section = html[html.index('<section id="float-layers">'): html.index('<section id="not-run">')]
     assert '<a href="#float-layers">' in html
-    for backend in ("onnxruntime", "openvino"):
+    for backend, node, weights in (("onnxruntime", "node_linear", "fp32"), ("openvino", "node_linear", "fp32"),
+                                   ("litert", "linear", "pre-rounding"), ("executorch", "linear", "pre-rounding")):
         part = section[section.index(f'data-artifact="cpu/{backend}/int8"'):]
         rows = part[: part.index("</table>")].split("<tr>")[2:]  # after the header row
-        assert "<td>head</td><td><code>node_linear</code>" in rows[0] and "<td>fp32</td>" in rows[0]
-        assert len(rows) == 4 and sum("<td>fp32</td>" in r or "<td>int8 grid</td>" in r for r in rows) == len(
+        assert f"<td>head</td><td><code>{node}</code>" in rows[0] and f"<td>{weights}</td>" in rows[0]
+        assert len(rows) == 4 and sum(f"<td>{w}</td>" in r for r in rows for w in ("fp32", "int8 grid", "pre-rounding")) == len(
             artifacts[f"cpu/{backend}/int8"]["float_layers"]["layers"])
-    assert "litert builds INT8 from the PyTorch graph" in section
 
 
 def test_a_hand_built_qdq_model_with_initializers_listed_as_inputs_keeps_one_input(tmp_path):

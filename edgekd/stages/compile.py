@@ -12,11 +12,9 @@ import shutil
 import sys
 import time
 import traceback
-from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
-import numpy as np
 import torch
 from rich.console import Console
 
@@ -25,8 +23,9 @@ from ..metrics import evaluate_logits, predict
 from ..ondevice.backend_info import artifact_files
 from ..parity import compare
 from ..runlog import vendor_output
-from ..records import CompiledArtifact, CompileRecord, ExportRecord, FloatLayers, QuantizedRecord, StudentRecord
+from ..records import CompiledArtifact, CompileRecord, ExportRecord, QuantizedRecord, StudentRecord
 from ..targets import load_target
+from . import float_layers
 from .base import STAGES, Stage, StageContext
 
 if TYPE_CHECKING:
@@ -140,7 +139,9 @@ class CompileStage(Stage):
             self._clear_float_layers(out_dir, row.precision)
         if row.precision == "int8" and cfg.int8_max_accuracy_drop is not None:
             try:
-                sources, references = self._float_layers(ctx, backend, sources, row, out_dir, references, budget, terminal)
+                sources, references = float_layers.choose(
+                    ctx, backend, sources, row, out_dir, references, budget, first_lines=first_lines,
+                    progress=lambda text: terminal.print(f"  {row.id}: {text}", highlight=False))
             except NotRunnable as why:  # the runtime that judges the layers is not here: neither is the artifact's
                 row.status, row.reason = NOT_RUN, str(why)
                 return
@@ -165,7 +166,8 @@ class CompileStage(Stage):
         except Exception as error:
             row.reason = "load failed: " + first_lines(error)
             return
-        if row.float_layers is not None and row.float_layers.status in ("met", "not met", "not needed"):
+        if (backend.int8_from_onnx and row.float_layers is not None
+                and row.float_layers.status in ("met", "not met", "not needed")):
             from ..mixed_precision import layer_aliases, quantized_layers
 
             # what the runtime made of it: a layer's integer kernel can need a quantized consumer (ONNX Runtime)
@@ -188,75 +190,6 @@ class CompileStage(Stage):
             row.reason = "" if parity.ok else "parity: " + parity.describe()
         except Exception as error:
             row.reason = "run failed: " + first_lines(error)
-
-    def _float_layers(self, ctx, backend, sources: CompileSources, row: CompiledArtifact, out_dir: Path, references,
-                      budget: Callable[[], Budget], terminal: Console):
-        """Accuracy-aware mixed precision (edgekd.mixed_precision): the sources and references with the INT8 model
-        whose most sensitive layers are back in float, or unchanged where the budget holds without (or the search
-        failed: an optional repair never costs the all-INT8 artifact); the choice is in ``row.float_layers``.
-        ``budget``: the FP32 student's validation figures; ``terminal``: where the search's progress shows."""
-        from .. import onnx_export as ox
-        from ..mixed_precision import choose_float_layers, layer_aliases, module_names, quantized_layers, with_float_layers
-
-        max_drop = ctx.config.compile.int8_max_accuracy_drop
-        if not backend.int8_from_onnx:
-            supported = ", ".join(sorted(n for n in BACKENDS.names() if BACKENDS.get(n).int8_from_onnx))
-            row.float_layers = FloatLayers(max_accuracy_drop=max_drop, reason=(
-                f"{row.backend} builds INT8 from the PyTorch graph, not the QDQ ONNX model; layers return to float "
-                f"for {supported}"))
-            return sources, references
-        # a float layer takes the FP32 student's weights and bias back where they pair (with_float_layers): under
-        # QAD the learned INT8 values, trained around the very quantizers being removed, did worse in float
-        # (benchmarks/results/mixed_precision.md)
-        fp32 = sources.fp32_onnx
-        full_dir, mixed = out_dir / "all-int8", out_dir / "model_int8_float_layers.qdq.onnx"
-        scratch = out_dir / f"{row.precision}.float-layers"
-        builds = iter(range(1_000_000))
-        all_int8: dict[str, Any] = {}
-
-        def predict(float_layers: list[str]) -> np.ndarray:
-            # the all-INT8 artifact is built once, where the profile stage times it against the choice
-            folder = scratch / str(next(builds)) if float_layers else full_dir
-            folder.mkdir(parents=True)
-            source = sources.int8_onnx
-            if float_layers:
-                source = folder / "qdq.onnx"
-                with_float_layers(sources.int8_onnx, float_layers, source, fp32)
-            path = backend.build(replace(sources, int8_onnx=source), "int8", folder, dict(row.options))
-            model = backend.load(path, dict(row.options))
-            if not float_layers:
-                all_int8.update(path=path, runtime=model.layer_precisions(layer_aliases(source, layers)))
-            return model.predict_batched(x_val)
-
-        try:
-            x_val = ctx.artifact_inputs("val").numpy()
-            layers = quantized_layers(sources.int8_onnx)
-            record = choose_float_layers(layers, budget(), predict, modules=module_names(sources.int8_onnx, sources.fp32_onnx, layers),
-                                         progress=lambda text: terminal.print(f"  {row.id}: {text}", highlight=False))
-            record.max_accuracy_drop = max_drop
-            record.all_int8_runtime = all_int8.get("runtime", {})
-            if record.layers:
-                record.weights = with_float_layers(sources.int8_onnx, record.layers, mixed, fp32)
-                record.full_int8 = ctx.relative(all_int8["path"])
-        except NotRunnable:
-            raise
-        except Exception as error:
-            log = out_dir / f"{row.precision}.float-layers.error.txt"
-            log.write_text("".join(traceback.format_exception(error)))
-            row.float_layers = FloatLayers(max_accuracy_drop=max_drop, status="failed", reason=(
-                f"{first_lines(error)} (whole error: {ctx.relative(log)}); the artifact is all-INT8"))
-            shutil.rmtree(full_dir, ignore_errors=True)
-            return sources, references
-        finally:
-            shutil.rmtree(scratch, ignore_errors=True)
-        row.float_layers = record
-        if not record.layers:
-            shutil.rmtree(full_dir, ignore_errors=True)  # the artifact is this one: built again where it belongs
-            return sources, references
-        x_check = ctx.artifact_inputs()[: ctx.config.compile.parity_samples].numpy()
-        # this artifact's reference is its own QDQ model, float layers included (ORT's optimizations off)
-        reference = ox.run_session(ox.session(mixed, optimization="disable"), x_check)
-        return replace(sources, int8_onnx=mixed), {**references, "int8": reference}
 
     @staticmethod
     def _clear_float_layers(out_dir: Path, precision: str) -> None:

@@ -28,6 +28,10 @@ class ExecuTorchModel(Model):
             import torch
             from executorch.extension.pybindings import portable_lib
             from executorch.runtime import Runtime
+
+            # kernels for quantize/dequantize ops XNNPACK leaves outside its delegate (e.g. beside a layer returned
+            # to float): without them such a program fails to load with OperatorMissing
+            import executorch.kernels.quantized  # noqa: F401
         except ImportError as error:
             raise Unavailable(f"executorch is not installed or does not import (pip install executorch): {error}") from None
         self.path, self._torch = Path(path), torch
