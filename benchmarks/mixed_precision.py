@@ -4,9 +4,11 @@ The student is a user's own model (tests/fixtures/outlier_net.py): a small CNN w
 features, one input that always sits at 1000 (the "massive activations" of large transformers, Sun et al.
 2024). One INT8 scale per tensor must cover 1000, so the head's other inputs round to zero. The example's
 teacher (examples/mnist.yaml) is distilled into it, then quantized by PTQ and by QAD, and compiled for ONNX
-Runtime and OpenVINO with ``compile.int8_max_accuracy_drop``. Per quantization mode and runtime the table
+Runtime and OpenVINO (layers fed float in the QDQ ONNX model) and LiteRT and ExecuTorch (in the PT2E graph) with
+``compile.int8_max_accuracy_drop``. Per quantization mode and runtime the table
 shows the validation accuracy (which chooses the layers) of FP32, all-INT8 and the chosen mix, the layers
-returned to float, how many layers the runtime runs as integer kernels (from its own graph), the test accuracy
+returned to float, how many layers the runtime runs as integer kernels (from its own graph, where its API says:
+ONNX Runtime and OpenVINO), the test accuracy
 (which chose nothing) of the three, and their latency measured in one profile run (the all-INT8 artifact is
 profiled beside the mixed one).
 """
@@ -30,7 +32,9 @@ def main(argv: list[str] | None = None) -> None:
     parser = bench_parser(__doc__)
     parser.add_argument("--max-drop", type=float, default=0.005, help="compile.int8_max_accuracy_drop")
     parser.add_argument("--modes", default="ptq,qad")
-    args = parse_bench_args(parser, argv, {"modes": "ptq"})
+    parser.add_argument("--backends", default="onnxruntime,openvino,litert,executorch")
+    args = parse_bench_args(parser, argv, {"modes": "ptq", "backends": "onnxruntime,litert"})
+    backends = args.backends.split(",")
     setup_environment(args.workdir, None)
     work = args.workdir / "mixed_precision"
     work.mkdir(parents=True, exist_ok=True)
@@ -40,10 +44,9 @@ def main(argv: list[str] | None = None) -> None:
 
     example = example_config()
     shutil.copy(MODEL, work / "outlier_net.py")
+    options = {"openvino": {"threads": 1, "streams": 1, "inference_precision": "f32"}}
     (work / "cpu.yaml").write_text(yaml.safe_dump({"name": "cpu", "artifacts": [
-        {"backend": "onnxruntime", "precisions": ["fp32", "int8"], "options": {"threads": 1}},
-        {"backend": "openvino", "precisions": ["fp32", "int8"],
-         "options": {"threads": 1, "streams": 1, "inference_precision": "f32"}}]}))
+        {"backend": b, "precisions": ["fp32", "int8"], "options": options.get(b, {"threads": 1})} for b in backends]}))
     rows, raw = [], {}
     for mode in args.modes.split(","):
         cfg = {"name": f"mixed-{mode}", "seed": 0, "data": bench_data(args.quick), "teacher": teacher,
@@ -61,7 +64,7 @@ def main(argv: list[str] | None = None) -> None:
         result = edgekd.run(config, work / f"run-{mode}", force="compile")
         artifacts = {a["id"]: a for a in result.report["artifacts"]}
         raw[mode] = artifacts
-        for backend in ("onnxruntime", "openvino"):
+        for backend in backends:
             fp32, int8 = artifacts[f"cpu/{backend}/fp32"], artifacts[f"cpu/{backend}/int8"]
             fl = FloatLayers.model_validate(int8["float_layers"]) if int8.get("float_layers") else None
             cost = int8.get("float_layers_cost") or {}

@@ -50,6 +50,7 @@ class CompileSources:
     # integer kernels; they build dynamic-range INT8 from the learned weights instead (edgekd.quantize.quantizer)
     int8_scheme: str = "full"
     int8_learned_float: Callable[[], "torch.nn.Module"] | None = None  # learned weights at their INT8 values, float
+    int8_float_layers: tuple[str, ...] = ()  # layers the INT8 model has back in float (compile.int8_max_accuracy_drop)
     metadata: dict[str, Any] = field(default_factory=dict)
     sequence: int | None = None  # text: the length fixed-shape artifacts are built for (profile.sequence_length)
 

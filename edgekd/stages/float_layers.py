@@ -47,7 +47,7 @@ def onnx_layers(sources: CompileSources) -> LayerSource:
         # values, trained around the very quantizers being removed, did worse in float (mixed_precision.md)
         target = folder / "model_int8_float_layers.qdq.onnx"
         weights = with_float_layers(sources.int8_onnx, chosen, target, sources.fp32_onnx)
-        return replace(sources, int8_onnx=target), weights
+        return replace(sources, int8_onnx=target, int8_float_layers=tuple(chosen)), weights
 
     def reference(mixed: CompileSources, x: np.ndarray) -> np.ndarray:
         # its own QDQ model, float layers included, as a plain graph (ORT's optimizations off)
@@ -64,7 +64,8 @@ def graph_layers(sources: CompileSources) -> LayerSource:
 
     def with_float(chosen: list[str], folder: Path):
         mixed = fl.with_float_layers(graph, chosen)
-        built = replace(sources, int8_graph=lambda: copy.deepcopy(mixed), int8_graph_folded=lambda: fl.folded(mixed))
+        built = replace(sources, int8_graph=lambda: copy.deepcopy(mixed), int8_graph_folded=lambda: fl.folded(mixed),
+                        int8_float_layers=tuple(chosen))
         # the float value each INT8 weight was rounded from: the student's under PTQ, as trained under QAD
         return built, {layer: "pre-rounding" for layer in chosen}
 
