@@ -77,7 +77,8 @@ def test_the_fewest_most_sensitive_layers_return_to_float_until_the_budget_holds
     assert ranked[0]["sqnr_db"] < ranked[1]["sqnr_db"] - 10
     assert len(fl["layers"]) < fl["quantized_layers"] == 4
     assert set(fl["weights"]) == set(fl["layers"])
-    assert set(fl["weights"].values()) <= ({"fp32", "int8 grid"} if backend in FROM_ONNX else {"pre-rounding"})
+    assert set(fl["weights"].values()) <= ({"fp32", "int8 grid"} if backend in FROM_ONNX else {"fp32", "pre-rounding"})
+    assert fl["weights"][fl["layers"][0]] == "fp32"  # PTQ: the head's weights are the student's, taken back
     if backend in FROM_ONNX:
         # what the runtime made of it, from its own graph: the layers returned run float; ONNX Runtime ran every
         # layer of the all-INT8 artifact as an integer kernel (OpenVINO leaves some float itself)
@@ -140,6 +141,11 @@ def test_every_graph_layer_in_float_computes_the_fp32_model(monkeypatch):
     with torch.no_grad():
         torch.testing.assert_close(first_alone(x), fl.with_float_layers(graph, layers[1:])(x), atol=1e-6, rtol=0)
     assert fl.folded(graph).code == student.converted(fold_quantize=True).code
+    # a float layer takes the student's weight and bias back where they pair (PTQ: the same values, unrounded)
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    assert fl.take_student_weights(fl.with_float_layers(graph, ["linear"]), ["linear"], state) == {"linear": "fp32"}
+    state["head.weight"] += 1.0  # another layer's weights, not this one's before rounding
+    assert fl.take_student_weights(fl.with_float_layers(graph, ["linear"]), ["linear"], state) == {"linear": "pre-rounding"}
     with pytest.raises(ValueError, match="not layers of the converted graph: nope"):
         fl.with_float_layers(graph, ["nope"])
 
@@ -239,7 +245,7 @@ def test_report_html_shows_the_layers_in_float_most_sensitive_first(mixed_run):
     section = html[html.index('<section id="float-layers">'): html.index('<section id="not-run">')]
     assert '<a href="#float-layers">' in html
     for backend, node, weights in (("onnxruntime", "node_linear", "fp32"), ("openvino", "node_linear", "fp32"),
-                                   ("litert", "linear", "pre-rounding"), ("executorch", "linear", "pre-rounding")):
+                                   ("litert", "linear", "fp32"), ("executorch", "linear", "fp32")):
         part = section[section.index(f'data-artifact="cpu/{backend}/int8"'):]
         rows = part[: part.index("</table>")].split("<tr>")[2:]  # after the header row
         assert f"<td>head</td><td><code>{node}</code>" in rows[0] and f"<td>{weights}</td>" in rows[0]

@@ -78,6 +78,38 @@ def with_float_layers(graph: torch.fx.GraphModule, layers: list[str]) -> torch.f
     return mixed
 
 
+def take_student_weights(graph: torch.fx.GraphModule, layers: list[str], student: dict[str, torch.Tensor]) -> dict[str, str]:
+    """Give each float layer of ``graph`` (from ``with_float_layers``) the FP32 student's weight and bias where its
+    weight pairs with the student's parameter of the same name and shape within a few INT8 steps, as the ONNX path
+    does (after quantization-aware training the learned values, trained around the very quantizers removed, did
+    worse in float: benchmarks/results/mixed_precision.md). Returns ``fp32`` or ``pre-rounding`` per layer."""
+    origin = {}
+    for node in graph.graph.nodes:
+        if node.name not in layers:
+            continue
+        origin[node.name] = "pre-rounding"
+        weight = node.args[1] if len(node.args) > 1 else None
+        if not (isinstance(weight, torch.fx.Node) and weight.op == "get_attr"):
+            continue
+        mine, theirs = _attr(graph, weight.target), student.get(weight.target)
+        if theirs is None or theirs.shape != mine.shape or \
+                (theirs - mine).abs().max() > 0.05 * mine.abs().max() + 1e-12:  # not the same weights before rounding
+            continue
+        args = list(node.args)
+        for index, arg in enumerate(args[1:3], start=1):
+            if isinstance(arg, torch.fx.Node) and arg.op == "get_attr" and arg.target in student \
+                    and student[arg.target].shape == _attr(graph, arg.target).shape:
+                name = f"{node.name}_student_{index}"
+                graph.register_buffer(name, student[arg.target].detach().clone())
+                with graph.graph.inserting_before(node):
+                    args[index] = graph.graph.get_attr(name)
+        node.args = tuple(args)
+        origin[node.name] = "fp32"
+    graph.graph.eliminate_dead_code()
+    graph.recompile()
+    return origin
+
+
 def _drop_stranded_pairs(graph: torch.fx.GraphModule, int8: set[str]) -> None:
     """Bypass the activation quantize -> dequantize pairs that serve no INT8 layer any more, as the ONNX path does
     (``edgekd.mixed_precision._drop_stranded_pairs``): through the ops that are not layers, neither an INT8 layer's

@@ -61,13 +61,14 @@ def graph_layers(sources: CompileSources) -> LayerSource:
     from ..quantize import float_layers as fl
 
     graph = sources.int8_graph()
+    student = sources.fp32_model().state_dict()
 
     def with_float(chosen: list[str], folder: Path):
         mixed = fl.with_float_layers(graph, chosen)
+        weights = fl.take_student_weights(mixed, chosen, student)
         built = replace(sources, int8_graph=lambda: copy.deepcopy(mixed), int8_graph_folded=lambda: fl.folded(mixed),
                         int8_float_layers=tuple(chosen))
-        # the float value each INT8 weight was rounded from: the student's under PTQ, as trained under QAD
-        return built, {layer: "pre-rounding" for layer in chosen}
+        return built, weights
 
     def reference(mixed: CompileSources, x: np.ndarray) -> np.ndarray:
         return torch_predict(mixed.int8_graph(), torch.from_numpy(x)).numpy()
