@@ -8,6 +8,7 @@ graph); the all-INT8 artifact is profiled beside for the latency cost."""
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 import math
 import shutil
 from pathlib import Path
@@ -281,3 +282,55 @@ def test_a_hand_built_qdq_model_with_initializers_listed_as_inputs_keeps_one_inp
     assert [i.name for i in session.get_inputs()] == ["x"]
     x = rng.random((1, 3), dtype=np.float32)
     np.testing.assert_allclose(session.run(None, {"x": x})[0], x @ (w.astype(np.float32) * 0.01).T, rtol=1e-5, atol=1e-6)
+
+
+def test_dynamic_range_int8_has_no_activations_to_return_and_says_so(tmp_path):
+    """The transformer scheme's LiteRT and ExecuTorch artifacts are dynamic-range INT8 built from the learned float
+    weights: the choice is refused with the reason."""
+    from edgekd.backends import BACKENDS, CompileSources
+    from edgekd.inputs import image_spec
+    from edgekd.stages.float_layers import layer_source
+
+    sources = CompileSources(input=image_spec((1, 8, 8)), fp32_onnx=tmp_path / "fp32.onnx", int8_onnx=None,
+                             fp32_model=lambda: None, int8_graph=lambda: None, int8_scheme="transformer")
+    for name in ("litert", "executorch"):
+        reason = layer_source(BACKENDS.get(name)(), name, sources)
+        assert isinstance(reason, str) and reason.startswith(f"{name} builds this INT8 model as dynamic-range weights")
+    # Core ML quantizes the FP32 model's weights itself: never sent down the PT2E graph's path, whatever the scheme
+    for scheme in ("full", "transformer"):
+        reason = layer_source(BACKENDS.get("coreml")(), "coreml", replace(sources, int8_scheme=scheme))
+        assert isinstance(reason, str) and reason.startswith("coreml builds INT8 from neither the QDQ ONNX model nor")
+
+
+def test_convs_with_batch_norm_folded_in_keep_their_own_weights_and_linears_take_the_students():
+    """torchao folds batch norm into the conv under the conv's names: its weight and bias are no longer the
+    student's, so a conv of a student with batch norm keeps the value its INT8 weight was rounded from, while a
+    linear (nothing folded into it) takes the student's; the float conv then computes the folded conv+BN."""
+    import torch
+    from torch import nn
+
+    from edgekd.inputs import image_spec
+    from edgekd.quantize import float_layers as fl
+    from edgekd.quantize.pt2e import prepare
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(1, 4, 3, bias=True), nn.BatchNorm2d(4), nn.ReLU(),
+                          nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 3))
+    with torch.no_grad():  # batch norm close to identity: the conv weights alone would pass the closeness check
+        model[1].running_mean.fill_(0.5)
+        model[1].running_var.fill_(1.0)
+    model.eval()
+    student = prepare(model, image_spec((1, 8, 8)), scheme="full")
+    x = torch.randn(32, 1, 8, 8, generator=torch.Generator().manual_seed(1))
+    student.calibrate(x)
+    student.freeze_observers()
+    student.freeze_batch_norm()
+    student.eval()
+    graph = student.converted(fold_quantize=False)
+    layers = fl.quantized_layers(graph)
+    assert fl.module_names(graph, layers) == dict(zip(layers, ["0", "5"]))
+    every = fl.with_float_layers(graph, layers)
+    weights = fl.take_student_weights(every, layers, model.state_dict(), convs_folded=True)
+    assert weights == dict(zip(layers, ["pre-rounding", "fp32"]))
+    with torch.no_grad():  # the conv's own (folded) weights and bias: the float model, BN's shift included
+        torch.testing.assert_close(every(x), model(x), atol=1e-4, rtol=1e-4)

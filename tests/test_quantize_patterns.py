@@ -94,13 +94,23 @@ def test_same_graphs_as_torchao(case, fold):
     _same_graph(_converted(reference, fast=False, fold=fold), _converted(fast, fast=True, fold=fold), example)
 
 
-def test_patterns_restored_and_cached():
-    from torchao.quantization.pt2e import qat_utils
+def test_patterns_restored_and_cached(monkeypatch):
+    from torchao.quantization.pt2e import disable_observer, move_exported_model_to_eval, qat_utils
 
     before = {name: getattr(qat_utils, name) for name in patterns.PATCHES}
     student = _prepared(Conv2dNet(), torch.randn(2, 1, 8, 8), fast=True)
     assert {name: getattr(qat_utils, name) for name in patterns.PATCHES} == before
     student.converted(fold_quantize=True)
-    cached = len(patterns._exported)
-    student.converted(fold_quantize=True)
-    assert len(patterns._exported) == cached > 0  # the second convert exported no new pattern
+    # a second conversion exports no pattern graph at all (torch.export counted around convert_pt2e alone)
+    graph = copy.deepcopy(student.graph)
+    move_exported_model_to_eval(graph)
+    graph.apply(disable_observer)
+    exports, real = [], torch.export.export
+    monkeypatch.setattr(torch.export, "export", lambda *a, **k: exports.append(a[0]) or real(*a, **k))
+    with patterns.fewer_pattern_exports():
+        convert_pt2e(graph, fold_quantize=True)
+    assert exports == []
+    # the originals come back when the conversion inside fails, too
+    with pytest.raises(RuntimeError, match="converter failed"), patterns.fewer_pattern_exports():
+        raise RuntimeError("converter failed")
+    assert {name: getattr(qat_utils, name) for name in patterns.PATCHES} == before

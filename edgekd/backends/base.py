@@ -68,6 +68,9 @@ class Backend(ABC):
     # INT8 is built from ``CompileSources.int8_onnx`` (QDQ ONNX): layers return to float by rewiring that model
     # (edgekd.mixed_precision), so compile.int8_max_accuracy_drop applies
     int8_from_onnx: ClassVar[bool] = False
+    # INT8 is built from ``CompileSources.int8_graph``/``int8_graph_folded`` (the converted PT2E graph): layers return
+    # to float by rewiring that graph (edgekd.quantize.float_layers)
+    int8_from_pt2e: ClassVar[bool] = False
 
     def unavailable(self) -> str | None:
         """Why this backend cannot build here (a missing package), or None."""

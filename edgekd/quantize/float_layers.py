@@ -68,26 +68,34 @@ def with_float_layers(graph: torch.fx.GraphModule, layers: list[str]) -> torch.f
             node.args = tuple(_float_source(arg) or arg for arg in node.args)
     if found != wanted:
         raise ValueError(f"not layers of the converted graph: {', '.join(sorted(wanted - found))}")
-    if wanted:
-        _drop_stranded_pairs(mixed, int8=set(quantized_layers(graph)) - wanted)
     mixed.graph.eliminate_dead_code()  # the quantize/dequantize pairs that fed only these layers
     if wanted:
+        _drop_stranded_pairs(mixed, int8=set(quantized_layers(graph)) - wanted)
+        mixed.graph.eliminate_dead_code()
         _constant_weights_where_output_is_float(mixed)
         mixed.graph.eliminate_dead_code()
     mixed.recompile()
     return mixed
 
 
-def take_student_weights(graph: torch.fx.GraphModule, layers: list[str], student: dict[str, torch.Tensor]) -> dict[str, str]:
+CONVS = LAYER_OPS[:4]
+
+
+def take_student_weights(graph: torch.fx.GraphModule, layers: list[str], student: dict[str, torch.Tensor], *,
+                         convs_folded: bool = False) -> dict[str, str]:
     """Give each float layer of ``graph`` (from ``with_float_layers``) the FP32 student's weight and bias where its
     weight pairs with the student's parameter of the same name and shape within a few INT8 steps, as the ONNX path
     does (after quantization-aware training the learned values, trained around the very quantizers removed, did
-    worse in float: benchmarks/results/mixed_precision.md). Returns ``fp32`` or ``pre-rounding`` per layer."""
+    worse in float: benchmarks/results/mixed_precision.md). ``convs_folded``: the student has batch norm, which
+    torchao folded into the convs under their own names, so no conv pairs. Returns ``fp32`` or ``pre-rounding``
+    per layer."""
     origin = {}
     for node in graph.graph.nodes:
         if node.name not in layers:
             continue
         origin[node.name] = "pre-rounding"
+        if convs_folded and _packet(node) in CONVS:
+            continue
         weight = node.args[1] if len(node.args) > 1 else None
         if not (isinstance(weight, torch.fx.Node) and weight.op == "get_attr"):
             continue
@@ -139,11 +147,14 @@ def _drop_stranded_pairs(graph: torch.fx.GraphModule, int8: set[str]) -> None:
     for q in graph.graph.nodes:
         if not _is(q, "quantize_per_tensor") or not q.args or getattr(q.args[0], "op", None) == "get_attr":
             continue
-        pairs = [dq for dq in q.users if _is(dq, "dequantize_per_tensor")]
-        if len(pairs) == 1 and len(q.users) == 1 and not reaches(q, upstream) and not reaches(pairs[0], downstream):
-            stranded.append((q, pairs[0]))
-    for q, dq in stranded:
-        dq.replace_all_uses_with(q.args[0])
+        # torchao gives each consumer its own dequantize (DuplicateDQPass): the pair serves all of them
+        dequantizes = list(q.users)
+        if dequantizes and all(_is(dq, "dequantize_per_tensor") for dq in dequantizes) and not reaches(q, upstream) \
+                and not any(reaches(dq, downstream) for dq in dequantizes):
+            stranded.append((q, dequantizes))
+    for q, dequantizes in stranded:
+        for dq in dequantizes:
+            dq.replace_all_uses_with(q.args[0])
 
 
 def _reaches_quantize(node: torch.fx.Node) -> bool:

@@ -61,11 +61,14 @@ def graph_layers(sources: CompileSources) -> LayerSource:
     from ..quantize import float_layers as fl
 
     graph = sources.int8_graph()
-    student = sources.fp32_model().state_dict()
+    model = sources.fp32_model()
+    student = model.state_dict()
+    # torchao folds batch norm into the conv before it, under the conv's own names: those no longer pair
+    folded_bn = any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in model.modules())
 
     def with_float(chosen: list[str], folder: Path):
         mixed = fl.with_float_layers(graph, chosen)
-        weights = fl.take_student_weights(mixed, chosen, student)
+        weights = fl.take_student_weights(mixed, chosen, student, convs_folded=folded_bn)
         built = replace(sources, int8_graph=lambda: copy.deepcopy(mixed), int8_graph_folded=lambda: fl.folded(mixed),
                         int8_float_layers=tuple(chosen))
         return built, weights
@@ -81,7 +84,10 @@ def layer_source(backend, name: str, sources: CompileSources) -> LayerSource | s
     """How this backend's INT8 layers return to float, or why they cannot."""
     if backend.int8_from_onnx:
         return onnx_layers(sources)
-    if sources.int8_graph is None or sources.int8_scheme != "full":
+    if not backend.int8_from_pt2e or sources.int8_graph is None:
+        return (f"{name} builds INT8 from neither the QDQ ONNX model nor the PT2E graph (e.g. weights only, from the "
+                "FP32 model): it has no INT8 activations to return to float")
+    if sources.int8_scheme != "full":
         return (f"{name} builds this INT8 model as dynamic-range weights from the learned float model "
                 f"(scheme {sources.int8_scheme}): there are no INT8 activations to return to float")
     return graph_layers(sources)

@@ -56,6 +56,7 @@ class ExecuTorchBackend(Backend):
     name = "executorch"
     precisions = ("fp32", "fp16", "int8")
     suffix = ".pte"
+    int8_from_pt2e = True
 
     def unavailable(self) -> str | None:
         try:

@@ -28,12 +28,13 @@ class ExecuTorchModel(Model):
             import torch
             from executorch.extension.pybindings import portable_lib
             from executorch.runtime import Runtime
-
-            # kernels for quantize/dequantize ops XNNPACK leaves outside its delegate (e.g. beside a layer returned
-            # to float): without them such a program fails to load with OperatorMissing
-            import executorch.kernels.quantized  # noqa: F401
         except ImportError as error:
             raise Unavailable(f"executorch is not installed or does not import (pip install executorch): {error}") from None
+        try:  # kernels for quantize/dequantize ops XNNPACK leaves outside its delegate (e.g. beside a layer returned
+            # to float): without them such a program fails to load with OperatorMissing; the others run without
+            import executorch.kernels.quantized  # noqa: F401
+        except ImportError:
+            pass
         self.path, self._torch = Path(path), torch
         if options.get("threads"):
             # XNNPACK's thread pool is one per process: the profiler loads one artifact per process.

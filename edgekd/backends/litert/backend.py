@@ -60,6 +60,7 @@ class LiteRtBackend(Backend):
     name = "litert"
     precisions = ("fp32", "fp16", "int8")
     suffix = ".tflite"
+    int8_from_pt2e = True
 
     def unavailable(self) -> str | None:
         for module, package in (("litert_torch", "litert-torch"), ("ai_edge_litert", "ai-edge-litert")):
