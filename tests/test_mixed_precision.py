@@ -334,3 +334,42 @@ def test_convs_with_batch_norm_folded_in_keep_their_own_weights_and_linears_take
     assert weights == dict(zip(layers, ["pre-rounding", "fp32"]))
     with torch.no_grad():  # the conv's own (folded) weights and bias: the float model, BN's shift included
         torch.testing.assert_close(every(x), model(x), atol=1e-4, rtol=1e-4)
+
+
+def test_a_branching_graph_every_layer_in_float_keeps_no_quantizer():
+    """A tensor read by two consumers gets one dequantize each (torchao's DuplicateDQPass): with every layer in
+    float, the pair serving both goes too, and the graph computes the float model."""
+    import torch
+    from torch import nn
+
+    from edgekd.inputs import image_spec
+    from edgekd.quantize import float_layers as fl
+    from edgekd.quantize.pt2e import prepare
+
+    class Branching(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.stem, self.side, self.head = nn.Conv2d(1, 4, 3), nn.Conv2d(4, 4, 1), nn.Linear(8, 3)
+
+        def forward(self, x):
+            h = torch.relu(self.stem(x))
+            side = self.side(h).mean((2, 3))  # one consumer of h: a layer
+            pooled = nn.functional.max_pool2d(h, 2).mean((2, 3))  # the other: pooling, then the head
+            return self.head(torch.cat([side, pooled], dim=1))
+
+    torch.manual_seed(0)
+    model = Branching().eval()
+    student = prepare(model, image_spec((1, 8, 8)), scheme="full")
+    x = torch.randn(16, 1, 8, 8, generator=torch.Generator().manual_seed(1))
+    student.calibrate(x)
+    student.freeze_observers()
+    student.eval()
+    graph = student.converted(fold_quantize=False)
+    layers = fl.quantized_layers(graph)
+    relu = next(n for n in graph.graph.nodes if n.name == "relu")
+    quantize = next(iter(relu.users))
+    assert len(quantize.users) == 2  # h's one quantize, a dequantize per consumer
+    every = fl.with_float_layers(graph, layers)
+    assert not any("quantize" in str(n.target) for n in every.graph.nodes)
+    with torch.no_grad():
+        torch.testing.assert_close(every(x), model(x), atol=1e-5, rtol=1e-5)
