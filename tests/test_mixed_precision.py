@@ -302,7 +302,7 @@ def test_dynamic_range_int8_has_no_activations_to_return_and_says_so(tmp_path):
         assert isinstance(reason, str) and reason.startswith("coreml builds INT8 from neither the QDQ ONNX model nor")
 
 
-def test_convs_with_batch_norm_folded_in_keep_their_own_weights_and_linears_take_the_students():
+def test_convs_with_batch_norm_folded_in_keep_their_own_weights_and_linears_take_the_students(tmp_path):
     """torchao folds batch norm into the conv under the conv's names: its weight and bias are no longer the
     student's, so a conv of a student with batch norm keeps the value its INT8 weight was rounded from, while a
     linear (nothing folded into it) takes the student's; the float conv then computes the folded conv+BN."""
@@ -334,6 +334,14 @@ def test_convs_with_batch_norm_folded_in_keep_their_own_weights_and_linears_take
     assert weights == dict(zip(layers, ["pre-rounding", "fp32"]))
     with torch.no_grad():  # the conv's own (folded) weights and bias: the float model, BN's shift included
         torch.testing.assert_close(every(x), model(x), atol=1e-4, rtol=1e-4)
+    # the compile stage finds the batch norm in the student itself
+    from edgekd.backends import CompileSources
+    from edgekd.stages.float_layers import graph_layers
+
+    sources = CompileSources(input=image_spec((1, 8, 8)), fp32_onnx=tmp_path / "fp32.onnx", int8_onnx=None,
+                             fp32_model=lambda: model, int8_graph=lambda: graph)
+    mixed, origin = graph_layers(sources).with_float(layers, tmp_path)
+    assert origin == weights and mixed.int8_float_layers == tuple(layers)
 
 
 def test_a_branching_graph_every_layer_in_float_keeps_no_quantizer():
