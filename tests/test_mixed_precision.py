@@ -108,21 +108,15 @@ def test_every_graph_layer_in_float_computes_the_fp32_model(monkeypatch):
 
     import torch
 
-    from edgekd.inputs import image_spec
     from edgekd.quantize import float_layers as fl
-    from edgekd.quantize.pt2e import prepare
 
     spec = importlib.util.spec_from_file_location("outlier_net", FIXTURE)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     torch.manual_seed(0)
     model = module.OutlierNet(in_channels=1).eval()
-    student = prepare(model, image_spec((1, 8, 8)), scheme="full")
     x = torch.randn(64, 1, 8, 8, generator=torch.Generator().manual_seed(1))
-    student.calibrate(x)
-    student.freeze_observers()
-    student.eval()
-    graph = student.converted(fold_quantize=False)
+    student, graph = _unfolded_graph(model, x)
     layers = fl.quantized_layers(graph)
     assert fl.module_names(graph, layers) == dict(zip(layers, ["features.0", "features.2", "head", "classifier"]))
     every = fl.with_float_layers(graph, layers)
@@ -311,7 +305,6 @@ def test_convs_with_batch_norm_folded_in_keep_their_own_weights_and_linears_take
 
     from edgekd.inputs import image_spec
     from edgekd.quantize import float_layers as fl
-    from edgekd.quantize.pt2e import prepare
 
     torch.manual_seed(0)
     model = nn.Sequential(nn.Conv2d(1, 4, 3, bias=True), nn.BatchNorm2d(4), nn.ReLU(),
@@ -320,13 +313,8 @@ def test_convs_with_batch_norm_folded_in_keep_their_own_weights_and_linears_take
         model[1].running_mean.fill_(0.5)
         model[1].running_var.fill_(1.0)
     model.eval()
-    student = prepare(model, image_spec((1, 8, 8)), scheme="full")
     x = torch.randn(32, 1, 8, 8, generator=torch.Generator().manual_seed(1))
-    student.calibrate(x)
-    student.freeze_observers()
-    student.freeze_batch_norm()
-    student.eval()
-    graph = student.converted(fold_quantize=False)
+    _, graph = _unfolded_graph(model, x)
     layers = fl.quantized_layers(graph)
     assert fl.module_names(graph, layers) == dict(zip(layers, ["0", "5"]))
     every = fl.with_float_layers(graph, layers)
@@ -350,9 +338,7 @@ def test_a_branching_graph_every_layer_in_float_keeps_no_quantizer():
     import torch
     from torch import nn
 
-    from edgekd.inputs import image_spec
     from edgekd.quantize import float_layers as fl
-    from edgekd.quantize.pt2e import prepare
 
     class Branching(nn.Module):
         def __init__(self) -> None:
@@ -367,12 +353,8 @@ def test_a_branching_graph_every_layer_in_float_keeps_no_quantizer():
 
     torch.manual_seed(0)
     model = Branching().eval()
-    student = prepare(model, image_spec((1, 8, 8)), scheme="full")
     x = torch.randn(16, 1, 8, 8, generator=torch.Generator().manual_seed(1))
-    student.calibrate(x)
-    student.freeze_observers()
-    student.eval()
-    graph = student.converted(fold_quantize=False)
+    _, graph = _unfolded_graph(model, x)
     layers = fl.quantized_layers(graph)
     relu = next(n for n in graph.graph.nodes if n.name == "relu")
     quantize = next(iter(relu.users))
@@ -381,3 +363,17 @@ def test_a_branching_graph_every_layer_in_float_keeps_no_quantizer():
     assert not any("quantize" in str(n.target) for n in every.graph.nodes)
     with torch.no_grad():
         torch.testing.assert_close(every(x), model(x), atol=1e-5, rtol=1e-5)
+
+
+def _unfolded_graph(model, x):
+    """``model`` prepared with the full INT8 scheme, calibrated on ``x``, frozen and converted unfolded (the graph
+    LiteRT builds from): the student and its graph."""
+    from edgekd.inputs import image_spec
+    from edgekd.quantize.pt2e import prepare
+
+    student = prepare(model, image_spec(tuple(x.shape[1:])), scheme="full")
+    student.calibrate(x)
+    student.freeze_observers()
+    student.freeze_batch_norm()
+    student.eval()
+    return student, student.converted(fold_quantize=False)

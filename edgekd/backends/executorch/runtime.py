@@ -7,6 +7,7 @@ needs the ``executorch`` package (which brings torch) to run these artifacts.
 
 from __future__ import annotations
 
+import contextlib
 import json
 from pathlib import Path
 from typing import Any, Callable
@@ -30,11 +31,10 @@ class ExecuTorchModel(Model):
             from executorch.runtime import Runtime
         except ImportError as error:
             raise Unavailable(f"executorch is not installed or does not import (pip install executorch): {error}") from None
-        try:  # kernels for quantize/dequantize ops XNNPACK leaves outside its delegate (e.g. beside a layer returned
-            # to float): without them such a program fails to load with OperatorMissing; the others run without
+        # kernels for quantize/dequantize ops XNNPACK leaves outside its delegate (e.g. beside a layer returned to
+        # float): without them such a program fails to load with OperatorMissing; the others run without
+        with contextlib.suppress(ImportError):
             import executorch.kernels.quantized  # noqa: F401
-        except ImportError:
-            pass
         self.path, self._torch = Path(path), torch
         if options.get("threads"):
             # XNNPACK's thread pool is one per process: the profiler loads one artifact per process.
