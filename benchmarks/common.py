@@ -146,9 +146,10 @@ def teacher_run_config(quick: bool = False, source: str | None = None, epochs: i
 
 
 def trained_teacher(workdir: Path, quick: bool = False, source: str | None = None,
-                    epochs: int | None = None) -> tuple[Any, Path, dict[str, Any]]:
+                    epochs: int | None = None, tag: str = "") -> tuple[Any, Path, dict[str, Any]]:
     """Train (or reuse: the stage is cached in ``workdir/teacher``, ``workdir/teacher-<source>`` for another data
-    source) the example teacher (``quick``: the tiny one; ``epochs``: trained that long instead).
+    source, with ``tag`` appended to the folder's name) the example teacher (``quick``: the tiny one; ``epochs``:
+    trained that long instead; give a teacher of another length its own ``tag`` so it does not replace a cached one).
 
     Returns the teacher record (``edgekd.records.TeacherRecord``), its weights file, and the teacher spec to put in
     other configs so they load these weights instead of training.
@@ -156,7 +157,7 @@ def trained_teacher(workdir: Path, quick: bool = False, source: str | None = Non
     import edgekd
 
     cfg = teacher_run_config(quick, source, epochs)
-    run_dir = workdir / ("teacher" if not source else "teacher-" + source.replace(":", "-").replace("/", "-"))
+    run_dir = workdir / (("teacher" if not source else "teacher-" + source.replace(":", "-").replace("/", "-")) + tag)
     result = edgekd.run(cfg, run_dir, stages=["teacher"])
     record = result["teacher"]
     member = record.members[0]
