@@ -44,7 +44,7 @@ WIDTHS = [0.5, 0.25]
 # of the optimizer steps (6 left it at 90% test accuracy, below a student trained alone: a KD study needs a
 # teacher better than its student), so there it trains for the same number of steps.
 TRAIN_IMAGES = {"builtin:mnist5k": 3500, "builtin:digits": 1257}
-TEACHER_EPOCHS = 6  # examples/mnist.yaml's
+TEACHER_EPOCHS = example_config()["teacher"]["train"]["epochs"]  # examples/mnist.yaml's (6)
 VIEWS = 8  # cached augmented views per training sample (consistent teaching at the cache's speed)
 
 RECIPES: dict[str, list[dict]] = {
@@ -57,7 +57,8 @@ RECIPES: dict[str, list[dict]] = {
 
 def teacher_epochs(source: str, mnist_epochs: int) -> int:
     """The teacher's epochs on ``source`` for as many optimizer steps as ``mnist_epochs`` on MNIST-5k."""
-    return round(mnist_epochs * TRAIN_IMAGES["builtin:mnist5k"] / TRAIN_IMAGES.get(source, TRAIN_IMAGES["builtin:mnist5k"]))
+    mnist = TRAIN_IMAGES["builtin:mnist5k"]
+    return round(mnist_epochs * mnist / TRAIN_IMAGES.get(source, mnist))
 
 
 def search_space(recipe: str, epochs: tuple[int, int]):
