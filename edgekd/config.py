@@ -149,7 +149,8 @@ class DistillConfig(Section):
     cache_teacher: bool = True
     teacher_views: int = Field(0, ge=0, le=64, description="with data.augment on: cache the teacher's outputs on this "
                                "many fixed augmented views of each training sample, and show each sample one of them "
-                               "per epoch (consistent teaching at the cache's speed; shifts and token dropout only). "
+                               "per epoch (consistent teaching at the cache's speed; shifts, mixup with a fixed partner per view, and "
+                               "token dropout; not cutmix). "
                                "0: the teacher runs live on every augmented batch")
 
 

@@ -323,10 +323,10 @@ def augment_problems(cfg: PipelineConfig, is_text: bool) -> list[Problem]:
     if views and augmentation is None:
         found.append(Problem("distill.teacher_views", f"{views}, but data.augment is off, so every view would be the "
                              "sample itself", "0, or turn data.augment on"))
-    elif views and augmentation.mixes:
-        found.append(Problem("distill.teacher_views", f"{views}, but mixup and cutmix mix each batch with a random "
-                             "partner, which a fixed view cannot hold", "0 (the teacher runs live on each mixed "
-                             "batch), or mixup: 0 and cutmix: 0"))
+    elif views and augmentation.cutmix:
+        found.append(Problem("distill.teacher_views", f"{views}, but cutmix pastes a random box of a random partner "
+                             "into each batch, which the fixed views do not hold", "0 (the teacher runs live on each "
+                             "cut-mixed batch), or cutmix: 0 (mixup and shifts can be cached as fixed views)"))
     elif views and not cfg.distill.cache_teacher:
         found.append(Problem("distill.teacher_views", f"{views}, but distill.cache_teacher is false, so nothing is "
                              "cached", "0, or cache_teacher: true"))

@@ -84,8 +84,27 @@ def test_a_fixed_view_depends_on_the_sample_and_view_only():
     assert torch.equal(one, other.flip(0))
     views = torch.stack([plan.apply(x[[2]], torch.tensor([2]), torch.tensor([v]))[0] for v in range(4)])
     assert len({v.numpy().tobytes() for v in views}) > 1
-    with pytest.raises(ValueError, match="cannot mix"):
-        ViewPlan.draw(Augmentation(mixup=0.2), views=4, samples=10, width=0, seed=3)
+    with pytest.raises(ValueError, match="cannot hold cutmix"):
+        ViewPlan.draw(Augmentation(cutmix=1.0), views=4, samples=10, width=0, seed=3)
+
+
+def test_a_fixed_mixup_view_mixes_a_fixed_partner_shifted_as_in_its_own_view():
+    x, y = images(10), torch.arange(10)
+    plan = ViewPlan.draw(Augmentation(shift=2, mixup=0.4), views=3, samples=10, width=0, seed=5)
+    pair, view = torch.tensor([4, 1]), torch.tensor([2, 0])
+    got = plan.apply(x[pair], pair, view, source=x)
+    again = plan.apply(x[pair.flip(0)], pair.flip(0), view.flip(0), source=x)
+    assert torch.equal(got, again.flip(0))  # a function of (sample, view) alone
+    for row, (i, v) in enumerate(zip(pair.tolist(), view.tolist())):
+        partner, lam = int(plan.partners[v, i]), float(plan.lams[v, i])
+        own = plan.apply(x[[i]], torch.tensor([i]), torch.tensor([v]), source=torch.zeros_like(x))  # partner blanked out
+        partner_view = ViewPlan(views=3, shift=2, shifts=plan.shifts, dropped=None).apply(
+            x[[partner]], torch.tensor([partner]), torch.tensor([v]))
+        torch.testing.assert_close(got[row], own[0] + (1 - lam) * partner_view[0])
+        assert lam >= 0.5
+    mix = plan.mix(pair, view, y)
+    assert torch.equal(mix.targets_b, plan.partners[view, pair]) and torch.equal(mix.lam, plan.lams[view, pair])
+    assert len({round(float(v), 4) for v in plan.lams.flatten()}) > 20  # drawn per (sample, view), not per plan
 
 
 def test_cross_entropy_on_a_mixed_batch_mixes_the_labels():
@@ -93,6 +112,11 @@ def test_cross_entropy_on_a_mixed_batch_mixes_the_labels():
     y, y_b = torch.randint(0, 10, (8,)), torch.randint(0, 10, (8,))
     got = LOSSES.get("ce")()(LossInputs(student_logits=s, targets=y, teacher_logits=None, targets_b=y_b, lam=0.7))
     torch.testing.assert_close(got, 0.7 * F.cross_entropy(s, y) + 0.3 * F.cross_entropy(s, y_b))
+    lam = torch.rand(8) / 2 + 0.5  # one share per sample, as fixed mixup views give
+    got = LOSSES.get("ce")()(LossInputs(student_logits=s, targets=y, teacher_logits=None, targets_b=y_b, lam=lam))
+    expected = sum(lam[i] * F.cross_entropy(s[i:i + 1], y[i:i + 1]) + (1 - lam[i]) * F.cross_entropy(s[i:i + 1], y_b[i:i + 1])
+                   for i in range(8)) / 8
+    torch.testing.assert_close(got, expected)
 
 
 # ---------------------------------------------------------------- consistent teaching in the trainer
@@ -128,7 +152,7 @@ def spied_trainer(base_run, tiny_config, augmentation, views=0, epochs=1):
     source = live
     if views:
         plan = ViewPlan.draw(augmentation, views, len(ctx.data.x_train), 0, seed=0)
-        source = CachedTeacher.load_or_build(live, ctx.data.x_train, {"test": views}, plan=plan)
+        source = CachedTeacher.load_or_build(live, ctx.data.x_train, {"test": views, "augment": repr(augmentation)}, plan=plan)
         spy_t.seen.clear()
     loss = build_loss([{"name": "ce", "weight": 0.5}, {"name": "kd", "weight": 0.5}])
     from edgekd.config import TrainConfig
@@ -153,8 +177,9 @@ def test_a_live_teacher_sees_exactly_the_students_augmented_batch(base_run, tiny
     assert changed > 0.5 * len(ctx.data.x_train)  # the batches really were augmented
 
 
-def test_cached_views_give_the_teacher_logits_of_the_view_the_student_sees(base_run, tiny_config, tmp_path):
-    trainer, spy_s, _, source, ctx, teacher = spied_trainer(base_run, tiny_config, Augmentation(shift=2), views=4)
+@pytest.mark.parametrize("augmentation", [Augmentation(shift=2), Augmentation(shift=2, mixup=0.5)], ids=["shift", "shift+mixup"])
+def test_cached_views_give_the_teacher_logits_of_the_view_the_student_sees(base_run, tiny_config, augmentation, tmp_path):
+    trainer, spy_s, _, source, ctx, teacher = spied_trainer(base_run, tiny_config, augmentation, views=4)
     assert source.plan is not None and source._tensors["logits"].shape[0] == 4 * len(ctx.data.x_train)
     rows_used = []
     original = source.outputs
@@ -219,6 +244,7 @@ def test_augmentation_settings_that_cannot_work_are_refused_before_training(tiny
     assert set(problems({"data": {"augment": True}}, is_text=True)) == {"data.augment"}
     assert set(problems({"distill": {"teacher_views": 4}})) == {"distill.teacher_views"}
     mixed = problems({"data": {"augment": {"shift": 2, "cutmix": 1.0}}, "distill": {"teacher_views": 4}})
-    assert "fixed view cannot hold" in mixed["distill.teacher_views"].message
+    assert "fixed views do not hold" in mixed["distill.teacher_views"].message
+    assert problems({"data": {"augment": {"shift": 2, "mixup": 0.5}}, "distill": {"teacher_views": 4}}) == {}
     assert problems({"data": {"augment": {"shift": 2, "mixup": 0.2}}}) == {}
     assert problems({"data": {"augment": {"token_dropout": 0.1}}, "distill": {"teacher_views": 2}}, is_text=True) == {}

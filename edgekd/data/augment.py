@@ -6,7 +6,8 @@ trainer augments a batch once and hands that batch to both. Every draw comes fro
 the trainer seeds per epoch, so a replayed epoch sees the same views.
 
 Fixed views (``ViewPlan``) make the views a function of (sample, view number) alone, so a
-teacher's outputs on them can be computed once and cached; each epoch each sample shows one.
+teacher's outputs on them can be computed once and cached; each epoch each sample shows one. A
+fixed mixup view keeps its partner sample and weight, so it too is the same every time it is shown.
 """
 
 from __future__ import annotations
@@ -62,11 +63,20 @@ def drop_tokens(ids: torch.Tensor, dropped: torch.Tensor, pad_id: int) -> torch.
 
 @dataclass(frozen=True)
 class Mix:
-    """A mixed batch: sample i holds ``lam`` of itself and ``1 - lam`` of sample ``perm[i]`` (``lam`` >= 0.5, so
-    each sample's own label stays its dominant one); ``targets_b`` are the partners' labels."""
+    """A mixed batch: sample i holds ``lam`` of itself and ``1 - lam`` of its partner (``lam`` >= 0.5, so each
+    sample's own label stays its dominant one); ``targets_b`` are the partners' labels. ``lam`` is one number
+    for a batch mixed on the fly, one per sample (a tensor) for fixed views."""
 
-    lam: float
+    lam: float | torch.Tensor
     targets_b: torch.Tensor
+
+    def part(self, rows: slice | torch.Tensor, device: torch.device | None = None) -> "Mix":
+        """The mix of the samples ``rows`` (a process's share of the batch), on ``device``."""
+        lam = self.lam[rows] if isinstance(self.lam, torch.Tensor) else self.lam
+        if device is not None and isinstance(lam, torch.Tensor):
+            lam = lam.to(device)
+        targets_b = self.targets_b[rows]
+        return Mix(lam, targets_b.to(device) if device is not None else targets_b)
 
 
 @dataclass(frozen=True)
@@ -135,29 +145,54 @@ def _cutmix(x: torch.Tensor, perm: torch.Tensor, lam: float, generator: torch.Ge
 class ViewPlan:
     """``views`` fixed augmented views of every training sample (``distill.teacher_views``): view v of sample i
     depends on (seed, v, i) alone, so the teacher's outputs on every view are computed once and cached, and
-    each epoch each sample shows the student one of them. Shifts and token dropout only: mixing draws a
-    partner per batch, which no fixed view can hold."""
+    each epoch each sample shows the student one of them. Shifts, mixup (view v of sample i mixes in a fixed
+    partner, itself shifted as in its own view v, with a fixed weight) and token dropout; not cutmix."""
 
     views: int
     shift: int
     shifts: torch.Tensor | None  # (views, 2, N) pixels
     dropped: torch.Tensor | None  # (views, N, width) bool
+    partners: torch.Tensor | None = None  # (views, N) the sample each view mixes in
+    lams: torch.Tensor | None = None  # (views, N) the sample's own share, >= 0.5
 
     @classmethod
     def draw(cls, augmentation: Augmentation, views: int, samples: int, width: int, seed: int) -> "ViewPlan":
-        if augmentation.mixes:
-            raise ValueError("fixed views cannot mix samples (mixup, cutmix); the teacher must run live")
+        if augmentation.cutmix:
+            raise ValueError("fixed views cannot hold cutmix (use mixup, or let the teacher run live)")
         generator = torch.Generator().manual_seed(seed)
         m = augmentation.shift
         shifts = torch.randint(-m, m + 1, (views, 2, samples), generator=generator) if m else None
         p = augmentation.token_dropout
         dropped = torch.rand(views, samples, width, generator=generator) < p if p else None
-        return cls(views=views, shift=m, shifts=shifts, dropped=dropped)
+        partners = lams = None
+        if augmentation.mixup:
+            partners = torch.randint(samples, (views, samples), generator=generator)
+            alpha = torch.full((views * samples, 2), augmentation.mixup, dtype=torch.float64)
+            first = torch._sample_dirichlet(alpha, generator=generator)[:, 0].view(views, samples).float()
+            lams = torch.maximum(first, 1.0 - first)
+        return cls(views=views, shift=m, shifts=shifts, dropped=dropped, partners=partners, lams=lams)
 
-    def apply(self, x: torch.Tensor, indices: torch.Tensor, view: torch.Tensor, pad_id: int | None = None) -> torch.Tensor:
-        """Samples ``indices`` of the training split (``x``, in that order) as their views ``view``."""
+    def apply(self, x: torch.Tensor, indices: torch.Tensor, view: torch.Tensor, pad_id: int | None = None,
+              source: torch.Tensor | None = None) -> torch.Tensor:
+        """Samples ``indices`` of the training split (``x``, in that order) as their views ``view``; a plan with
+        mixup reads the partners from ``source`` (the whole training split)."""
         if self.shifts is not None and x.dtype.is_floating_point:
             x = shift_batch(x, self.shifts[view, :, indices].T, self.shift)
         if self.dropped is not None and pad_id is not None:
             x = drop_tokens(x, self.dropped[view, indices], pad_id)
+        if self.partners is not None and x.dtype.is_floating_point:
+            if source is None:
+                raise ValueError("a plan with mixup needs the training split (source) to read the partners from")
+            partner = self.partners[view, indices]
+            other = source[partner]
+            if self.shifts is not None:
+                other = shift_batch(other, self.shifts[view, :, partner].T, self.shift)
+            lam = self.lams[view, indices].view(-1, *([1] * (x.dim() - 1)))
+            x = lam * x + (1.0 - lam) * other
         return x
+
+    def mix(self, indices: torch.Tensor, view: torch.Tensor, y_train: torch.Tensor) -> Mix | None:
+        """How views ``view`` of samples ``indices`` are mixed (None without mixup): for the labels' side."""
+        if self.partners is None:
+            return None
+        return Mix(lam=self.lams[view, indices], targets_b=y_train[self.partners[view, indices]])

@@ -26,7 +26,7 @@ class LossInputs:
     student_features: dict[str, Tensor] = field(default_factory=dict)  # keyed by student module name
     teacher_features: dict[str, Tensor] = field(default_factory=dict)  # keyed by teacher module name
     targets_b: Tensor | None = None  # mixed batch: the partner sample's labels, weighted 1 - lam
-    lam: float = 1.0  # mixed batch: each sample's own share (>= 0.5)
+    lam: float | Tensor = 1.0  # mixed batch: each sample's own share (>= 0.5), or one per sample (fixed views)
 
 
 @dataclass(frozen=True)

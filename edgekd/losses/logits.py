@@ -43,11 +43,13 @@ class CrossEntropy(DistillLoss):
         self.label_smoothing = float(label_smoothing)
 
     def forward(self, inputs: LossInputs) -> Tensor:
-        ce = lambda targets: F.cross_entropy(inputs.student_logits, targets, label_smoothing=self.label_smoothing)  # noqa: E731
         if inputs.targets_b is None:
-            return ce(inputs.targets)
-        # a mixed batch (mixup, cutmix): the labels mixed as the inputs were (Zhang et al., 2018)
-        return inputs.lam * ce(inputs.targets) + (1.0 - inputs.lam) * ce(inputs.targets_b)
+            return F.cross_entropy(inputs.student_logits, inputs.targets, label_smoothing=self.label_smoothing)
+        # a mixed batch (mixup, cutmix): the labels mixed as the inputs were (Zhang et al., 2018); lam is one
+        # number for the batch, or one per sample (fixed views)
+        ce = lambda targets: F.cross_entropy(inputs.student_logits, targets, label_smoothing=self.label_smoothing,  # noqa: E731
+                                             reduction="none")
+        return (inputs.lam * ce(inputs.targets) + (1.0 - inputs.lam) * ce(inputs.targets_b)).mean()
 
 
 @register("kd")

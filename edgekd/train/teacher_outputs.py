@@ -136,7 +136,7 @@ class CachedTeacher:
                 indices = torch.arange(start, min(start + batch_size, len(x_train)))
                 x = x_train[indices]
                 if plan is not None:
-                    x = plan.apply(x, indices, torch.full_like(indices, view), pad_id)
+                    x = plan.apply(x, indices, torch.full_like(indices, view), pad_id, source=x_train)
                 out = live.outputs(indices, x)
                 named = {"logits": out.logits, **{f"logits_each.{i}": l for i, l in enumerate(out.logits_each)}}
                 named.update({f"feature.{n}": f for n, f in out.features.items()})

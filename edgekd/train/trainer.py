@@ -320,7 +320,7 @@ class Trainer:
         real = part.stop - part.start
         if real == 0:
             part = slice(0, 1)
-        mix = Mix(mix.lam, mix.targets_b[part]) if mix else None
+        mix = mix.part(part) if mix else None
         return indices[part], x[part], y[part], real, real * world / count, mix
 
     def _augment(self, indices: torch.Tensor, x: torch.Tensor, y: torch.Tensor, generator: torch.Generator):
@@ -330,7 +330,8 @@ class Trainer:
         plan = getattr(self.teacher, "plan", None)
         if plan is not None:
             view = torch.randint(plan.views, (len(indices),), generator=generator)
-            return indices * plan.views + view, plan.apply(x, indices, view, self.data.pad_id), None
+            x = plan.apply(x, indices, view, self.data.pad_id, source=self.data.x_train)
+            return indices * plan.views + view, x, plan.mix(indices, view, self.data.y_train)
         if self.augment is None:
             return indices, x, None
         x, mix = self.augment.apply(x, y, generator, self.data.pad_id)
@@ -371,7 +372,7 @@ class Trainer:
                 rows, x, y, real, weight, mix = self._share(rows, x, y, mix)
                 if self.device.type != "cpu":
                     x, y = x.to(self.device), y.to(self.device)
-                    mix = Mix(mix.lam, mix.targets_b.to(self.device)) if mix else None
+                    mix = mix.part(slice(None), self.device) if mix else None
                 teacher = self.teacher.outputs(rows, x) if self.teacher is not None and self.loss.needs_teacher else None
                 recorder.clear()
                 with distributed.collective(f"{self.description} epoch {epoch + 1}, batch {b + 1} (forward)"):
