@@ -158,7 +158,8 @@ def trained_teacher(workdir: Path, quick: bool = False, source: str | None = Non
 
     cfg = teacher_run_config(quick, source, epochs)
     run_dir = workdir / (("teacher" if not source else "teacher-" + source.replace(":", "-").replace("/", "-")) + tag)
-    result = edgekd.run(cfg, run_dir, stages=["teacher"])
+    # wait=True: benchmarks run side by side share this teacher; the second waits for the first to train it
+    result = edgekd.run(cfg, run_dir, stages=["teacher"], wait=True)
     record = result["teacher"]
     member = record.members[0]
     weights = (run_dir / member.weights).resolve()

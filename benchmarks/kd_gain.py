@@ -11,6 +11,12 @@ and scored on the test split, which the search never saw.
   kd     Hinton KD                              [(1 - w) ce + w kd, T]
   dkd    Decoupled KD (Zhao et al., 2022)       [ce + dkd (alpha 1, beta, T)]
   dist   DIST (Huang et al., 2022)              [ce + w dist (T)]
+  fm     function matching (Beyer et al., 2022) [kd (T), no hard labels]
+
+--augments chooses what the search may pick: off, shifts, mixup (shifts plus mixup with Beta(1, 1) weights: Beyer
+et al.'s consistent teaching on mixed images; a teacher sees the student's very mixed views, cached as fixed views
+with fixed partners). Hard labels draw fresh shifts and mixes every epoch (no teacher to cache), which if anything
+favours them.
 
 The teacher is examples/mnist.yaml's ResNet, trained once per data set and loaded from its weights.
 
@@ -46,12 +52,14 @@ WIDTHS = [0.5, 0.25]
 TRAIN_IMAGES = {"builtin:mnist5k": 3500, "builtin:digits": 1257}
 TEACHER_EPOCHS = example_config()["teacher"]["train"]["epochs"]  # examples/mnist.yaml's (6)
 VIEWS = 8  # cached augmented views per training sample (consistent teaching at the cache's speed)
+AUGMENTS = {"off": False, "shifts": {"shift": 2}, "mixup": {"shift": 2, "mixup": 1.0}}
 
 RECIPES: dict[str, list[dict]] = {
     "hard": [{"name": "ce", "weight": 1.0}],
     "kd": [{"name": "ce", "weight": 0.1}, {"name": "kd", "weight": 0.9, "temperature": 4.0}],
     "dkd": [{"name": "ce", "weight": 1.0}, {"name": "dkd", "weight": 1.0, "alpha": 1.0, "beta": 8.0, "temperature": 4.0}],
     "dist": [{"name": "ce", "weight": 1.0}, {"name": "dist", "weight": 1.0, "temperature": 1.0}],
+    "fm": [{"name": "kd", "weight": 1.0, "temperature": 1.0}],
 }
 
 
@@ -61,18 +69,19 @@ def teacher_epochs(source: str, mnist_epochs: int) -> int:
     return round(mnist_epochs * mnist / TRAIN_IMAGES.get(source, mnist))
 
 
-def search_space(recipe: str, epochs: tuple[int, int]):
+def search_space(recipe: str, epochs: tuple[int, int], augments: list[str] = ("off", "shifts"), views: int = VIEWS):
     """The same budget for every recipe: learning rate, epochs and augmentation, plus its own temperature and
-    loss weight. Augmentation for a recipe with a teacher comes with cached teacher views; hard labels draw
-    fresh shifts each epoch (no teacher to cache), which if anything favours them."""
+    loss weight. Augmentation for a recipe with a teacher comes with ``views`` cached teacher views; hard labels
+    draw fresh views each epoch (no teacher to cache), which if anything favours them."""
     from edgekd.search import Options, Range
 
     teacher = recipe != "hard"
-    shifts = {"data.augment": {"shift": 2}, **({"distill.teacher_views": VIEWS} if teacher else {})}
+    options = {name: {"data.augment": AUGMENTS[name],
+                      "distill.teacher_views": views if teacher and AUGMENTS[name] else 0} for name in augments}
     space = [
         Range("distill.train.lr", 3e-3, 5e-2, log=True),
         Range("distill.train.epochs", epochs[0], epochs[1], integer=True),
-        Options("augment", {"off": {"data.augment": False, "distill.teacher_views": 0}, "shifts": shifts}),
+        Options("augment", options),
     ]
     if recipe == "kd":
         space += [Range("distill.losses.1.temperature", 1.0, 8.0),
@@ -81,6 +90,8 @@ def search_space(recipe: str, epochs: tuple[int, int]):
         space += [Range("distill.losses.1.temperature", 1.0, 8.0), Range("distill.losses.1.beta", 0.5, 8.0, log=True)]
     elif recipe == "dist":
         space += [Range("distill.losses.1.temperature", 1.0, 4.0), Range("distill.losses.1.weight", 0.5, 4.0, log=True)]
+    elif recipe == "fm":
+        space += [Range("distill.losses.0.temperature", 1.0, 4.0)]
     return space
 
 
@@ -102,10 +113,13 @@ def difference(a: list[float], b: list[float]) -> tuple[float, float]:
 
 def short(settings: dict[str, Any]) -> str:
     names = {"distill.train.lr": "lr", "distill.train.epochs": "epochs", "distill.losses.1.temperature": "T",
-             "distill.losses.1.weight": "w", "distill.losses.1.beta": "beta"}
+             "distill.losses.0.temperature": "T", "distill.losses.1.weight": "w", "distill.losses.1.beta": "beta"}
     parts = [f"{names[k]} {v:.3g}" if isinstance(v, float) else f"{names[k]} {v}" for k, v in settings.items() if k in names]
-    augment = settings.get("data.augment")
-    parts.append("shifts" + (f" + {VIEWS} teacher views" if settings.get("distill.teacher_views") else "") if augment else "no aug")
+    augment, views = settings.get("data.augment"), settings.get("distill.teacher_views")
+    if augment:
+        parts.append(("shifts + mixup" if augment.get("mixup") else "shifts") + (f" + {views} teacher views" if views else ""))
+    else:
+        parts.append("no aug")
     return ", ".join(parts)
 
 
@@ -145,6 +159,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--trials", type=int, default=12, help="search trials per recipe (the same budget for each)")
     parser.add_argument("--seeds", type=int, default=5, help="test runs at each recipe's best setting (seeds 0..N-1)")
     parser.add_argument("--epochs", default="5,20", help="the searched epoch range, MIN,MAX")
+    parser.add_argument("--augments", default="off,shifts", help=f"comma list of the augmentations the search may pick: {', '.join(AUGMENTS)}")
+    parser.add_argument("--views", type=int, default=VIEWS, help="cached teacher views per training sample when augmentation is on")
     parser.add_argument("--teacher-epochs", type=int, default=TEACHER_EPOCHS,
                         help="the teacher's epochs on MNIST-5k (examples/mnist.yaml: 6); digits: as many optimizer steps")
     parser.add_argument("--threads", type=int, default=1,
@@ -156,10 +172,17 @@ def main(argv: list[str] | None = None) -> int:
     unknown = [r for r in recipes if r not in RECIPES]
     if unknown:
         parser.error(f"unknown recipe(s) {unknown}; choose from {list(RECIPES)}")
+    augments = [a.strip() for a in args.augments.split(",") if a.strip()]
+    if not augments or any(a not in AUGMENTS for a in augments):
+        parser.error(f"--augments: choose from {list(AUGMENTS)}, got {args.augments!r}")
+    if not 1 <= args.views <= 64:
+        parser.error(f"--views must be 1..64, got {args.views}")
     if args.teacher_epochs < 1:
         parser.error(f"--teacher-epochs must be at least 1, got {args.teacher_epochs}")
     # a teacher of another length, and the studies it teaches, get folders of their own (none cached is reused)
     tag = "" if args.teacher_epochs == TEACHER_EPOCHS else f"-e{args.teacher_epochs}"
+    # another search space gets study folders of its own (a study resumes only the space it began with)
+    space_tag = "" if (augments, args.views) == (["off", "shifts"], VIEWS) else f"-{'-'.join(augments)}-v{args.views}"
     sources = [d.strip() for d in args.data.split(",") if d.strip()]
     widths = [float(w) for w in args.widths.split(",") if w.strip()]
     epochs = tuple(int(e) for e in args.epochs.split(","))
@@ -180,7 +203,8 @@ def main(argv: list[str] | None = None) -> int:
                    ", ".join(f"{teacher_epochs(s, args.teacher_epochs)} epochs on {s}" for s in sources) +
                    f" (as many optimizer steps as {args.teacher_epochs} epochs on MNIST-5k)",
         "search": f"{args.trials} Optuna TPE trials per recipe (seed 0), scored on validation accuracy; lr 3e-3..5e-2 "
-                  f"(log), epochs {epochs[0]}..{epochs[1]}, augmentation off or shifts of up to 2 px, plus each "
+                  f"(log), epochs {epochs[0]}..{epochs[1]}, augmentation {' or '.join(augments)} (shifts: up to 2 px; "
+                  f"mixup: shifts and Beta(1, 1) mixup; a teacher's views cached, {args.views} per sample), plus each "
                   "recipe's temperature and loss weight",
         "test": f"the best setting trained with seeds 0..{args.seeds - 1} (seed 0 is the search's own run, reused)",
         "command": command_line("kd_gain.py", argv),
@@ -195,9 +219,9 @@ def main(argv: list[str] | None = None) -> int:
         for width in widths:
             results: dict[str, dict] = {}
             for recipe in recipes:
-                folder = args.workdir / f"{source.replace(':', '-')}-w{width}-{recipe}-e{epochs[0]}-{epochs[1]}{tag and '-teacher' + tag}"
+                folder = args.workdir / f"{source.replace(':', '-')}-w{width}-{recipe}-e{epochs[0]}-{epochs[1]}{tag and '-teacher' + tag}{space_tag}"
                 t0 = time.perf_counter()
-                tuned = tune(base_config(teacher_spec, source, recipe, width), search_space(recipe, epochs),
+                tuned = tune(base_config(teacher_spec, source, recipe, width), search_space(recipe, epochs, augments, args.views),
                              trials=args.trials, workdir=folder / "search", seed=0, console=quiet)
                 runs = []
                 for seed in range(args.seeds):

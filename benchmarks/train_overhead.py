@@ -11,6 +11,8 @@ same ResNet teacher on the same builtin:mnist5k tensors, batch size, optimizer
 * edgekd, augmented, live    ``data.augment: {shift: 2}``: the teacher runs on every augmented batch (consistent)
 * edgekd, augmented, views   the same with ``distill.teacher_views: 8``: the teacher's outputs on 8 fixed
                              views per sample, cached in the warm-up round (consistent at the cache's speed)
+* edgekd, mixup, live / views  the same two with ``data.augment: {shift: 2, mixup: 1.0}``: each fixed view
+                             keeps its mixing partner and weight, so mixed views are cached too
 
 Per-epoch time is the batch loop only: edgekd's ``metrics.jsonl`` ``seconds``
 field and the same span timed around the hand-written loop; the first epoch of
@@ -42,7 +44,9 @@ import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
 LR, BATCH, WARMUP_EPOCHS, WEIGHT_DECAY, T = 0.02, 64, 1.0, 1e-4, 4.0
-VARIANTS = ["edgekd-live", "hand-live", "edgekd-cached", "hand-cached", "edgekd-aug-live", "edgekd-aug-views"]
+VARIANTS = ["edgekd-live", "hand-live", "edgekd-cached", "hand-cached", "edgekd-aug-live", "edgekd-aug-views",
+            "edgekd-mixup-live", "edgekd-mixup-views"]
+VIEW_VARIANTS = ("edgekd-aug-views", "edgekd-mixup-views")  # cached views: built in the warm-up round
 VIEWS = 8
 
 
@@ -100,19 +104,20 @@ def handwritten(student, teacher, data, epochs: int, seed: int, precomputed: boo
 
 
 def edgekd_config(teacher_spec: dict, source: str, epochs: int, seed: int, width: float, variant: str) -> dict:
-    augmented = variant.startswith("edgekd-aug")
+    augment = ({"shift": 2} if variant.startswith("edgekd-aug") else
+               {"shift": 2, "mixup": 1.0} if variant.startswith("edgekd-mixup") else False)
     return {
         "name": "overhead",
         "seed": seed,
-        "data": {"source": source, "augment": {"shift": 2} if augmented else False},
+        "data": {"source": source, "augment": augment},
         "teacher": teacher_spec,
         "student": {"model": "zoo:tiny_cnn", "kwargs": {"width": width}},
         "distill": {
             "losses": [{"name": "ce", "weight": 0.1}, {"name": "kd", "weight": 0.9, "temperature": T}],
             "train": {"epochs": epochs, "batch_size": BATCH, "lr": LR, "warmup_epochs": WARMUP_EPOCHS,
                       "weight_decay": WEIGHT_DECAY, "optimizer": "adamw"},
-            "cache_teacher": variant in ("edgekd-cached", "edgekd-aug-views"),
-            "teacher_views": VIEWS if variant == "edgekd-aug-views" else 0,
+            "cache_teacher": variant == "edgekd-cached" or variant in VIEW_VARIANTS,
+            "teacher_views": VIEWS if variant in VIEW_VARIANTS else 0,
         },
     }
 
@@ -184,7 +189,7 @@ def main(argv: list[str] | None = None) -> int:
     def one(variant: str, epochs: int) -> list[float]:
         if variant.startswith("edgekd"):
             times, meta = edgekd_run(edgekd_config(spec, source, epochs, seed, args.width, variant), run_root / variant, quiet)
-            if variant in ("edgekd-cached", "edgekd-aug-views") and meta["teacher_cache"].get("used") is not True:
+            if (variant == "edgekd-cached" or variant in VIEW_VARIANTS) and meta["teacher_cache"].get("used") is not True:
                 raise RuntimeError(f"teacher cache not used: {meta['teacher_cache']}")
         else:
             times = handwritten(fresh_student(seed), fresh_teacher(), data, epochs, seed, variant == "hand-cached")
@@ -194,7 +199,7 @@ def main(argv: list[str] | None = None) -> int:
 
     started = time.perf_counter()
     print("warm-up (builds the teacher caches; not counted)", flush=True)
-    for cached in ("edgekd-cached", "edgekd-aug-views"):
+    for cached in ("edgekd-cached", *VIEW_VARIANTS):
         if cached in variants:
             one(cached, 1)
             extra[cached].clear()
@@ -232,6 +237,8 @@ def main(argv: list[str] | None = None) -> int:
         ("hand live / hand precomputed", "hand-live", "hand-cached", False),
         ("augmented: live teacher / cached views (views speed-up)", "edgekd-aug-live", "edgekd-aug-views", False),
         ("augmented cached views / plain cache (cost of consistent teaching)", "edgekd-aug-views", "edgekd-cached", False),
+        ("mixup: live teacher / cached views (views speed-up)", "edgekd-mixup-live", "edgekd-mixup-views", False),
+        ("mixup cached views / shift-only cached views (cost of mixing)", "edgekd-mixup-views", "edgekd-aug-views", False),
     ]
     comparisons = [c for c in comparisons if c[1] in variants and c[2] in variants]
     paired_ratios = {f"{a}/{b}": paired(a, b) for _, a, b, _ in comparisons}
@@ -242,7 +249,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     settings = {
         "torch.set_num_threads": args.threads,
-        "data": f"{source}, split seed 0, {len(data.x_train)} training images {tuple(data.input_shape)}, augment off (edgekd-aug-*: shifts of up to 2 px)",
+        "data": f"{source}, split seed 0, {len(data.x_train)} training images {tuple(data.input_shape)}, augment off (edgekd-aug-*: shifts of up to 2 px; edgekd-mixup-*: shifts and mixup, Beta(1, 1))",
         "teacher": teacher_note,
         "student": f"zoo:tiny_cnn width {args.width}",
         "training": f"batch {BATCH}, AdamW lr {LR} wd {WEIGHT_DECAY}, cosine with {WARMUP_EPOCHS:g} warmup epoch, loss 0.1 CE + 0.9 KD (T={T:g})",

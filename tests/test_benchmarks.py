@@ -94,7 +94,7 @@ def test_kd_gain_quick(tmp_path):
     header = ["recipe", "best setting (search)", "val acc % (best trial)", "test acc % (mean ± std)",
               "Δ vs hard (pp ± SE)", "> 2 SE", "per seed", "s/run"]
     rows = saved_table(stdout, out, "kd_gain", header)
-    assert [r["recipe"] for r in rows] == ["hard", "kd", "dkd", "dist"]
+    assert [r["recipe"] for r in rows] == ["hard", "kd", "dkd", "dist", "fm"]
     assert_figures(rows, ["val acc % (best trial)", "test acc % (mean ± std)", "s/run"])
     assert all(len(r["per seed"].split(", ")) == 2 for r in rows)
     assert_figures(rows[1:], ["Δ vs hard (pp ± SE)"])
@@ -113,13 +113,13 @@ def test_train_overhead_quick(tmp_path):
     header = ["variant", "median s/epoch", "IQR", "min", "epochs timed", "edgekd stage wall s (median)"]
     rows = saved_table(stdout, out, "train_overhead", header)
     assert [r["variant"] for r in rows] == ["edgekd-live", "hand-live", "edgekd-cached", "hand-cached",
-                                            "edgekd-aug-live", "edgekd-aug-views"]
+                                            "edgekd-aug-live", "edgekd-aug-views", "edgekd-mixup-live", "edgekd-mixup-views"]
     assert_figures(rows, ["median s/epoch", "IQR", "min", "epochs timed"])
     assert_figures([r for r in rows if r["variant"].startswith("edgekd")], ["edgekd stage wall s (median)"])
     ratios = table(stdout, ["comparison", "paired median ratio", "ratio of medians", "ratio of minima", "goal ≤ 1.05 (paired)"])
-    assert len(ratios) == 6
+    assert len(ratios) == 8
     assert_figures(ratios, ["paired median ratio", "ratio of medians", "ratio of minima"])
-    assert [r["goal ≤ 1.05 (paired)"] in ("met", "NOT met") for r in ratios] == [True, True, False, False, False, False]
+    assert [r["goal ≤ 1.05 (paired)"] in ("met", "NOT met") for r in ratios] == [True, True] + [False] * 6
     assert_json(out / "train_overhead_quick.json")
 
 
