@@ -47,6 +47,7 @@ LR, BATCH, WARMUP_EPOCHS, WEIGHT_DECAY, T = 0.02, 64, 1.0, 1e-4, 4.0
 VARIANTS = ["edgekd-live", "hand-live", "edgekd-cached", "hand-cached", "edgekd-aug-live", "edgekd-aug-views",
             "edgekd-mixup-live", "edgekd-mixup-views"]
 VIEW_VARIANTS = ("edgekd-aug-views", "edgekd-mixup-views")  # cached views: built in the warm-up round
+CACHED_VARIANTS = ("edgekd-cached", *VIEW_VARIANTS)
 VIEWS = 8
 
 
@@ -116,7 +117,7 @@ def edgekd_config(teacher_spec: dict, source: str, epochs: int, seed: int, width
             "losses": [{"name": "ce", "weight": 0.1}, {"name": "kd", "weight": 0.9, "temperature": T}],
             "train": {"epochs": epochs, "batch_size": BATCH, "lr": LR, "warmup_epochs": WARMUP_EPOCHS,
                       "weight_decay": WEIGHT_DECAY, "optimizer": "adamw"},
-            "cache_teacher": variant == "edgekd-cached" or variant in VIEW_VARIANTS,
+            "cache_teacher": variant in CACHED_VARIANTS,
             "teacher_views": VIEWS if variant in VIEW_VARIANTS else 0,
         },
     }
@@ -189,7 +190,7 @@ def main(argv: list[str] | None = None) -> int:
     def one(variant: str, epochs: int) -> list[float]:
         if variant.startswith("edgekd"):
             times, meta = edgekd_run(edgekd_config(spec, source, epochs, seed, args.width, variant), run_root / variant, quiet)
-            if (variant == "edgekd-cached" or variant in VIEW_VARIANTS) and meta["teacher_cache"].get("used") is not True:
+            if variant in CACHED_VARIANTS and meta["teacher_cache"].get("used") is not True:
                 raise RuntimeError(f"teacher cache not used: {meta['teacher_cache']}")
         else:
             times = handwritten(fresh_student(seed), fresh_teacher(), data, epochs, seed, variant == "hand-cached")
@@ -199,7 +200,7 @@ def main(argv: list[str] | None = None) -> int:
 
     started = time.perf_counter()
     print("warm-up (builds the teacher caches; not counted)", flush=True)
-    for cached in ("edgekd-cached", *VIEW_VARIANTS):
+    for cached in CACHED_VARIANTS:
         if cached in variants:
             one(cached, 1)
             extra[cached].clear()
