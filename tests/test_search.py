@@ -264,6 +264,40 @@ def test_two_searches_on_one_study_never_run_the_same_choices_twice(search_setup
     assert len(settings) == len(set(settings))  # each choice ran once; repeats reused its result
 
 
+def test_a_twin_finishing_between_the_looks_is_reused_or_waited_for_never_run_again(tmp_path, monkeypatch):
+    # The interleaving two searches on one study hit: trial 0 (another process) holds the claim on the choices and
+    # is running at this trial's first look, then finishes before its second; this trial must not run them again.
+    import optuna
+
+    from edgekd.search import compress
+
+    monkeypatch.setattr(compress, "WAIT_POLL_S", 0)
+    study = optuna.create_study(storage=f"sqlite:///{tmp_path / 'study.db'}")
+    settings = {"student.kwargs.width": "0.5"}
+    twin = study.ask()
+    twin.set_user_attr("settings", settings)
+    twin.set_user_attr("candidates", [])
+    assert compress._reuse(study, twin, settings, tmp_path / "claims") is None  # the twin claims the choices
+    real_get_trials, looks = study.get_trials, []
+
+    def get_trials(*args, **kwargs):  # the twin finishes right after this trial's first look at the study
+        trials = real_get_trials(*args, **kwargs)
+        looks.append(1)
+        if len(looks) == 1:
+            study.tell(twin, 0.5)
+        return trials
+
+    monkeypatch.setattr(study, "get_trials", get_trials)
+    trial = study.ask()
+    try:
+        value = compress._reuse(study, trial, settings, tmp_path / "claims")
+    except optuna.TrialPruned:  # waited for: the sampler proposes again and then finds the finished twin
+        value = "pruned"
+    assert value in (0.5, "pruned")
+    if value == 0.5:
+        assert trial.user_attrs["duplicate_of"] == twin.number
+
+
 @pytest.mark.parametrize("budgets, config, expected", [
     ([{"target": "*", "max_accuracy_drop": 0.02}, {"target": "host-cpu", "backend": "openvino", "max_accuracy_drop": 0.005}],
      {}, {"compile.int8_max_accuracy_drop": 0.005}),  # the tightest over the INT8 artifacts host-cpu builds

@@ -388,32 +388,35 @@ def search(
 def _reuse(study, trial, settings: dict[str, Any], claims: Path) -> float | tuple[float, ...] | None:
     """A finished trial's result for the same choices (its candidates, or its error, copied); None when this
     trial must run. Choices another process is running are not run twice: their claim file (created atomically
-    in ``claims/``) names that trial, and this one is pruned (it does not count) so the sampler proposes again."""
+    in ``claims/``) names that trial, and this one is pruned (it does not count) so the sampler proposes again.
+
+    The claim comes first, the look for a finished twin second: the other order has a gap in which the twin is
+    still running at the look and finished (no longer a holder) at the claim, and the choices would run twice."""
     import optuna
 
-    State = optuna.trial.TrialState
-    same = [t for t in study.get_trials(deepcopy=False, states=(State.COMPLETE, State.FAIL))
-            if t.number != trial.number and t.user_attrs.get("settings") == settings
-            and (t.state == State.COMPLETE or "error" in t.user_attrs)]
-    if same:
-        first = min(same, key=lambda t: t.number)
-        trial.set_user_attr("duplicate_of", first.user_attrs.get("duplicate_of", first.number))
-        trial.set_user_attr("folder", first.user_attrs.get("folder"))
-        if first.state == State.FAIL:
-            trial.set_user_attr("error", first.user_attrs["error"])
-            raise EdgekdError(first.user_attrs["error"])
-        trial.set_user_attr("candidates", first.user_attrs["candidates"])
-        if len(first.values) == 1:
-            return float(first.value)
-        for key, value in first.constraints.items():
-            trial.set_constraint(key, value)
-        return tuple(first.values)
     holder = _claim(claims, settings, trial.number, study)
     if holder is not None:
         trial.set_user_attr("running_elsewhere", holder)
         time.sleep(WAIT_POLL_S)  # the sampler's next proposal comes after that trial has moved on
         raise optuna.TrialPruned(f"trial {holder} runs the same choices")
-    return None
+    State = optuna.trial.TrialState
+    same = [t for t in study.get_trials(deepcopy=False, states=(State.COMPLETE, State.FAIL))
+            if t.number != trial.number and t.user_attrs.get("settings") == settings
+            and (t.state == State.COMPLETE or "error" in t.user_attrs)]
+    if not same:
+        return None
+    first = min(same, key=lambda t: t.number)
+    trial.set_user_attr("duplicate_of", first.user_attrs.get("duplicate_of", first.number))
+    trial.set_user_attr("folder", first.user_attrs.get("folder"))
+    if first.state == State.FAIL:
+        trial.set_user_attr("error", first.user_attrs["error"])
+        raise EdgekdError(first.user_attrs["error"])
+    trial.set_user_attr("candidates", first.user_attrs["candidates"])
+    if len(first.values) == 1:
+        return float(first.value)
+    for key, value in first.constraints.items():
+        trial.set_constraint(key, value)
+    return tuple(first.values)
 
 
 def _claim(claims: Path, settings: dict[str, Any], number: int, study) -> int | None:
