@@ -5,7 +5,9 @@ width 0.25, 1,702), every recipe gets the same search budget (--trials Optuna tr
 validation split; edgekd.search.tune) over learning rate, epochs, its temperature and loss weight, and
 augmentation (off, or random shifts; a teacher then sees the student's very views, cached per sample:
 distill.teacher_views, "consistent teaching"). Each recipe's best setting is then trained with --seeds seeds
-and scored on the test split, which the search never saw.
+and scored on the test split, which the search never saw. --patience F trains those test runs for F times the
+best setting's epochs, every recipe alike (Beyer et al.'s "patient": distillation keeps gaining from epochs a
+hard-label run would not use; the search stays within --epochs).
 
   hard   hard labels only                       [ce]
   kd     Hinton KD                              [(1 - w) ce + w kd, T]
@@ -105,6 +107,13 @@ def base_config(teacher_spec: dict, source: str, recipe: str, width: float) -> d
     }
 
 
+def patient(config: dict, factor: float) -> dict:
+    """``config`` trained ``factor`` times as many epochs."""
+    longer = copy.deepcopy(config)
+    longer["distill"]["train"]["epochs"] = round(config["distill"]["train"]["epochs"] * factor)
+    return longer
+
+
 def difference(a: list[float], b: list[float]) -> tuple[float, float]:
     """Mean of a minus mean of b, and the standard error of that difference (independent samples)."""
     (ma, sa), (mb, sb) = mean_std(a), mean_std(b)
@@ -165,6 +174,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="the teacher's epochs on MNIST-5k (examples/mnist.yaml: 6); digits: as many optimizer steps")
     parser.add_argument("--threads", type=int, default=1,
                         help="torch.set_num_threads; 1 avoids OpenMP stalls on a shared machine (tiny models gain little from more)")
+    parser.add_argument("--patience", type=float, default=1.0,
+                        help="the test runs train F times each recipe's best epochs (every recipe alike; default 1)")
     parser.add_argument("--note", default="", help="a line added to the results header")
     args = parse_bench_args(parser, argv, quick={"trials": 2, "seeds": 2, "epochs": "1,2", "data": "builtin:digits",
                                                  "widths": "0.5"})
@@ -177,6 +188,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"--augments: choose from {list(AUGMENTS)}, got {args.augments!r}")
     if not 1 <= args.views <= 64:
         parser.error(f"--views must be 1..64, got {args.views}")
+    if args.patience < 1:
+        parser.error(f"--patience must be at least 1 (a multiple of the searched epochs), got {args.patience}")
     if args.teacher_epochs < 1:
         parser.error(f"--teacher-epochs must be at least 1, got {args.teacher_epochs}")
     # a teacher of another length, and the studies it teaches, get folders of their own (none cached is reused)
@@ -206,7 +219,9 @@ def main(argv: list[str] | None = None) -> int:
                   f"(log), epochs {epochs[0]}..{epochs[1]}, augmentation {' or '.join(augments)} (shifts: up to 2 px; "
                   f"mixup: shifts and Beta(1, 1) mixup; a teacher's views cached, {args.views} per sample), plus each "
                   "recipe's temperature and loss weight",
-        "test": f"the best setting trained with seeds 0..{args.seeds - 1} (seed 0 is the search's own run, reused)",
+        "test": f"the best setting trained with seeds 0..{args.seeds - 1} (seed 0 is the search's own run, reused)"
+                if args.patience == 1 else
+                f"the best setting with {args.patience:g}x its epochs, trained with seeds 0..{args.seeds - 1}",
         "command": command_line("kd_gain.py", argv),
     }
     if args.note:
@@ -223,17 +238,19 @@ def main(argv: list[str] | None = None) -> int:
                 t0 = time.perf_counter()
                 tuned = tune(base_config(teacher_spec, source, recipe, width), search_space(recipe, epochs, augments, args.views),
                              trials=args.trials, workdir=folder / "search", seed=0, console=quiet)
+                config = patient(tuned.config, args.patience)
                 runs = []
                 for seed in range(args.seeds):
-                    run_dir = folder / "search" / f"best-s{seed}"
-                    result = edgekd.run({**tuned.config, "seed": seed}, run_dir, stages=["distill"], console=quiet)
+                    run_dir = folder / "search" / (f"best-s{seed}" if args.patience == 1 else f"best-x{args.patience:g}-s{seed}")
+                    result = edgekd.run({**config, "seed": seed}, run_dir, stages=["distill"], console=quiet)
                     rec = result["distill"]
                     runs.append({"seed": seed, "test_accuracy": rec.figures.accuracy, "val_accuracy": rec.val_accuracy,
                                  "params": rec.figures.params, "macs": rec.figures.macs,
                                  "seconds": read_json(run_dir / "distill" / "stage.json")["seconds"],
                                  "run_dir": str(run_dir)})
-                results[recipe] = {"best": tuned.best, "val": tuned.score, "runs": runs, "trials": tuned.trials,
-                                   "config": tuned.config}
+                results[recipe] = {"best": {**tuned.best, **({} if args.patience == 1 else
+                                                             {"distill.train.epochs": config["distill"]["train"]["epochs"]})},
+                                   "val": tuned.score, "runs": runs, "trials": tuned.trials, "config": config}
                 accs = ", ".join(f"{100 * r['test_accuracy']:.2f}" for r in runs)
                 print(f"{source} w{width} {recipe:5s}: best {short(tuned.best)} (val {100 * tuned.score:.2f}); "
                       f"test {accs} ({time.perf_counter() - t0:.0f}s)", flush=True)

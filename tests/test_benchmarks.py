@@ -107,6 +107,18 @@ def test_kd_gain_quick(tmp_path):
         assert found["val"] == max(t["score"] for t in found["trials"])
 
 
+def test_kd_gain_patience_trains_the_test_runs_longer_and_every_recipe_alike(tmp_path):
+    stdout, out = run_quick("kd_gain.py", tmp_path, "--recipes", "hard,fm", "--seeds", "1", "--patience", "2")
+    (study,) = assert_json(out / "kd_gain_quick.json")["studies"]
+    for recipe, found in study["recipes"].items():
+        searched = next(t for t in found["trials"] if t["score"] == found["val"])["settings"]["distill.train.epochs"]
+        assert found["config"]["distill"]["train"]["epochs"] == 2 * searched, recipe
+        (run,) = found["runs"]
+        assert Path(run["run_dir"]).name == "best-x2-s0"
+        trained = json.loads((Path(run["run_dir"]) / "distill" / "stage.json").read_text())["record"]["train"]
+        assert trained["epochs_run"] == 2 * searched, recipe  # the run itself, not only its config, went twice as long
+
+
 @pytest.mark.slow  # a benchmark's quick run end to end (25-85 s here); CI runs it in make test-slow
 def test_train_overhead_quick(tmp_path):
     stdout, out = run_quick("train_overhead.py", tmp_path)
