@@ -46,6 +46,7 @@ test-slow: install-test system-deps
 benchmarks: install
 	$(PIP) -e '.[bench]'
 	$(PY) benchmarks/kd_gain.py
+	$(PY) benchmarks/demo_recipe.py
 	$(PY) benchmarks/train_overhead.py
 	$(PY) benchmarks/quant_compare.py
 	$(PY) benchmarks/prune_sweep.py

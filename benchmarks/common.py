@@ -9,6 +9,7 @@ import argparse
 import copy
 import datetime as _dt
 import json
+import math
 import os
 import platform
 import statistics
@@ -192,6 +193,12 @@ def mean_std(values: Sequence[float]) -> tuple[float, float]:
     if not values:
         return float("nan"), float("nan")
     return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
+
+
+def difference(a: Sequence[float], b: Sequence[float]) -> tuple[float, float]:
+    """Mean of a minus mean of b, and the standard error of that difference (independent samples)."""
+    (ma, sa), (mb, sb) = mean_std(a), mean_std(b)
+    return ma - mb, math.sqrt(sa**2 / len(a) + sb**2 / len(b))
 
 
 def markdown_table(headers: Sequence[str], rows: Sequence[Sequence[Any]], align: Sequence[str] | None = None) -> str:

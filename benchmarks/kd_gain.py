@@ -33,7 +33,6 @@ live under --workdir.
 from __future__ import annotations
 
 import copy
-import math
 import sys
 import time
 from pathlib import Path
@@ -42,8 +41,8 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import (  # noqa: E402
-    bench_parser, command_line, example_config, header, machine_info, markdown_table, mean_std, parse_bench_args,
-    results_stem, setup_environment, trained_teacher, write_results,
+    bench_parser, command_line, difference, example_config, header, machine_info, markdown_table, mean_std,
+    parse_bench_args, results_stem, setup_environment, trained_teacher, write_results,
 )
 
 DATA = ["builtin:mnist5k", "builtin:digits"]
@@ -112,12 +111,6 @@ def patient(config: dict, factor: float) -> dict:
     longer = copy.deepcopy(config)
     longer["distill"]["train"]["epochs"] = round(config["distill"]["train"]["epochs"] * factor)
     return longer
-
-
-def difference(a: list[float], b: list[float]) -> tuple[float, float]:
-    """Mean of a minus mean of b, and the standard error of that difference (independent samples)."""
-    (ma, sa), (mb, sb) = mean_std(a), mean_std(b)
-    return ma - mb, math.sqrt(sa**2 / len(a) + sb**2 / len(b))
 
 
 def short(settings: dict[str, Any]) -> str:
