@@ -50,7 +50,7 @@ def _fm(epochs: int, views: int, recovery_epochs: int | None = None) -> dict[str
             **({"prune.recovery.epochs": recovery_epochs} if recovery_epochs else {})}
 
 
-# Each recipe: the keys it replaces in examples/mnist.yaml ("section.key" for one key, a section for a whole one).
+# Each recipe: the keys it replaces in examples/mnist.yaml (dotted, as edgekd.search.set_key takes them).
 RECIPES: dict[str, dict[str, Any]] = {
     "example": {},
     "dist": {"data.augment": False,
@@ -66,19 +66,13 @@ BASELINE = "dist"
 def recipe_config(name: str, teacher_spec: dict[str, Any], quick: bool) -> dict[str, Any]:
     """examples/mnist.yaml's data, teacher (loaded from its weights), student, distill and prune sections with
     ``name``'s keys replaced; --quick: digits and 2 epochs wherever the example trains."""
+    from edgekd.search import set_key
+
     example = example_config()
     cfg = {key: copy.deepcopy(example[key]) for key in ("name", "data", "student", "distill", "prune")}
     cfg["teacher"] = teacher_spec
     for key, value in RECIPES[name].items():
-        section, _, leaf = key.partition(".")
-        if not leaf:
-            cfg[section] = copy.deepcopy(value)
-            continue
-        node = cfg[section]
-        *path, last = leaf.split(".")
-        for part in path:
-            node = node[part]
-        node[last] = copy.deepcopy(value)
+        set_key(cfg, key, copy.deepcopy(value))
     if quick:
         cfg["data"]["source"] = "builtin:digits"
         cfg["distill"]["train"]["epochs"] = 2

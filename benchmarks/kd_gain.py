@@ -241,9 +241,10 @@ def main(argv: list[str] | None = None) -> int:
                                  "params": rec.figures.params, "macs": rec.figures.macs,
                                  "seconds": read_json(run_dir / "distill" / "stage.json")["seconds"],
                                  "run_dir": str(run_dir)})
-                results[recipe] = {"best": {**tuned.best, **({} if args.patience == 1 else
-                                                             {"distill.train.epochs": config["distill"]["train"]["epochs"]})},
-                                   "val": tuned.score, "runs": runs, "trials": tuned.trials, "config": config}
+                best = dict(tuned.best)
+                if args.patience != 1:
+                    best["distill.train.epochs"] = config["distill"]["train"]["epochs"]
+                results[recipe] = {"best": best, "val": tuned.score, "runs": runs, "trials": tuned.trials, "config": config}
                 accs = ", ".join(f"{100 * r['test_accuracy']:.2f}" for r in runs)
                 print(f"{source} w{width} {recipe:5s}: best {short(tuned.best)} (val {100 * tuned.score:.2f}); "
                       f"test {accs} ({time.perf_counter() - t0:.0f}s)", flush=True)
