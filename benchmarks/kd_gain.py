@@ -20,7 +20,8 @@ et al.'s consistent teaching on mixed images; a teacher sees the student's very 
 with fixed partners). Hard labels draw fresh shifts and mixes every epoch (no teacher to cache), which if anything
 favours them.
 
-The teacher is examples/mnist.yaml's ResNet, trained once per data set and loaded from its weights.
+The teacher is the ResNet examples/mnist.yaml trained until 2026-12-04 (common.STUDY_TEACHER: full width, 6 epochs),
+trained once per data set and loaded from its weights.
 
     .venv/bin/python benchmarks/kd_gain.py                      # 12 trials per recipe, 5 seeds, both data sets
     .venv/bin/python benchmarks/kd_gain.py --data builtin:mnist5k --widths 0.5 --recipes hard,kd
@@ -41,8 +42,8 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import (  # noqa: E402
-    bench_parser, command_line, difference, example_config, header, machine_info, markdown_table, mean_std,
-    parse_bench_args, results_stem, setup_environment, trained_teacher, write_results,
+    STUDY_DISTILL, STUDY_TEACHER, bench_parser, command_line, difference, example_config, header, machine_info,
+    markdown_table, mean_std, parse_bench_args, results_stem, setup_environment, trained_teacher, write_results,
 )
 
 DATA = ["builtin:mnist5k", "builtin:digits"]
@@ -51,7 +52,7 @@ WIDTHS = [0.5, 0.25]
 # of the optimizer steps (6 left it at 90% test accuracy, below a student trained alone: a KD study needs a
 # teacher better than its student), so there it trains for the same number of steps.
 TRAIN_IMAGES = {"builtin:mnist5k": 3500, "builtin:digits": 1257}
-TEACHER_EPOCHS = example_config()["teacher"]["train"]["epochs"]  # examples/mnist.yaml's (6)
+TEACHER_EPOCHS = STUDY_TEACHER["train"]["epochs"]  # 6
 VIEWS = 8  # cached augmented views per training sample (consistent teaching at the cache's speed)
 AUGMENTS = {"off": False, "shifts": {"shift": 2}, "mixup": {"shift": 2, "mixup": 1.0}}
 
@@ -97,7 +98,7 @@ def search_space(recipe: str, epochs: tuple[int, int], augments: list[str] = ("o
 
 
 def base_config(teacher_spec: dict, source: str, recipe: str, width: float) -> dict:
-    train = dict(example_config()["distill"]["train"])  # batch 64, cosine with warm-up
+    train = dict(STUDY_DISTILL["train"])  # batch 64, cosine with warm-up
     data = {**copy.deepcopy(example_config()["data"]), "source": source, "augment": False}
     return {
         "name": f"kd-gain-{recipe}", "seed": 0, "data": data, "teacher": teacher_spec,

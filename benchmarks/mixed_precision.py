@@ -20,8 +20,9 @@ from pathlib import Path
 
 import yaml
 
-from common import (RESULTS, bench_data, bench_parser, command_line, example_config, header, machine_info,
-                    markdown_table, parse_bench_args, results_stem, setup_environment, trained_teacher, write_results)
+from common import (RESULTS, STUDY_DISTILL, bench_data, bench_parser, command_line, example_config, header,
+                    machine_info, markdown_table, parse_bench_args, results_stem, setup_environment, trained_teacher,
+                    write_results)
 from edgekd.records import FloatLayers
 
 MODEL = Path(__file__).resolve().parents[1] / "tests" / "fixtures" / "outlier_net.py"
@@ -51,7 +52,7 @@ def main(argv: list[str] | None = None) -> None:
     for mode in args.modes.split(","):
         cfg = {"name": f"mixed-{mode}", "seed": 0, "data": bench_data(args.quick), "teacher": teacher,
                "student": {"model": "python:./outlier_net.py:OutlierNet"},
-               "distill": {**example["distill"], "train": {**example["distill"]["train"], "epochs": 4 if args.quick else 20}},
+               "distill": {**STUDY_DISTILL, "train": {**STUDY_DISTILL["train"], "epochs": 4 if args.quick else 20}},
                "prune": {"enabled": False},
                "quantize": {"mode": mode, "calibration_size": 256,
                             **({"train": {**example["quantize"]["train"], "epochs": 1}} if args.quick else {})},

@@ -11,6 +11,7 @@ Writes benchmarks/results/prune_sweep.md and .json (prune_sweep_round<N>.* with 
 
 from __future__ import annotations
 
+import copy
 import shutil
 import statistics
 import sys
@@ -22,8 +23,8 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import (  # noqa: E402
-    ROOT, bench_parser, command_line, example_config, header, machine_info, markdown_table, parse_bench_args,
-    results_stem, setup_environment, teacher_run_config, write_results,
+    ROOT, STUDY_DISTILL, bench_parser, command_line, example_config, header, machine_info, markdown_table,
+    parse_bench_args, results_stem, setup_environment, teacher_run_config, write_results,
 )
 
 
@@ -50,7 +51,7 @@ def sweep_config(distill_epochs: int, quick: bool) -> dict:
     cfg["data"] = {**teacher_run["data"], "augment": False}
     cfg["teacher"] = teacher_run["teacher"]
     cfg["student"] = {"model": "zoo:mobilenetv2", "kwargs": {"width": 0.5}}
-    cfg["distill"]["train"] = {"epochs": distill_epochs, "lr": 0.01, "batch_size": 64}
+    cfg["distill"] = {**copy.deepcopy(STUDY_DISTILL), "train": {"epochs": distill_epochs, "lr": 0.01, "batch_size": 64}}
     cfg["quantize"] = {"mode": "none"}
     cfg["prune"] = {"enabled": False}
     return cfg

@@ -10,6 +10,7 @@ quantization-aware distillation (qad). Writes benchmarks/results/quant_compare.m
 
 from __future__ import annotations
 
+import copy
 import statistics
 import sys
 import time
@@ -18,8 +19,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import (  # noqa: E402
-    ROOT, bench_parser, command_line, example_config, header, machine_info, markdown_table, parse_bench_args,
-    results_stem, setup_environment, teacher_run_config, write_results,
+    ROOT, STUDY_DISTILL, bench_parser, command_line, example_config, header, machine_info, markdown_table,
+    parse_bench_args, results_stem, setup_environment, teacher_run_config, write_results,
 )
 
 MODELS = ["fp32", "ptq", "qad"]
@@ -31,6 +32,7 @@ def base_config(distill_epochs: int, qad_epochs: int, quick: bool) -> dict:
     teacher_run = teacher_run_config(quick)
     base["data"] = {**teacher_run["data"], "augment": False}  # teacher cache on: the comparison is about quantization
     base["teacher"] = teacher_run["teacher"]
+    base["distill"] = copy.deepcopy(STUDY_DISTILL)
     base["distill"]["train"]["epochs"] = distill_epochs
     quantize = base["quantize"]
     quantize["train"] = {**quantize["train"], "epochs": qad_epochs}
