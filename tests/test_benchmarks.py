@@ -119,25 +119,31 @@ def test_kd_gain_patience_trains_the_test_runs_longer_and_every_recipe_alike(tmp
         assert trained["epochs_run"] == 2 * searched, recipe  # the run itself, not only its config, went twice as long
 
 
-def test_demo_recipe_runs_each_recipe_as_written_on_the_demo_student(tmp_path):
-    stdout, out = run_quick("demo_recipe.py", tmp_path, "--recipes", "dist,fm-30-v4")
-    header = ["recipe", "distilled acc % (mean ± std)", "pruned acc % (mean ± std)", "Δ pruned vs dist (pp ± SE)",
-              "pruned, per seed", "pruned MACs", "s/run (distill + prune)"]
+def test_demo_recipe_runs_each_recipe_as_written_with_each_teacher(tmp_path):
+    stdout, out = run_quick("demo_recipe.py", tmp_path, "--teachers", "r1-6ep,example", "--recipes", "dist,fm-30-v4")
+    header = ["teacher", "recipe", "distilled acc % (mean ± std)", "pruned acc % (mean ± std)",
+              "Δ pruned vs r1-6ep/dist (pp ± SE)", "pruned, per seed", "pruned MACs", "s/run (distill + prune)"]
     rows = saved_table(stdout, out, "demo_recipe", header)
-    assert [r["recipe"] for r in rows] == ["dist", "fm-30-v4"]
+    pairs = [("r1-6ep", "dist"), ("r1-6ep", "fm-30-v4"), ("example", "dist"), ("example", "fm-30-v4")]
+    assert [(r["teacher"], r["recipe"]) for r in rows] == pairs
     assert_figures(rows, ["distilled acc % (mean ± std)", "pruned acc % (mean ± std)", "pruned MACs"])
-    assert rows[0]["Δ pruned vs dist (pp ± SE)"] == "-"
-    runs = {name: found["runs"] for name, found in assert_json(out / "demo_recipe_quick.json")["recipes"].items()}
-    # each recipe trained as written: DIST without views, function matching on its 4 cached views, the recovery
-    # as long as the recipe says (1 epoch a step in --quick)
-    assert [r["teacher_views"] for r in runs["dist"]] == [None] and [r["teacher_views"] for r in runs["fm-30-v4"]] == [4]
-    for name, (run,) in runs.items():
+    assert rows[0]["Δ pruned vs r1-6ep/dist (pp ± SE)"] == "-"
+    found = assert_json(out / "demo_recipe_quick.json")["pairs"]
+    assert list(found) == [f"{t}/{r}" for t, r in pairs]
+    for row, (pair, result) in zip(rows, found.items()):
+        (run,) = result["runs"]
+        # each pair distilled from its own teacher: the studies' in teacher/, the example's in teacher-example/
+        teacher_dir = Path(result["config"]["teacher"]["weights"]).parents[1].name
+        assert teacher_dir == ("teacher" if result["teacher"] == "r1-6ep" else "teacher-example"), pair
+        # each recipe trained as written: DIST without views, function matching on its 4 cached views, the
+        # recovery as long as the recipe says (1 epoch a step in --quick)
+        assert run["teacher_views"] == (None if result["recipe"] == "dist" else 4), pair
         distilled = json.loads((Path(run["run_dir"]) / "distill" / "stage.json").read_text())["record"]
         terms = set(distilled["train"]["history"][0]["terms"])
-        assert terms == ({"ce", "dist"} if name == "dist" else {"kd"}), name
+        assert terms == ({"ce", "dist"} if result["recipe"] == "dist" else {"kd"}), pair
         pruned = json.loads((Path(run["run_dir"]) / "prune" / "stage.json").read_text())["record"]
         assert pruned["figures"]["macs"] < distilled["figures"]["macs"]  # the demo student: pruned after distilling
-        assert 100 * pruned["figures"]["accuracy"] == pytest.approx(float(rows[list(runs).index(name)]["pruned, per seed"]), abs=0.006)
+        assert 100 * pruned["figures"]["accuracy"] == pytest.approx(float(row["pruned, per seed"]), abs=0.006)
 
 
 @pytest.mark.slow  # a benchmark's quick run end to end (25-85 s here); CI runs it in make test-slow
