@@ -40,8 +40,8 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import (  # noqa: E402
-    STUDY_DISTILL, STUDY_TEACHER, bench_parser, command_line, difference, example_config, header, machine_info, markdown_table,
-    mean_std, parse_bench_args, results_stem, setup_environment, trained_teacher, write_results,
+    STUDY_DISTILL, STUDY_TEACHER, bench_parser, command_line, difference, example_config, header, machine_info,
+    markdown_table, mean_std, parse_bench_args, results_stem, setup_environment, trained_teacher, write_results,
 )
 
 SHIFTS = {"shift": 2}
