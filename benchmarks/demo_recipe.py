@@ -62,8 +62,8 @@ RECIPES: dict[str, dict[str, Any]] = {
     "fm-20-v2": _fm(20, 2, recovery_epochs=6),
     "fm-30-v4": _fm(30, 4, recovery_epochs=10),
 }
-# Each teacher: its teacher section (None: the studies' own, trained and cached by common.trained_teacher).
-TEACHERS: dict[str, dict[str, Any] | None] = {"r1-6ep": None, "example": example_config()["teacher"]}
+# Each teacher: its teacher section.
+TEACHERS: dict[str, dict[str, Any]] = {"r1-6ep": STUDY_TEACHER, "example": example_config()["teacher"]}
 BASELINE = ("r1-6ep", "dist")
 
 
@@ -114,17 +114,17 @@ def main(argv: list[str] | None = None) -> int:
     quiet = Console(stderr=True, quiet=True)
     teacher_accuracy, results = {}, {}
     for teacher_name in teachers:
-        section = TEACHERS[teacher_name]
-        teacher, weights, teacher_spec = trained_teacher(args.workdir, args.quick, teacher=section,
-                                                         tag="" if section is None else f"-{teacher_name}")
+        # the studies' teacher keeps the folders it shares with kd_gain.py and had before teachers were compared
+        suffix = "" if TEACHERS[teacher_name] is STUDY_TEACHER else f"-{teacher_name}"
+        teacher, weights, teacher_spec = trained_teacher(args.workdir, args.quick, teacher=TEACHERS[teacher_name],
+                                                         tag=suffix)
         teacher_accuracy[teacher_name] = 100 * teacher.figures.accuracy
         print(f"teacher {teacher_name}: {weights} (test acc {teacher_accuracy[teacher_name]:.2f}%)", flush=True)
         for name in recipes:
             config = recipe_config(name, teacher_spec, args.quick)
             runs = []
             for seed in range(args.seeds):
-                # the studies' teacher keeps the folders it had before teachers were compared (their runs are reused)
-                run_dir = args.workdir / "demo_recipe" / (f"{name}-s{seed}" if section is None else f"{name}-{teacher_name}-s{seed}")
+                run_dir = args.workdir / "demo_recipe" / f"{name}{suffix}-s{seed}"
                 result = edgekd.run({**config, "seed": seed}, run_dir, stages=["distill", "prune"], console=quiet)
                 distilled, pruned = result["distill"], result["prune"]
                 runs.append({"seed": seed, "distill_accuracy": distilled.figures.accuracy,
@@ -165,13 +165,13 @@ def main(argv: list[str] | None = None) -> int:
                         f"Δ pruned vs {baseline} (pp ± SE)", "pruned, per seed", "pruned MACs", "s/run (distill + prune)"],
                        rows, ["l", "l", "r", "r", "r", "l", "r", "r"]),
         "",
-        "Teachers: " + "; ".join(f"`{n}` {TEACHERS[n] or STUDY_TEACHER}" for n in teachers),
+        "Teachers: " + "; ".join(f"`{n}` {TEACHERS[n]}" for n in teachers),
         "",
         "Recipes: " + "; ".join(f"`{n}` {RECIPES[n] or 'examples/mnist.yaml as it is'}" for n in recipes),
         "",
     ])
     md, js = write_results(results_stem("demo_recipe", args.quick), markdown,
-                           {"machine": info, "settings": settings, "teachers": {n: TEACHERS[n] or STUDY_TEACHER for n in teachers},
+                           {"machine": info, "settings": settings, "teachers": {n: TEACHERS[n] for n in teachers},
                             "pairs": results}, args.out)
     print(markdown)
     print(f"wrote {md} and {js}")

@@ -42,7 +42,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import (  # noqa: E402
-    STUDY_DISTILL, STUDY_TEACHER, bench_parser, command_line, difference, example_config, header, machine_info,
+    STUDY_DISTILL, STUDY_TEACHER, bench_data, bench_parser, command_line, difference, header, machine_info,
     markdown_table, mean_std, parse_bench_args, results_stem, setup_environment, trained_teacher, write_results,
 )
 
@@ -99,7 +99,7 @@ def search_space(recipe: str, epochs: tuple[int, int], augments: list[str] = ("o
 
 def base_config(teacher_spec: dict, source: str, recipe: str, width: float) -> dict:
     train = dict(STUDY_DISTILL["train"])  # batch 64, cosine with warm-up
-    data = {**copy.deepcopy(example_config()["data"]), "source": source, "augment": False}
+    data = {**bench_data(False), "source": source}
     return {
         "name": f"kd-gain-{recipe}", "seed": 0, "data": data, "teacher": teacher_spec,
         "student": {"model": "zoo:tiny_cnn", "kwargs": {"width": width}},
